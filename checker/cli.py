@@ -1,0 +1,254 @@
+"""The command line: arguments, the terminal, exit codes. No protocol code here.
+
+Exit codes (README, "Exit codes"):
+  0   every URL is up
+  1   at least one URL is down (or its line is invalid)
+  2   usage or input error: bad option, missing/unreadable/empty list, unwritable --out
+  130 stopped by Ctrl-C (SIGINT), reports of what finished were written
+  143 stopped by SIGTERM, likewise
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from checker import __version__
+from checker.check import CheckOptions
+from checker.http.client import ClientConfig, make_ssl_context
+from checker.limits import fit_open_files
+from checker.pool import PoolOptions
+from checker.run import FORMATS, RunConfig, RunError, run_check
+from checker.summary import format_summary
+
+EXIT_UP = 0
+EXIT_DOWN = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"checker: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
+    return value
+
+
+def _formats(text: str) -> list[str]:
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(unknown) or text!r} (choose from {', '.join(FORMATS)})"
+        )
+    return list(dict.fromkeys(names))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="checker", description="Check that websites answer, concurrently.")
+    parser.add_argument("--version", action="version", version=f"checker {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    check = sub.add_parser("check", help="check the URLs of one or more list files")
+    check.add_argument("lists", nargs="+", metavar="LIST", help="URL list file(s)")
+    add_check_options(check)
+
+    demo = sub.add_parser("demo", help="start local demo sites, check them, write reports")
+    demo.add_argument("--out", default="reports/demo", help="report folder (default: %(default)s)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    return parser
+
+
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    out = p.add_argument_group("reports")
+    out.add_argument(
+        "--out", default="reports", metavar="DIR", help="report folder (default: %(default)s)"
+    )
+    out.add_argument(
+        "--format",
+        type=_formats,
+        default=list(FORMATS),
+        metavar="LIST",
+        help="comma-separated report formats: csv,json (default: both)",
+    )
+    out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    out.add_argument(
+        "--no-progress", action="store_true", help="no progress bar even on a terminal"
+    )
+
+    run = p.add_argument_group("concurrency and retries")
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="checks at once (default: %(default)s)",
+    )
+    run.add_argument(
+        "--per-host",
+        type=_positive_int,
+        default=6,
+        metavar="N",
+        help="checks at once per host (default: %(default)s)",
+    )
+    run.add_argument(
+        "--retries",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="retries of a transient failure (default: %(default)s)",
+    )
+
+    http = p.add_argument_group("HTTP")
+    http.add_argument(
+        "--method",
+        type=str.upper,
+        choices=("HEAD", "GET"),
+        default="HEAD",
+        help="HEAD (confirmed with GET when down) or GET (default: %(default)s)",
+    )
+    http.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="deadline for a whole check (default: %(default)s)",
+    )
+    http.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="deadline for DNS + connect + TLS (default: %(default)s)",
+    )
+    http.add_argument(
+        "--max-redirects",
+        type=_count,
+        default=10,
+        metavar="N",
+        help="redirects to follow (default: %(default)s)",
+    )
+    http.add_argument(
+        "--no-follow", action="store_true", help="report a 3xx as it is, do not follow it"
+    )
+    http.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+    http.add_argument(
+        "--ca-file", metavar="PEM", help="also trust the CA certificates in this file"
+    )
+
+
+def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
+    """The run's configuration from parsed arguments, plus notes for the user."""
+    notes: list[str] = []
+    try:
+        ssl_context = make_ssl_context(insecure=args.insecure, ca_file=args.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise RunError(f"--ca-file {args.ca_file}: cannot load CA certificates: {exc}") from None
+    concurrency, note = fit_open_files(args.concurrency)
+    if note:
+        notes.append(note)
+    client = ClientConfig(
+        ssl_context=ssl_context,
+        connect_timeout=min(args.connect_timeout, args.timeout),
+        user_agent=f"checker/{__version__}",
+    )
+    options = {
+        "method": args.method,
+        "timeout": args.timeout,
+        "connect_timeout": client.connect_timeout,
+        "concurrency": concurrency,
+        "per_host": args.per_host,
+        "retries": args.retries,
+        "follow_redirects": not args.no_follow,
+        "max_redirects": args.max_redirects,
+        "insecure": args.insecure,
+        "ca_file": args.ca_file,
+        "formats": args.format,
+    }
+    config = RunConfig(
+        lists=args.lists,
+        out_dir=args.out,
+        formats=args.format,
+        check=CheckOptions(
+            client=client,
+            method=args.method,
+            follow_redirects=not args.no_follow,
+            max_redirects=args.max_redirects,
+            timeout=args.timeout,
+        ),
+        pool=PoolOptions(concurrency=concurrency, per_host=args.per_host, retries=args.retries),
+        progress=not args.quiet and not args.no_progress and sys.stderr.isatty(),
+        options=options,
+    )
+    return config, notes
+
+
+def run_and_report(config: RunConfig, quiet: bool) -> int:
+    """Run the check, print the summary, and turn the outcome into an exit code."""
+    outcome = asyncio.run(run_check(config))
+    if not quiet:
+        print(
+            format_summary(outcome.stats, outcome.duration_s, outcome.reports, outcome.interrupted)
+        )
+    if outcome.interrupted:
+        return 128 + (outcome.signal or signal.SIGINT)
+    return EXIT_DOWN if outcome.stats.down else EXIT_UP
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from checker.demo.run import run_demo
+
+            return run_demo(out_dir=args.out, quiet=args.quiet)
+        config, notes = check_config(args)
+        for note in notes:
+            print(f"checker: {note}", file=sys.stderr)
+        return run_and_report(config, args.quiet)
+    except RunError as exc:
+        print(f"checker: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Only reachable before the run installs its own handler.
+        return 128 + signal.SIGINT
+
+
+def entry() -> None:
+    """The console script."""
+    sys.exit(main())

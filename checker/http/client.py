@@ -1,0 +1,325 @@
+"""The only module that touches sockets: connect, TLS, write + drain, readline.
+
+Everything it reads goes straight to the pure parsers in `wire`. Everything
+that goes wrong leaves it as a `CheckError` (see `map_exceptions`), and every
+connection it opens is closed before it returns or raises, cancellation
+included.
+
+Deadlines: the caller wraps a whole check in `asyncio.timeout()`; this module
+adds the connect deadline (DNS + TCP + TLS) of `ClientConfig.connect_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from checker.http import wire
+from checker.http.errors import (
+    CheckError,
+    CheckTimeout,
+    ConnectionRefused,
+    ConnectionReset,
+    DNSError,
+    IncompleteResponse,
+    ProtocolError,
+    TLSError,
+    Unreachable,
+)
+from checker.url import URL
+
+# How long a polite close may take before we drop the connection hard.
+CLOSE_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    ssl_context: ssl.SSLContext
+    connect_timeout: float = 5.0
+    user_agent: str = "checker"
+
+
+@dataclass(slots=True)
+class Trace:
+    """What one request went through. Filled in as it goes, so that a check that
+    fails half-way still reports the phases it finished."""
+
+    dns_ms: float | None = None
+    connect_ms: float | None = None
+    tls_ms: float | None = None
+    ttfb_ms: float | None = None
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    cert_subject: str | None = None
+    cert_issuer: str | None = None
+    cert_not_after: str | None = None
+    cert_days_left: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def make_ssl_context(*, insecure: bool = False, ca_file: str | None = None) -> ssl.SSLContext:
+    """A verifying client context (system CAs, plus `ca_file`), ALPN http/1.1."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def request_head(
+    url: URL,
+    method: str,
+    config: ClientConfig,
+    trace: Trace,
+) -> wire.ResponseHead:
+    """Send one request with `Connection: close` and read the response head.
+
+    The body is never read: a status check needs the head only, and closing
+    right after it costs the server nothing more.
+    """
+    request = wire.build_request(
+        method,
+        url,
+        (("User-Agent", config.user_agent), ("Accept", "*/*"), ("Connection", "close")),
+    )
+    reader, writer = await _connect(url, config, trace)
+    try:
+        with map_exceptions():
+            writer.writelines((request,))
+            await writer.drain()
+            sent = time.perf_counter()
+            head = await _read_head(reader, trace, sent)
+    except BaseException:
+        # Errors, timeouts and cancellation: nothing more is owed to this peer.
+        await _close(writer, abort=True)
+        raise
+    await _close(writer)
+    return head
+
+
+async def _connect(
+    url: URL, config: ClientConfig, trace: Trace
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        async with asyncio.timeout(config.connect_timeout):
+            addresses = await _resolve(url, trace)
+            reader, writer = await _open_first(addresses, url.port, trace)
+            if url.scheme == "https":
+                try:
+                    await _start_tls(writer, url, config, trace)
+                except BaseException:
+                    await _close(writer, abort=True)
+                    raise
+            return reader, writer
+    except TimeoutError as exc:
+        if isinstance(exc, CheckError):
+            raise
+        raise CheckTimeout(f"connect timed out after {config.connect_timeout:g}s") from None
+
+
+async def _resolve(url: URL, trace: Trace) -> list[tuple[int, str]]:
+    """(family, address) pairs to try, in the resolver's order."""
+    if url.is_ipv6:
+        return [(socket.AF_INET6, url.host)]
+    if _is_ipv4(url.host):
+        return [(socket.AF_INET, url.host)]
+    start = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    with map_exceptions():
+        infos = await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
+    trace.dns_ms = _ms(start)
+    seen: list[tuple[int, str]] = []
+    for family, _type, _proto, _name, sockaddr in infos:
+        pair = (family, str(sockaddr[0]))
+        if pair not in seen:
+            seen.append(pair)
+    if not seen:
+        raise DNSError(f"no address for {url.host}")
+    return seen
+
+
+async def _open_first(
+    addresses: list[tuple[int, str]], port: int, trace: Trace
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the first address that answers (a host may have IPv6 and IPv4)."""
+    last: CheckError | None = None
+    for _family, address in addresses:
+        start = time.perf_counter()
+        try:
+            with map_exceptions():
+                reader, writer = await asyncio.open_connection(address, port, limit=wire.MAX_LINE)
+        except (ConnectionRefused, Unreachable) as exc:
+            last = exc
+            continue
+        trace.connect_ms = _ms(start)
+        trace.extra["remote"] = address
+        return reader, writer
+    assert last is not None
+    raise last
+
+
+async def _start_tls(
+    writer: asyncio.StreamWriter, url: URL, config: ClientConfig, trace: Trace
+) -> None:
+    start = time.perf_counter()
+    with map_exceptions():
+        await writer.start_tls(config.ssl_context, server_hostname=url.host)
+    trace.tls_ms = _ms(start)
+    sslobj = writer.get_extra_info("ssl_object")
+    if isinstance(sslobj, ssl.SSLObject):
+        trace.tls_version = sslobj.version()
+        cipher = sslobj.cipher()
+        trace.tls_cipher = cipher[0] if cipher else None
+        _record_cert(sslobj.getpeercert(), trace)
+
+
+def _record_cert(cert: object, trace: Trace) -> None:
+    """Subject, issuer and expiry; only a verifying context gets them decoded."""
+    if not isinstance(cert, dict) or not cert:
+        return
+    trace.cert_subject = _name(cert.get("subject"))
+    trace.cert_issuer = _name(cert.get("issuer"))
+    not_after = cert.get("notAfter")
+    if isinstance(not_after, str):
+        expires = ssl.cert_time_to_seconds(not_after)
+        trace.cert_not_after = (
+            datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+        )
+        trace.cert_days_left = int((expires - time.time()) // 86400)
+
+
+def _name(rdns: object) -> str | None:
+    """An X.509 name as "CN=..., O=..." from getpeercert()'s nested tuples."""
+    if not isinstance(rdns, tuple):
+        return None
+    short = {"commonName": "CN", "organizationName": "O", "countryName": "C"}
+    parts = [f"{short.get(key, key)}={value}" for rdn in rdns for key, value in rdn if key in short]
+    return ", ".join(parts) or None
+
+
+async def _read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> wire.ResponseHead:
+    for _ in range(wire.MAX_INTERIM + 1):
+        line = await _readline(reader)
+        if trace.ttfb_ms is None:
+            trace.ttfb_ms = _ms(sent)
+        if not line:
+            raise IncompleteResponse("server closed the connection without sending a response")
+        if not line.endswith(b"\n"):
+            raise IncompleteResponse("connection closed in the middle of the status line")
+        status = wire.parse_status_line(wire.strip_eol(line))
+        headers = await _read_headers(reader)
+        # 1xx are interim (100 Continue, 103 Early Hints): the real answer
+        # follows. 101 ends HTTP on this connection, so it is the final one.
+        if status.status < 200 and status.status != 101:
+            continue
+        return wire.ResponseHead(status.version, status.status, status.reason, headers)
+    raise ProtocolError(f"more than {wire.MAX_INTERIM} interim (1xx) responses")
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], ...]:
+    headers: list[tuple[str, str]] = []
+    total = 0
+    while True:
+        line = await _readline(reader)
+        if not line.endswith(b"\n"):
+            raise IncompleteResponse("connection closed in the middle of the headers")
+        total += len(line)
+        if total > wire.MAX_HEAD:
+            raise ProtocolError(f"response headers larger than {wire.MAX_HEAD // 1024} KiB")
+        line = wire.strip_eol(line)
+        if not line:
+            return tuple(headers)
+        if wire.is_obs_fold(line):
+            if not headers:
+                raise ProtocolError("first header line starts with whitespace")
+            headers[-1] = wire.unfold(headers[-1], line)
+            continue
+        if len(headers) >= wire.MAX_HEADERS:
+            raise ProtocolError(f"more than {wire.MAX_HEADERS} header lines")
+        headers.append(wire.parse_header_line(line))
+
+
+async def _readline(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readline()
+    except ValueError:
+        # StreamReader turns LimitOverrunError into ValueError for readline().
+        raise ProtocolError(f"response line longer than {wire.MAX_LINE // 1024} KiB") from None
+
+
+async def _close(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
+    """Close and wait, bounded: a hostile peer must not hold a close open."""
+    if abort:
+        writer.transport.abort()
+    else:
+        writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await writer.wait_closed()
+    except (OSError, TimeoutError, ssl.SSLError):
+        writer.transport.abort()
+
+
+@contextlib.contextmanager
+def map_exceptions() -> Iterator[None]:
+    """Turn the standard library's exceptions into the checker's, in one place."""
+    try:
+        yield
+    except (CheckError, asyncio.CancelledError):
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSError(_describe_verify_error(exc)) from None
+    except ssl.SSLError as exc:
+        hint = " (is this port speaking plain HTTP?)" if exc.reason == "WRONG_VERSION_NUMBER" else ""
+        raise TLSError(f"handshake failed: {exc.reason or exc}{hint}") from None
+    except socket.gaierror as exc:
+        raise DNSError(f"name resolution failed: {exc.strerror or exc}") from None
+    except asyncio.IncompleteReadError:
+        raise IncompleteResponse("connection closed before the response was complete") from None
+    except ConnectionRefusedError:
+        raise ConnectionRefused("connection refused") from None
+    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+        raise ConnectionReset(f"connection reset by peer ({exc.strerror or exc})") from None
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ETIMEDOUT:
+            raise CheckTimeout("connection timed out (by the operating system)") from None
+        raise Unreachable(exc.strerror or str(exc)) from None
+
+
+# OpenSSL's X509_V_ERR_* codes, grouped the way a site owner fixes them.
+_VERIFY_KINDS = {
+    10: "expired certificate",
+    9: "certificate not yet valid",
+    62: "hostname mismatch",
+    18: "untrusted certificate (self-signed)",
+    19: "untrusted certificate (self-signed CA in chain)",
+    20: "untrusted certificate (unknown issuer)",
+    21: "untrusted certificate (unknown issuer)",
+    2: "untrusted certificate (unknown issuer)",
+}
+
+
+def _describe_verify_error(exc: ssl.SSLCertVerificationError) -> str:
+    kind = _VERIFY_KINDS.get(exc.verify_code, "certificate verification failed")
+    return f"{kind}: {exc.verify_message}"
+
+
+def _is_ipv4(host: str) -> bool:
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

@@ -1,0 +1,217 @@
+"""HTTP/1.1 on the wire, as pure functions over bytes (no I/O, no asyncio).
+
+The grammar quoted beside each parser is RFC 9112's; where we accept more than
+it allows, the comment says what and why. Every parser either returns a value
+or raises `ProtocolError` with a detail a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from checker.http.errors import ProtocolError
+from checker.url import URL
+
+# Limits on what we buffer from one response head. Real servers stay far below
+# them; a hostile one hits them and gets a `protocol` error instead of our memory.
+MAX_LINE = 16 * 1024  # one status or header line, terminator included
+MAX_HEADERS = 128  # header lines in one head
+MAX_HEAD = 64 * 1024  # all header lines of one head together
+MAX_INTERIM = 16  # 1xx responses before the final one
+
+# tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+#         "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA          (RFC 9110 5.6.2)
+# token = 1*tchar
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# field-vchar = VCHAR / obs-text; field-value allows SP and HTAB inside.
+# So every control byte except HTAB is refused, NUL and a bare CR included.
+_VERSION = re.compile(rb"[0-9]\.[0-9]")
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLine:
+    version: str  # "1.0" or "1.1"
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    version: str
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]  # (lowercased name, value), in order
+
+    def get(self, name: str) -> str | None:
+        """The field's value; repeated fields are combined with ", " (RFC 9110 5.3)."""
+        values = [v for n, v in self.headers if n == name]
+        return ", ".join(values) if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n == name]
+
+
+def build_request(
+    method: str,
+    url: URL,
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """The request head, as bytes ready for `write`.
+
+    `url` was validated by `checker.url`; the checks here are a second line of
+    defence so that no caller can ever put CR, LF, NUL or a space where it would
+    split the request line or start a new header line.
+    """
+    if not _TOKEN.fullmatch(method.encode("ascii", "replace")):
+        raise ValueError(f"bad method {method!r}")
+    target = url.target
+    host = url.host_header
+    for part in (target, host):
+        if not part.isascii() or _BAD_VALUE_BYTE.search(part.encode()) or " " in part:
+            raise ValueError(f"unsafe characters in {part!r}")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name.encode("ascii", "replace")):
+            raise ValueError(f"bad header name {name!r}")
+        if _BAD_VALUE_BYTE.search(value.encode("utf-8")):
+            raise ValueError(f"control characters in header {name}")
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def strip_eol(line: bytes) -> bytes:
+    """Drop the line terminator that readline() kept.
+
+    RFC 9112 2.2 lets a recipient accept a bare LF as a line terminator; many
+    embedded servers send one, so we do.
+    """
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    if line.endswith(b"\n"):
+        return line[:-1]
+    return line
+
+
+def parse_status_line(line: bytes) -> StatusLine:
+    """status-line = HTTP-version SP status-code SP [ reason-phrase ]   (RFC 9112 4)
+
+    HTTP-version  = HTTP-name "/" DIGIT "." DIGIT ; HTTP-name = %s"HTTP"
+    status-code   = 3DIGIT
+    reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+
+    Lenient where real servers are: the SP after the code may be missing when
+    there is no reason (``HTTP/1.1 200``), and the reason may be empty.
+    `line` is the line without its terminator (`strip_eol`).
+    """
+    if not line:
+        raise ProtocolError("empty status line")
+    if not line.startswith(b"HTTP/"):
+        raise ProtocolError(f"not an HTTP/1.x status line: {_show(line)}")
+    version = line[5:8]
+    if (
+        len(version) != 3
+        or not version[:1].isdigit()
+        or version[1:2] != b"."
+        or not version[2:3].isdigit()
+    ):
+        raise ProtocolError(f"bad HTTP version in status line: {_show(line)}")
+    if version not in (b"1.1", b"1.0"):
+        raise ProtocolError(f"unsupported HTTP version {version.decode()} in status line")
+    if line[8:9] != b" ":
+        raise ProtocolError(f"missing space after HTTP version: {_show(line)}")
+    code = line[9:12]
+    if len(code) != 3 or not code.isdigit() or line[12:13] not in (b"", b" "):
+        raise ProtocolError(f"status code is not three digits: {_show(line)}")
+    status = int(code)
+    if not 100 <= status <= 599:
+        raise ProtocolError(f"status code {status} out of range 100-599")
+    reason = line[13:]
+    if _BAD_VALUE_BYTE.search(reason):
+        raise ProtocolError(f"control characters in reason phrase: {_show(line)}")
+    return StatusLine(version.decode("ascii"), status, reason.decode("latin-1").strip())
+
+
+def parse_header_line(line: bytes) -> tuple[str, str]:
+    """field-line = field-name ":" OWS field-value OWS   (RFC 9112 5)
+
+    No whitespace is allowed between the name and the colon (RFC 9112 5.1): a
+    recipient must reject it, because proxies disagree on what it means.
+    The name is returned lowercased, the value with OWS stripped, both decoded
+    as Latin-1 so that no byte is lost or can fail to decode.
+    """
+    name, colon, value = line.partition(b":")
+    if not colon:
+        raise ProtocolError(f"header line without a colon: {_show(line)}")
+    if not _TOKEN.fullmatch(name):
+        raise ProtocolError(f"bad header name: {_show(name)}")
+    if _BAD_VALUE_BYTE.search(value):
+        raise ProtocolError(f"control characters in header {name.decode('latin-1')}")
+    return name.decode("latin-1").lower(), value.strip(b" \t").decode("latin-1")
+
+
+def is_obs_fold(line: bytes) -> bool:
+    """obs-fold = OWS CRLF RWS: a line that starts with SP or HTAB continues the previous one.
+
+    RFC 9112 5.2: a user agent that receives one in a response must replace it
+    with SP before interpreting the value. We unfold rather than reject.
+    """
+    return line[:1] in (b" ", b"\t")
+
+
+def unfold(previous: tuple[str, str], line: bytes) -> tuple[str, str]:
+    if _BAD_VALUE_BYTE.search(line):
+        raise ProtocolError(f"control characters in header {previous[0]}")
+    more = line.strip(b" \t").decode("latin-1")
+    name, value = previous
+    return name, f"{value} {more}" if value and more else value + more
+
+
+def parse_content_length(values: Iterable[str]) -> int | None:
+    """Content-Length = 1*DIGIT   (RFC 9110 8.6)
+
+    Repeated fields, or a list (``5, 5``), are accepted only when every value is
+    the same; anything else could frame the body two ways and is an error.
+    """
+    found: int | None = None
+    for field in values:
+        for item in field.split(","):
+            item = item.strip(" \t")
+            if not item.isascii() or not item.isdigit():
+                raise ProtocolError(f"bad Content-Length {field!r}")
+            if len(item) > 18:
+                raise ProtocolError(f"Content-Length {item[:20]}... is too large")
+            n = int(item)
+            if found is not None and n != found:
+                raise ProtocolError(f"conflicting Content-Length values {found} and {n}")
+            found = n
+    return found
+
+
+def parse_chunk_size(line: bytes) -> int:
+    """chunk = chunk-size [ chunk-ext ] CRLF ...; chunk-size = 1*HEXDIG   (RFC 9112 7.1)
+
+    Extensions are ignored (nothing we check depends on them). Sizes longer
+    than 16 hex digits cannot be real and are refused before `int()` sees them.
+    """
+    size, _, _ext = line.partition(b";")
+    size = size.rstrip(b" \t")
+    if not size or len(size) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in size):
+        raise ProtocolError(f"bad chunk size: {_show(line)}")
+    return int(size, 16)
+
+
+def has_token(value: str | None, token: str) -> bool:
+    """Whether a comma-separated list field (Connection, Transfer-Encoding) holds `token`."""
+    if not value:
+        return False
+    return any(item.strip(" \t").lower() == token for item in value.split(","))
+
+
+def _show(data: bytes, limit: int = 60) -> str:
+    """A short, printable rendering of hostile bytes for an error detail."""
+    text = repr(data[:limit])[2:-1]
+    return text + ("..." if len(data) > limit else "")

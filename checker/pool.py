@@ -1,0 +1,211 @@
+"""The task pool: a fixed set of workers over a bounded queue, per-host caps,
+retries with backoff, and a clean stop that still accounts for every line.
+
+Memory follows the concurrency, not the list: the feeder reads the list lazily
+and blocks when the queue (twice the concurrency) is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import random
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
+from checker.http.errors import Interrupted, InvalidURL
+from checker.results import Result
+from checker.targets import Duplicate, Target
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    concurrency: int = 100
+    per_host: int = 6
+    retries: int = 2
+    backoff_base: float = 0.5  # first retry waits about this long, then doubles
+    backoff_max: float = 10.0
+    retry_after_cap: float = 30.0  # a server's Retry-After is honoured up to this
+
+
+class Sink(Protocol):
+    """Where results go as they complete (the journal and the progress bar)."""
+
+    def add(self, seq: int, result: Result) -> None: ...
+
+    def add_duplicate(self, dup: Duplicate) -> None: ...
+
+
+class HostLimiter:
+    """At most `limit` checks at once per (scheme, host, port).
+
+    Entries exist only while a host has users, so a list of a million distinct
+    hosts does not leave a million semaphores behind.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._slots: dict[tuple[str, str, int], tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, key: tuple[str, str, int]) -> AsyncIterator[None]:
+        entry = self._slots.get(key)
+        if entry is None:
+            entry = self._slots[key] = (asyncio.Semaphore(self._limit), [0])
+        sem, users = entry
+        users[0] += 1
+        try:
+            async with sem:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._slots[key]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+
+def should_retry(attempt: Attempt) -> bool:
+    if attempt.error is not None:
+        return attempt.error.transient
+    return attempt.head is not None and attempt.head.status in RETRY_STATUSES
+
+
+def retry_delay(n: int, attempt: Attempt, opts: PoolOptions) -> float:
+    """Exponential backoff with jitter, or the server's Retry-After (capped)."""
+    base: float = min(opts.backoff_max, opts.backoff_base * 2.0 ** (n - 1))
+    delay = base / 2 + random.uniform(0, base / 2)
+    if attempt.head is not None:
+        asked = parse_retry_after(attempt.head.get("retry-after"))
+        if asked is not None:
+            delay = max(delay, min(asked, opts.retry_after_cap))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After = HTTP-date / delay-seconds   (RFC 9110 10.2.3)"""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when: float = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+class Pool:
+    def __init__(self, check_opts: CheckOptions, opts: PoolOptions, sink: Sink) -> None:
+        self.check_opts = check_opts
+        self.opts = opts
+        self.sink = sink
+        self.hosts = HostLimiter(opts.per_host)
+        self._in_flight: dict[int, Target] = {}
+        self._pending: Target | None = None  # held by the feeder while the queue is full
+
+    async def run(self, items: Iterator[Target | Duplicate], stop: asyncio.Event) -> bool:
+        """Check every item; return True when `stop` cut the run short.
+
+        Whether it finishes or is stopped, every item of `items` ends up in the
+        sink exactly once (stopped ones as `interrupted`).
+        """
+        queue: asyncio.Queue[Target | None] = asyncio.Queue(self.opts.concurrency * 2)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.opts.concurrency)]
+        feeder = asyncio.create_task(self._feed(items, queue, len(workers)))
+        everything = asyncio.gather(feeder, *workers)
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait((everything, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if everything.done():
+            everything.result()  # re-raise a bug in the feeder, if any
+            return False
+        everything.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await everything
+        self._account_for_the_rest(items, queue)
+        return True
+
+    async def _feed(
+        self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None], n: int
+    ) -> None:
+        for count, item in enumerate(items):
+            target = self._to_check(item)
+            if target is not None:
+                self._pending = target
+                await queue.put(target)
+                self._pending = None
+            if count % 512 == 511:
+                await asyncio.sleep(0)  # a list of invalid lines must not starve the loop
+        for _ in range(n):
+            await queue.put(None)
+
+    async def _worker(self, queue: asyncio.Queue[Target | None]) -> None:
+        while (target := await queue.get()) is not None:
+            self._in_flight[target.seq] = target
+            try:
+                result = await self._check(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug in checker: report it, lose no row
+                traceback.print_exc(file=sys.stderr)
+                result = failed_result(target, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            del self._in_flight[target.seq]
+            self.sink.add(target.seq, result)
+
+    async def _check(self, target: Target) -> Result:
+        assert target.url is not None
+        n = 1
+        while True:
+            # The host slot is held for one attempt, not across the backoff, and
+            # waiting for it does not eat into the check's deadline.
+            async with self.hosts.slot(target.url.origin):
+                attempt = await attempt_check(target.url, self.check_opts)
+            if n > self.opts.retries or not should_retry(attempt):
+                return make_result(target, attempt, n)
+            await asyncio.sleep(retry_delay(n, attempt, self.opts))
+            n += 1
+
+    def _account_for_the_rest(
+        self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None]
+    ) -> None:
+        """After a stop: a row for what was in flight, queued, or not yet read."""
+        stopped = "the run was stopped before this check finished"
+        for target in self._in_flight.values():
+            self.sink.add(target.seq, failed_result(target, Interrupted.category, stopped))
+        self._in_flight.clear()
+        left: list[Target] = [self._pending] if self._pending is not None else []
+        while not queue.empty():
+            queued = queue.get_nowait()
+            if queued is not None:
+                left.append(queued)
+        not_started = "not checked: the run was stopped first"
+        for target in left:
+            self.sink.add(target.seq, failed_result(target, Interrupted.category, not_started))
+        for item in items:
+            unread = self._to_check(item)
+            if unread is not None:
+                self.sink.add(unread.seq, failed_result(unread, Interrupted.category, not_started))
+
+    def _to_check(self, item: Target | Duplicate) -> Target | None:
+        """Settle what needs no request (duplicates, invalid lines); return the rest."""
+        if isinstance(item, Duplicate):
+            self.sink.add_duplicate(item)
+            return None
+        if item.url is None:
+            self.sink.add(item.seq, failed_result(item, InvalidURL.category, item.error or ""))
+            return None
+        return item

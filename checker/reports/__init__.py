@@ -1,0 +1,2 @@
+"""Reports: the on-disk journal every result goes to first, and one module per
+output format, all written through aiofiles, atomically."""

@@ -1,0 +1,53 @@
+"""The CSV report: a header row, then one row per result, RFC 4180 quoting.
+
+Cells that a spreadsheet would run as a formula (starting with = + - @, or a
+tab or CR) are prefixed with a single quote: a hostile server must not be able
+to put a formula in front of whoever opens the report (OWASP, CSV injection).
+Only text cells are touched; numbers are written as numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from checker.reports.journal import Journal
+from checker.results import FIELDS
+
+BATCH = 1024
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell(name: str, value: Any) -> str | int | float:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return value
+    if name == "redirects":
+        text = " ; ".join(f"{hop['status']} {hop['url']} -> {hop['location']}" for hop in value)
+    elif isinstance(value, list):
+        text = " ; ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    if text.startswith(_FORMULA_START):
+        text = "'" + text
+    return text
+
+
+def render(journal: Journal) -> Iterator[bytes]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(FIELDS)
+    for count, raw in enumerate(journal.rows_in_order(), start=1):
+        row = json.loads(raw)
+        writer.writerow([cell(name, row.get(name)) for name in FIELDS])
+        if count % BATCH == 0:
+            yield buf.getvalue().encode("utf-8")
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue().encode("utf-8")

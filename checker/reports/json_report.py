@@ -1,0 +1,26 @@
+"""The JSON report: {"run": {...}, "results": [...]}, results in input order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from checker.reports.journal import Journal
+
+BATCH = 1024
+
+
+def render(run: dict[str, Any], journal: Journal) -> Iterator[bytes]:
+    yield b'{"run":' + json.dumps(run, ensure_ascii=False, indent=None).encode("utf-8")
+    yield b',\n"results":['
+    batch: list[bytes] = []
+    first = True
+    for row in journal.rows_in_order():
+        batch.append(row)
+        if len(batch) >= BATCH:
+            yield (b"\n" if first else b",\n") + b",\n".join(batch)
+            first, batch = False, []
+    if batch:
+        yield (b"\n" if first else b",\n") + b",\n".join(batch)
+    yield b"\n]}\n"

@@ -1,0 +1,105 @@
+"""The result record: one per checked URL (or invalid line), and its schema.
+
+`FIELDS` is the column order of the CSV report and the key order of each JSON
+result; the README's schema table documents the same list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+FIELDS: tuple[str, ...] = (
+    "url",
+    "source",
+    "line",
+    "ok",
+    "status",
+    "reason",
+    "error",
+    "error_detail",
+    "method",
+    "head_status",
+    "http_version",
+    "final_url",
+    "redirects",
+    "attempts",
+    "dns_ms",
+    "connect_ms",
+    "tls_ms",
+    "ttfb_ms",
+    "total_ms",
+    "checked_at",
+    "content_length",
+    "server",
+    "tls_version",
+    "tls_cipher",
+    "cert_subject",
+    "cert_issuer",
+    "cert_not_after",
+    "cert_days_left",
+    "duplicates",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One redirect followed: `url` answered `status` and sent us to `location`."""
+
+    status: int
+    url: str
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    url: str  # exactly as written in the list
+    source: str  # the list file it came from
+    line: int
+    ok: bool
+    status: int | None = None
+    reason: str | None = None
+    error: str | None = None
+    error_detail: str | None = None
+    method: str | None = None
+    head_status: int | None = None
+    http_version: str | None = None
+    final_url: str | None = None
+    redirects: tuple[Hop, ...] = ()
+    attempts: int = 0
+    dns_ms: float | None = None
+    connect_ms: float | None = None
+    tls_ms: float | None = None
+    ttfb_ms: float | None = None
+    total_ms: float | None = None
+    checked_at: str | None = None
+    content_length: int | None = None
+    server: str | None = None
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    cert_subject: str | None = None
+    cert_issuer: str | None = None
+    cert_not_after: str | None = None
+    cert_days_left: int | None = None
+    # Later lines of the lists that named the same URL ("file:line"); they are
+    # checked once and reported here, on the first line's row.
+    duplicates: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> str:
+        """One line of JSON, keys in `FIELDS` order."""
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+
+def now_iso() -> str:
+    """UTC, ISO 8601, millisecond precision, with a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def status_class(row: dict[str, Any]) -> str:
+    """ "2xx".."5xx" for a response, the error category for a failure."""
+    if row.get("error"):
+        return str(row["error"])
+    status = row.get("status")
+    return f"{status // 100}xx" if isinstance(status, int) else "unknown"

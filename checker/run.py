@@ -1,0 +1,191 @@
+"""One check run, end to end: lists -> pool -> journal -> reports -> summary.
+
+No argument parsing and no exit codes here (that is `cli`); this returns what
+happened and raises `RunError` for what the user must fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from checker import __version__
+from checker.check import CheckOptions
+from checker.pool import Pool, PoolOptions
+from checker.reports import csv_report, json_report
+from checker.reports.atomic import publish_latest, write_atomic
+from checker.reports.journal import Journal
+from checker.results import Result
+from checker.summary import Stats
+from checker.targets import Duplicate, ListError, check_lists, read_targets
+
+FORMATS = ("csv", "json")
+
+
+class RunError(Exception):
+    """Something the user must fix (bad list, unwritable folder): exit code 2."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    lists: Sequence[str]
+    out_dir: str
+    formats: Sequence[str]
+    check: CheckOptions
+    pool: PoolOptions
+    progress: bool = False  # draw a tqdm bar on stderr
+    options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
+
+
+@dataclass
+class RunOutcome:
+    stats: Stats
+    reports: list[str]
+    duration_s: float
+    interrupted: bool
+    signal: int | None
+
+
+class _Recorder:
+    """The pool's sink: journal, running totals, progress bar."""
+
+    def __init__(self, journal: Journal, stats: Stats, bar: Any) -> None:
+        self.journal = journal
+        self.stats = stats
+        self.bar = bar
+        self._last_postfix = 0.0
+
+    def add(self, seq: int, result: Result) -> None:
+        self.journal.add(seq, result)
+        self.stats.add(seq, result)
+        self._tick()
+
+    def add_duplicate(self, dup: Duplicate) -> None:
+        self.journal.add_duplicate(dup)
+        self.stats.duplicates += 1
+        self._tick()
+
+    def _tick(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self._last_postfix > 0.5:  # set_postfix redraws: throttle it
+            self._last_postfix = now
+            self.bar.set_postfix_str(f"up {self.stats.up} down {self.stats.down}", refresh=False)
+
+
+def _make_bar(total: int, enabled: bool, stream: TextIO) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="url", file=stream, dynamic_ncols=True, mininterval=0.2)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+async def run_check(config: RunConfig) -> RunOutcome:
+    try:
+        entries = check_lists(config.lists)
+    except ListError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        os.makedirs(config.out_dir, exist_ok=True)
+    except OSError as exc:
+        raise RunError(
+            f"{config.out_dir}: cannot create the report folder: {exc.strerror}"
+        ) from None
+    if not os.access(config.out_dir, os.W_OK):
+        raise RunError(f"{config.out_dir}: report folder is not writable")
+
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    base = os.path.join(config.out_dir, f"status-{stamp(started)}")
+    stop = asyncio.Event()
+    caught: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if not caught:
+            caught.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await _run(config, entries, base, started, t0, stop, caught)
+    finally:
+        # Kept until the reports are written: a second Ctrl-C must not tear them.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _run(
+    config: RunConfig,
+    entries: int,
+    base: str,
+    started: datetime,
+    t0: float,
+    stop: asyncio.Event,
+    caught: list[int],
+) -> RunOutcome:
+    stats = Stats()
+    bar = _make_bar(entries, config.progress, sys.stderr)
+    try:
+        async with Journal(base + ".journal.jsonl") as journal:
+            pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
+            try:
+                interrupted = await pool.run(read_targets(config.lists), stop)
+            except ListError as exc:
+                raise RunError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+    finished = datetime.now(UTC)
+    duration = time.perf_counter() - t0
+    run_info = {
+        "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "finished_at": finished.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "duration_s": round(duration, 3),
+        "checker_version": __version__,
+        "options": config.options,
+        "lists": list(config.lists),
+        "total": stats.total,
+        "up": stats.up,
+        "down": stats.down,
+        "duplicates": stats.duplicates,
+        "interrupted": interrupted,
+    }
+    written = await write_reports(base, config.formats, run_info, journal)
+    journal.remove()
+    return RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
+
+
+async def write_reports(
+    base: str, formats: Sequence[str], run_info: dict[str, Any], journal: Journal
+) -> list[str]:
+    """status-<stamp>.<fmt> for each format, then latest.<fmt> pointing at it."""
+    written: list[str] = []
+    folder = os.path.dirname(base)
+    for fmt in formats:
+        path = f"{base}.{fmt}"
+        if fmt == "json":
+            await write_atomic(path, json_report.render(run_info, journal))
+        elif fmt == "csv":
+            await write_atomic(path, csv_report.render(journal))
+        else:
+            raise ValueError(f"unknown format {fmt}")
+        publish_latest(path, os.path.join(folder, f"latest.{fmt}"))
+        written.append(path)
+    return written

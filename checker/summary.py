@@ -1,0 +1,64 @@
+"""Running totals of a check run, and the summary a person reads at the end."""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+
+from checker.results import Result
+
+SLOWEST = 5
+
+
+@dataclass
+class Stats:
+    total: int = 0
+    up: int = 0
+    down: int = 0
+    duplicates: int = 0
+    by_class: Counter[str] = field(default_factory=Counter)
+    _slowest: list[tuple[float, int, str]] = field(default_factory=list)
+
+    def add(self, seq: int, result: Result) -> None:
+        self.total += 1
+        if result.ok:
+            self.up += 1
+        else:
+            self.down += 1
+        if result.error:
+            self.by_class[result.error] += 1
+        elif result.status is not None:
+            self.by_class[f"{result.status // 100}xx"] += 1
+        if result.total_ms is not None and result.error is None:
+            item = (result.total_ms, -seq, result.url)
+            if len(self._slowest) < SLOWEST:
+                heapq.heappush(self._slowest, item)
+            else:
+                heapq.heappushpop(self._slowest, item)
+
+    @property
+    def slowest(self) -> list[tuple[float, str]]:
+        return [(ms, url) for ms, _, url in sorted(self._slowest, reverse=True)]
+
+
+def format_summary(stats: Stats, duration_s: float, reports: list[str], interrupted: bool) -> str:
+    head = "INTERRUPTED: " if interrupted else ""
+    lines = [
+        f"{head}checked {stats.total} URL{'s' if stats.total != 1 else ''} "
+        f"in {duration_s:.1f}s: {stats.up} up, {stats.down} down"
+        + (f" ({stats.duplicates} duplicate lines skipped)" if stats.duplicates else "")
+    ]
+    if stats.by_class:
+        statuses = sorted(k for k in stats.by_class if k[0].isdigit())
+        errors = sorted(
+            (k for k in stats.by_class if not k[0].isdigit()), key=lambda k: -stats.by_class[k]
+        )
+        parts = [f"{k} {stats.by_class[k]}" for k in statuses + errors]
+        lines.append("  " + "  ".join(parts))
+    if stats.slowest:
+        lines.append("slowest:")
+        lines.extend(f"  {ms:8.0f} ms  {url}" for ms, url in stats.slowest)
+    if reports:
+        lines.append("reports: " + ", ".join(reports))
+    return "\n".join(lines)

@@ -1,0 +1,263 @@
+"""URLs as the checker understands them: pure parsing, no I/O.
+
+Every URL that will ever reach a socket comes through `parse_url` (list lines)
+or `resolve_location` (redirects), so the rules that keep a hostile URL from
+injecting bytes into a request live here, once.
+
+Rules (README, "The URL list"):
+- A line without a scheme means ``https://`` (``example.com:8080/health``).
+- Only ``http`` and ``https`` are checked today; other schemes are refused.
+- CR, LF, NUL, other control bytes and spaces anywhere are refused: they could
+  end the request line or start a header line.
+- Userinfo (``user:pass@host``) is refused rather than stripped: stripping it
+  would silently check something other than what the list asked for, and
+  sending it would leak a secret into every report.
+- The fragment is dropped: it is never sent (RFC 9110 section 4.2.4).
+- Hosts are lowercased; internationalised names become punycode (IDNA).
+- Path and query keep their existing percent-escapes; any other byte outside
+  RFC 3986's allowed set (non-ASCII as UTF-8, ``"<>\\^`{|}``) is
+  percent-encoded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class URLError(ValueError):
+    """A URL that cannot be checked; the message says why, for `error_detail`."""
+
+
+@dataclass(frozen=True, slots=True)
+class URL:
+    scheme: str  # "http" or "https"
+    host: str  # lowercase ASCII; IPv6 without brackets
+    port: int
+    target: str  # origin-form request-target: path and query, always starts with "/"
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+    @property
+    def host_for_uri(self) -> str:
+        return f"[{self.host}]" if self.is_ipv6 else self.host
+
+    @property
+    def host_header(self) -> str:
+        """The Host field: host, plus the port when it is not the scheme's default."""
+        if self.port == DEFAULT_PORTS[self.scheme]:
+            return self.host_for_uri
+        return f"{self.host_for_uri}:{self.port}"
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """What a connection (and the per-host cap) is keyed on."""
+        return (self.scheme, self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host_header}{self.target}"
+
+
+# RFC 3986 appendix B, the one regex that splits any URI reference.
+_SPLIT = re.compile(r"^(?:([^:/?#]+):)?(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?$", re.S)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+_HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEME_COLON = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.S)
+# Bytes allowed to stand as they are in a path or query (RFC 3986 pchar, "/" and
+# "?"), plus "%" for escapes that are already there.
+_SAFE = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%"
+)
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+# A DNS label as seen in the wild: letters, digits, hyphens, and underscores
+# (not valid in host names, but used, e.g. by service records behind CNAMEs).
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def _refuse_unsafe_chars(text: str) -> None:
+    for ch in text:
+        if ch <= " " or ch == "\x7f":
+            what = {" ": "a space", "\r": "a CR", "\n": "an LF", "\x00": "a NUL", "\t": "a tab"}
+            raise URLError(f"{what.get(ch, f'control character {ord(ch):#04x}')} in URL")
+
+
+def parse_url(text: str) -> URL:
+    """Parse one line of a URL list (already stripped). Bare hosts mean https."""
+    if not text:
+        raise URLError("empty URL")
+    _refuse_unsafe_chars(text)
+    if text.startswith("//"):
+        text = "https:" + text
+    elif not _HAS_SCHEME.match(text):
+        m = _SCHEME_COLON.match(text)
+        if m and not m.group(2)[:1].isdigit():
+            # "mailto:x", "javascript:..." - a scheme, not "host:port".
+            raise URLError(
+                f"unsupported scheme {m.group(1).lower()!r} (only http and https are checked)"
+            )
+        # No scheme: "example.com", "example.com:8080/health" mean https.
+        text = "https://" + text
+    return _parse_absolute(text)
+
+
+def resolve_location(base: URL, location: str) -> URL:
+    """Resolve a Location field against the URL that returned it (RFC 3986 5.2)."""
+    _refuse_unsafe_chars(location)
+    if not location:
+        raise URLError("empty Location")
+    scheme, authority, path, query, _fragment = _split(location)
+    if scheme is not None:
+        return _parse_absolute(location)
+    if authority is not None:  # scheme-relative: "//other.example/x"
+        return _parse_absolute(f"{base.scheme}:{location}")
+    base_path, _, base_query = base.target.partition("?")
+    if path == "":
+        new_path = base_path
+        new_query = query if query is not None else (base_query if "?" in base.target else None)
+    else:
+        if path.startswith("/"):
+            new_path = _remove_dot_segments(path)
+        else:
+            new_path = _remove_dot_segments(base_path[: base_path.rfind("/") + 1] + path)
+        new_query = query
+    target = _encode(new_path or "/") + ("" if new_query is None else "?" + _encode(new_query))
+    return URL(base.scheme, base.host, base.port, target)
+
+
+def _split(text: str) -> tuple[str | None, str | None, str, str | None, str | None]:
+    m = _SPLIT.match(text)
+    assert m is not None  # the pattern matches every string
+    return m.group(1), m.group(2), m.group(3), m.group(4), m.group(5)
+
+
+def _parse_absolute(text: str) -> URL:
+    scheme, authority, path, query, _fragment = _split(text)
+    if scheme is None or not _SCHEME.match(scheme):
+        raise URLError("no scheme")
+    scheme = scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise URLError(_unsupported(scheme))
+    if not authority:
+        raise URLError("no host")
+    host, port = _parse_authority(authority, DEFAULT_PORTS[scheme])
+    target = _encode(_remove_dot_segments(path) if path else "/")
+    if query is not None:
+        target += "?" + _encode(query)
+    return URL(scheme, host, port, target)
+
+
+def _unsupported(scheme: str) -> str:
+    return f"unsupported scheme {scheme.lower()!r} (only http and https are checked)"
+
+
+def _parse_authority(authority: str, default_port: int) -> tuple[str, int]:
+    if "@" in authority:
+        raise URLError("credentials in URL are not supported")
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end < 0:
+            raise URLError("unclosed [ in IPv6 host")
+        host = _parse_ipv6(authority[1:end])
+        rest = authority[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise URLError("junk after IPv6 host")
+        port_text = rest[1:] if rest else None
+    else:
+        host_text, sep, port_text_ = authority.rpartition(":")
+        if not sep:
+            host_text, port_text_ = authority, ""
+        port_text = port_text_ if sep else None
+        host = _parse_reg_name(host_text)
+    return host, _parse_port(port_text, default_port)
+
+
+def _parse_ipv6(text: str) -> str:
+    try:
+        return ipaddress.IPv6Address(text).compressed
+    except ValueError:
+        raise URLError(f"bad IPv6 address {text!r}") from None
+
+
+def _parse_port(text: str | None, default: int) -> int:
+    if text is None or text == "":
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 5:
+        raise URLError(f"bad port {text!r}")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise URLError(f"port {port} out of range")
+    return port
+
+
+def _parse_reg_name(text: str) -> str:
+    if not text:
+        raise URLError("no host")
+    if "%" in text:
+        raise URLError("percent-escapes in host are not supported")
+    host = text.rstrip(".").lower() if text != "." else ""
+    if not host:
+        raise URLError("no host")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise URLError(f"bad internationalised host {text!r}: {exc}") from None
+    if len(host) > 253:
+        raise URLError("host name longer than 253 characters")
+    for label in host.split("."):
+        if not _LABEL.match(label):
+            raise URLError(f"bad host {text!r}")
+    return host
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4, on "/"-separated segments."""
+    if "." not in path:
+        return path
+    out: list[str] = []
+    segments = path.split("/")
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == ".":
+            if last:
+                out.append("")
+        elif seg == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    result = "/".join(out)
+    if path.startswith("/") and not result.startswith("/"):
+        result = "/" + result
+    return result
+
+
+def _encode(text: str) -> str:
+    """Percent-encode what may not appear in a request-target; keep valid escapes."""
+    raw = text.encode("utf-8")
+    if all(b in _SAFE for b in raw) and b"%" not in raw:
+        return text
+    out = bytearray()
+    for i, b in enumerate(raw):
+        if b == 0x25:  # "%": keep a valid escape, encode a stray one
+            if i + 2 < len(raw) and raw[i + 1] in _HEX and raw[i + 2] in _HEX:
+                out.append(b)
+            else:
+                out += b"%25"
+        elif b in _SAFE:
+            out.append(b)
+        else:
+            out += f"%{b:02X}".encode("ascii")
+    return out.decode("ascii")
+
+
+def dedup_key(url: URL) -> str:
+    """Two list lines with the same key are the same check."""
+    return str(url)
