@@ -98,7 +98,7 @@ async def request_head(
             writer.writelines((request,))
             await writer.drain()
             sent = time.perf_counter()
-            head = await _read_head(reader, trace, sent)
+            head = await read_head(reader, trace, sent)
     except BaseException:
         # Errors, timeouts and cancellation: nothing more is owed to this peer.
         await _close(writer, abort=True)
@@ -207,7 +207,7 @@ def _name(rdns: object) -> str | None:
     return ", ".join(parts) or None
 
 
-async def _read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> wire.ResponseHead:
+async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> wire.ResponseHead:
     for _ in range(wire.MAX_INTERIM + 1):
         line = await _readline(reader)
         if trace.ttfb_ms is None:
@@ -217,7 +217,7 @@ async def _read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) ->
         if not line.endswith(b"\n"):
             raise IncompleteResponse("connection closed in the middle of the status line")
         status = wire.parse_status_line(wire.strip_eol(line))
-        headers = await _read_headers(reader)
+        headers = await read_headers(reader)
         # 1xx are interim (100 Continue, 103 Early Hints): the real answer
         # follows. 101 ends HTTP on this connection, so it is the final one.
         if status.status < 200 and status.status != 101:
@@ -226,7 +226,7 @@ async def _read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) ->
     raise ProtocolError(f"more than {wire.MAX_INTERIM} interim (1xx) responses")
 
 
-async def _read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], ...]:
+async def read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], ...]:
     headers: list[tuple[str, str]] = []
     total = 0
     while True:
