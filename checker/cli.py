@@ -236,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from checker.demo.run import run_demo
 
-            return run_demo(out_dir=args.out, quiet=args.quiet)
+            progress = not args.quiet and sys.stderr.isatty()
+            return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
         config, notes = check_config(args)
         for note in notes:
             print(f"checker: {note}", file=sys.stderr)

@@ -280,7 +280,9 @@ def map_exceptions() -> Iterator[None]:
     except ssl.SSLCertVerificationError as exc:
         raise TLSError(_describe_verify_error(exc)) from None
     except ssl.SSLError as exc:
-        hint = " (is this port speaking plain HTTP?)" if exc.reason == "WRONG_VERSION_NUMBER" else ""
+        hint = (
+            " (is this port speaking plain HTTP?)" if exc.reason == "WRONG_VERSION_NUMBER" else ""
+        )
         raise TLSError(f"handshake failed: {exc.reason or exc}{hint}") from None
     except socket.gaierror as exc:
         raise DNSError(f"name resolution failed: {exc.strerror or exc}") from None
@@ -303,6 +305,7 @@ _VERIFY_KINDS = {
     10: "expired certificate",
     9: "certificate not yet valid",
     62: "hostname mismatch",
+    64: "hostname mismatch",  # IP address mismatch
     18: "untrusted certificate (self-signed)",
     19: "untrusted certificate (self-signed CA in chain)",
     20: "untrusted certificate (unknown issuer)",

@@ -1,0 +1,83 @@
+"""Helpers for tests: client options, and raw servers for hostile behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from checker.check import CheckOptions
+from checker.http.client import ClientConfig, make_ssl_context
+from checker.results import Result
+from checker.targets import Duplicate
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def client_config(
+    ca_file: str | None = None, *, insecure: bool = False, connect: float = 2.0
+) -> ClientConfig:
+    return ClientConfig(
+        ssl_context=make_ssl_context(ca_file=ca_file, insecure=insecure),
+        connect_timeout=connect,
+        user_agent="checker/test",
+    )
+
+
+def check_options(ca_file: str | None = None, **kw: Any) -> CheckOptions:
+    insecure = kw.pop("insecure", False)
+    kw.setdefault("timeout", 3.0)
+    return CheckOptions(client=client_config(ca_file, insecure=insecure), **kw)
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler: Handler, ssl_ctx: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """A server whose every connection runs `handler`; yields its port.
+
+    For behaviour the demo fleet does not have: dripping bytes, resets, half
+    closes. Every connection is closed when the block ends.
+    """
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.transport.abort()
+            writers.discard(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ssl_ctx)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for w in list(writers):
+            w.transport.abort()
+        async with asyncio.timeout(5):
+            await server.wait_closed()
+        await asyncio.sleep(0)
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read a request head (through the blank line)."""
+    return await reader.readuntil(b"\r\n\r\n")
+
+
+class RecordingSink:
+    """A pool sink that keeps results in memory and refuses a row twice."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Result] = {}
+        self.duplicates: list[Duplicate] = []
+
+    def add(self, seq: int, result: Result) -> None:
+        assert seq not in self.rows, f"row {seq} reported twice"
+        self.rows[seq] = result
+
+    def add_duplicate(self, dup: Duplicate) -> None:
+        self.duplicates.append(dup)

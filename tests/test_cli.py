@@ -1,0 +1,173 @@
+"""The command line as a user meets it: a subprocess, its exit code, its lines, its reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from checker.demo.fleet import Fleet, Route
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def checker(
+    *args: str, cwd: Path, stop_after: float | None = None, sig: int = signal.SIGINT
+) -> tuple[int, str, str]:
+    """Run `python -m checker ARGS`; optionally send `sig` after `stop_after` seconds."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "checker",
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        if stop_after is not None:
+            await asyncio.sleep(stop_after)
+            proc.send_signal(sig)
+        async with asyncio.timeout(45):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("checker: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "expect"),
+    [
+        (None, ["check", "missing.txt"], "missing.txt: no such file"),
+        ("dir", ["check", "adir"], "adir: is a directory"),
+        ("empty", ["check", "empty.txt"], "empty.txt: no URL in this list"),
+        (None, ["check"], "the following arguments are required: LIST"),
+        ("empty", ["check", "empty.txt", "--concurrency", "0"], "0 must be at least 1"),
+        ("empty", ["check", "empty.txt", "--timeout", "soon"], "is not a number of seconds"),
+        ("empty", ["check", "empty.txt", "--format", "xml"], "unknown format 'xml'"),
+        ("list", ["check", "l.txt", "--ca-file", "nope.pem"], "--ca-file nope.pem: cannot load"),
+        ("list", ["check", "l.txt", "--out", "l.txt"], "cannot create the report folder"),
+        (None, ["frobnicate"], "invalid choice"),
+    ],
+)
+async def test_usage_errors_are_one_line_and_exit_2(
+    tmp_path: Path, setup: str | None, args: list[str], expect: str
+) -> None:
+    if setup == "dir":
+        (tmp_path / "adir").mkdir()
+    if setup == "empty":
+        (tmp_path / "empty.txt").write_text("# nothing here\n\n   \n")
+    if setup == "list":
+        (tmp_path / "l.txt").write_text("http://127.0.0.1:9/\n")
+    code, out, err = await checker(*args, cwd=tmp_path)
+    assert code == 2
+    assert expect in one_error_line(err)
+    assert out == ""
+    assert not (tmp_path / "reports").exists()  # nothing was checked or written
+
+
+async def test_run_writes_reports_and_exits_1_when_some_are_down(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/gone": Route(status=404)}) as fleet:
+        (tmp_path / "urls.txt").write_text(f"{fleet.url('/ok')}\n{fleet.url('/gone')}\n")
+        code, out, err = await checker(
+            "check",
+            "urls.txt",
+            "--out",
+            "rep",
+            "--timeout",
+            "5",
+            "--concurrency",
+            "4",
+            "--method",
+            "get",
+            cwd=tmp_path,
+        )
+    assert code == 1, err
+    assert err == ""  # no progress bar without a terminal
+    assert "checked 2 URLs" in out and "1 up, 1 down" in out and "rep/latest" not in out
+    report = json.loads((tmp_path / "rep" / "latest.json").read_text())
+    assert [(r["status"], r["ok"], r["method"]) for r in report["results"]] == [
+        (200, True, "GET"),
+        (404, False, "GET"),
+    ]
+    assert report["run"]["options"]["method"] == "GET"
+    assert (tmp_path / "rep" / "latest.csv").read_text().count("\n") == 3
+
+
+async def test_all_up_exits_0_and_quiet_prints_nothing(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route()}) as fleet:
+        (tmp_path / "urls.txt").write_text(fleet.url("/ok") + "\n")
+        code, out, err = await checker("check", "urls.txt", "--quiet", cwd=tmp_path)
+    assert (code, out, err) == (0, "", "")
+    assert json.loads((tmp_path / "reports" / "latest.json").read_text())["run"]["up"] == 1
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_signal_stops_the_run_and_still_writes_every_row(
+    tmp_path: Path, sig: int, code: int
+) -> None:
+    async with Fleet({"/ok": Route(), "/hang": Route(delay=60)}) as fleet:
+        lines = [fleet.url("/ok")] + [fleet.url(f"/hang?{i}") for i in range(30)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        got, out, err = await checker(
+            "check",
+            "urls.txt",
+            "--timeout",
+            "50",
+            "--concurrency",
+            "5",
+            cwd=tmp_path,
+            stop_after=2.0,
+            sig=sig,
+        )
+    assert got == code, err
+    assert "Traceback" not in err
+    assert out.startswith("INTERRUPTED: checked 31 URLs")
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert report["run"]["interrupted"] is True
+    rows = report["results"]
+    assert [r["line"] for r in rows] == list(range(1, 32))
+    assert rows[0]["ok"] is True
+    assert {r["error"] for r in rows[1:]} == {"interrupted"}
+
+
+async def test_version_and_module_entry(tmp_path: Path) -> None:
+    from checker import __version__
+
+    code, out, _ = await checker("--version", cwd=tmp_path)
+    assert code == 0 and out.strip() == f"checker {__version__}"
+
+
+async def test_demo_runs_offline_and_writes_reports(tmp_path: Path) -> None:
+    code, out, err = await checker("demo", "--out", "demo", cwd=tmp_path)
+    assert code == 0, err
+    assert "reports: demo/status-" in out
+    rows = {
+        r["url"].rsplit("/", 1)[-1]: r
+        for r in json.loads((tmp_path / "demo" / "latest.json").read_text())["results"]
+    }
+    assert rows["healthy"]["ok"] and rows["secure"]["ok"] and rows["secure"]["tls_version"]
+    assert rows["head-405"]["head_status"] == 405 and rows["head-405"]["status"] == 200
+    assert rows["missing"]["status"] == 404 and not rows["missing"]["ok"]
+    assert rows["hang"]["error"] == "timeout"
+    assert rows["redirect"]["redirects"][0]["status"] == 301
+    assert rows["healthy"]["duplicates"]
+    errors = [
+        r["error"] for r in json.loads((tmp_path / "demo" / "latest.json").read_text())["results"]
+    ]
+    assert "refused" in errors and "invalid_url" in errors

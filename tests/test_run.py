@@ -1,0 +1,137 @@
+"""Whole runs through the pool into reports: order, retries, caps, duplicates, CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checker.demo.fleet import Fleet, Route
+from checker.pool import Pool, PoolOptions
+from checker.results import FIELDS
+from checker.targets import read_targets
+from tests.helpers import RecordingSink, check_options, raw_server, read_request
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_every_line_once_in_input_order(run_list: Any, tmp_path: Path) -> None:
+    routes = {f"/p{i}": Route(delay=0.05 * (i % 4)) for i in range(40)}
+    async with Fleet(routes) as fleet:
+        lines = ["# header comment", ""]
+        lines += [fleet.url(f"/p{i}") for i in range(40)]
+        lines += ["not a url at all", fleet.url("/p3"), fleet.dead_url()]
+        outcome, report = await run_list(
+            lines, pool=PoolOptions(concurrency=16, per_host=16, retries=0)
+        )
+    rows = report["results"]
+    assert [r["line"] for r in rows] == [*range(3, 43), 43, 45]
+    assert rows[-2]["error"] == "invalid_url" and rows[-2]["attempts"] == 0
+    assert rows[-1]["error"] == "refused"
+    assert rows[3]["duplicates"] == [f"{tmp_path / 'urls.txt'}:44"]
+    run = report["run"]
+    assert (run["total"], run["up"], run["down"], run["duplicates"]) == (42, 40, 2, 1)
+    assert run["interrupted"] is False
+    assert outcome.stats.up == 40
+    # The journal is gone once the reports are written; the timestamped files stay.
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert not [n for n in names if n.endswith(".jsonl")]
+    assert {"latest.csv", "latest.json"} <= set(names) and len(names) == 4
+
+
+async def test_csv_matches_json_and_neutralises_formulas(run_list: Any, tmp_path: Path) -> None:
+    raw = b'HTTP/1.1 200 =HYPERLINK("http://evil/")\r\nServer: @cmd\r\n\r\n'
+    async with Fleet({"/evil": Route(raw=raw), "/ok": Route()}) as fleet:
+        _, report = await run_list([fleet.url("/evil"), fleet.url("/ok")])
+    text = (tmp_path / "out" / "latest.csv").read_bytes().decode()
+    assert text.startswith(",".join(FIELDS) + "\r\n")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 2 == len(report["results"])
+    assert rows[0]["reason"] == '\'=HYPERLINK("http://evil/")'
+    assert rows[0]["server"] == "'@cmd"
+    assert report["results"][0]["reason"] == '=HYPERLINK("http://evil/")'  # JSON keeps it as sent
+    assert rows[1]["ok"] == "true" and rows[1]["status"] == "200"
+
+
+async def test_retries_transient_status_then_gives_up(run_list: Any) -> None:
+    async with Fleet({"/busy": Route(status=503, headers=(("Retry-After", "0"),))}) as fleet:
+        _, report = await run_list(
+            [fleet.url("/busy")], pool=PoolOptions(retries=2, backoff_base=0.01)
+        )
+        # HEAD 503 -> GET 503, three attempts: six requests.
+        assert [r.method for r in fleet.requests] == ["HEAD", "GET"] * 3
+    (row,) = report["results"]
+    assert row["attempts"] == 3 and row["status"] == 503 and row["ok"] is False
+
+
+async def test_retry_recovers(run_list: Any) -> None:
+    calls = 0
+
+    async def flaky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        await read_request(reader)
+        calls += 1
+        if calls == 1:
+            return  # close without a response: a cut-off, transient
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(flaky) as port:
+        _, report = await run_list(
+            [f"http://127.0.0.1:{port}/"], pool=PoolOptions(retries=2, backoff_base=0.01)
+        )
+    (row,) = report["results"]
+    assert row["ok"] is True and row["attempts"] == 2 and calls == 2
+
+
+async def test_refused_is_not_retried(run_list: Any) -> None:
+    async with Fleet({}) as fleet:
+        _, report = await run_list([fleet.dead_url()], pool=PoolOptions(retries=3))
+    assert report["results"][0]["attempts"] == 1
+
+
+async def test_per_host_cap_is_respected(tmp_path: Path) -> None:
+    active = peak = 0
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active, peak
+        await read_request(reader)
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.05)
+        active -= 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(slow) as port:
+        lst = tmp_path / "cap.txt"
+        lst.write_text("\n".join(f"http://127.0.0.1:{port}/{i}" for i in range(20)))
+        sink = RecordingSink()
+        pool = Pool(check_options(), PoolOptions(concurrency=10, per_host=3, retries=0), sink)
+        interrupted = await pool.run(read_targets([str(lst)]), asyncio.Event())
+    assert not interrupted and len(sink.rows) == 20
+    assert all(r.ok for r in sink.rows.values())
+    assert peak == 3
+    assert len(pool.hosts) == 0  # no per-host state left behind
+
+
+async def test_stop_marks_the_rest_interrupted(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/hang": Route(delay=30)}) as fleet:
+        lines = [fleet.url("/ok")] + [fleet.url(f"/hang?{i}") for i in range(50)] + ["bad url"]
+        lst = tmp_path / "l.txt"
+        lst.write_text("\n".join(lines))
+        sink = RecordingSink()
+        stop = asyncio.Event()
+        pool = Pool(check_options(timeout=20), PoolOptions(concurrency=4, retries=0), sink)
+        asyncio.get_running_loop().call_later(0.5, stop.set)
+        interrupted = await pool.run(read_targets([str(lst)]), stop)
+    assert interrupted
+    assert sorted(sink.rows) == list(range(52))
+    assert sink.rows[0].ok
+    errors = [sink.rows[i].error for i in range(1, 51)]
+    assert set(errors) == {"interrupted"}
+    assert sink.rows[51].error == "invalid_url"
