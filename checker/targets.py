@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from checker.fingerprints import FingerprintMap
 from checker.url import URL, URLError, dedup_key, parse_url
 
 
@@ -74,7 +75,7 @@ def check_lists(paths: Iterable[str]) -> int:
 
 def read_targets(paths: Iterable[str]) -> Iterator[Target | Duplicate]:
     """Every entry of every list, in order, validated and deduplicated."""
-    seen: dict[str, int] = {}
+    seen = FingerprintMap()
     seq = 0
     for path in paths:
         for lineno, raw in enumerate(_open(path), start=1):
@@ -91,11 +92,9 @@ def read_targets(paths: Iterable[str]) -> Iterator[Target | Duplicate]:
                 yield Target(seq, path, lineno, text, None, str(exc))
                 seq += 1
                 continue
-            key = dedup_key(url)
-            first = seen.get(key)
+            first = seen.setdefault(dedup_key(url), seq)
             if first is not None:
                 yield Duplicate(first, path, lineno)
                 continue
-            seen[key] = seq
             yield Target(seq, path, lineno, text, url)
             seq += 1

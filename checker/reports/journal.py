@@ -3,8 +3,10 @@
 Results complete out of order; reports must be in input order; and a list may
 hold millions of lines. So results are not kept in memory: each is appended to
 a JSON Lines file in batches (through aiofiles, off the hot path), and only its
-byte offset is kept, 8 bytes a row in an `array`. The reports then read the
-rows back in input order through an mmap of the journal.
+byte offset and length are kept, 12 bytes a row in two `array`s. The reports
+then read the rows back in input order with `os.pread`. (Not an mmap: every
+page an mmap touches counts in the process's resident memory, which would make
+a run's memory grow with its list after all.)
 
 Journal format, one JSON object a line:
   {"seq": N, "result": {...}}                         a result
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import mmap
 import os
 from array import array
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ class Journal:
     def __init__(self, path: str) -> None:
         self.path = path
         self._offsets = array("q")
+        self._lengths = array("I")
         self._position = 0
         self._buffer: list[bytes] = []
         self._duplicates: dict[int, list[str]] = {}
@@ -72,10 +74,13 @@ class Journal:
     def add(self, seq: int, result: Result) -> None:
         line = b'{"seq":%d%s%s}\n' % (seq, _RESULT_KEY, result.to_json().encode("utf-8"))
         if seq >= len(self._offsets):
-            self._offsets.extend([-1] * (seq + 1 - len(self._offsets)))
+            grow = seq + 1 - len(self._offsets)
+            self._offsets.extend([-1] * grow)
+            self._lengths.extend([0] * grow)
         if self._offsets[seq] != -1:
             raise RuntimeError(f"result {seq} recorded twice")
         self._offsets[seq] = self._position
+        self._lengths[seq] = len(line)
         self._append(line)
         self.rows += 1
 
@@ -122,17 +127,20 @@ class Journal:
             raise RuntimeError(f"no result for rows {missing[:10]}")
         if not self._offsets:
             return
-        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            for seq, off in enumerate(self._offsets):
-                end = mm.find(b"\n", off)
-                start = mm.find(_RESULT_KEY, off, end) + len(_RESULT_KEY)
-                row = mm[start : end - 1]  # drop the wrapper's closing brace
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for seq, (off, length) in enumerate(zip(self._offsets, self._lengths, strict=True)):
+                line = os.pread(fd, length, off)
+                # Unwrap {"seq":N,"result":{...}}\n down to the {...}.
+                row = line[line.index(_RESULT_KEY) + len(_RESULT_KEY) : -2]
                 dups = self._duplicates.get(seq)
                 if dups:
                     # "duplicates" is the last field: splice the list in.
                     cut = row.rindex(b'"duplicates":')
                     row = row[:cut] + b'"duplicates":' + json.dumps(dups).encode() + b"}"
                 yield row
+        finally:
+            os.close(fd)
 
     def remove(self) -> None:
         os.unlink(self.path)
