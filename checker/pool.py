@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
@@ -83,7 +84,7 @@ def should_retry(attempt: Attempt) -> bool:
 
 def retry_delay(n: int, attempt: Attempt, opts: PoolOptions) -> float:
     """Exponential backoff with jitter, or the server's Retry-After (capped)."""
-    base: float = min(opts.backoff_max, opts.backoff_base * 2.0 ** (n - 1))
+    base: float = min(opts.backoff_max, opts.backoff_base * 2.0 ** min(n - 1, 32))
     delay = base / 2 + random.uniform(0, base / 2)
     if attempt.head is not None:
         asked = parse_retry_after(attempt.head.get("retry-after"))
@@ -100,9 +101,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if value.isascii() and value.isdigit():
         return float(value)
     try:
-        when: float = email.utils.parsedate_to_datetime(value).timestamp()
+        moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if moment.tzinfo is None:  # asctime has no zone; HTTP dates are GMT
+        moment = moment.replace(tzinfo=UTC)
+    when: float = moment.timestamp()
     return max(0.0, when - (time.time() if now is None else now))
 
 

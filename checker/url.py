@@ -7,13 +7,18 @@ injecting bytes into a request live here, once.
 Rules (README, "The URL list"):
 - A line without a scheme means ``https://`` (``example.com:8080/health``).
 - Only ``http`` and ``https`` are checked today; other schemes are refused.
-- CR, LF, NUL, other control bytes and spaces anywhere are refused: they could
-  end the request line or start a header line.
+- CR, LF, NUL, the other ASCII control bytes and spaces anywhere are refused:
+  they could end the request line or start a header line. (Non-ASCII
+  characters, C1 controls included, are percent-encoded in the path and query,
+  so they never reach the wire as raw bytes.)
 - Userinfo (``user:pass@host``) is refused rather than stripped: stripping it
   would silently check something other than what the list asked for, and
   sending it would leak a secret into every report.
 - The fragment is dropped: it is never sent (RFC 9110 section 4.2.4).
-- Hosts are lowercased; internationalised names become punycode (IDNA).
+- Hosts are lowercased; internationalised names become punycode with the
+  standard library's IDNA 2003 codec (so "straße" maps to "strasse", where
+  IDNA 2008 would keep the "ß"; the `idna` package would be one more
+  dependency for a rare case). IPv6 zone identifiers are refused.
 - Path and query keep their existing percent-escapes; any other byte outside
   RFC 3986's allowed set (non-ASCII as UTF-8, ``"<>\\^`{|}``) is
   percent-encoded.
@@ -95,11 +100,11 @@ def parse_url(text: str) -> URL:
         text = "https:" + text
     elif not _HAS_SCHEME.match(text):
         m = _SCHEME_COLON.match(text)
-        if m and not m.group(2)[:1].isdigit():
+        if m and _looks_like_scheme(m.group(1), m.group(2)):
+            if m.group(1).lower() in DEFAULT_PORTS:
+                raise URLError(f"missing // after {m.group(1)}:")
             # "mailto:x", "javascript:..." - a scheme, not "host:port".
-            raise URLError(
-                f"unsupported scheme {m.group(1).lower()!r} (only http and https are checked)"
-            )
+            raise URLError(_unsupported(m.group(1)))
         # No scheme: "example.com", "example.com:8080/health" mean https.
         text = "https://" + text
     return _parse_absolute(text)
@@ -151,6 +156,19 @@ def _parse_absolute(text: str) -> URL:
     return URL(scheme, host, port, target)
 
 
+def _looks_like_scheme(before: str, after: str) -> bool:
+    """In "x:y" without "//", is x a scheme rather than a host with a port?
+
+    A port is digits (or empty, meaning the default) followed by a path; a host
+    name has a dot. "localhost:abc" is read as a scheme, like "mailto:abc".
+    """
+    if before.lower() in DEFAULT_PORTS:
+        return True  # "http:/x", "http:x": a mistyped URL, not a host named "http"
+    if after == "" or after[:1].isdigit() or after[:1] in "/?#":
+        return False
+    return "." not in before
+
+
 def _unsupported(scheme: str) -> str:
     return f"unsupported scheme {scheme.lower()!r} (only http and https are checked)"
 
@@ -177,6 +195,10 @@ def _parse_authority(authority: str, default_port: int) -> tuple[str, int]:
 
 
 def _parse_ipv6(text: str) -> str:
+    if "%" in text:
+        # RFC 6874 zone IDs name an interface of this machine: meaningless in a
+        # shared list, and their escaping is a classic source of confusion.
+        raise URLError("IPv6 zone identifiers are not supported")
     try:
         return ipaddress.IPv6Address(text).compressed
     except ValueError:
@@ -199,7 +221,8 @@ def _parse_reg_name(text: str) -> str:
         raise URLError("no host")
     if "%" in text:
         raise URLError("percent-escapes in host are not supported")
-    host = text.rstrip(".").lower() if text != "." else ""
+    # One trailing dot is the DNS root ("example.com."); more is an empty label.
+    host = (text[:-1] if text.endswith(".") else text).lower()
     if not host:
         raise URLError("no host")
     if not host.isascii():

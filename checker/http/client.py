@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import ssl
 import time
@@ -172,7 +171,7 @@ async def _start_tls(
     writer: asyncio.StreamWriter, url: URL, config: ClientConfig, trace: Trace
 ) -> None:
     start = time.perf_counter()
-    with map_exceptions():
+    with map_exceptions("TLS handshake"):
         await writer.start_tls(config.ssl_context, server_hostname=url.host)
     trace.tls_ms = _ms(start)
     sslobj = writer.get_extra_info("ssl_object")
@@ -208,11 +207,13 @@ def _name(rdns: object) -> str | None:
 
 
 async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> wire.ResponseHead:
-    for _ in range(wire.MAX_INTERIM + 1):
+    for interim in range(wire.MAX_INTERIM + 1):
         line = await _readline(reader)
         if trace.ttfb_ms is None:
             trace.ttfb_ms = _ms(sent)
         if not line:
+            if interim:
+                raise IncompleteResponse("connection closed after an interim (1xx) response")
             raise IncompleteResponse("server closed the connection without sending a response")
         if not line.endswith(b"\n"):
             raise IncompleteResponse("connection closed in the middle of the status line")
@@ -271,8 +272,11 @@ async def _close(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def map_exceptions() -> Iterator[None]:
-    """Turn the standard library's exceptions into the checker's, in one place."""
+def map_exceptions(tls_phase: str = "TLS") -> Iterator[None]:
+    """Turn the standard library's exceptions into the checker's, in one place.
+
+    `tls_phase` names what a TLS error interrupted, for its detail.
+    """
     try:
         yield
     except (CheckError, asyncio.CancelledError):
@@ -280,10 +284,9 @@ def map_exceptions() -> Iterator[None]:
     except ssl.SSLCertVerificationError as exc:
         raise TLSError(_describe_verify_error(exc)) from None
     except ssl.SSLError as exc:
-        hint = (
-            " (is this port speaking plain HTTP?)" if exc.reason == "WRONG_VERSION_NUMBER" else ""
-        )
-        raise TLSError(f"handshake failed: {exc.reason or exc}{hint}") from None
+        reason = getattr(exc, "reason", None) or str(exc)
+        hint = " (is this port speaking plain HTTP?)" if reason == "WRONG_VERSION_NUMBER" else ""
+        raise TLSError(f"{tls_phase} failed: {reason}{hint}") from None
     except socket.gaierror as exc:
         raise DNSError(f"name resolution failed: {exc.strerror or exc}") from None
     except asyncio.IncompleteReadError:
@@ -293,10 +296,9 @@ def map_exceptions() -> Iterator[None]:
     except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
         raise ConnectionReset(f"connection reset by peer ({exc.strerror or exc})") from None
     except TimeoutError:
-        raise
+        # Our deadlines are outside this block, so this is the kernel's ETIMEDOUT.
+        raise CheckTimeout("connection timed out (by the operating system)") from None
     except OSError as exc:
-        if exc.errno == errno.ETIMEDOUT:
-            raise CheckTimeout("connection timed out (by the operating system)") from None
         raise Unreachable(exc.strerror or str(exc)) from None
 
 
@@ -315,8 +317,8 @@ _VERIFY_KINDS = {
 
 
 def _describe_verify_error(exc: ssl.SSLCertVerificationError) -> str:
-    kind = _VERIFY_KINDS.get(exc.verify_code, "certificate verification failed")
-    return f"{kind}: {exc.verify_message}"
+    kind = _VERIFY_KINDS.get(getattr(exc, "verify_code", 0), "certificate verification failed")
+    return f"{kind}: {getattr(exc, 'verify_message', None) or exc}"
 
 
 def _is_ipv4(host: str) -> bool:

@@ -16,7 +16,9 @@ from checker.url import URL
 
 # Limits on what we buffer from one response head. Real servers stay far below
 # them; a hostile one hits them and gets a `protocol` error instead of our memory.
-MAX_LINE = 16 * 1024  # one status or header line, terminator included
+# One status or header line. StreamReader's limit applies to the line without
+# its final LF, so a line may be MAX_LINE bytes plus that LF.
+MAX_LINE = 16 * 1024
 MAX_HEADERS = 128  # header lines in one head
 MAX_HEAD = 64 * 1024  # all header lines of one head together
 MAX_INTERIM = 16  # 1xx responses before the final one
@@ -132,7 +134,7 @@ def parse_status_line(line: bytes) -> StatusLine:
     reason = line[13:]
     if _BAD_VALUE_BYTE.search(reason):
         raise ProtocolError(f"control characters in reason phrase: {_show(line)}")
-    return StatusLine(version.decode("ascii"), status, reason.decode("latin-1").strip())
+    return StatusLine(version.decode("ascii"), status, reason.strip(b" \t").decode("latin-1"))
 
 
 def parse_header_line(line: bytes) -> tuple[str, str]:
@@ -208,6 +210,7 @@ def has_token(value: str | None, token: str) -> bool:
     """Whether a comma-separated list field (Connection, Transfer-Encoding) holds `token`."""
     if not value:
         return False
+    token = token.lower()
     return any(item.strip(" \t").lower() == token for item in value.split(","))
 
 

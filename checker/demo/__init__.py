@@ -1,0 +1,1 @@
+"""Local demo sites for the ``checker demo`` command and the end-to-end tests."""
