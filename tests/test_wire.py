@@ -144,7 +144,8 @@ def test_strip_eol(line: bytes, expected: bytes) -> None:
             b"HTTP/1.1 500 Internal\tServer\tError",
             StatusLine("1.1", 500, "Internal\tServer\tError"),
         ),
-        (b"HTTP/1.1 404 \tNot  Found\t ", StatusLine("1.1", 404, "Not  Found")),
+        # The reason is kept exactly as sent (llhttp reports " OK" for "200  OK").
+        (b"HTTP/1.1 404 \tNot  Found\t ", StatusLine("1.1", 404, "\tNot  Found\t ")),
         (b'HTTP/1.1 200 OK: "fine" (really)', StatusLine("1.1", 200, 'OK: "fine" (really)')),
     ],
 )
@@ -335,7 +336,6 @@ def test_parse_content_length_refuses(values: list[str], message: str) -> None:
         (b"a", 10),
         (b"1A", 26),
         (b"ff", 255),
-        (b"FF ", 255),
         (b"1a;name=value", 26),
         (b'1a ; name="quoted;value"', 26),
         (b"1a\t;x;y=z", 26),
@@ -360,6 +360,7 @@ def test_parse_chunk_size(line: bytes, expected: int) -> None:
         b"-1",
         b"+1",
         b" 1a",
+        b"FF ",  # whitespace after the size without an extension (llhttp refuses it too)
         b"1 a",
         b"1a\r",
         b"1_000",
@@ -456,10 +457,13 @@ _TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
     crlf=st.sampled_from([b"\r\n", b"\n"]),
 )
 def test_status_line_round_trip(version: str, status: int, reason: bytes, crlf: bytes) -> None:
-    stripped = reason.strip(b" \t")
     line = f"HTTP/{version} {status} ".encode() + reason + crlf
     parsed = parse_status_line(strip_eol(line))
-    assert parsed == StatusLine(version, status, stripped.decode("latin-1"))
+    try:
+        text = reason.decode("utf-8")  # kept as sent; UTF-8 when it is UTF-8
+    except UnicodeDecodeError:
+        text = reason.decode("latin-1")
+    assert parsed == StatusLine(version, status, text)
 
 
 @PROPERTY

@@ -36,6 +36,10 @@ from checker.url import URL
 
 # How long a polite close may take before we drop the connection hard.
 CLOSE_TIMEOUT = 1.0
+# Empty lines tolerated before a status line; more is not a server being sloppy.
+MAX_BLANK_LINES = 4
+# Bodies are read in pieces of this size, so a huge one never sits in memory.
+BODY_PIECE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +211,16 @@ def _name(rdns: object) -> str | None:
 
 
 async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> wire.ResponseHead:
+    blank = 0
     for interim in range(wire.MAX_INTERIM + 1):
         line = await _readline(reader)
         if trace.ttfb_ms is None:
             trace.ttfb_ms = _ms(sent)
+        while line in (b"\r\n", b"\n") and blank < MAX_BLANK_LINES:
+            # Robustness (RFC 9112 2.2): some servers send a stray CRLF before
+            # a status line, e.g. after a 100 Continue. llhttp skips them too.
+            blank += 1
+            line = await _readline(reader)
         if not line:
             if interim:
                 raise IncompleteResponse("connection closed after an interim (1xx) response")
@@ -248,6 +258,63 @@ async def read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], .
         if len(headers) >= wire.MAX_HEADERS:
             raise ProtocolError(f"more than {wire.MAX_HEADERS} header lines")
         headers.append(wire.parse_header_line(line))
+
+
+async def read_body(
+    reader: asyncio.StreamReader, framing: wire.Framing, cap: int
+) -> tuple[int, bool]:
+    """Read and discard a body framed as `framing`; stop after `cap` bytes.
+
+    Returns (bytes read, whether the body ended where its framing said). A body
+    cut short by the server raises IncompleteResponse; a malformed chunk,
+    ProtocolError. Run inside `map_exceptions()`.
+    """
+    if framing.kind == "none":
+        return 0, True
+    if framing.kind == "content-length":
+        assert framing.length is not None
+        return await _read_exactly(reader, framing.length, cap)
+    if framing.kind == "eof":
+        total = 0
+        while total <= cap:
+            piece = await reader.read(BODY_PIECE)
+            if not piece:
+                return total, True
+            total += len(piece)
+        return total, False
+    return await _read_chunked(reader, cap)
+
+
+async def _read_exactly(reader: asyncio.StreamReader, n: int, cap: int) -> tuple[int, bool]:
+    done = 0
+    while done < n:
+        if done >= cap:
+            return done, False
+        step = min(BODY_PIECE, n - done)
+        await reader.readexactly(step)
+        done += step
+    return done, True
+
+
+async def _read_chunked(reader: asyncio.StreamReader, cap: int) -> tuple[int, bool]:
+    total = 0
+    while True:
+        line = await _readline(reader)
+        if not line.endswith(b"\n"):
+            raise IncompleteResponse("connection closed in the middle of a chunked body")
+        size = wire.parse_chunk_size(wire.strip_eol(line))
+        if size == 0:
+            await read_headers(reader)  # trailers, with the same limits as headers
+            return total, True
+        got, complete = await _read_exactly(reader, size, cap - total)
+        total += got
+        if not complete:
+            return total, False
+        end = await _readline(reader)
+        if end not in (b"\r\n", b"\n"):
+            if not end.endswith(b"\n"):
+                raise IncompleteResponse("connection closed in the middle of a chunked body")
+            raise ProtocolError("chunk data is longer than its chunk size")
 
 
 async def _readline(reader: asyncio.StreamReader) -> bytes:

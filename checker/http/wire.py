@@ -134,7 +134,17 @@ def parse_status_line(line: bytes) -> StatusLine:
     reason = line[13:]
     if _BAD_VALUE_BYTE.search(reason):
         raise ProtocolError(f"control characters in reason phrase: {_show(line)}")
-    return StatusLine(version.decode("ascii"), status, reason.strip(b" \t").decode("latin-1"))
+    return StatusLine(version.decode("ascii"), status, decode_text(reason))
+
+
+def decode_text(data: bytes) -> str:
+    """Text a server sent, for a report: UTF-8 when it is (servers that send
+    non-ASCII reason phrases mostly mean UTF-8), else Latin-1, which maps every
+    byte and so never fails. Kept as sent: a reason of " OK" stays " OK"."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def parse_header_line(line: bytes) -> tuple[str, str]:
@@ -193,17 +203,58 @@ def parse_content_length(values: Iterable[str]) -> int | None:
     return found
 
 
-def parse_chunk_size(line: bytes) -> int:
-    """chunk = chunk-size [ chunk-ext ] CRLF ...; chunk-size = 1*HEXDIG   (RFC 9112 7.1)
+# chunk-size = 1*HEXDIG
+# chunk-ext  = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+# chunk-ext-name = token ; chunk-ext-val = token / quoted-string   (RFC 9112 7.1.1)
+_TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)((?:[ \t]*;[ \t]*"
+    + _TCHARS
+    + rb"+(?:[ \t]*=[ \t]*(?:"
+    + _TCHARS
+    + rb'+|"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*"))?)*)'
+)
 
-    Extensions are ignored (nothing we check depends on them). Sizes longer
-    than 16 hex digits cannot be real and are refused before `int()` sees them.
+
+def parse_chunk_size(line: bytes) -> int:
+    """chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF   (RFC 9112 7.1)
+
+    Extensions are checked for form and then ignored (nothing we check depends
+    on them). Whitespace after the size without a ";" is refused, as llhttp
+    does: "25  " may be a smuggling attempt as much as a sloppy server. Sizes
+    longer than 16 hex digits cannot be real and are refused before `int()`.
     """
-    size, _, _ext = line.partition(b";")
-    size = size.rstrip(b" \t")
-    if not size or len(size) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in size):
-        raise ProtocolError(f"bad chunk size: {_show(line)}")
+    m = _CHUNK_LINE.fullmatch(line)
+    if m is None:
+        raise ProtocolError(f"bad chunk size line: {_show(line)}")
+    size = m.group(1)
+    if len(size) > 16:
+        raise ProtocolError(f"bad chunk size {_show(size, 20)}: more than 16 hex digits")
     return int(size, 16)
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How a response's body ends (RFC 9112 6.3)."""
+
+    kind: str  # "none", "content-length", "chunked" or "eof" (until the server closes)
+    length: int | None = None  # for "content-length"
+
+
+def framing(head: ResponseHead, method: str) -> Framing:
+    """RFC 9112 6.3, in its order, for a response to `method`."""
+    if method == "HEAD" or head.status < 200 or head.status in (204, 304):
+        return Framing("none")
+    codings = head.get_all("transfer-encoding")
+    if codings:
+        # Only a final "chunked" frames the body; any other coding list means
+        # the body runs to the close. Transfer-Encoding overrides Content-Length.
+        last = ",".join(codings).split(",")[-1].strip(" \t").lower()
+        return Framing("chunked") if last == "chunked" else Framing("eof")
+    length = parse_content_length(head.get_all("content-length"))
+    if length is not None:
+        return Framing("content-length", length) if length else Framing("none")
+    return Framing("eof")
 
 
 def has_token(value: str | None, token: str) -> bool:
