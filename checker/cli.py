@@ -23,6 +23,7 @@ from checker.check import CheckOptions
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.limits import fit_open_files
 from checker.pool import PoolOptions
+from checker.reports.recover import RecoverError, recover
 from checker.run import FORMATS, RunConfig, RunError, run_check
 from checker.summary import format_summary
 
@@ -87,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the URLs of one or more list files")
     check.add_argument("lists", nargs="+", metavar="LIST", help="URL list file(s)")
     add_check_options(check)
+
+    report = sub.add_parser(
+        "report", help="turn the journal of a run that was killed into its reports"
+    )
+    report.add_argument("journal", metavar="JOURNAL", help="a status-<time>.journal.jsonl file")
+    report.add_argument(
+        "--format",
+        type=_formats,
+        default=list(FORMATS),
+        metavar="LIST",
+        help="comma-separated report formats: csv,json (default: both)",
+    )
+    report.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     demo = sub.add_parser("demo", help="start local demo sites, check them, write reports")
     demo.add_argument("--out", default="reports/demo", help="report folder (default: %(default)s)")
@@ -221,6 +235,8 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 def run_and_report(config: RunConfig, quiet: bool) -> int:
     """Run the check, print the summary, and turn the outcome into an exit code."""
     outcome = asyncio.run(run_check(config))
+    for note in outcome.notes:
+        print(f"checker: {note}", file=sys.stderr)
     if not quiet:
         print(
             format_summary(outcome.stats, outcome.duration_s, outcome.reports, outcome.interrupted)
@@ -228,6 +244,19 @@ def run_and_report(config: RunConfig, quiet: bool) -> int:
     if outcome.interrupted:
         return 128 + (outcome.signal or signal.SIGINT)
     return EXIT_DOWN if outcome.stats.down else EXIT_UP
+
+
+def report_journal(path: str, formats: list[str], quiet: bool) -> int:
+    try:
+        done = asyncio.run(recover(path, formats))
+    except RecoverError as exc:
+        raise RunError(str(exc)) from None
+    if done.note:
+        print(f"checker: {done.note}", file=sys.stderr)
+    if not quiet:
+        duration = done.run.get("duration_s") or 0.0
+        print(format_summary(done.stats, duration, done.reports, interrupted=True))
+    return EXIT_DOWN if done.stats.down else EXIT_UP
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             progress = not args.quiet and sys.stderr.isatty()
             return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
+        if args.command == "report":
+            return report_journal(args.journal, args.format, args.quiet)
         config, notes = check_config(args)
         for note in notes:
             print(f"checker: {note}", file=sys.stderr)

@@ -19,14 +19,14 @@ from typing import Any, TextIO
 from checker import __version__
 from checker.check import CheckOptions
 from checker.pool import Pool, PoolOptions
-from checker.reports import csv_report, json_report
-from checker.reports.atomic import publish_latest, write_atomic
 from checker.reports.journal import Journal
+from checker.reports.output import FORMATS, write_reports
+from checker.reports.recover import recover_leftovers
 from checker.results import Result
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
 
-FORMATS = ("csv", "json")
+__all__ = ["FORMATS", "RunConfig", "RunError", "RunOutcome", "run_check"]
 
 
 class RunError(Exception):
@@ -51,6 +51,7 @@ class RunOutcome:
     duration_s: float
     interrupted: bool
     signal: int | None
+    notes: list[str] = field(default_factory=list)  # for the user, on stderr
 
 
 class _Recorder:
@@ -108,6 +109,7 @@ async def run_check(config: RunConfig) -> RunOutcome:
     if not os.access(config.out_dir, os.W_OK):
         raise RunError(f"{config.out_dir}: report folder is not writable")
 
+    notes = await recover_leftovers(config.out_dir, config.formats)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     base = os.path.join(config.out_dir, f"status-{stamp(started)}")
@@ -123,7 +125,9 @@ async def run_check(config: RunConfig) -> RunOutcome:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return await _run(config, entries, base, started, t0, stop, caught)
+        outcome = await _run(config, entries, base, started, t0, stop, caught)
+        outcome.notes[:0] = notes
+        return outcome
     finally:
         # Kept until the reports are written: a second Ctrl-C must not tear them.
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -141,8 +145,14 @@ async def _run(
 ) -> RunOutcome:
     stats = Stats()
     bar = _make_bar(entries, config.progress, sys.stderr)
+    header = {
+        "started_at": _iso(started),
+        "checker_version": __version__,
+        "options": config.options,
+        "lists": list(config.lists),
+    }
     try:
-        async with Journal(base + ".journal.jsonl") as journal:
+        async with Journal(base + ".journal.jsonl", header) as journal:
             pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
             try:
                 interrupted = await pool.run(read_targets(config.lists), stop)
@@ -155,12 +165,9 @@ async def _run(
     finished = datetime.now(UTC)
     duration = time.perf_counter() - t0
     run_info = {
-        "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "finished_at": finished.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        **header,
+        "finished_at": _iso(finished),
         "duration_s": round(duration, 3),
-        "checker_version": __version__,
-        "options": config.options,
-        "lists": list(config.lists),
         "total": stats.total,
         "up": stats.up,
         "down": stats.down,
@@ -172,20 +179,5 @@ async def _run(
     return RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
 
 
-async def write_reports(
-    base: str, formats: Sequence[str], run_info: dict[str, Any], journal: Journal
-) -> list[str]:
-    """status-<stamp>.<fmt> for each format, then latest.<fmt> pointing at it."""
-    written: list[str] = []
-    folder = os.path.dirname(base)
-    for fmt in formats:
-        path = f"{base}.{fmt}"
-        if fmt == "json":
-            await write_atomic(path, json_report.render(run_info, journal))
-        elif fmt == "csv":
-            await write_atomic(path, csv_report.render(journal))
-        else:
-            raise ValueError(f"unknown format {fmt}")
-        publish_latest(path, os.path.join(folder, f"latest.{fmt}"))
-        written.append(path)
-    return written
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

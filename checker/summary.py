@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from checker.results import Result
 
@@ -21,17 +22,32 @@ class Stats:
     _slowest: list[tuple[float, int, str]] = field(default_factory=list)
 
     def add(self, seq: int, result: Result) -> None:
+        self.count(seq, result.ok, result.status, result.error, result.total_ms, result.url)
+
+    def add_row(self, seq: int, row: dict[str, Any]) -> None:
+        """The same, from a result read back from a journal or report."""
+        self.count(seq, row["ok"], row["status"], row["error"], row["total_ms"], row["url"])
+
+    def count(
+        self,
+        seq: int,
+        ok: bool,
+        status: int | None,
+        error: str | None,
+        total_ms: float | None,
+        url: str,
+    ) -> None:
         self.total += 1
-        if result.ok:
+        if ok:
             self.up += 1
         else:
             self.down += 1
-        if result.error:
-            self.by_class[result.error] += 1
-        elif result.status is not None:
-            self.by_class[f"{result.status // 100}xx"] += 1
-        if result.total_ms is not None and result.error is None:
-            item = (result.total_ms, -seq, result.url)
+        if error:
+            self.by_class[error] += 1
+        elif status is not None:
+            self.by_class[f"{status // 100}xx"] += 1
+        if total_ms is not None and error is None:
+            item = (total_ms, -seq, url)
             if len(self._slowest) < SLOWEST:
                 heapq.heappush(self._slowest, item)
             else:

@@ -20,7 +20,9 @@ from collections import Counter
 import aiohttp
 
 
-async def check_all(path: str, concurrency: int, force_close: bool, cafile: str | None) -> Counter[str]:
+async def check_all(
+    path: str, concurrency: int, force_close: bool, cafile: str | None
+) -> Counter[str]:
     ssl_option: ssl.SSLContext | bool = True
     if cafile:
         ssl_option = ssl.create_default_context(cafile=cafile)
@@ -46,7 +48,9 @@ async def check_all(path: str, concurrency: int, force_close: bool, cafile: str 
                     counts[f"error:{type(exc).__name__}"] += 1
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        with open(path, encoding="utf-8") as lines:
+        # A local file read through an 8 KiB buffer: a blocking read per few
+        # hundred URLs is negligible next to the requests, and it keeps the peer short.
+        with open(path, encoding="utf-8") as lines:  # noqa: ASYNC230
             for line in lines:
                 url = line.strip()
                 if url and not url.startswith("#"):

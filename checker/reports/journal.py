@@ -8,7 +8,15 @@ then read the rows back in input order with `os.pread`. (Not an mmap: every
 page an mmap touches counts in the process's resident memory, which would make
 a run's memory grow with its list after all.)
 
+The journal is also the run's crash record: it is written as the run goes, so
+a run killed with SIGKILL (or a power cut, minus what the OS had not written)
+keeps every result that finished. `checker report JOURNAL`, or the next run in
+the same folder, turns it into reports (`checker.reports.recover`). While a run
+is live it holds an exclusive `flock` on its journal, so that recovery never
+touches the journal of a run that is still going.
+
 Journal format, one JSON object a line:
+  {"journal": 1, "run": {...}}                        first line: started_at, options, lists
   {"seq": N, "result": {...}}                         a result
   {"duplicate_of": N, "source": "f", "line": L}      a later line naming the same URL
 """
@@ -16,11 +24,13 @@ Journal format, one JSON object a line:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from array import array
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Any
 
 import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
@@ -33,9 +43,22 @@ FLUSH_SECONDS = 0.25  # ...or this long after the first of them arrived
 _RESULT_KEY = b',"result":'
 
 
+class JournalBusy(Exception):
+    """The journal is locked: its run is still going."""
+
+
 class Journal:
-    def __init__(self, path: str) -> None:
+    """Append-only result log with an in-memory index of where each row is.
+
+    `Journal(path, header)` starts a new journal; `Journal.reopen(path)` takes
+    over one left by a run that died, to complete and report it.
+    """
+
+    def __init__(self, path: str, header: dict[str, Any] | None = None) -> None:
         self.path = path
+        self.header = header or {}
+        self._fd: int | None = None
+        self.allow_gaps = False
         self._offsets = array("q")
         self._lengths = array("I")
         self._position = 0
@@ -48,9 +71,74 @@ class Journal:
         self.rows = 0
 
     async def __aenter__(self) -> Journal:
-        self._file = await aiofiles.open(self.path, "wb")
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            _lock(self._fd, self.path)
+            self._append(_header_line(self.header))
+        # aiofiles takes the descriptor over (and closes it, dropping the lock).
+        self._file = await aiofiles.open(self._fd, "ab")
+        self._fd = None
         self._flusher = asyncio.create_task(self._flush_loop())
         return self
+
+    @classmethod
+    def reopen(cls, path: str) -> Journal:
+        """Index a journal that a dead run left, ready to be completed.
+
+        Raises JournalBusy when its run is alive, ValueError when it is no journal.
+        A torn last line (the run died mid-write) is cut off.
+        """
+        fd = os.open(path, os.O_RDWR)
+        try:
+            _lock(fd, path)
+            journal = cls(path)
+            with open(fd, "rb", closefd=False) as f:
+                first = f.readline()
+                try:
+                    header = json.loads(first)
+                except ValueError:
+                    header = None
+                if not isinstance(header, dict) or header.get("journal") != 1:
+                    raise ValueError(f"{path}: not a checker journal")
+                journal.header = header.get("run", {})
+                position = len(first)
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # torn: the run died while writing it
+                    journal._index(line, position)
+                    position += len(line)
+            os.ftruncate(fd, position)
+            os.lseek(fd, position, os.SEEK_SET)
+            journal._position = position
+        except BaseException:
+            os.close(fd)
+            raise
+        journal._fd = fd
+        return journal
+
+    def _index(self, line: bytes, position: int) -> None:
+        if line.startswith(b'{"seq":'):
+            seq = int(line[7 : line.index(b",")])
+            self._place(seq, position, len(line))
+        elif line.startswith(b'{"duplicate_of":'):
+            record = json.loads(line)
+            where = f"{record['source']}:{record['line']}"
+            self._duplicates.setdefault(int(record["duplicate_of"]), []).append(where)
+
+    def seen(self, seq: int) -> bool:
+        return seq < len(self._offsets) and self._offsets[seq] >= 0
+
+    def has_duplicate(self, dup: Duplicate) -> bool:
+        return f"{dup.source}:{dup.line}" in self._duplicates.get(dup.of_seq, ())
+
+    def duplicate_lines(self) -> Iterator[str]:
+        for where in self._duplicates.values():
+            yield from where
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every recorded result as a dict (for totals), in input order."""
+        for row in self.rows_in_order(allow_gaps=True):
+            yield json.loads(row)
 
     async def __aexit__(
         self,
@@ -73,15 +161,18 @@ class Journal:
 
     def add(self, seq: int, result: Result) -> None:
         line = b'{"seq":%d%s%s}\n' % (seq, _RESULT_KEY, result.to_json().encode("utf-8"))
+        self._place(seq, self._position, len(line))
+        self._append(line)
+
+    def _place(self, seq: int, position: int, length: int) -> None:
         if seq >= len(self._offsets):
             grow = seq + 1 - len(self._offsets)
             self._offsets.extend([-1] * grow)
             self._lengths.extend([0] * grow)
         if self._offsets[seq] != -1:
             raise RuntimeError(f"result {seq} recorded twice")
-        self._offsets[seq] = self._position
-        self._lengths[seq] = len(line)
-        self._append(line)
+        self._offsets[seq] = position
+        self._lengths[seq] = length
         self.rows += 1
 
     def add_duplicate(self, dup: Duplicate) -> None:
@@ -117,19 +208,31 @@ class Journal:
         await self._file.write(b"".join(batch))
         await self._file.flush()
 
-    def rows_in_order(self) -> Iterator[bytes]:
+    def row(self, seq: int) -> dict[str, Any]:
+        """One recorded result, read back from disk."""
+        with open(self.path, "rb") as f:
+            f.seek(self._offsets[seq])
+            record: dict[str, Any] = json.loads(f.read(self._lengths[seq]))["result"]
+        return record
+
+    def rows_in_order(self, *, allow_gaps: bool | None = None) -> Iterator[bytes]:
         """Each result's JSON object, in input order, duplicates folded in.
 
-        Call after `close()`. Yields the bytes of one JSON object per row.
+        Call after `close()`. Yields the bytes of one JSON object per row. A
+        missing row is a bug, unless `allow_gaps` (default: `self.allow_gaps`,
+        set when a dead run's lists could not be read again).
         """
-        missing = [seq for seq, off in enumerate(self._offsets) if off < 0]
-        if missing:
-            raise RuntimeError(f"no result for rows {missing[:10]}")
+        if not (self.allow_gaps if allow_gaps is None else allow_gaps):
+            missing = [seq for seq, off in enumerate(self._offsets) if off < 0]
+            if missing:
+                raise RuntimeError(f"no result for rows {missing[:10]}")
         if not self._offsets:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
             for seq, (off, length) in enumerate(zip(self._offsets, self._lengths, strict=True)):
+                if off < 0:
+                    continue
                 line = os.pread(fd, length, off)
                 # Unwrap {"seq":N,"result":{...}}\n down to the {...}.
                 row = line[line.index(_RESULT_KEY) + len(_RESULT_KEY) : -2]
@@ -144,3 +247,14 @@ class Journal:
 
     def remove(self) -> None:
         os.unlink(self.path)
+
+
+def _header_line(run: dict[str, Any]) -> bytes:
+    return json.dumps({"journal": 1, "run": run}, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def _lock(fd: int, path: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalBusy(f"{path}: its run is still going") from None

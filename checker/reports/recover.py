@@ -1,0 +1,143 @@
+"""Reports from the journal of a run that died (SIGKILL, OOM, power cut).
+
+Every line of the run's lists still gets exactly one row: what the journal
+holds as it was recorded, and every line it lacks as `interrupted` ("not
+checked: the run was killed first"), found by reading the lists again. If the
+lists are gone or changed since, the rows the journal holds are reported and
+the note says what could not be accounted for.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from checker.check import failed_result
+from checker.http.errors import Interrupted, InvalidURL
+from checker.reports.journal import Journal, JournalBusy
+from checker.reports.output import write_reports
+from checker.summary import Stats
+from checker.targets import Duplicate, ListError, Target, read_targets
+
+JOURNAL_SUFFIX = ".journal.jsonl"
+KILLED = "not checked: the run was killed first"
+
+
+class RecoverError(Exception):
+    """The file cannot be turned into reports (one line for the user)."""
+
+
+@dataclass
+class Recovered:
+    reports: list[str]
+    stats: Stats
+    run: dict[str, Any]
+    note: str | None
+
+
+async def recover(path: str, formats: Sequence[str]) -> Recovered:
+    if not path.endswith(JOURNAL_SUFFIX):
+        raise RecoverError(f"{path}: not a journal (expected a name ending in {JOURNAL_SUFFIX})")
+    try:
+        journal = Journal.reopen(path)
+    except FileNotFoundError:
+        raise RecoverError(f"{path}: no such file") from None
+    except JournalBusy as exc:
+        raise RecoverError(str(exc)) from None
+    except (ValueError, OSError) as exc:
+        raise RecoverError(str(exc)) from None
+    lists = [str(p) for p in journal.header.get("lists", [])]
+    note = _why_lists_unusable(journal, lists)
+    async with journal:
+        if note is None:
+            for item in read_targets(lists):
+                _fill(journal, item)
+        else:
+            journal.allow_gaps = True
+    stats = Stats()
+    finished = journal.header.get("started_at")
+    for seq, row in enumerate(journal.results()):
+        stats.add_row(seq, row)
+        if row.get("checked_at") and (finished is None or row["checked_at"] > finished):
+            finished = row["checked_at"]
+    stats.duplicates = sum(1 for _ in journal.duplicate_lines())
+    run = dict(journal.header)
+    run.update(
+        finished_at=finished,
+        duration_s=_seconds_between(run.get("started_at"), finished),
+        total=stats.total,
+        up=stats.up,
+        down=stats.down,
+        duplicates=stats.duplicates,
+        interrupted=True,
+        recovered=True,
+    )
+    base = path[: -len(JOURNAL_SUFFIX)]
+    reports = await write_reports(base, formats, run, journal, latest=_is_newest(base))
+    journal.remove()
+    return Recovered(reports, stats, run, note)
+
+
+async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
+    """Turn the journals of dead runs in `out_dir` into reports; say what was done."""
+    notes = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "status-*" + JOURNAL_SUFFIX))):
+        try:
+            done = await recover(path, formats)
+        except RecoverError as exc:
+            if "still going" not in str(exc):
+                notes.append(f"could not recover {path}: {exc}")
+            continue
+        notes.append(f"a killed run's journal became {', '.join(done.reports)}")
+        if done.note:
+            notes.append(done.note)
+    return notes
+
+
+def _fill(journal: Journal, item: Target | Duplicate) -> None:
+    if isinstance(item, Duplicate):
+        if not journal.has_duplicate(item):
+            journal.add_duplicate(item)
+    elif not journal.seen(item.seq):
+        if item.url is None:
+            journal.add(item.seq, failed_result(item, InvalidURL.category, item.error or ""))
+        else:
+            journal.add(item.seq, failed_result(item, Interrupted.category, KILLED))
+
+
+def _why_lists_unusable(journal: Journal, lists: list[str]) -> str | None:
+    """None when the lists still say what they said when the run read them."""
+    if not lists:
+        return "the journal names no lists; only its recorded rows are reported"
+    try:
+        for item in read_targets(lists):
+            if isinstance(item, Target) and journal.seen(item.seq):
+                row = journal.row(item.seq)
+                if (row["source"], row["line"], row["url"]) != (item.source, item.line, item.text):
+                    return "the lists changed since the run; only its recorded rows are reported"
+    except ListError as exc:
+        return f"the lists cannot be read again ({exc}); only recorded rows are reported"
+    return None
+
+
+def _is_newest(base: str) -> bool:
+    """Whether no later report exists beside `base` (so latest.* may point at it)."""
+    folder, name = os.path.split(base)
+    for other in glob.glob(os.path.join(glob.escape(folder or "."), "status-*.*")):
+        stem = os.path.basename(other).split(".", 1)[0]
+        if stem > name and not other.endswith(JOURNAL_SUFFIX):
+            return False
+    return True
+
+
+def _seconds_between(start: object, end: object) -> float | None:
+    try:
+        a = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+        b = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return round((b.astimezone(UTC) - a.astimezone(UTC)).total_seconds(), 3)

@@ -1,0 +1,127 @@
+"""A run killed with SIGKILL loses nothing that finished, and every line still gets a row."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from checker.demo.fleet import Fleet, Route
+from tests.test_cli import checker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def start_and_kill(tmp_path: Path, fleet: Fleet) -> Path:
+    """Start a run over a list, SIGKILL it once its journal holds the quick row."""
+    lines = [fleet.url("/ok"), "not a url", *[fleet.url(f"/hang?{i}") for i in range(20)]]
+    lines.append(fleet.url("/ok"))  # a duplicate of line 1
+    (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "checker",
+        "check",
+        "urls.txt",
+        "--timeout",
+        "50",
+        "--concurrency",
+        "4",
+        "--quiet",
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                await asyncio.sleep(0.1)
+                journals = list((tmp_path / "reports").glob("*.journal.jsonl"))
+                if journals and b'"ok":true' in journals[0].read_bytes():
+                    break
+        # While it runs, its journal is locked: nobody may turn it into reports.
+        code, _, err = await checker("report", str(journals[0]), cwd=tmp_path)
+        assert code == 2 and "still going" in err
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "reports" / "latest.json").exists()
+    return journals[0]
+
+
+def check_rows(report: dict[str, object]) -> None:
+    rows = report["results"]
+    assert isinstance(rows, list)
+    assert [r["line"] for r in rows] == list(range(1, 23))  # every line, once, in order
+    assert rows[0]["ok"] is True and rows[0]["duplicates"] == ["urls.txt:23"]
+    assert rows[1]["error"] == "invalid_url"
+    assert {r["error"] for r in rows[2:]} == {"interrupted"}
+    assert all(r["error_detail"] == "not checked: the run was killed first" for r in rows[2:])
+    run = report["run"]
+    assert isinstance(run, dict)
+    assert run["interrupted"] is True and run["recovered"] is True
+    assert (run["total"], run["up"], run["duplicates"]) == (22, 1, 1)
+
+
+async def test_checker_report_turns_a_killed_runs_journal_into_reports(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/hang": Route(delay=60)}) as fleet:
+        journal = await start_and_kill(tmp_path, fleet)
+    code, out, err = await checker("report", str(journal), cwd=tmp_path)
+    assert code == 1, err
+    assert out.startswith("INTERRUPTED: checked 22 URLs")
+    stem = journal.name.removesuffix(".journal.jsonl")
+    check_rows(json.loads((tmp_path / "reports" / f"{stem}.json").read_text()))
+    assert (tmp_path / "reports" / "latest.csv").read_text().count("\n") == 23
+    assert not journal.exists()
+
+
+async def test_the_next_run_recovers_a_killed_runs_journal(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/hang": Route(delay=60)}) as fleet:
+        journal = await start_and_kill(tmp_path, fleet)
+        (tmp_path / "next.txt").write_text(fleet.url("/ok") + "\n")
+        await asyncio.sleep(1.1)  # the next run's report gets a later timestamp
+        code, _, err = await checker("check", "next.txt", "--quiet", cwd=tmp_path)
+    assert code == 0
+    stem = journal.name.removesuffix(".journal.jsonl")
+    assert f"a killed run's journal became reports/{stem}.csv" in err
+    check_rows(json.loads((tmp_path / "reports" / f"{stem}.json").read_text()))
+    latest = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert latest["run"]["lists"] == ["next.txt"]  # latest stays the newest run
+    assert not journal.exists()
+
+
+async def test_report_of_a_journal_whose_list_is_gone(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/hang": Route(delay=60)}) as fleet:
+        journal = await start_and_kill(tmp_path, fleet)
+    (tmp_path / "urls.txt").unlink()
+    code, _, err = await checker("report", str(journal), cwd=tmp_path)
+    assert code == 1  # its invalid line is down
+    assert "cannot be read again" in err
+    stem = journal.name.removesuffix(".journal.jsonl")
+    rows = json.loads((tmp_path / "reports" / f"{stem}.json").read_text())["results"]
+    assert [r["line"] for r in rows] == [1, 2]  # what was recorded, nothing invented
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expect"),
+    [
+        ("x.json", "{}", "not a journal"),
+        ("status-x.journal.jsonl", "hello\n", "not a checker journal"),
+        ("missing.journal.jsonl", None, "no such file"),
+    ],
+)
+async def test_report_refuses_what_is_not_a_journal(
+    tmp_path: Path, name: str, content: str | None, expect: str
+) -> None:
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    code, _, err = await checker("report", name, cwd=tmp_path)
+    assert code == 2 and expect in err and "Traceback" not in err
