@@ -44,6 +44,7 @@ class Attempt:
     head_status: int | None = None
     error: CheckError | None = None
     redirects: list[Hop] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     trace: Trace = field(default_factory=Trace)
     total_ms: float = 0.0
 
@@ -92,6 +93,8 @@ async def _follow(url: URL, method: str, opts: CheckOptions, out: Attempt) -> No
         except URLError as exc:
             raise BadRedirect(f"{exc}: Location {location[0][:200]!r}") from None
         out.redirects.append(Hop(out.head.status, str(current), str(nxt)))
+        if current.scheme == "https" and nxt.scheme == "http":
+            out.warnings.append(f"redirected from https down to http: {nxt}")
         if str(nxt) in seen:
             raise TooManyRedirects(f"redirect loop: {nxt} was already visited")
         if len(out.redirects) > opts.max_redirects:
@@ -137,6 +140,7 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
         cert_issuer=trace.cert_issuer,
         cert_not_after=trace.cert_not_after,
         cert_days_left=trace.cert_days_left,
+        warnings=tuple(dict.fromkeys(attempt.warnings)),
     )
 
 

@@ -40,6 +40,7 @@ FIELDS: tuple[str, ...] = (
     "cert_issuer",
     "cert_not_after",
     "cert_days_left",
+    "warnings",
     "duplicates",
 )
 
@@ -83,6 +84,9 @@ class Result:
     cert_issuer: str | None = None
     cert_not_after: str | None = None
     cert_days_left: int | None = None
+    # Things a person should know even when the check is up, e.g. a redirect
+    # from https down to http.
+    warnings: tuple[str, ...] = ()
     # Later lines of the lists that named the same URL ("file:line"); they are
     # checked once and reported here, on the first line's row.
     duplicates: tuple[str, ...] = field(default=())

@@ -175,8 +175,13 @@ async def _start_tls(
     writer: asyncio.StreamWriter, url: URL, config: ClientConfig, trace: Trace
 ) -> None:
     start = time.perf_counter()
-    with map_exceptions("TLS handshake"):
-        await writer.start_tls(config.ssl_context, server_hostname=url.host)
+    try:
+        with map_exceptions("TLS handshake"):
+            await writer.start_tls(config.ssl_context, server_hostname=url.host)
+    except (ConnectionReset, IncompleteResponse) as exc:
+        # TCP worked; the peer dropped us mid-handshake, which is how many
+        # servers say "no protocol version or cipher in common".
+        raise TLSError(f"TLS handshake failed: {exc}") from None
     trace.tls_ms = _ms(start)
     sslobj = writer.get_extra_info("ssl_object")
     if isinstance(sslobj, ssl.SSLObject):
