@@ -637,7 +637,10 @@ def run_scenario(
                 contender = contenders[name]
                 run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
                 cmd = contender.command(job, run_dir)
-                result, code = measure(cmd, run_dir, server, limit)
+                try:
+                    result, code = measure(cmd, run_dir, server, limit)
+                except OSError as exc:  # e.g. the program is missing: a failed run
+                    result, code = RunResult(0, 0, 0, 0, 0, f"could not start: {exc}"), -1
                 if result.error is None:
                     try:
                         result.error = contender.verify(job, run_dir, code)
@@ -766,7 +769,8 @@ def verdicts(scenarios: dict[str, Scenario], checker: str, quick: bool) -> list[
 
     def check(label: str, figure: float | None, target: str, met: bool | None) -> None:
         if figure is None or met is None:
-            lines.append(f"- {label}: target {target}: NOT MEASURED (scenario skipped or failed)")
+            why = "scenario not run or skipped, or no good runs to pair"
+            lines.append(f"- {label}: target {target}: NOT MEASURED ({why})")
         else:
             lines.append(f"- {label}: {figure:.2f}, target {target}: {'MET' if met else 'NOT MET'}")
 
@@ -951,4 +955,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # main's finally has already stopped everything
+        log("interrupted: nginx and the running contender stopped, sysctls restored")
+        sys.exit(130)

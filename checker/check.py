@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from checker.http.client import ClientConfig, Trace, request_head
+from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.wire import ResponseHead, parse_content_length
 from checker.results import Hop, Result, now_iso
@@ -53,19 +54,24 @@ class Attempt:
         return self.error is None and self.head is not None and is_up(self.head.status)
 
 
-async def attempt_check(url: URL, opts: CheckOptions) -> Attempt:
-    """Run one attempt under the check's deadline; never raises a CheckError."""
+async def attempt_check(
+    url: URL, opts: CheckOptions, connections: ConnectionPool | None = None
+) -> Attempt:
+    """Run one attempt under the check's deadline; never raises a CheckError.
+
+    With `connections`, requests may reuse kept-alive connections.
+    """
     start = time.perf_counter()
     out = Attempt(method=opts.method, final_url=url)
     try:
         async with asyncio.timeout(opts.timeout):
-            await _follow(url, opts.method, opts, out)
+            await _follow(url, opts.method, opts, out, connections)
             if opts.method == "HEAD" and out.head is not None and not is_up(out.head.status):
                 # Many servers answer HEAD wrongly (405, 501, even 404 or 500):
                 # one GET decides before the URL is called down.
                 head_status = out.head.status
                 out = Attempt(method="GET", final_url=url, head_status=head_status)
-                await _follow(url, "GET", opts, out)
+                await _follow(url, "GET", opts, out, connections)
     except CheckError as exc:
         out.error = exc
     except TimeoutError:
@@ -74,7 +80,9 @@ async def attempt_check(url: URL, opts: CheckOptions) -> Attempt:
     return out
 
 
-async def _follow(url: URL, method: str, opts: CheckOptions, out: Attempt) -> None:
+async def _follow(
+    url: URL, method: str, opts: CheckOptions, out: Attempt, connections: ConnectionPool | None
+) -> None:
     """Request `url`, following redirects; leaves the last response in `out`."""
     seen = {str(url)}
     current = url
@@ -82,7 +90,7 @@ async def _follow(url: URL, method: str, opts: CheckOptions, out: Attempt) -> No
         out.final_url = current
         out.trace = Trace()
         out.head = None
-        out.head = await request_head(current, method, opts.client, out.trace)
+        out.head = await request_head(current, method, opts.client, out.trace, connections)
         if not opts.follow_redirects or out.head.status not in REDIRECT_STATUSES:
             return
         location = out.head.get_all("location")
@@ -140,6 +148,7 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
         cert_issuer=trace.cert_issuer,
         cert_not_after=trace.cert_not_after,
         cert_days_left=trace.cert_days_left,
+        reused=trace.reused,
         warnings=tuple(dict.fromkeys(attempt.warnings)),
     )
 

@@ -180,6 +180,11 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     http.add_argument(
         "--no-follow", action="store_true", help="report a 3xx as it is, do not follow it"
     )
+    http.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="a new connection for every request (default: keep connections alive per host)",
+    )
     http.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     http.add_argument(
         "--ca-file", metavar="PEM", help="also trust the CA certificates in this file"
@@ -208,6 +213,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "concurrency": concurrency,
         "per_host": args.per_host,
         "retries": args.retries,
+        "reuse": not args.no_reuse,
         "follow_redirects": not args.no_follow,
         "max_redirects": args.max_redirects,
         "insecure": args.insecure,
@@ -225,7 +231,12 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
             max_redirects=args.max_redirects,
             timeout=args.timeout,
         ),
-        pool=PoolOptions(concurrency=concurrency, per_host=args.per_host, retries=args.retries),
+        pool=PoolOptions(
+            concurrency=concurrency,
+            per_host=args.per_host,
+            retries=args.retries,
+            reuse=not args.no_reuse,
+        ),
         progress=not args.quiet and not args.no_progress and sys.stderr.isatty(),
         options=options,
     )

@@ -20,6 +20,7 @@ from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
+from checker.http.connections import ConnectionPool
 from checker.http.errors import Interrupted, InvalidURL
 from checker.results import Result
 from checker.targets import Duplicate, Target
@@ -36,6 +37,7 @@ class PoolOptions:
     backoff_base: float = 0.5  # first retry waits about this long, then doubles
     backoff_max: float = 10.0
     retry_after_cap: float = 30.0  # a server's Retry-After is honoured up to this
+    reuse: bool = True  # keep connections alive for the next URL on the same origin
 
 
 class Sink(Protocol):
@@ -116,6 +118,8 @@ class Pool:
         self.opts = opts
         self.sink = sink
         self.hosts = HostLimiter(opts.per_host)
+        # At most one idle connection per worker: more could never be in use at once.
+        self.connections = ConnectionPool(max_idle=opts.concurrency) if opts.reuse else None
         self._in_flight: dict[int, Target] = {}
         self._pending: Target | None = None  # held by the feeder while the queue is full
 
@@ -134,14 +138,18 @@ class Pool:
             await asyncio.wait((everything, stopper), return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
-        if everything.done():
-            everything.result()  # re-raise a bug in the feeder, if any
-            return False
-        everything.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await everything
-        self._account_for_the_rest(items, queue)
-        return True
+        try:
+            if everything.done():
+                everything.result()  # re-raise a bug in the feeder, if any
+                return False
+            everything.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await everything
+            self._account_for_the_rest(items, queue)
+            return True
+        finally:
+            if self.connections is not None:
+                await self.connections.close()
 
     async def _feed(
         self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None], n: int
@@ -177,7 +185,7 @@ class Pool:
             # The host slot is held for one attempt, not across the backoff, and
             # waiting for it does not eat into the check's deadline.
             async with self.hosts.slot(target.url.origin):
-                attempt = await attempt_check(target.url, self.check_opts)
+                attempt = await attempt_check(target.url, self.check_opts, self.connections)
             if n > self.opts.retries or not should_retry(attempt):
                 return make_result(target, attempt, n)
             await asyncio.sleep(retry_delay(n, attempt, self.opts))

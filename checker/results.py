@@ -31,6 +31,7 @@ FIELDS: tuple[str, ...] = (
     "tls_ms",
     "ttfb_ms",
     "total_ms",
+    "reused",
     "checked_at",
     "content_length",
     "server",
@@ -75,6 +76,7 @@ class Result:
     tls_ms: float | None = None
     ttfb_ms: float | None = None
     total_ms: float | None = None
+    reused: bool = False  # the final request went on a kept-alive connection
     checked_at: str | None = None
     content_length: int | None = None
     server: str | None = None

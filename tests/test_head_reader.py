@@ -259,7 +259,7 @@ async def test_eof_before_anything(way: str) -> None:
     assert exc.transient
     assert exc.category == "protocol"
     assert "without sending a response" in str(exc)
-    assert trace.ttfb_ms is not None  # the EOF was the first thing to arrive
+    assert trace.ttfb_ms is None  # no byte arrived: there is no time to first byte
 
 
 @pytest.mark.parametrize("way", EOF_WAYS)

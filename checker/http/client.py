@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from checker.http import wire
+from checker.http.connections import Connection, ConnectionPool, close_stream
 from checker.http.errors import (
     CheckError,
     CheckTimeout,
@@ -34,8 +35,9 @@ from checker.http.errors import (
 )
 from checker.url import URL
 
-# How long a polite close may take before we drop the connection hard.
-CLOSE_TIMEOUT = 1.0
+# Body bytes read to keep a connection for the next request; past this a new
+# connection is cheaper.
+DRAIN_CAP = 64 * 1024
 # Empty lines tolerated before a status line; more is not a server being sloppy.
 MAX_BLANK_LINES = 4
 # Bodies are read in pieces of this size, so a huge one never sits in memory.
@@ -64,6 +66,7 @@ class Trace:
     cert_issuer: str | None = None
     cert_not_after: str | None = None
     cert_days_left: int | None = None
+    reused: bool = False  # sent on a kept-alive connection: no DNS, connect or TLS phase
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -84,30 +87,101 @@ async def request_head(
     method: str,
     config: ClientConfig,
     trace: Trace,
+    pool: ConnectionPool | None = None,
 ) -> wire.ResponseHead:
-    """Send one request with `Connection: close` and read the response head.
+    """Send one request and read the response head.
 
-    The body is never read: a status check needs the head only, and closing
-    right after it costs the server nothing more.
+    Without a `pool` every request has its own connection and says
+    `Connection: close`. With one, an idle connection to the same origin is
+    reused when there is one, and the connection is handed back after the
+    response when it may carry another (see `connections`).
     """
-    request = wire.build_request(
-        method,
-        url,
-        (("User-Agent", config.user_agent), ("Accept", "*/*"), ("Connection", "close")),
-    )
+    if pool is not None:
+        conn = pool.take(url.origin)
+        if conn is not None:
+            try:
+                return await _exchange(conn, url, method, config, trace, pool, reused=True)
+            except (IncompleteResponse, ConnectionReset):
+                if trace.ttfb_ms is not None:
+                    raise  # it answered something: that is the server's error
+                # Closed while idle, as we wrote: once more, on a fresh connection.
     reader, writer = await _connect(url, config, trace)
+    conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace))
+    return await _exchange(conn, url, method, config, trace, pool, reused=False)
+
+
+async def _exchange(
+    conn: Connection,
+    url: URL,
+    method: str,
+    config: ClientConfig,
+    trace: Trace,
+    pool: ConnectionPool | None,
+    *,
+    reused: bool,
+) -> wire.ResponseHead:
+    keep = pool is not None and not pool.last_request(conn)
+    request = wire.build_request(method, url, _headers(config, keep))
+    conn.requests += 1
+    trace.reused = reused
+    if reused:
+        for name, value in conn.tls.items():
+            setattr(trace, name, value)
     try:
         with map_exceptions():
-            writer.writelines((request,))
-            await writer.drain()
+            conn.writer.write(request)
+            await conn.writer.drain()
             sent = time.perf_counter()
-            head = await read_head(reader, trace, sent)
+            head = await read_head(conn.reader, trace, sent)
+        reusable = keep and _persistent(head) and await _drain(conn.reader, head, method)
     except BaseException:
         # Errors, timeouts and cancellation: nothing more is owed to this peer.
-        await _close(writer, abort=True)
+        await close_stream(conn.writer, abort=True)
         raise
-    await _close(writer)
+    if reusable and pool is not None:
+        pool.put(conn)
+    else:
+        await close_stream(conn.writer)
     return head
+
+
+def _headers(config: ClientConfig, keep: bool) -> tuple[tuple[str, str], ...]:
+    base = (("User-Agent", config.user_agent), ("Accept", "*/*"))
+    # HTTP/1.1 connections persist unless a side says close (RFC 9112 9.3).
+    return base if keep else (*base, ("Connection", "close"))
+
+
+def _persistent(head: wire.ResponseHead) -> bool:
+    connection = head.get("connection")
+    if head.status == 101 or wire.has_token(connection, "close"):
+        return False
+    return head.version == "1.1" or wire.has_token(connection, "keep-alive")
+
+
+async def _drain(reader: asyncio.StreamReader, head: wire.ResponseHead, method: str) -> bool:
+    """Read the body off the connection so it can carry another request.
+
+    Only small, exactly framed bodies are worth it: a large one costs more to
+    read than a new connection, and a body that runs to the close cannot be
+    followed by anything. A body that turns out broken only costs the reuse;
+    the head already arrived complete, so the check stands.
+    """
+    try:
+        framing = wire.framing(head, method)
+        if framing.kind == "eof" or (framing.length or 0) > DRAIN_CAP:
+            return False
+        with map_exceptions():
+            _, complete = await read_body(reader, framing, DRAIN_CAP)
+    except (ProtocolError, ConnectionReset):
+        return False
+    return complete
+
+
+def _tls_fields(trace: Trace) -> dict[str, object]:
+    names = ("tls_version", "tls_cipher", "cert_subject", "cert_issuer")
+    fields = {name: getattr(trace, name) for name in names}
+    fields.update(cert_not_after=trace.cert_not_after, cert_days_left=trace.cert_days_left)
+    return fields
 
 
 async def _connect(
@@ -121,7 +195,7 @@ async def _connect(
                 try:
                     await _start_tls(writer, url, config, trace)
                 except BaseException:
-                    await _close(writer, abort=True)
+                    await close_stream(writer, abort=True)
                     raise
             return reader, writer
     except TimeoutError as exc:
@@ -219,7 +293,7 @@ async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> 
     blank = 0
     for interim in range(wire.MAX_INTERIM + 1):
         line = await _readline(reader)
-        if trace.ttfb_ms is None:
+        if trace.ttfb_ms is None and line:
             trace.ttfb_ms = _ms(sent)
         while line in (b"\r\n", b"\n") and blank < MAX_BLANK_LINES:
             # Robustness (RFC 9112 2.2): some servers send a stray CRLF before
@@ -328,19 +402,6 @@ async def _readline(reader: asyncio.StreamReader) -> bytes:
     except ValueError:
         # StreamReader turns LimitOverrunError into ValueError for readline().
         raise ProtocolError(f"response line longer than {wire.MAX_LINE // 1024} KiB") from None
-
-
-async def _close(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
-    """Close and wait, bounded: a hostile peer must not hold a close open."""
-    if abort:
-        writer.transport.abort()
-    else:
-        writer.close()
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await writer.wait_closed()
-    except (OSError, TimeoutError, ssl.SSLError):
-        writer.transport.abort()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,122 @@
+"""Idle HTTP/1.1 connections kept for reuse (persistent connections, RFC 9112 9.3).
+
+Reuse is what makes a long list on one host fast, HTTPS most of all: no new
+TCP and TLS handshake per URL. The rules that keep it safe live here and in
+`client`:
+
+- a connection goes back only after a response whose framing was read exactly
+  (the next status line must start where we think it does), that did not say
+  `Connection: close`, from an HTTP/1.1 server (or 1.0 with keep-alive);
+- it is used at most `max_requests` times, and not after `idle_timeout`
+  seconds idle (servers close idle connections; nginx after 75 s, many sooner);
+- at most `max_idle` connections stay open in all, the least recently used
+  closed first, so a list of a million distinct hosts does not keep a million
+  sockets open;
+- one whose peer has already closed is dropped when taken, and a request that
+  fails on a reused connection before any byte of answer is retried once on a
+  fresh one (the server may have closed it as we sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+Origin = tuple[str, str, int]
+
+# How long a polite close may take before we drop the connection hard.
+CLOSE_TIMEOUT = 1.0
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    origin: Origin
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    requests: int = 0
+    idle_since: float = 0.0
+    # What the TLS handshake said, reported again for each request it carries.
+    tls: dict[str, object] = field(default_factory=dict)
+
+    def usable(self, now: float, idle_timeout: float) -> bool:
+        return (
+            not self.reader.at_eof()
+            and not self.writer.is_closing()
+            and now - self.idle_since < idle_timeout
+        )
+
+
+class ConnectionPool:
+    def __init__(self, max_idle: int, max_requests: int = 100, idle_timeout: float = 4.0) -> None:
+        self.max_idle = max_idle
+        self.max_requests = max_requests
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._lru: OrderedDict[Connection, None] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def take(self, origin: Origin) -> Connection | None:
+        """An idle connection to `origin` that still looks alive, or None."""
+        stack = self._idle.get(origin)
+        now = time.monotonic()
+        while stack:
+            conn = stack.pop()
+            del self._lru[conn]
+            if conn.usable(now, self.idle_timeout):
+                if not stack:
+                    del self._idle[origin]
+                return conn
+            self._close_later(conn)
+        self._idle.pop(origin, None)
+        return None
+
+    def put(self, conn: Connection) -> None:
+        """Keep `conn` for the next request to its origin (or close it if it is spent)."""
+        if conn.requests >= self.max_requests or self.max_idle <= 0:
+            self._close_later(conn)
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.origin, []).append(conn)
+        self._lru[conn] = None
+        while len(self._lru) > self.max_idle:
+            oldest, _ = self._lru.popitem(last=False)
+            self._idle[oldest.origin].remove(oldest)
+            if not self._idle[oldest.origin]:
+                del self._idle[oldest.origin]
+            self._close_later(oldest)
+
+    def last_request(self, conn: Connection) -> bool:
+        """Whether the next request on `conn` is its last (then it says Connection: close)."""
+        return conn.requests + 1 >= self.max_requests
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    async def close(self) -> None:
+        """Close every idle connection and wait for the closes under way."""
+        conns = list(self._lru)
+        self._lru.clear()
+        self._idle.clear()
+        await asyncio.gather(*(close_stream(c.writer) for c in conns), *self._closing)
+
+    def _close_later(self, conn: Connection) -> None:
+        # Closing waits for the peer (TLS close_notify); the caller should not.
+        task = asyncio.create_task(close_stream(conn.writer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+async def close_stream(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
+    """Close and wait, bounded: a hostile peer must not hold a close open."""
+    if abort:
+        writer.transport.abort()
+    else:
+        writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await writer.wait_closed()
+    except (OSError, TimeoutError, ssl.SSLError):
+        writer.transport.abort()

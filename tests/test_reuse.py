@@ -1,0 +1,256 @@
+"""Persistent connections: reused when safe, never when not, honest timings."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from checker.check import attempt_check
+from checker.demo.fleet import Fleet, Route
+from checker.http.client import DRAIN_CAP
+from checker.http.connections import ConnectionPool
+from checker.pool import Pool, PoolOptions
+from checker.targets import read_targets
+from checker.url import parse_url
+from tests.helpers import RecordingSink, check_options, raw_server
+
+pytestmark = pytest.mark.timeout(30)
+
+Responder = Callable[[int, bytes], bytes]  # (request number on this connection, head) -> response
+
+
+class KeepAliveServer:
+    """Answers every request on a connection with `respond`, counting connections."""
+
+    def __init__(self, respond: Responder, close_after: int | None = None) -> None:
+        self.respond = respond
+        self.close_after = close_after  # close the socket after this many responses
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        n = 0
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            self.requests.append(head)
+            n += 1
+            writer.write(self.respond(n, head))
+            await writer.drain()
+            if self.close_after is not None and n >= self.close_after:
+                return
+
+
+def ok(body: bytes = b"") -> Responder:
+    return lambda n, head: (
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+        % (
+            len(body),
+            b"" if head.startswith(b"HEAD") else body,
+        )
+    )
+
+
+async def check_all(port: int, n: int, pool: ConnectionPool, method: str = "HEAD") -> list[bool]:
+    reused = []
+    for i in range(n):
+        att = await attempt_check(
+            parse_url(f"http://127.0.0.1:{port}/{i}"), check_options(method=method), pool
+        )
+        assert att.ok, att.error
+        reused.append(att.trace.reused)
+    return reused
+
+
+async def test_one_connection_carries_many_requests() -> None:
+    server = KeepAliveServer(ok())
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            reused = await check_all(port, 10, pool)
+        finally:
+            await pool.close()
+    assert server.connections == 1 and len(server.requests) == 10
+    assert reused == [False] + [True] * 9
+    assert not any(b"Connection: close" in r for r in server.requests)
+
+
+async def test_reused_checks_have_no_connect_phase() -> None:
+    server = KeepAliveServer(ok())
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            first = await attempt_check(
+                parse_url(f"http://127.0.0.1:{port}/a"), check_options(), pool
+            )
+            second = await attempt_check(
+                parse_url(f"http://127.0.0.1:{port}/b"), check_options(), pool
+            )
+        finally:
+            await pool.close()
+    assert first.trace.connect_ms is not None and not first.trace.reused
+    assert second.trace.reused and second.trace.connect_ms is None and second.trace.dns_ms is None
+    assert second.trace.ttfb_ms is not None
+
+
+async def test_connection_close_is_honoured() -> None:
+    server = KeepAliveServer(
+        lambda n, h: b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        close_after=1,
+    )
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            reused = await check_all(port, 3, pool)
+        finally:
+            await pool.close()
+    assert reused == [False] * 3 and server.connections == 3
+
+
+async def test_http_1_0_without_keep_alive_is_not_reused() -> None:
+    server = KeepAliveServer(
+        lambda n, h: b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", close_after=1
+    )
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            reused = await check_all(port, 2, pool)
+        finally:
+            await pool.close()
+    assert reused == [False, False]
+
+
+async def test_a_connection_closed_while_idle_is_retried_on_a_fresh_one() -> None:
+    # Answers one request without saying close, then hangs up: the classic race.
+    server = KeepAliveServer(ok(), close_after=1)
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            first = await attempt_check(
+                parse_url(f"http://127.0.0.1:{port}/a"), check_options(), pool
+            )
+            await asyncio.sleep(0.05)
+            # The idle connection is at EOF by now: take() drops it, and the
+            # check goes on a fresh connection (the race itself is the next test).
+            second = await attempt_check(
+                parse_url(f"http://127.0.0.1:{port}/b"), check_options(), pool
+            )
+        finally:
+            await pool.close()
+    assert first.ok and second.ok and not second.trace.reused
+    assert server.connections == 2
+
+
+async def test_stale_connection_that_still_looks_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    from checker.http import connections
+
+    monkeypatch.setattr(connections.Connection, "usable", lambda self, now, idle: True)
+    server = KeepAliveServer(ok(), close_after=1)
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            await attempt_check(parse_url(f"http://127.0.0.1:{port}/a"), check_options(), pool)
+            await asyncio.sleep(0.05)
+            second = await attempt_check(
+                parse_url(f"http://127.0.0.1:{port}/b"), check_options(), pool
+            )
+        finally:
+            await pool.close()
+    assert second.ok and not second.trace.reused and server.connections == 2
+
+
+async def test_request_cap_per_connection() -> None:
+    server = KeepAliveServer(ok())
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4, max_requests=3)
+        try:
+            await check_all(port, 7, pool)
+        finally:
+            await pool.close()
+    closes = [b"Connection: close" in r for r in server.requests]
+    assert closes == [False, False, True, False, False, True, False]
+    assert server.connections == 3
+
+
+@pytest.mark.parametrize(
+    ("response", "reusable"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", True),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (DRAIN_CAP + 1)
+            + b"x" * (DRAIN_CAP + 1),
+            False,
+        ),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", False),
+    ],
+)
+async def test_get_bodies_are_drained_only_when_framed_and_small(
+    response: bytes, reusable: bool
+) -> None:
+    server = KeepAliveServer(lambda n, h: response)
+    async with raw_server(server) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            reused = await check_all(port, 2, pool, method="GET")
+        finally:
+            await pool.close()
+    assert reused == [False, reusable]
+
+
+async def test_https_reuse_keeps_tls_fields(ca_file: str, server_tls: ssl.SSLContext) -> None:
+    async with Fleet({"/": Route()}, https_context=server_tls) as fleet:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            a = await attempt_check(parse_url(fleet.https_url("/?a")), check_options(ca_file), pool)
+            b = await attempt_check(parse_url(fleet.https_url("/?b")), check_options(ca_file), pool)
+        finally:
+            await pool.close()
+    assert a.ok and b.ok and b.trace.reused
+    assert a.trace.tls_ms is not None and b.trace.tls_ms is None
+    assert (
+        b.trace.tls_version == a.trace.tls_version
+        and b.trace.cert_days_left == a.trace.cert_days_left
+    )
+
+
+async def test_idle_connections_are_capped_least_recently_used_first() -> None:
+    servers = [KeepAliveServer(ok()) for _ in range(3)]
+    pool = ConnectionPool(max_idle=2)
+    async with (
+        raw_server(servers[0]) as p0,
+        raw_server(servers[1]) as p1,
+        raw_server(servers[2]) as p2,
+    ):
+        try:
+            for port in (p0, p1, p2):
+                await check_all(port, 1, pool)
+            assert len(pool) == 2
+            assert pool.take(("http", "127.0.0.1", p0)) is None  # the oldest went
+            conn = pool.take(("http", "127.0.0.1", p2))
+            assert conn is not None
+            pool.put(conn)
+        finally:
+            await pool.close()
+    assert len(pool) == 0
+
+
+async def test_per_host_cap_and_reuse_work_together(tmp_path: Path) -> None:
+    server = KeepAliveServer(ok())
+    async with raw_server(server) as port:
+        lst = tmp_path / "l.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60)))
+        sink = RecordingSink()
+        pool = Pool(check_options(), PoolOptions(concurrency=10, per_host=3, retries=0), sink)
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    assert len(sink.rows) == 60 and all(r.ok for r in sink.rows.values())
+    assert server.connections <= 3  # never more connections than the per-host cap
+    assert sum(r.reused for r in sink.rows.values()) >= 57
