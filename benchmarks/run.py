@@ -328,6 +328,8 @@ def start_nginx(tmp: Path) -> Server:
         .replace("@HTTPS_PORT@", str(ports["https"]))
         .replace("@SLOW_PORT@", str(ports["slow"]))
         .replace("@STATUS_PORT@", str(ports["status"]))
+        # As many as this process may have: nginx cannot raise the hard limit.
+        .replace("@NOFILE@", str(resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     )
     conf = prefix / "nginx.conf"
     conf.write_text(text)
@@ -498,7 +500,7 @@ def checker_contenders() -> list[Contender]:
         has_uvloop = sh([str(VPY), "-c", "import uvloop"], check=False).returncode == 0
         used = "uvloop" if has_uvloop else "asyncio"
     return [
-        checker_contender(f"checker ({used} loop)", None),
+        checker_contender(f"checker ({used})", None),
         checker_contender("checker (asyncio loop)", "asyncio"),
     ]
 

@@ -11,17 +11,17 @@ Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import ssl
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from checker import __version__
+from checker import __version__, loops
 from checker.check import CheckOptions
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.limits import fit_open_files
+from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
 from checker.reports.recover import RecoverError, recover
 from checker.run import FORMATS, RunConfig, RunError, run_check
@@ -141,6 +141,12 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="checks at once per host (default: %(default)s)",
     )
     run.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="auto",
+        help="event loop: uvloop when installed (auto), or asyncio's own (default: %(default)s)",
+    )
+    run.add_argument(
         "--retries",
         type=_count,
         default=2,
@@ -198,6 +204,10 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         ssl_context = make_ssl_context(insecure=args.insecure, ca_file=args.ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise RunError(f"--ca-file {args.ca_file}: cannot load CA certificates: {exc}") from None
+    try:
+        loop = choose(args.loop)
+    except LoopError as exc:
+        raise RunError(str(exc)) from None
     concurrency, note = fit_open_files(args.concurrency)
     if note:
         notes.append(note)
@@ -214,6 +224,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "per_host": args.per_host,
         "retries": args.retries,
         "reuse": not args.no_reuse,
+        "loop": loop,
         "follow_redirects": not args.no_follow,
         "max_redirects": args.max_redirects,
         "insecure": args.insecure,
@@ -245,7 +256,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 
 def run_and_report(config: RunConfig, quiet: bool) -> int:
     """Run the check, print the summary, and turn the outcome into an exit code."""
-    outcome = asyncio.run(run_check(config))
+    outcome = loops.run(run_check(config), config.options["loop"])
     for note in outcome.notes:
         print(f"checker: {note}", file=sys.stderr)
     if not quiet:
@@ -259,7 +270,7 @@ def run_and_report(config: RunConfig, quiet: bool) -> int:
 
 def report_journal(path: str, formats: list[str], quiet: bool) -> int:
     try:
-        done = asyncio.run(recover(path, formats))
+        done = loops.run(recover(path, formats), choose("auto"))
     except RecoverError as exc:
         raise RunError(str(exc)) from None
     if done.note:

@@ -51,7 +51,7 @@ async def raw_server(handler: Handler, ssl_ctx: ssl.SSLContext | None = None) ->
             writer.transport.abort()
             writers.discard(writer)
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ssl_ctx)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ssl_ctx, backlog=1024)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:

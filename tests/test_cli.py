@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -155,6 +156,7 @@ async def test_version_and_module_entry(tmp_path: Path) -> None:
 
 async def test_demo_runs_offline_and_writes_reports(tmp_path: Path) -> None:
     code, out, err = await checker("demo", "--out", "demo", cwd=tmp_path)
+    assert "Traceback" not in err
     assert code == 0, err
     assert "reports: demo/status-" in out
     rows = {
@@ -171,3 +173,39 @@ async def test_demo_runs_offline_and_writes_reports(tmp_path: Path) -> None:
         r["error"] for r in json.loads((tmp_path / "demo" / "latest.json").read_text())["results"]
     ]
     assert "refused" in errors and "invalid_url" in errors
+
+
+async def test_https_checks_under_both_loops(
+    tmp_path: Path, ca_file: str, server_tls: ssl.SSLContext
+) -> None:
+    async with Fleet({"/": Route()}, https_context=server_tls) as fleet:
+        urls = [fleet.https_url(f"/?{i}") for i in range(20)]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        for loop in ("asyncio", "uvloop"):
+            code, _, err = await checker(
+                "check",
+                "urls.txt",
+                "--ca-file",
+                ca_file,
+                "--loop",
+                loop,
+                "--quiet",
+                "--out",
+                loop,
+                "--per-host",
+                "2",
+                cwd=tmp_path,
+            )
+            assert code == 0, err
+            report = json.loads((tmp_path / loop / "latest.json").read_text())
+            rows = report["results"]
+            assert report["run"]["options"]["loop"] == loop
+            assert all(r["tls_version"] for r in rows)
+            assert sum(r["reused"] for r in rows) >= 18  # two connections carry them all
+            assert all(r["tls_ms"] is None for r in rows if r["reused"])
+
+
+async def test_unknown_or_missing_loop_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "l.txt").write_text("http://127.0.0.1:9/\n")
+    code, _, err = await checker("check", "l.txt", "--loop", "trio", cwd=tmp_path)
+    assert code == 2 and "invalid choice: 'trio'" in one_error_line(err)

@@ -277,7 +277,8 @@ async def test_scheme_relative_location_and_https_downgrade_warning(
 # --- a whole run against a mix of healthy and hostile servers -------------------
 
 
-async def test_a_thousand_healthy_and_hostile_urls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_a_thousand_healthy_and_hostile_urls(tmp_path: Path, loop: str) -> None:
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.get_extra_info("socket").setsockopt(
@@ -325,6 +326,8 @@ async def test_a_thousand_healthy_and_hostile_urls(tmp_path: Path) -> None:
             "--retries",
             "0",
             "--quiet",
+            "--loop",
+            loop,
             cwd=tmp_path,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -24,6 +24,7 @@ from typing import Any
 _CERTS = Path(__file__).parent / "certs"
 
 # A request line or header line, line ending included, may be at most this long.
+_BACKLOG = 1024
 _MAX_LINE = 16 * 1024
 # The whole request head (and any blank lines before it) may be at most this long.
 _MAX_HEAD = 64 * 1024
@@ -206,7 +207,12 @@ class Fleet:
 
         # TLS is started inside the handler rather than by the server, so that a
         # connection still in its handshake is tracked and closed by stop() too.
-        return await asyncio.start_server(on_connect, self._host, 0, limit=_MAX_LINE)
+        # A deep accept queue: tests open hundreds of connections at once, and
+        # with the default of 100 the kernel drops SYNs and the client's retry
+        # after 1 s looks like a slow server.
+        return await asyncio.start_server(
+            on_connect, self._host, 0, limit=_MAX_LINE, backlog=_BACKLOG
+        )
 
     async def _close_connections(self) -> None:
         tasks = list(self._connections)

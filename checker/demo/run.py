@@ -5,16 +5,16 @@ Needs no network: every site listens on 127.0.0.1 with a port the OS picks.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from importlib.resources import files
 
 import aiofiles
 
-from checker import __version__
+from checker import __version__, loops
 from checker.check import CheckOptions
 from checker.demo.fleet import Fleet, Route, demo_ca_file, demo_server_context
 from checker.http.client import ClientConfig, make_ssl_context
+from checker.loops import choose
 from checker.pool import PoolOptions
 from checker.run import FORMATS, RunConfig, RunOutcome, run_check
 from checker.summary import format_summary
@@ -69,7 +69,7 @@ async def demo(out_dir: str, progress: bool) -> tuple[RunOutcome, str]:
 def run_demo(out_dir: str, quiet: bool, progress: bool = False) -> int:
     if not quiet:
         print(f"checker demo: local sites on 127.0.0.1, checked with a {TIMEOUT:g}s deadline")
-    outcome, list_path = asyncio.run(demo(out_dir, progress))
+    outcome, list_path = loops.run(demo(out_dir, progress), choose("auto"))
     if not quiet:
         print(
             format_summary(outcome.stats, outcome.duration_s, outcome.reports, outcome.interrupted)

@@ -1,0 +1,43 @@
+"""Which event loop runs a check: asyncio's own, or uvloop when it is installed.
+
+uvloop (libuv, in C) does the socket work of the event loop in C; on this
+project's benchmark it is the larger part of the speed-up over plain asyncio
+(benchmarks/RESULTS.md). It is optional: `pip install 'checker[fast]'`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+class LoopError(Exception):
+    """The loop asked for is not available (a usage error)."""
+
+
+def choose(name: str) -> str:
+    """The loop `name` means here: "auto" is uvloop when installed, else asyncio."""
+    if name not in LOOPS:
+        raise LoopError(f"unknown loop {name!r} (choose from {', '.join(LOOPS)})")
+    have_uvloop = importlib.util.find_spec("uvloop") is not None
+    if name == "uvloop" and not have_uvloop:
+        raise LoopError("uvloop is not installed (pip install 'checker[fast]')")
+    if name == "auto":
+        return "uvloop" if have_uvloop else "asyncio"
+    return name
+
+
+def run(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run `main` to completion on the loop `loop` ("asyncio" or "uvloop")."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
