@@ -97,7 +97,7 @@ def stamp(moment: datetime) -> str:
 
 async def run_check(config: RunConfig) -> RunOutcome:
     try:
-        entries = check_lists(config.lists)
+        entries = check_lists(config.lists, count=config.progress)
     except ListError as exc:
         raise RunError(str(exc)) from None
     try:

@@ -57,20 +57,25 @@ def _is_entry(line: str) -> bool:
     return bool(stripped) and not stripped.startswith("#")
 
 
-def check_lists(paths: Iterable[str]) -> int:
+def check_lists(paths: Iterable[str], *, count: bool = True) -> int:
     """Fail early, before anything is sent, on a list that cannot be read or holds no URL.
 
-    Returns the number of entries (URL lines, duplicates included), for the
-    progress bar. This reads each list once more; it costs little next to
-    checking the URLs.
+    With `count`, returns the number of entries (URL lines, duplicates
+    included), for the progress bar: that reads each list once more. Without,
+    each list is read only up to its first entry, and the result is 0.
     """
     total = 0
     for path in paths:
-        entries = sum(1 for line in _open(path) if _is_entry(line))
-        if not entries:
+        lines = _open(path)
+        try:
+            entries = (line for line in lines if _is_entry(line))
+            n = sum(1 for _ in entries) if count else int(next(entries, None) is not None)
+        finally:
+            lines.close()  # closes the file at once when we stop at the first entry
+        if not n:
             raise ListError(f"{path}: no URL in this list (only blank lines and comments)")
-        total += entries
-    return total
+        total += n
+    return total if count else 0
 
 
 def read_targets(paths: Iterable[str]) -> Iterator[Target | Duplicate]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from checker.reports.csv_report import cell, cells
 from checker.results import FIELDS, Hop, Result
 
 
@@ -29,3 +33,25 @@ def test_to_json_is_asdict_in_field_order() -> None:
     assert list(row) == list(FIELDS)
     assert row == json.loads(json.dumps(dataclasses.asdict(r)))
     assert "é" in r.to_json()  # not escaped: reports stay readable
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            name: st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(),
+                st.floats(allow_nan=False),
+                st.text(max_size=5),
+                st.lists(st.text(max_size=3), max_size=2),
+            )
+            for name in FIELDS
+            if name != "redirects"
+        }
+    )
+)
+@settings(max_examples=200, database=None)
+def test_csv_fast_path_matches_cell(row: dict[str, object]) -> None:
+    row["redirects"] = [{"status": 301, "url": "=a", "location": "b"}]
+    assert cells(row) == [cell(name, row.get(name)) for name in FIELDS]
