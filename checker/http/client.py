@@ -110,6 +110,38 @@ async def request_head(
     return await _exchange(conn, url, method, config, trace, pool, reused=False)
 
 
+async def post(
+    url: URL,
+    body: bytes,
+    content_type: str,
+    config: ClientConfig,
+    trace: Trace | None = None,
+) -> wire.ResponseHead:
+    """POST `body` on a connection of its own and read the response head.
+
+    For alerts (the webhook): the same connect, TLS, deadline and error mapping
+    as a check; the caller wraps it in `asyncio.timeout()`.
+    """
+    trace = trace or Trace()
+    headers = (
+        *_headers(config, keep=False),
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+    )
+    request = wire.build_request("POST", url, headers)
+    reader, writer = await _connect(url, config, trace)
+    try:
+        with map_exceptions():
+            writer.writelines((request, body))
+            await writer.drain()
+            head = await read_head(reader, trace, time.perf_counter())
+    except BaseException:
+        await close_stream(writer, abort=True)
+        raise
+    await close_stream(writer)
+    return head
+
+
 async def _exchange(
     conn: Connection,
     url: URL,
