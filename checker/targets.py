@@ -8,7 +8,7 @@ checked twice: it is yielded as a `Duplicate` of the first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from checker.fingerprints import FingerprintMap
@@ -36,7 +36,7 @@ class Duplicate:
     line: int
 
 
-def _open(path: str) -> Iterator[str]:
+def _open(path: str) -> Generator[str, None, None]:
     try:
         # utf-8-sig drops a BOM; surrogateescape keeps undecodable bytes so
         # that the line is reported as invalid instead of failing the run.
