@@ -4,6 +4,7 @@ Exit codes (README, "Exit codes"):
   0   every URL is up
   1   at least one URL is down (or its line is invalid)
   2   usage or input error: bad option, missing/unreadable/empty list, unwritable --out
+  3   another run holds the report folder's lock (see --wait-lock)
   130 stopped by Ctrl-C (SIGINT), reports of what finished were written
   143 stopped by SIGTERM, likewise
 """
@@ -11,6 +12,7 @@ Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import ssl
 import sys
@@ -19,17 +21,21 @@ from typing import NoReturn
 
 from checker import __version__, loops
 from checker.check import CheckOptions
+from checker.history import read_runs, url_history
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.limits import fit_open_files
+from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
-from checker.reports.recover import RecoverError, recover
-from checker.run import FORMATS, RunConfig, RunError, run_check
+from checker.reports.output import DEFAULT_FORMATS, FORMATS
+from checker.reports.recover import RecoverError, recover, rerender
+from checker.run import RunConfig, RunError, ensure_out_dir, run_check
 from checker.summary import format_summary
 
 EXIT_UP = 0
 EXIT_DOWN = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +75,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _wait(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be zero or more seconds")
+    return value
+
+
 def _formats(text: str) -> list[str]:
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in FORMATS]
@@ -90,17 +106,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_options(check)
 
     report = sub.add_parser(
-        "report", help="turn the journal of a run that was killed into its reports"
+        "report",
+        help="reports from a killed run's journal, or HTML/CSV again from a JSON report",
     )
-    report.add_argument("journal", metavar="JOURNAL", help="a status-<time>.journal.jsonl file")
+    report.add_argument(
+        "file", metavar="FILE", help="a status-<time>.journal.jsonl or status-<time>.json file"
+    )
     report.add_argument(
         "--format",
         type=_formats,
-        default=list(FORMATS),
+        default=None,
         metavar="LIST",
-        help="comma-separated report formats: csv,json (default: both)",
+        help="formats to write (default: a journal gives csv,json,html; a JSON report html,csv)",
     )
     report.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    report.add_argument(
+        "--wait-lock",
+        type=_wait,
+        default=0.0,
+        metavar="S",
+        help="wait this long for another run's lock (default: fail at once)",
+    )
+
+    history = sub.add_parser("history", help="recent results of a URL, or of every run")
+    history.add_argument(
+        "url", nargs="?", help="the URL as written in the list (default: all runs)"
+    )
+    history.add_argument(
+        "--out", default="reports", metavar="DIR", help="report folder (default: %(default)s)"
+    )
+    history.add_argument(
+        "--last",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="how many runs back (default: %(default)s)",
+    )
 
     demo = sub.add_parser("demo", help="start local demo sites, check them, write reports")
     demo.add_argument("--out", default="reports/demo", help="report folder (default: %(default)s)")
@@ -116,9 +157,38 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--format",
         type=_formats,
-        default=list(FORMATS),
+        default=list(DEFAULT_FORMATS),
         metavar="LIST",
-        help="comma-separated report formats: csv,json (default: both)",
+        help=f"comma-separated report formats from {','.join(FORMATS)} "
+        f"(default: {','.join(DEFAULT_FORMATS)})",
+    )
+    out.add_argument(
+        "--keep",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="after a complete run, keep the reports of the last N runs only",
+    )
+    out.add_argument(
+        "--keep-days",
+        type=_seconds,
+        default=None,
+        metavar="D",
+        help="after a complete run, delete reports older than D days",
+    )
+    out.add_argument(
+        "--cert-warn-days",
+        type=_count,
+        default=14,
+        metavar="D",
+        help="a certificate expiring within D days is a change (default: %(default)s)",
+    )
+    out.add_argument(
+        "--wait-lock",
+        type=_wait,
+        default=0.0,
+        metavar="S",
+        help="if another run holds --out, wait up to S seconds (default: exit 3 at once)",
     )
     out.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     out.add_argument(
@@ -250,6 +320,9 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         ),
         progress=not args.quiet and not args.no_progress and sys.stderr.isatty(),
         options=options,
+        cert_warn_days=args.cert_warn_days,
+        keep=args.keep,
+        keep_days=args.keep_days,
     )
     return config, notes
 
@@ -261,16 +334,31 @@ def run_and_report(config: RunConfig, quiet: bool) -> int:
         print(f"checker: {note}", file=sys.stderr)
     if not quiet:
         print(
-            format_summary(outcome.stats, outcome.duration_s, outcome.reports, outcome.interrupted)
+            format_summary(
+                outcome.stats,
+                outcome.duration_s,
+                outcome.reports,
+                outcome.interrupted,
+                changes=outcome.changes,
+                changes_total=outcome.run.get("changes_total"),
+            )
         )
     if outcome.interrupted:
         return 128 + (outcome.signal or signal.SIGINT)
     return EXIT_DOWN if outcome.stats.down else EXIT_UP
 
 
-def report_journal(path: str, formats: list[str], quiet: bool) -> int:
+def report_file(path: str, formats: list[str] | None, quiet: bool) -> int:
+    if path.endswith(".json"):
+        try:
+            written, down = loops.run(rerender(path, formats or ["html", "csv"]), choose("auto"))
+        except RecoverError as exc:
+            raise RunError(str(exc)) from None
+        if not quiet:
+            print("reports: " + ", ".join(written))
+        return EXIT_DOWN if down else EXIT_UP
     try:
-        done = loops.run(recover(path, formats), choose("auto"))
+        done = loops.run(recover(path, formats or list(DEFAULT_FORMATS)), choose("auto"))
     except RecoverError as exc:
         raise RunError(str(exc)) from None
     if done.note:
@@ -281,6 +369,38 @@ def report_journal(path: str, formats: list[str], quiet: bool) -> int:
     return EXIT_DOWN if done.stats.down else EXIT_UP
 
 
+def show_history(out_dir: str, url: str | None, last: int) -> int:
+    """Print recent runs, or one URL's recent results, from the stored reports."""
+    if not read_runs(out_dir):
+        raise RunError(f"{out_dir}: no run history here (runs.jsonl is missing or empty)")
+    if url is None:
+        print(
+            f"{'finished (UTC)':24} {'URLs':>7} {'up':>7} {'down':>6} {'changes':>7} {'seconds':>8}"
+        )
+        for entry in read_runs(out_dir)[-last:]:
+            flag = "  interrupted" if entry.get("interrupted") else ""
+            print(
+                f"{entry.get('finished_at', '?'):24} {entry.get('total', 0):>7} "
+                f"{entry.get('up', 0):>7} {entry.get('down', 0):>6} "
+                f"{entry.get('changes', 0):>7} {entry.get('duration_s') or 0:>8.1f}{flag}"
+            )
+        return EXIT_UP
+    rows = url_history(out_dir, url, last)
+    if not any(row for _, row in rows):
+        raise RunError(f"{url}: not in the last {last} stored reports of {out_dir}")
+    print(f"{'checked (UTC)':24} {'result':>20} {'total ms':>9}  final URL")
+    for entry, row in reversed(rows):
+        if row is None:
+            print(f"{entry.get('finished_at', '?'):24} {'(not in this run)':>20}")
+            continue
+        result = ("up " if row["ok"] else "DOWN ") + str(row["error"] or row["status"])
+        ms = f"{row['total_ms']:.0f}" if row.get("total_ms") is not None else "-"
+        print(
+            f"{row.get('checked_at') or '?':24} {result:>20} {ms:>9}  {row.get('final_url') or ''}"
+        )
+    return EXIT_UP
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -289,15 +409,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             progress = not args.quiet and sys.stderr.isatty()
             return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
+        if args.command == "history":
+            return show_history(args.out, args.url, args.last)
         if args.command == "report":
-            return report_journal(args.journal, args.format, args.quiet)
+            folder = os.path.dirname(args.file) or "."
+            with run_lock(folder, args.wait_lock):
+                return report_file(args.file, args.format, args.quiet)
         config, notes = check_config(args)
         for note in notes:
             print(f"checker: {note}", file=sys.stderr)
-        return run_and_report(config, args.quiet)
+        ensure_out_dir(config.out_dir)
+        with run_lock(config.out_dir, args.wait_lock):
+            return run_and_report(config, args.quiet)
     except RunError as exc:
         print(f"checker: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except LockBusy as exc:
+        print(f"checker: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except KeyboardInterrupt:
         # Only reachable before the run installs its own handler.
         return 128 + signal.SIGINT

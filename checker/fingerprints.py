@@ -28,6 +28,19 @@ class FingerprintMap:
     def __len__(self) -> int:
         return self._count
 
+    def get(self, key: str) -> int | None:
+        """The value stored for `key`, or None."""
+        fp = hash(key) or 1
+        keys, mask = self._keys, self._mask
+        i = fp & mask
+        while True:
+            slot = keys[i]
+            if slot == fp:
+                return self._values[i]
+            if slot == 0:
+                return None
+            i = (i + 1) & mask
+
     def setdefault(self, key: str, value: int) -> int | None:
         """The value stored for `key` if there is one; else store `value`, return None."""
         fp = hash(key) or 1

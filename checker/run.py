@@ -18,7 +18,9 @@ from typing import Any, TextIO
 
 from checker import __version__
 from checker.check import CheckOptions
+from checker.history import PreviousRun, append_run, compute_changes, lists_key, previous_report
 from checker.pool import Pool, PoolOptions
+from checker.prune import prune
 from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
 from checker.reports.recover import recover_leftovers
@@ -26,7 +28,7 @@ from checker.results import Result
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
 
-__all__ = ["FORMATS", "RunConfig", "RunError", "RunOutcome", "run_check"]
+__all__ = ["FORMATS", "RunConfig", "RunError", "RunOutcome", "ensure_out_dir", "run_check"]
 
 
 class RunError(Exception):
@@ -41,6 +43,9 @@ class RunConfig:
     check: CheckOptions
     pool: PoolOptions
     progress: bool = False  # draw a tqdm bar on stderr
+    cert_warn_days: int = 14  # a certificate closer to expiry than this is a change
+    keep: int | None = None  # keep the reports of this many runs (None: all)
+    keep_days: float | None = None  # and none older than this
     options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
 
 
@@ -52,6 +57,8 @@ class RunOutcome:
     interrupted: bool
     signal: int | None
     notes: list[str] = field(default_factory=list)  # for the user, on stderr
+    run: dict[str, Any] = field(default_factory=dict)  # the report's run header
+    changes: list[dict[str, Any]] = field(default_factory=list)  # since the previous run
 
 
 class _Recorder:
@@ -95,19 +102,21 @@ def stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ")
 
 
+def ensure_out_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{path}: cannot create the report folder: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise RunError(f"{path}: report folder is not writable")
+
+
 async def run_check(config: RunConfig) -> RunOutcome:
     try:
         entries = check_lists(config.lists, count=config.progress)
     except ListError as exc:
         raise RunError(str(exc)) from None
-    try:
-        os.makedirs(config.out_dir, exist_ok=True)
-    except OSError as exc:
-        raise RunError(
-            f"{config.out_dir}: cannot create the report folder: {exc.strerror}"
-        ) from None
-    if not os.access(config.out_dir, os.W_OK):
-        raise RunError(f"{config.out_dir}: report folder is not writable")
+    ensure_out_dir(config.out_dir)
 
     notes = await recover_leftovers(config.out_dir, config.formats)
     started = datetime.now(UTC)
@@ -174,9 +183,40 @@ async def _run(
         "duplicates": stats.duplicates,
         "interrupted": interrupted,
     }
-    written = await write_reports(base, config.formats, run_info, journal)
+    lists = lists_key(config.lists)
+    changes: list[dict[str, Any]] = []
+    previous_path = previous_report(config.out_dir, lists)
+    if previous_path is not None:
+        previous = PreviousRun.load(previous_path)
+        changes, run_info["changes_total"] = compute_changes(
+            journal.results(), previous, config.cert_warn_days
+        )
+        run_info["previous_run"] = previous.started_at
+    written = await write_reports(base, config.formats, run_info, journal, changes=changes)
+    await append_run(
+        config.out_dir,
+        {
+            "started_at": run_info["started_at"],
+            "finished_at": run_info["finished_at"],
+            "duration_s": run_info["duration_s"],
+            "total": stats.total,
+            "up": stats.up,
+            "down": stats.down,
+            "interrupted": interrupted,
+            "changes": run_info.get("changes_total", 0),
+            "lists": lists,
+            "reports": [os.path.basename(p) for p in written],
+        },
+    )
     journal.remove()
-    return RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
+    outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
+    outcome.run = run_info
+    outcome.changes = changes
+    if not interrupted and (config.keep is not None or config.keep_days is not None):
+        removed = prune(config.out_dir, config.keep, config.keep_days)
+        if removed:
+            outcome.notes.append(f"pruned {len(removed)} old report files")
+    return outcome
 
 
 def _iso(moment: datetime) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +59,48 @@ class Stats:
         return [(ms, url) for ms, _, url in sorted(self._slowest, reverse=True)]
 
 
-def format_summary(stats: Stats, duration_s: float, reports: list[str], interrupted: bool) -> str:
+_KIND = {
+    "down": "DOWN",
+    "up": "UP",
+    "status": "STATUS",
+    "final_url": "MOVED",
+    "cert_expiring": "CERT",
+}
+SHOW_CHANGES = 20
+
+
+def describe_change(change: dict[str, Any]) -> str:
+    kind = change["kind"]
+    what = (
+        f"certificate expires in {change['after']} days"
+        if kind == "cert_expiring"
+        else f"{change['before']} -> {change['after']}"
+    )
+    return f"{_KIND.get(kind, kind.upper()):6} {change['url']} (line {change['line']}): {what}"
+
+
+def format_summary(
+    stats: Stats,
+    duration_s: float,
+    reports: list[str],
+    interrupted: bool,
+    changes: Sequence[dict[str, Any]] = (),
+    changes_total: int | None = None,
+) -> str:
+    """The closing summary; it leads with what changed since the last run."""
     head = "INTERRUPTED: " if interrupted else ""
-    lines = [
+    lines = []
+    if changes_total is not None:
+        if changes_total:
+            lines.append(
+                f"{changes_total} change{'s' if changes_total != 1 else ''} since the last run:"
+            )
+            lines.extend("  " + describe_change(c) for c in changes[:SHOW_CHANGES])
+            if changes_total > SHOW_CHANGES:
+                lines.append(f"  ... and {changes_total - SHOW_CHANGES} more (see the reports)")
+        else:
+            lines.append("no changes since the last run")
+    lines += [
         f"{head}checked {stats.total} URL{'s' if stats.total != 1 else ''} "
         f"in {duration_s:.1f}s: {stats.up} up, {stats.down} down"
         + (f" ({stats.duplicates} duplicate lines skipped)" if stats.duplicates else "")

@@ -11,10 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from checker.reports.journal import Journal
 from checker.results import FIELDS
 
 BATCH = 1024
@@ -60,11 +59,13 @@ def cells(row: dict[str, Any]) -> list[str | int | float]:
     return out
 
 
-def render(journal: Journal) -> Iterator[bytes]:
+def render(rows: Iterable[bytes]) -> Iterator[bytes]:
+    """`rows`: each result's JSON, in order (`Journal.rows_in_order()`, or a
+    stored JSON report's result lines)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(FIELDS)
-    for count, raw in enumerate(journal.rows_in_order(), start=1):
+    for count, raw in enumerate(rows, start=1):
         row = json.loads(raw)
         writer.writerow(cells(row))
         if count % BATCH == 0:

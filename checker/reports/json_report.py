@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from checker.reports.journal import Journal
@@ -11,8 +11,16 @@ from checker.reports.journal import Journal
 BATCH = 1024
 
 
-def render(run: dict[str, Any], journal: Journal) -> Iterator[bytes]:
+def render(
+    run: dict[str, Any], journal: Journal, changes: Sequence[dict[str, Any]] = ()
+) -> Iterator[bytes]:
+    """One line for the run header, one for all the changes, one per result.
+
+    That layout is relied on (`history.report_rows`): a reader can stream a
+    report of a million results a line at a time.
+    """
     yield b'{"run":' + json.dumps(run, ensure_ascii=False, indent=None).encode("utf-8")
+    yield b',\n"changes":' + json.dumps(list(changes), ensure_ascii=False).encode("utf-8")
     yield b',\n"results":['
     batch: list[bytes] = []
     first = True

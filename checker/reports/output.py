@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from checker.reports import csv_report, json_report
+from checker.reports import csv_report, json_report, prom_report
 from checker.reports.atomic import publish_latest, write_atomic
 from checker.reports.journal import Journal
 
-FORMATS = ("csv", "json")
+FORMATS = ("csv", "json", "html", "prom")
+DEFAULT_FORMATS = ("csv", "json", "html")
 
 
 async def write_reports(
@@ -19,6 +20,7 @@ async def write_reports(
     run_info: dict[str, Any],
     journal: Journal,
     *,
+    changes: Sequence[dict[str, Any]] = (),
     latest: bool = True,
 ) -> list[str]:
     """Write `base`.<fmt> for each format; point latest.<fmt> at it when `latest`."""
@@ -26,12 +28,20 @@ async def write_reports(
     folder = os.path.dirname(base)
     for fmt in formats:
         path = f"{base}.{fmt}"
+        chunks: Iterable[bytes]
         if fmt == "json":
-            await write_atomic(path, json_report.render(run_info, journal))
+            chunks = json_report.render(run_info, journal, changes)
         elif fmt == "csv":
-            await write_atomic(path, csv_report.render(journal))
+            chunks = csv_report.render(journal.rows_in_order())
+        elif fmt == "html":
+            from checker.reports import html_report  # the largest renderer: only when asked
+
+            chunks = html_report.render(run_info, journal.results, changes)
+        elif fmt == "prom":
+            chunks = prom_report.render(run_info, journal.results)
         else:
             raise ValueError(f"unknown format {fmt}")
+        await write_atomic(path, chunks)
         if latest:
             publish_latest(path, os.path.join(folder, f"latest.{fmt}"))
         written.append(path)

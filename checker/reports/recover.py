@@ -10,14 +10,18 @@ the note says what could not be accounted for.
 from __future__ import annotations
 
 import glob
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from checker.check import failed_result
+from checker.history import report_rows
 from checker.http.errors import Interrupted, InvalidURL
+from checker.reports import prom_report
+from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy
 from checker.reports.output import write_reports
 from checker.summary import Stats
@@ -141,3 +145,54 @@ def _seconds_between(start: object, end: object) -> float | None:
     except ValueError:
         return None
     return round((b.astimezone(UTC) - a.astimezone(UTC)).total_seconds(), 3)
+
+
+def _read_report_header(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The "run" and "changes" lines of a checker JSON report (see json_report)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+            second = f.readline()
+        if not first.startswith(b'{"run":'):
+            raise ValueError("no run header on its first line")
+        run = json.loads(first[len(b'{"run":') :].rstrip(b",\r\n"))
+        changes = []
+        if second.startswith(b'"changes":'):
+            changes = json.loads(second[len(b'"changes":') :].rstrip(b",\r\n"))
+    except FileNotFoundError:
+        raise RecoverError(f"{path}: no such file") from None
+    except (ValueError, OSError) as exc:
+        raise RecoverError(f"{path}: not a checker JSON report ({exc})") from None
+    if not isinstance(run, dict) or not isinstance(changes, list):
+        raise RecoverError(f"{path}: not a checker JSON report")
+    return run, changes
+
+
+async def rerender(path: str, formats: Sequence[str]) -> tuple[list[str], bool]:
+    """HTML and/or CSV again from a stored JSON report (next to it, same name).
+
+    Returns the files written and whether any URL in it was down.
+    """
+    from checker.reports import csv_report, html_report
+
+    run, changes = _read_report_header(path)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for _, line in report_rows(path):
+            yield json.loads(line)
+
+    base = path[: -len(".json")]
+    written = []
+    for fmt in formats:
+        if fmt == "json":
+            continue  # it is the source
+        out = f"{base}.{fmt}"
+        if fmt == "html":
+            await write_atomic(out, html_report.render(run, rows, changes))
+        elif fmt == "csv":
+            await write_atomic(out, csv_report.render(line for _, line in report_rows(path)))
+        elif fmt == "prom":
+            await write_atomic(out, prom_report.render(run, rows))
+        written.append(out)
+    down = any(not row["ok"] for row in rows())
+    return written, down

@@ -1,0 +1,200 @@
+"""What the runs add up to: the run index, the previous run, and what changed.
+
+Each finished run appends one line to `<out>/runs.jsonl` (time, totals, the
+lists it checked, its report files). The next run of the same lists finds the
+previous run's JSON report there and compares, URL by URL:
+
+- `down`: it was up and is down now; `up`: it was down and is up again;
+- `status`: the status code changed (e.g. 200 -> 301, or 502 -> 503);
+- `final_url`: it now ends somewhere else after redirects;
+- `cert_expiring`: its certificate now expires within --cert-warn-days (and
+  did not at the previous run).
+
+A URL only in one of the two runs is no change. Memory stays small for long
+lists: the previous report is indexed as URL fingerprint -> byte offset
+(`FingerprintMap`), and a row is read back only when the same URL comes by.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiofiles
+
+from checker.fingerprints import FingerprintMap
+
+RUN_INDEX = "runs.jsonl"
+MAX_CHANGES = 10_000  # listed in a report; the rest are counted
+
+
+def lists_key(lists: Iterable[str]) -> list[str]:
+    """The lists of a run as absolute paths: the same lists from another cwd match."""
+    return [os.path.abspath(p) for p in lists]
+
+
+async def append_run(out_dir: str, entry: dict[str, Any]) -> None:
+    line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+    # One write of one short line in append mode: concurrent appenders (there
+    # are none, the run lock sees to that) could not interleave within it.
+    async with aiofiles.open(os.path.join(out_dir, RUN_INDEX), "a", encoding="utf-8") as f:
+        await f.write(line)
+
+
+def read_runs(out_dir: str) -> list[dict[str, Any]]:
+    """The run index, oldest first; a torn or foreign line is skipped."""
+    runs = []
+    try:
+        with open(os.path.join(out_dir, RUN_INDEX), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    runs.append(entry)
+    except FileNotFoundError:
+        pass
+    return runs
+
+
+def previous_report(out_dir: str, lists: list[str]) -> str | None:
+    """The JSON report of the newest earlier run of the same lists, if it still exists."""
+    for entry in reversed(read_runs(out_dir)):
+        if entry.get("lists") != lists:
+            continue
+        for name in entry.get("reports", []):
+            path = os.path.join(out_dir, name)
+            if name.endswith(".json") and os.path.exists(path):
+                return path
+    return None
+
+
+def report_rows(path: str) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, JSON of one result) for each result line of a checker JSON report.
+
+    Our JSON report puts one result per line (see `json_report`), so a report
+    of a million rows is read a line at a time, never loaded whole.
+    """
+    with open(path, "rb") as f:
+        offset = 0
+        for line in f:
+            if line.startswith(b'{"url":'):
+                yield offset, line.rstrip(b",\r\n")
+            offset += len(line)
+
+
+@dataclass
+class PreviousRun:
+    path: str
+    index: FingerprintMap
+    started_at: str | None
+
+    @classmethod
+    def load(cls, path: str) -> PreviousRun:
+        index = FingerprintMap()
+        decode = json.JSONDecoder().raw_decode
+        started_at = None
+        for offset, row in report_rows(path):
+            url, _ = decode(row.decode("utf-8"), 7)  # just the "url" value
+            index.setdefault(url, offset)
+        with open(path, "rb") as f:
+            first = f.readline()
+        if first.startswith(b'{"run":'):
+            try:
+                started_at = json.loads(first[7:].rstrip(b",\r\n")).get("started_at")
+            except ValueError:
+                started_at = None
+        return cls(path, index, started_at)
+
+    def get(self, url: str) -> dict[str, Any] | None:
+        offset = self.index.get(url)
+        if offset is None:
+            return None
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            row: dict[str, Any] = json.loads(f.readline().rstrip(b",\r\n"))
+        return row if row.get("url") == url else None  # a fingerprint collision
+
+
+def _outcome(row: dict[str, Any]) -> object:
+    return row.get("error") or row.get("status")
+
+
+def row_changes(
+    before: dict[str, Any], after: dict[str, Any], warn_days: int
+) -> list[dict[str, Any]]:
+    """What changed for one URL between two runs (pure)."""
+    base = {"url": after["url"], "line": after["line"]}
+    out = []
+    if before["ok"] and not after["ok"]:
+        out.append({**base, "kind": "down", "before": _outcome(before), "after": _outcome(after)})
+    elif not before["ok"] and after["ok"]:
+        out.append({**base, "kind": "up", "before": _outcome(before), "after": _outcome(after)})
+    elif before.get("status") != after.get("status") and None not in (
+        before.get("status"),
+        after.get("status"),
+    ):
+        out.append({**base, "kind": "status", "before": before["status"], "after": after["status"]})
+    if (
+        before.get("final_url") != after.get("final_url")
+        and before.get("final_url")
+        and after.get("final_url")
+        and after.get("error") is None
+        and before.get("error") is None
+    ):
+        out.append(
+            {
+                **base,
+                "kind": "final_url",
+                "before": before["final_url"],
+                "after": after["final_url"],
+            }
+        )
+    days, was = after.get("cert_days_left"), before.get("cert_days_left")
+    if days is not None and days <= warn_days and (was is None or was > warn_days):
+        out.append({**base, "kind": "cert_expiring", "before": was, "after": days})
+    return out
+
+
+def compute_changes(
+    rows: Iterable[dict[str, Any]], previous: PreviousRun, warn_days: int
+) -> tuple[list[dict[str, Any]], int]:
+    """(the first MAX_CHANGES changes, how many there are in all)."""
+    changes: list[dict[str, Any]] = []
+    total = 0
+    for row in rows:
+        before = previous.get(row["url"])
+        if before is None:
+            continue
+        found = row_changes(before, row, warn_days)
+        total += len(found)
+        changes.extend(found[: max(0, MAX_CHANGES - len(changes))])
+    return changes, total
+
+
+def url_history(
+    out_dir: str, url: str, last: int
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """(run entry, that run's row for `url` or None) for the last `last` runs that have a report."""
+    out: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    needle = b'{"url":' + json.dumps(url, ensure_ascii=False).encode("utf-8") + b","
+    for entry in reversed(read_runs(out_dir)):
+        path = next(
+            (os.path.join(out_dir, n) for n in entry.get("reports", []) if n.endswith(".json")),
+            None,
+        )
+        if path is None or not os.path.exists(path):
+            continue
+        row = None
+        for _, line in report_rows(path):
+            if line.startswith(needle):
+                row = json.loads(line)
+                break
+        out.append((entry, row))
+        if len(out) >= last:
+            break
+    return out

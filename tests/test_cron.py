@@ -1,0 +1,241 @@
+"""Made for cron: one run at a time, pruning, history, what changed, Prometheus output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from checker.demo.fleet import Fleet, Route
+from checker.history import row_changes
+from checker.lock import run_lock
+from checker.prune import prune
+from tests.helpers import raw_server, read_request
+from tests.test_cli import checker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# --- the lock -------------------------------------------------------------------
+
+
+async def test_a_second_run_exits_3_while_the_first_holds_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "l.txt").write_text("http://127.0.0.1:9/\n")
+    (tmp_path / "reports").mkdir()
+    with run_lock(str(tmp_path / "reports")):
+        code, out, err = await checker("check", "l.txt", cwd=tmp_path)
+        assert code == 3 and out == ""
+        assert f"another checker run (pid {os.getpid()}) is writing to reports" in err
+        code, _, err = await checker("check", "l.txt", "--wait-lock", "0.3", cwd=tmp_path)
+        assert code == 3 and "after waiting 0.3s" in err
+    assert not (tmp_path / "reports" / "latest.json").exists()
+
+
+async def test_wait_lock_waits_for_the_first_run(tmp_path: Path) -> None:
+    async with Fleet({"/": Route()}) as fleet:
+        (tmp_path / "l.txt").write_text(fleet.url("/") + "\n")
+        (tmp_path / "reports").mkdir()
+        held = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            with run_lock(str(tmp_path / "reports")):
+                held.set()
+                release.wait(10)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        try:
+            held.wait(5)
+            asyncio.get_running_loop().call_later(0.5, release.set)
+            code, _, err = await checker("check", "l.txt", "--wait-lock", "10", "-q", cwd=tmp_path)
+        finally:
+            release.set()
+            t.join()
+    assert code == 0, err
+    assert (tmp_path / "reports" / "latest.json").exists()
+
+
+# --- pruning --------------------------------------------------------------------
+
+
+def test_prune_keeps_the_newest_and_never_touches_the_rest(tmp_path: Path) -> None:
+    stamps = ["20260101T000000Z", "20261101T000000Z", "20261120T000000Z", "20261124T000000Z"]
+    for s in stamps:
+        for ext in ("csv", "json", "html"):
+            (tmp_path / f"status-{s}.{ext}").write_text("x")
+    keep = [
+        "latest.json",
+        "latest.csv",
+        "runs.jsonl",
+        "status-20250101T000000Z.journal.jsonl",
+        "notes.txt",
+    ]
+    for name in keep:
+        (tmp_path / name).write_text("x")
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    removed = prune(str(tmp_path), keep=3, keep_days=None, now=now)
+    assert sorted(Path(p).name for p in removed) == [
+        f"status-{stamps[0]}.{e}" for e in ("csv", "html", "json")
+    ]
+    removed = prune(str(tmp_path), keep=None, keep_days=10, now=now)
+    assert {Path(p).name.split(".")[0] for p in removed} == {f"status-{stamps[1]}"}
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert [n for n in left if n.startswith("status-2026")] == [
+        f"status-{s}.{e}" for s in stamps[2:] for e in ("csv", "html", "json")
+    ]
+    assert all(name in left for name in keep)
+    # Even --keep-days 0 keeps the newest run.
+    prune(str(tmp_path), keep=None, keep_days=0, now=now)
+    assert (tmp_path / f"status-{stamps[3]}.json").exists()
+
+
+# --- what changed ---------------------------------------------------------------
+
+
+def test_row_changes() -> None:
+    base = {
+        "url": "u",
+        "line": 1,
+        "ok": True,
+        "status": 200,
+        "error": None,
+        "final_url": "http://a/",
+        "cert_days_left": 40,
+    }
+    assert row_changes(base, base, 14) == []
+    down = {**base, "ok": False, "status": None, "error": "timeout"}
+    assert row_changes(base, down, 14)[0] | {} == {
+        "url": "u",
+        "line": 1,
+        "kind": "down",
+        "before": 200,
+        "after": "timeout",
+    }
+    assert [c["kind"] for c in row_changes(down, base, 14)] == ["up"]
+    assert [c["kind"] for c in row_changes(base, {**base, "status": 204}, 14)] == ["status"]
+    assert [c["kind"] for c in row_changes(base, {**base, "final_url": "http://b/"}, 14)] == [
+        "final_url"
+    ]
+    soon = {**base, "cert_days_left": 10}
+    assert [(c["kind"], c["before"], c["after"]) for c in row_changes(base, soon, 14)] == [
+        ("cert_expiring", 40, 10)
+    ]
+    assert row_changes(soon, {**soon, "cert_days_left": 9}, 14) == []  # already said
+
+
+async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
+    state = {"status": b"200 OK"}
+
+    async def switchable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 " + state["status"] + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+
+    async with Fleet({"/a": Route(), "/b": Route()}) as fleet, raw_server(switchable) as port:
+        flaky = f"http://127.0.0.1:{port}/flaky"
+        (tmp_path / "urls.txt").write_text(f"{fleet.url('/a')}\n{flaky}\n{fleet.url('/b')}\n")
+        code, out, _ = await checker("check", "urls.txt", "--retries", "0", cwd=tmp_path)
+        assert code == 0 and "no changes" not in out  # the first run has nothing to compare
+        state["status"] = b"503 Service Unavailable"
+        await asyncio.sleep(1.1)  # a new report name
+        code, out, _ = await checker("check", "urls.txt", "--retries", "0", cwd=tmp_path)
+    assert code == 1
+    assert out.startswith(f"1 change since the last run:\n  DOWN   {flaky} (line 2): 200 -> 503\n")
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert report["changes"] == [
+        {"url": flaky, "line": 2, "kind": "down", "before": 200, "after": 503}
+    ]
+    assert report["run"]["changes_total"] == 1 and report["run"]["previous_run"]
+    runs = [
+        json.loads(line) for line in (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()
+    ]
+    assert [(r["up"], r["down"], r["changes"]) for r in runs] == [(3, 0, 0), (2, 1, 1)]
+    assert runs[1]["lists"] == [str(tmp_path / "urls.txt")]
+
+    # checker history: the URL's recent results, newest last; and the runs.
+    code, out, _ = await checker("history", flaky, cwd=tmp_path)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3 and "up 200" in lines[1] and "DOWN 503" in lines[2]
+    code, out, _ = await checker("history", cwd=tmp_path)
+    assert code == 0 and len(out.splitlines()) == 3
+    code, _, err = await checker("history", "http://nowhere.example/", cwd=tmp_path)
+    assert code == 2 and "not in the last 10 stored reports" in err
+
+
+async def test_keep_prunes_after_a_run(tmp_path: Path) -> None:
+    async with Fleet({"/": Route()}) as fleet:
+        (tmp_path / "l.txt").write_text(fleet.url("/") + "\n")
+        for _ in range(3):
+            code, _, err = await checker(
+                "check", "l.txt", "-q", "--keep", "2", "--format", "json", cwd=tmp_path
+            )
+            assert code == 0, err
+            await asyncio.sleep(1.05)
+    reports = sorted(p.name for p in (tmp_path / "reports").glob("status-*.json"))
+    assert len(reports) == 2
+    assert len((tmp_path / "reports" / "runs.jsonl").read_text().splitlines()) == 3
+
+
+# --- Prometheus -------------------------------------------------------------------
+
+
+async def test_prometheus_textfile(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/gone": Route(status=404)}) as fleet:
+        quoted = fleet.url('/ok?q="x"')  # a quote in the URL, escaped in the label
+        (tmp_path / "l.txt").write_text(f"{quoted}\n{fleet.url('/gone')}\n{fleet.dead_url()}\n")
+        code, _, err = await checker(
+            "check", "l.txt", "--format", "prom", "-q", "--retries", "0", cwd=tmp_path
+        )
+        gone, dead = fleet.url("/gone"), fleet.dead_url()
+    assert code == 1, err
+    text = (tmp_path / "reports" / "latest.prom").read_text()
+    esc = quoted.replace('"', '\\"')
+    assert f'checker_up{{url="{esc}",line="1"}} 1\n' in text
+    assert f'checker_http_status{{url="{gone}",line="2"}} 404\n' in text
+    assert f'checker_error{{url="{dead}",line="3",category="refused"}} 1\n' in text
+    assert "checker_run_down 2\n" in text and "# TYPE checker_up gauge\n" in text
+    # Families are contiguous: each TYPE line appears once, before its samples.
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert len(families) == len(set(families))
+    samples = [
+        line.split("{")[0].split()[0] for line in text.splitlines() if not line.startswith("#")
+    ]
+    assert samples == sorted(samples, key=families.index)
+
+
+# --- cron's bare environment ------------------------------------------------------
+
+
+async def test_runs_in_crons_bare_environment(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route()}) as fleet:
+        lst = tmp_path / "urls.txt"
+        lst.write_text(fleet.url("/ok?q=ünïcode") + "\n", encoding="utf-8")
+        out_dir = tmp_path / "out"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "checker",
+            "check",
+            str(lst),
+            "--out",
+            str(out_dir),
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},  # no HOME, LANG, TERM: cron's world
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert "checked 1 URL" in out.decode("utf-8")
+    assert json.loads((out_dir / "latest.json").read_text(encoding="utf-8"))["results"][0]["ok"]
