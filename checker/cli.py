@@ -26,10 +26,12 @@ from checker.http.client import ClientConfig, make_ssl_context
 from checker.limits import fit_open_files
 from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
+from checker.notify import SMTPConfig
+from checker.notify.smtp import default_helo_name
 from checker.pool import PoolOptions
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
 from checker.reports.recover import RecoverError, recover, rerender
-from checker.run import RunConfig, RunError, ensure_out_dir, run_check
+from checker.run import RunConfig, RunError, ensure_out_dir, run_check, validate_lists
 from checker.summary import format_summary
 
 EXIT_UP = 0
@@ -224,6 +226,67 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="retries of a transient failure (default: %(default)s)",
     )
 
+    alerts = p.add_argument_group(
+        "alerts (sent only when something changed since the last run; "
+        "each option can also come from the CHECKER_* environment variable named)"
+    )
+    env = os.environ.get
+    alerts.add_argument(
+        "--notify-webhook",
+        default=env("CHECKER_NOTIFY_WEBHOOK"),
+        metavar="URL",
+        help="POST a JSON summary of the changes here [CHECKER_NOTIFY_WEBHOOK]",
+    )
+    alerts.add_argument(
+        "--notify-email",
+        default=env("CHECKER_NOTIFY_EMAIL"),
+        metavar="ADDRS",
+        help="mail the changes to these comma-separated addresses [CHECKER_NOTIFY_EMAIL]",
+    )
+    alerts.add_argument(
+        "--smtp-host",
+        default=env("CHECKER_SMTP_HOST", "localhost"),
+        metavar="HOST",
+        help="mail server (default: localhost) [CHECKER_SMTP_HOST]",
+    )
+    alerts.add_argument(
+        "--smtp-port",
+        type=int,
+        default=env("CHECKER_SMTP_PORT"),
+        metavar="N",
+        help="25, or 587 with --smtp-starttls, 465 with --smtp-tls [CHECKER_SMTP_PORT]",
+    )
+    alerts.add_argument(
+        "--smtp-from",
+        default=env("CHECKER_SMTP_FROM"),
+        metavar="ADDR",
+        help="sender address (default: checker@<this host>) [CHECKER_SMTP_FROM]",
+    )
+    alerts.add_argument(
+        "--smtp-user",
+        default=env("CHECKER_SMTP_USER"),
+        metavar="USER",
+        help="log in as USER (AUTH PLAIN or LOGIN) [CHECKER_SMTP_USER]",
+    )
+    alerts.add_argument(
+        "--smtp-password",
+        default=env("CHECKER_SMTP_PASSWORD"),
+        metavar="PW",
+        help="its password; prefer the variable, options show in ps [CHECKER_SMTP_PASSWORD]",
+    )
+    alerts.add_argument(
+        "--smtp-starttls",
+        action="store_true",
+        default=bool(env("CHECKER_SMTP_STARTTLS")),
+        help="upgrade to TLS with STARTTLS [CHECKER_SMTP_STARTTLS=1]",
+    )
+    alerts.add_argument(
+        "--smtp-tls",
+        action="store_true",
+        default=bool(env("CHECKER_SMTP_TLS")),
+        help="TLS from the start (port 465) [CHECKER_SMTP_TLS=1]",
+    )
+
     http = p.add_argument_group("HTTP")
     http.add_argument(
         "--method",
@@ -323,8 +386,30 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         cert_warn_days=args.cert_warn_days,
         keep=args.keep,
         keep_days=args.keep_days,
+        webhook=args.notify_webhook or None,
+        smtp=smtp_config(args),
     )
     return config, notes
+
+
+def smtp_config(args: argparse.Namespace) -> SMTPConfig | None:
+    if not args.notify_email:
+        return None
+    recipients = tuple(a.strip() for a in args.notify_email.split(",") if a.strip())
+    port = args.smtp_port or (465 if args.smtp_tls else 587 if args.smtp_starttls else 25)
+    try:
+        return SMTPConfig(
+            host=args.smtp_host,
+            port=int(port),
+            sender=args.smtp_from or f"checker@{default_helo_name()}",
+            recipients=recipients,
+            user=args.smtp_user or None,
+            password=args.smtp_password or None,
+            starttls=args.smtp_starttls,
+            tls=args.smtp_tls,
+        )
+    except ValueError as exc:
+        raise RunError(f"mail settings: {exc}") from None
 
 
 def run_and_report(config: RunConfig, quiet: bool) -> int:
@@ -418,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, notes = check_config(args)
         for note in notes:
             print(f"checker: {note}", file=sys.stderr)
+        validate_lists(config.lists)  # a usage error must leave nothing behind
         ensure_out_dir(config.out_dir)
         with run_lock(config.out_dir, args.wait_lock):
             return run_and_report(config, args.quiet)

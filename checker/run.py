@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from checker import __version__
 from checker.check import CheckOptions
 from checker.history import PreviousRun, append_run, compute_changes, lists_key, previous_report
+from checker.notify import SMTPConfig, notify
 from checker.pool import Pool, PoolOptions
 from checker.prune import prune
 from checker.reports.journal import Journal
@@ -28,7 +29,15 @@ from checker.results import Result
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
 
-__all__ = ["FORMATS", "RunConfig", "RunError", "RunOutcome", "ensure_out_dir", "run_check"]
+__all__ = [
+    "FORMATS",
+    "RunConfig",
+    "RunError",
+    "RunOutcome",
+    "ensure_out_dir",
+    "run_check",
+    "validate_lists",
+]
 
 
 class RunError(Exception):
@@ -46,6 +55,8 @@ class RunConfig:
     cert_warn_days: int = 14  # a certificate closer to expiry than this is a change
     keep: int | None = None  # keep the reports of this many runs (None: all)
     keep_days: float | None = None  # and none older than this
+    webhook: str | None = None  # alert channels, used only when something changed
+    smtp: SMTPConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
 
 
@@ -100,6 +111,14 @@ def _make_bar(total: int, enabled: bool, stream: TextIO) -> Any:
 
 def stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+def validate_lists(lists: Sequence[str]) -> None:
+    """Each list readable and holding a URL (reads each only to its first entry)."""
+    try:
+        check_lists(lists, count=False)
+    except ListError as exc:
+        raise RunError(str(exc)) from None
 
 
 def ensure_out_dir(path: str) -> None:
@@ -210,6 +229,15 @@ async def _run(
     )
     journal.remove()
     outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
+    if changes and (config.webhook or config.smtp):
+        # After the reports: a failing alert channel is reported, never costs a report.
+        outcome.notes += await notify(
+            changes,
+            run_info,
+            webhook=config.webhook,
+            webhook_client=config.check.client,
+            smtp=config.smtp,
+        )
     outcome.run = run_info
     outcome.changes = changes
     if not interrupted and (config.keep is not None or config.keep_days is not None):

@@ -43,9 +43,9 @@ async def start_and_kill(tmp_path: Path, fleet: Fleet) -> Path:
                 journals = list((tmp_path / "reports").glob("*.journal.jsonl"))
                 if journals and b'"ok":true' in journals[0].read_bytes():
                     break
-        # While it runs, its journal is locked: nobody may turn it into reports.
+        # While it runs, its folder and journal are locked: nobody may turn it into reports.
         code, _, err = await checker("report", str(journals[0]), cwd=tmp_path)
-        assert code == 2 and "still going" in err
+        assert code == 3 and "another checker run" in err
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     finally:
@@ -113,7 +113,8 @@ async def test_report_of_a_journal_whose_list_is_gone(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "expect"),
     [
-        ("x.json", "{}", "not a journal"),
+        ("x.json", "{}", "not a checker JSON report"),
+        ("x.txt", "{}", "not a journal"),
         ("status-x.journal.jsonl", "hello\n", "not a checker journal"),
         ("missing.journal.jsonl", None, "no such file"),
     ],

@@ -39,8 +39,8 @@ async def test_every_line_once_in_input_order(run_list: Any, tmp_path: Path) -> 
     assert outcome.stats.up == 40
     # The journal is gone once the reports are written; the timestamped files stay.
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert not [n for n in names if n.endswith(".jsonl")]
-    assert {"latest.csv", "latest.json"} <= set(names) and len(names) == 4
+    assert not [n for n in names if n.endswith(".journal.jsonl")]
+    assert {"latest.csv", "latest.json", "runs.jsonl"} <= set(names) and len(names) == 5
 
 
 async def test_csv_matches_json_and_neutralises_formulas(run_list: Any, tmp_path: Path) -> None:

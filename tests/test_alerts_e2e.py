@@ -1,0 +1,121 @@
+"""Issue 5's "done when": two runs with one site changed; the report names that
+change, and a webhook and a mail about it arrive at local servers."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import json
+from pathlib import Path
+
+import pytest
+
+from checker.demo.fleet import Fleet, Route
+from tests.helpers import raw_server, read_request
+from tests.test_cli import checker
+from tests.test_notify import StartSMTP, WebhookSink, smtp_server  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_one_change_reaches_the_report_the_webhook_and_the_mail(
+    tmp_path: Path,
+    smtp_server: StartSMTP,  # noqa: F811
+) -> None:
+    state = {"status": b"200 OK"}
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 " + state["status"] + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+
+    recorder, smtp_port = smtp_server()
+    hook = WebhookSink()
+    async with (
+        Fleet({"/steady": Route()}) as fleet,
+        raw_server(site) as port,
+        raw_server(hook) as hook_port,
+    ):
+        changing = f"http://127.0.0.1:{port}/shop"
+        (tmp_path / "urls.txt").write_text(f"{fleet.url('/steady')}\n{changing}\n")
+        alerts = [
+            "--notify-webhook",
+            f"http://127.0.0.1:{hook_port}/hook",
+            "--notify-email",
+            "ops@example.com",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            str(smtp_port),
+            "--smtp-from",
+            "checker@example.com",
+        ]
+        code, _, err = await checker(
+            "check", "urls.txt", "--retries", "0", "-q", *alerts, cwd=tmp_path
+        )
+        assert code == 0, err
+        assert hook.requests == [] and recorder.envelopes == []  # nothing changed: no alert
+        state["status"] = b"500 Internal Server Error"
+        await asyncio.sleep(1.1)
+        code, out, err = await checker("check", "urls.txt", "--retries", "0", *alerts, cwd=tmp_path)
+    assert code == 1
+    assert out.startswith(f"1 change since the last run:\n  DOWN   {changing} (line 2): 200 -> 500")
+    assert (
+        "checker: webhook: sent (HTTP 200)" in err and "checker: mail: sent to 1 recipient" in err
+    )
+
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert [c["url"] for c in report["changes"]] == [changing]
+    page = (tmp_path / "reports" / "latest.html").read_text()
+    assert changing in page
+
+    ((head, body),) = hook.requests
+    assert b"content-type: application/json" in head.lower()
+    sent = json.loads(body)
+    assert sent["changes"] == [
+        {"url": changing, "line": 2, "kind": "down", "before": 200, "after": 500}
+    ]
+
+    (envelope,) = recorder.envelopes
+    assert envelope.rcpt_tos == ["ops@example.com"]
+    msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+    assert "1 down" in str(msg["Subject"])
+    assert changing in msg.get_body().get_content()  # type: ignore[union-attr]
+
+
+async def test_a_failing_alert_channel_costs_no_report(tmp_path: Path) -> None:
+    state = {"status": b"200 OK"}
+
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 " + state["status"] + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+
+    async with raw_server(site) as port, Fleet({}) as fleet:
+        (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{port}/\n")
+        alerts = [
+            "--notify-webhook",
+            fleet.dead_url("/hook"),
+            "--notify-email",
+            "ops@example.com",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            fleet.dead_url().rsplit(":", 1)[1].strip("/"),
+        ]
+        await checker("check", "urls.txt", "-q", *alerts, cwd=tmp_path)
+        state["status"] = b"404 Not Found"
+        await asyncio.sleep(1.1)
+        code, _, err = await checker(
+            "check", "urls.txt", "-q", "--retries", "0", *alerts, cwd=tmp_path
+        )
+    assert code == 1
+    assert "checker: webhook: failed:" in err and "checker: mail: failed:" in err
+    assert "Traceback" not in err
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert report["changes"][0]["kind"] == "down"
