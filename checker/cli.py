@@ -358,6 +358,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "retries": args.retries,
         "reuse": not args.no_reuse,
         "loop": loop,
+        "cert_warn_days": args.cert_warn_days,
         "follow_redirects": not args.no_follow,
         "max_redirects": args.max_redirects,
         "insecure": args.insecure,

@@ -1,0 +1,627 @@
+"""The HTML report: one self-contained page a person can open from the report folder.
+
+Inline CSS, inline SVG charts and a small inline script (sorting, filtering);
+nothing is ever fetched. The Content-Security-Policy meta tag says so and makes
+the browser enforce it: even if something slipped through the escaping, it
+could not load or send anything.
+
+Everything that came from a list or a server (URLs, reason phrases, error
+details, warnings, server names) goes through `html.escape(..., quote=True)`,
+in text and attributes alike. The script builds nothing from data: it reads the
+table cells back from the DOM.
+
+Lists can hold millions of rows, so `rows()` is iterated twice (once for the
+aggregates, once for the table) and never held: the aggregates are counters,
+fixed histogram bins and two bounded heaps; the table holds at most
+`TABLE_MAX_ROWS` rows. Like the other renderers, the page comes out as an
+iterator of bytes chunks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import html
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeGuard
+
+# The table holds at most this many rows. A browser stays responsive sorting and
+# filtering ~50,000 rows, and the file stays around 25 MB; the CSV and JSON
+# reports always have every row. When rows are left out, down rows are kept
+# first (they are what a person opens the page for), then up rows, each in
+# input order.
+TABLE_MAX_ROWS = 50_000
+SLOWEST = 10  # rows in "slowest checks"
+CERTS = 10  # rows in "certificates expiring soonest"
+CHANGES_SHOWN = 100  # changes listed in the headline; the rest are counted
+CERT_WARN_DAYS = 14  # amber below this many days, when the run's options do not say
+BATCH = 1024  # table rows per yielded chunk
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+
+# Latency bins: upper bounds in ms (the last bin is open-ended). Log-ish, so
+# that both a fleet of 30 ms answers and a few 4 s ones are visible.
+LATENCY_EDGES = (50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0)
+LATENCY_LABELS = ("<50", "50-100", "100-250", "250-500", "0.5-1 s", "1-2.5 s", "2.5-5 s", "≥5 s")
+LATENCY_COLOURS = (
+    "#2da44e",
+    "#2da44e",
+    "#4ac26b",
+    "#bf8700",
+    "#d4a72c",
+    "#e16f24",
+    "#cf222e",
+    "#a40e26",
+)
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+CLASS_COLOURS = {
+    "1xx": "#8c959f",
+    "2xx": "#2da44e",
+    "3xx": "#0969da",
+    "4xx": "#bf8700",
+    "5xx": "#cf222e",
+    "unknown": "#8c959f",
+}
+ERROR_COLOUR = "#a40e26"  # every error category: all of them are down
+
+# (field, header is numeric). Numeric columns sort as numbers, empty cells last.
+COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("url", False),
+    ("line", True),
+    ("ok", False),
+    ("status", True),
+    ("reason", False),
+    ("error", False),
+    ("error_detail", False),
+    ("method", False),
+    ("final_url", False),
+    ("total_ms", True),
+    ("cert_days_left", True),
+    ("reused", False),
+    ("warnings", False),
+)
+
+# Change kinds, in the order a person wants to read them.
+CHANGE_ORDER = {"down": 0, "cert_expiring": 1, "status": 2, "final_url": 3, "up": 4}
+CHANGE_LABELS = {
+    "down": "went down",
+    "up": "back up",
+    "status": "status changed",
+    "final_url": "lands elsewhere",
+    "cert_expiring": "certificate expiring",
+}
+
+
+def esc(value: Any) -> str:
+    """Text from a list or a server, safe in text and in quoted attributes."""
+    if value is None:
+        return ""
+    return html.escape(str(value), quote=True)
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass
+class Aggregates:
+    """What the charts and the top-10 lists need, in bounded memory."""
+
+    rows: int = 0
+    up: int = 0
+    down: int = 0
+    by_class: Counter[str] = field(default_factory=Counter)
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_EDGES) + 1))
+    # Min-heap of the SLOWEST largest: (ms, -seq, url, status). -seq: on a tie,
+    # the later line is the one pushed out. seq is unique, so the comparison
+    # never reaches the url.
+    slowest: list[tuple[float, int, str, Any]] = field(default_factory=list)
+    # Min-heap on -days of the CERTS smallest days: (-days, -seq, url, not_after).
+    certs: list[tuple[int, int, str, Any]] = field(default_factory=list)
+
+    def add(self, seq: int, row: dict[str, Any]) -> None:
+        self.rows += 1
+        if row.get("ok"):
+            self.up += 1
+        else:
+            self.down += 1
+        error, status, ms = row.get("error"), row.get("status"), row.get("total_ms")
+        if error:
+            self.by_class[str(error)] += 1
+        elif isinstance(status, int):
+            self.by_class[f"{status // 100}xx"] += 1
+        else:
+            self.by_class["unknown"] += 1
+        if status is not None and _is_number(ms):
+            self.latency[bisect_right(LATENCY_EDGES, ms)] += 1
+            if error is None:
+                item = (float(ms), -seq, str(row.get("url", "")), status)
+                if len(self.slowest) < SLOWEST:
+                    heapq.heappush(self.slowest, item)
+                else:
+                    heapq.heappushpop(self.slowest, item)
+        days = row.get("cert_days_left")
+        if isinstance(days, int) and not isinstance(days, bool):
+            cert = (-days, -seq, str(row.get("url", "")), row.get("cert_not_after"))
+            if len(self.certs) < CERTS:
+                heapq.heappush(self.certs, cert)
+            else:
+                heapq.heappushpop(self.certs, cert)
+
+
+def render(
+    run: dict[str, Any],
+    rows: Callable[[], Iterator[dict[str, Any]]],
+    changes: Sequence[dict[str, Any]],
+) -> Iterator[bytes]:
+    """The page, in chunks. `rows()` must return a fresh iterator each call.
+
+    `run` is the JSON report's "run" object. When it has `changes_total` or
+    `previous_run`, there was a previous run to compare with (`changes` may then
+    be empty: no changes); otherwise this is the first run of these lists.
+    """
+    agg = Aggregates()
+    for seq, row in enumerate(rows()):
+        agg.add(seq, row)
+    options = run.get("options") if isinstance(run.get("options"), dict) else {}
+    warn = options.get("cert_warn_days") if isinstance(options, dict) else None
+    warn_days = warn if isinstance(warn, int) else CERT_WARN_DAYS
+
+    yield _encode(
+        _head(run, agg)
+        + _headline(run, agg, changes)
+        + '<section class="grid">'
+        + _card("Status", _status_chart(agg))
+        + _card("Response time", _latency_chart(agg))
+        + _card("Slowest checks", _slowest_table(agg))
+        + _card("Certificates expiring soonest", _certs_table(agg, warn_days))
+        + "</section>"
+        + _table_start(agg)
+    )
+    multi = len(run.get("lists") or ()) > 1
+    # Down rows always make the cut; up rows fill what is left, in input order.
+    up_room = max(0, TABLE_MAX_ROWS - agg.down)
+    shown = ups = 0
+    batch: list[str] = []
+    for row in rows():
+        if shown >= TABLE_MAX_ROWS:
+            break
+        if row.get("ok"):
+            if ups >= up_room:
+                continue
+            ups += 1
+        shown += 1
+        batch.append(_row(row, multi, warn_days))
+        if len(batch) >= BATCH:
+            yield _encode("".join(batch))
+            batch = []
+    yield _encode("".join(batch) + _TAIL)
+
+
+def _encode(text: str) -> bytes:
+    # A lone surrogate (JSON allows "\ud800") must not stop the report.
+    return text.encode("utf-8", "replace")
+
+
+def _when(iso: Any) -> str:
+    """ "2026-11-24 21:49:08 UTC" from our ISO stamps; anything else as it is."""
+    if not isinstance(iso, str):
+        return ""
+    try:
+        stamp = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return stamp.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if stamp.utcoffset() is not None else "")
+
+
+def _duration(seconds: Any) -> str:
+    if not _is_number(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def _count(run: dict[str, Any], key: str, fallback: int) -> int:
+    value = run.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else fallback
+
+
+def _head(run: dict[str, Any], agg: Aggregates) -> str:
+    down = _count(run, "down", agg.down)
+    total = _count(run, "total", agg.rows)
+    title = f"checker: {down} down of {total} — {_when(run.get('finished_at'))}"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        # An empty data: icon, so the browser does not go looking for favicon.ico.
+        '<link rel="icon" href="data:,">'
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>"
+    )
+
+
+def _headline(run: dict[str, Any], agg: Aggregates, changes: Sequence[dict[str, Any]]) -> str:
+    up = _count(run, "up", agg.up)
+    down = _count(run, "down", agg.down)
+    total = _count(run, "total", agg.rows)
+    dups = _count(run, "duplicates", 0)
+    flags = ""
+    if run.get("interrupted"):
+        flags += '<span class="flag bad">interrupted: not every URL was checked</span>'
+    if run.get("recovered"):
+        flags += '<span class="flag">recovered from a killed run</span>'
+    lists = ", ".join(esc(x) for x in run.get("lists") or ())
+    cards = (
+        f'<div class="stat {"bad" if down else "good"}"><b>{down:,}</b>down</div>'
+        f'<div class="stat good"><b>{up:,}</b>up</div>'
+        f"<div class=stat><b>{total:,}</b>URLs</div>"
+        f"<div class=stat><b>{esc(_duration(run.get('duration_s')))}</b>took</div>"
+    )
+    if dups:
+        cards += f"<div class=stat><b>{dups:,}</b>duplicate lines</div>"
+    verdict = (
+        f'<h1 class="bad">{down:,} of {total:,} down</h1>'
+        if down
+        else f'<h1 class="good">All {total:,} up</h1>'
+    )
+    return (
+        f"<header>{verdict}{flags}"
+        f'<p class="meta">Checked {esc(_when(run.get("finished_at")))}'
+        f" · lists: {lists or '—'} · checker {esc(run.get('checker_version'))}</p>"
+        f'<div class="stats">{cards}</div>{_changes(run, changes)}</header>'
+    )
+
+
+def _changes(run: dict[str, Any], changes: Sequence[dict[str, Any]]) -> str:
+    if not changes and "changes_total" not in run and "previous_run" not in run:
+        return '<p class="changes">First run of these lists: nothing to compare with yet.</p>'
+    since = _when(run.get("previous_run"))
+    since_text = f"since the run of {esc(since)}" if since else "since the last run"
+    total = _count(run, "changes_total", len(changes))
+    total = max(total, len(changes))
+    if total == 0:
+        return f'<p class="changes">No changes {since_text}.</p>'
+    kinds = Counter(str(c.get("kind")) for c in changes)
+    summary = " · ".join(
+        f'<span class="k-{esc(k)}">{n:,} {esc(CHANGE_LABELS.get(k, k))}</span>'
+        for k, n in sorted(kinds.items(), key=lambda kv: CHANGE_ORDER.get(kv[0], 9))
+    )
+    ordered = sorted(changes, key=lambda c: CHANGE_ORDER.get(str(c.get("kind")), 9))
+    items = "".join(_change(c) for c in ordered[:CHANGES_SHOWN])
+    more = total - min(len(changes), CHANGES_SHOWN)
+    tail = f"<li class=muted>… and {more:,} more not listed here</li>" if more > 0 else ""
+    return (
+        f'<details class="changes" open><summary><b>{total:,} change'
+        f"{'s' if total != 1 else ''}</b> {since_text}: {summary}</summary>"
+        f"<ul>{items}{tail}</ul></details>"
+    )
+
+
+def _days(days: Any) -> str:
+    if not isinstance(days, int):
+        return "no certificate" if days is None else esc(days)
+    if days < 0:
+        return f"expired {-days} day{'s' if days != -1 else ''} ago"
+    return f"expires in {days} day{'s' if days != 1 else ''}"
+
+
+def _change(c: dict[str, Any]) -> str:
+    kind = str(c.get("kind"))
+    before, after = c.get("before"), c.get("after")
+    if kind == "cert_expiring":
+        what = f"certificate {_days(after)} (was: {_days(before)})"
+    elif kind == "final_url":
+        what = f"now lands on <code>{esc(after)}</code> (was <code>{esc(before)}</code>)"
+    elif kind in ("down", "up", "status"):
+        what = f"{esc(before)} → <b>{esc(after)}</b>"
+    else:
+        what = f"{esc(before)} → {esc(after)}"
+    return (
+        f'<li><span class="tag k-{esc(kind)}">{esc(CHANGE_LABELS.get(kind, kind))}</span> '
+        f'<span class="url">{esc(c.get("url"))}</span> '
+        f'<span class="muted">line {esc(c.get("line"))}</span> {what}</li>'
+    )
+
+
+def _card(title: str, body: str) -> str:
+    return f'<div class="card"><h2>{esc(title)}</h2>{body}</div>'
+
+
+def _status_chart(agg: Aggregates) -> str:
+    """Horizontal bars: the four status classes always, then each error category."""
+    errors = sorted(
+        (k for k in agg.by_class if k not in STATUS_CLASSES), key=lambda k: -agg.by_class[k]
+    )
+    keys = list(STATUS_CLASSES) + errors
+    top = max([agg.by_class[k] for k in keys] + [1])
+    bar_h, gap, label_w, bar_w = 22, 8, 140, 260
+    height = len(keys) * (bar_h + gap) + gap
+    parts = []
+    for i, key in enumerate(keys):
+        n = agg.by_class[key]
+        y = gap + i * (bar_h + gap)
+        w = max(2.0, bar_w * n / top) if n else 0.0
+        colour = CLASS_COLOURS.get(key, ERROR_COLOUR)
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{esc(key)}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="3" '
+            f'fill="{colour}"><title>{esc(key)}: {n:,}</title></rect>'
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 15}" class="n">{n:,}</text>'
+        )
+    summary = ", ".join(f"{k} {agg.by_class[k]}" for k in keys)
+    return (
+        f'<svg class="chart" viewBox="0 0 {label_w + bar_w + 70} {height}" role="img" '
+        f'aria-label="{esc("Status: " + summary)}">{"".join(parts)}</svg>'
+    )
+
+
+def _latency_chart(agg: Aggregates) -> str:
+    """Vertical bars over the fixed bins, for checks that got a response."""
+    answered = sum(agg.latency)
+    top = max([*agg.latency, 1])
+    width, plot_h, base = 480, 150, 175
+    slot = width / len(agg.latency)
+    parts = []
+    for i, (n, label) in enumerate(zip(agg.latency, LATENCY_LABELS, strict=True)):
+        h = max(2.0, plot_h * n / top) if n else 0.0
+        x = i * slot + 6
+        mid = x + (slot - 12) / 2
+        parts.append(
+            f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{slot - 12:.1f}" height="{h:.1f}" '
+            f'rx="3" fill="{LATENCY_COLOURS[i]}"><title>{esc(label)}: {n:,}</title></rect>'
+            f'<text x="{mid:.1f}" y="{base - h - 5:.1f}" text-anchor="middle" class="n">'
+            f"{n:,}</text>"
+            f'<text x="{mid:.1f}" y="{base + 18}" text-anchor="middle">{esc(label)}</text>'
+        )
+    axis = f'<line x1="0" x2="{width}" y1="{base}" y2="{base}" stroke="#d0d7de"/>'
+    return (
+        f'<svg class="chart" viewBox="0 0 {width} {base + 26}" role="img" '
+        f'aria-label="Response time histogram of {answered} checks">{axis}{"".join(parts)}</svg>'
+        f'<p class="muted small">total_ms of the {answered:,} checks that got a response '
+        "(ms unless marked s)</p>"
+    )
+
+
+def _ms(value: Any) -> str:
+    if not _is_number(value):
+        return ""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def _slowest_table(agg: Aggregates) -> str:
+    if not agg.slowest:
+        return '<p class="muted">No check got a response.</p>'
+    body = "".join(
+        f'<tr><td class="num">{_ms(ms)} ms</td><td>{esc(status)}</td>'
+        f'<td class="url">{esc(url)}</td></tr>'
+        for ms, _, url, status in sorted(agg.slowest, reverse=True)
+    )
+    return f"<table class=mini><tr><th>total</th><th>status</th><th>url</th></tr>{body}</table>"
+
+
+def _certs_table(agg: Aggregates, warn_days: int) -> str:
+    if not agg.certs:
+        return '<p class="muted">No certificates were seen (http only, or not verifying).</p>'
+    body = []
+    for neg_days, _, url, not_after in sorted(agg.certs, reverse=True):
+        days = -neg_days
+        cls = ' class="bad"' if days < 0 else (' class="warn"' if days <= warn_days else "")
+        body.append(
+            f'<tr{cls}><td class="num">{days}</td><td>{esc(_when(not_after)[:10])}</td>'
+            f'<td class="url">{esc(url)}</td></tr>'
+        )
+    return (
+        "<table class=mini><tr><th>days left</th><th>expires</th><th>url</th></tr>"
+        f"{''.join(body)}</table>"
+        '<p class="muted small">Negative: already expired.</p>'
+    )
+
+
+def _table_start(agg: Aggregates) -> str:
+    if agg.rows > TABLE_MAX_ROWS:
+        if agg.down >= TABLE_MAX_ROWS:
+            kept = f"down rows come first: these are the first {TABLE_MAX_ROWS:,} of the "
+            kept += f"{agg.down:,} down rows, and no up rows"
+        else:
+            kept = f"every down row ({agg.down:,}) is here, then the first "
+            kept += f"{TABLE_MAX_ROWS - agg.down:,} up rows"
+        note = (
+            f'<p class="note" id="cap">This table shows {TABLE_MAX_ROWS:,} of {agg.rows:,} rows: '
+            f"{agg.rows - TABLE_MAX_ROWS:,} rows are left out ({kept}, in list order). "
+            "The CSV and JSON reports have all of them.</p>"
+        )
+    else:
+        note = ""
+    heads = "".join(
+        f'<th data-col="{name}"{" data-type=num" if num else ""}>'
+        f'<button type="button">{name.replace("_", "_<wbr>")}</button></th>'
+        for name, num in COLUMNS
+    )
+    return (
+        f'<section><h2>Every URL</h2>{note}<div class="tools">'
+        '<input id="q" type="search" placeholder="Filter: any text in the row" '
+        'aria-label="Filter rows">'
+        '<label><input id="only-down" type="checkbox"> only down</label>'
+        f'<span id="shown" class="muted">{min(agg.rows, TABLE_MAX_ROWS):,} rows</span></div>'
+        f'<div class="scroll"><table id="rows"><thead><tr>{heads}</tr></thead><tbody>'
+    )
+
+
+def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:
+    ok = bool(row.get("ok"))
+    days = row.get("cert_days_left")
+    days_cls = ""
+    if isinstance(days, int):
+        days_cls = " class=bad" if days < 0 else (" class=warn" if days <= warn_days else "")
+    warnings = row.get("warnings")
+    if isinstance(warnings, list | tuple):
+        warnings = "; ".join(str(w) for w in warnings)
+    warn_cls = " class=warn" if warnings else ""
+    # With several lists, line numbers are ambiguous: the list goes in a tooltip.
+    line_title = f' title="{esc(row.get("source"))}"' if multi else ""
+    return (
+        f"<tr class={'u' if ok else 'd'}><td>{esc(row.get('url'))}</td>"
+        f"<td{line_title}>{esc(row.get('line'))}</td>"
+        f"<td>{'up' if ok else 'down'}</td>"
+        f"<td>{esc(row.get('status'))}</td>"
+        f"<td>{esc(row.get('reason'))}</td>"
+        f"<td>{esc(row.get('error'))}</td>"
+        f"<td>{esc(row.get('error_detail'))}</td>"
+        f"<td>{esc(row.get('method'))}</td>"
+        f"<td>{esc(row.get('final_url'))}</td>"
+        f"<td>{_ms(row.get('total_ms'))}</td>"
+        f"<td{days_cls}>{esc(days)}</td>"
+        f"<td>{'yes' if row.get('reused') else 'no'}</td>"
+        f"<td{warn_cls}>{esc(warnings)}</td></tr>"
+    )
+
+
+# Colours from a GitHub-like palette. The big table scrolls in its own box, so
+# that its header can stick to the top of it. Its rows are CSS grids with one
+# fixed column template rather than table rows: a table's layout depends on
+# every cell, so 50,000 rows took ~20 s to load and ~10 s to re-sort in
+# headless chromium; independent rows let `content-visibility: auto` skip the
+# rows off screen (~2 s and ~1 s). `tr[hidden]` must be restated: author
+# `display` beats the browser's own `[hidden] {display: none}`.
+_CSS = """
+:root{--fg:#1f2328;--mut:#656d76;--bd:#d0d7de;--bg:#f6f8fa;--good:#1a7f37;--bad:#cf222e;
+--warn:#9a6700}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",
+Arial,sans-serif;color:var(--fg);background:var(--bg)}
+main{max-width:1440px;margin:0 auto;padding:24px}
+h1{font-size:28px;margin:0 0 4px}h2{font-size:15px;margin:0 0 12px}
+.good{color:var(--good)}.bad{color:var(--bad)}.warn{color:var(--warn)}
+.muted{color:var(--mut)}.small{font-size:12px;margin:4px 0 0}
+.meta{color:var(--mut);margin:0 0 16px}
+.flag{display:inline-block;margin:0 0 8px;padding:2px 10px;border-radius:12px;
+background:#ddf4ff;color:#0969da;font-weight:600}.flag.bad{background:#ffebe9;color:var(--bad)}
+.stats{display:flex;flex-wrap:wrap;gap:12px;margin-bottom:16px}
+.stat{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:10px 18px;
+min-width:120px;color:var(--mut)}
+.stat b{display:block;font-size:24px;color:var(--fg);font-variant-numeric:tabular-nums}
+.stat.good b{color:var(--good)}.stat.bad b{color:var(--bad)}
+.changes{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:10px 16px;margin:0}
+.changes summary{cursor:pointer}.changes ul{margin:8px 0 0;padding-left:0;list-style:none;
+max-height:320px;overflow:auto}.changes li{padding:3px 0;border-top:1px solid var(--bg)}
+.tag{display:inline-block;min-width:150px;font-size:12px;font-weight:600}
+.k-down{color:var(--bad)}.k-up{color:var(--good)}.k-cert_expiring{color:var(--warn)}
+.k-status,.k-final_url{color:#0969da}
+code{font-size:12px;overflow-wrap:anywhere}.url{overflow-wrap:anywhere}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px;margin:20px 0}
+.card{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:14px 16px;min-width:0}
+.chart{width:100%;max-width:560px;height:auto;font-size:13px;fill:var(--fg)}
+.chart .n{fill:var(--mut);font-size:12px}
+table{border-collapse:collapse;width:100%}
+td,th{padding:4px 8px;text-align:left;vertical-align:top;border-bottom:1px solid var(--bg)}
+.mini td,.mini th{font-size:13px}.mini th{color:var(--mut);font-weight:600}
+.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+tr.bad td{background:#ffebe9}tr.warn td{background:#fff8c5}
+.note{background:#fff8c5;border:1px solid #d4a72c;border-radius:8px;padding:8px 14px}
+.tools{display:flex;gap:16px;align-items:center;margin:0 0 10px}
+#q{flex:0 1 420px;padding:6px 10px;font:inherit;border:1px solid var(--bd);border-radius:6px}
+.scroll{max-height:80vh;overflow:auto;background:#fff;border:1px solid var(--bd);border-radius:8px}
+#rows{display:block;min-width:960px;font-size:13px}#rows thead,#rows tbody{display:block}
+#rows thead{position:sticky;top:0;z-index:1;background:#eaeef2}
+#rows tr{display:grid;grid-template-columns:minmax(0,2fr) 6em 4.5em 4.5em minmax(0,1fr) 7em
+minmax(0,1.6fr) 5em minmax(0,2fr) 5em 5em 5em minmax(0,1.4fr)}
+#rows tbody tr{content-visibility:auto;contain-intrinsic-size:auto 2.2em}
+#rows tr[hidden]{display:none}
+#rows td{overflow-wrap:anywhere}
+#rows th{padding:0;display:flex;align-items:flex-end}
+#rows th button{all:unset;flex:1;padding:7px 8px;cursor:pointer;font-weight:600}
+#rows th[data-type=num]{text-align:right}
+#rows th[aria-sort=ascending] button::after{content:"\\a0▲"}
+#rows th[aria-sort=descending] button::after{content:"\\a0▼"}
+#rows td:nth-child(2),#rows td:nth-child(4),#rows td:nth-child(10),
+#rows td:nth-child(11){text-align:right;font-variant-numeric:tabular-nums}
+#rows tr.u td:nth-child(3){color:var(--good);font-weight:600}
+#rows tr.d{background:#fff5f5}#rows tr.d td:nth-child(3){color:var(--bad);font-weight:600}
+#rows tr.u{box-shadow:inset 3px 0 var(--good)}#rows tr.d{box-shadow:inset 3px 0 var(--bad)}
+#rows td.bad{color:var(--bad);font-weight:600}#rows td.warn{color:var(--warn);font-weight:600}
+#rows td:nth-child(13){font-weight:400}
+#rows tbody tr:hover{background:#f3f7ff}
+"""
+
+# Sorting and filtering. It reads the cells it sorts and filters from the DOM:
+# no data is ever written into the script.
+_SCRIPT = """
+(function () {
+  "use strict";
+  var table = document.getElementById("rows");
+  if (!table) { return; }
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);  // input order, kept
+  var texts = null;  // each row's text, lower-cased, made on the first filter
+  var q = document.getElementById("q");
+  var onlyDown = document.getElementById("only-down");
+  var shown = document.getElementById("shown");
+
+  function filter() {
+    var needle = q.value.trim().toLowerCase();
+    var down = onlyDown.checked;
+    var n = 0;
+    if (needle && texts === null) {
+      texts = rows.map(function (r) { return r.textContent.toLowerCase(); });
+    }
+    for (var i = 0; i < rows.length; i++) {
+      var keep = (!down || rows[i].className === "d") &&
+        (!needle || texts[i].indexOf(needle) !== -1);
+      rows[i].hidden = !keep;
+      if (keep) { n++; }
+    }
+    var all = rows.length.toLocaleString("en-US");
+    shown.textContent = n === rows.length ? all + " rows" :
+      n.toLocaleString("en-US") + " of " + all + " rows";
+  }
+
+  var timer = 0;
+  q.addEventListener("input", function () {
+    clearTimeout(timer);
+    timer = setTimeout(filter, 120);
+  });
+  onlyDown.addEventListener("change", filter);
+
+  table.tHead.addEventListener("click", function (event) {
+    var th = event.target.closest("th");
+    if (!th) { return; }
+    var col = th.cellIndex;
+    var numeric = th.getAttribute("data-type") === "num";
+    var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+    var keyed = rows.map(function (r, i) {
+      var t = r.cells[col].textContent;
+      var k = null;
+      if (t !== "") {
+        k = numeric ? parseFloat(t) : t.toLowerCase();
+        if (numeric && isNaN(k)) { k = null; }
+      }
+      return [k, i, r];
+    });
+    keyed.sort(function (a, b) {
+      // Empty cells last in both directions; ties keep input order.
+      if (a[0] === null || b[0] === null) {
+        return (a[0] === null) - (b[0] === null) || a[1] - b[1];
+      }
+      var c = numeric ? a[0] - b[0] : (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+      return c * dir || a[1] - b[1];
+    });
+    var heads = table.tHead.rows[0].cells;
+    for (var j = 0; j < heads.length; j++) { heads[j].removeAttribute("aria-sort"); }
+    th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+    var frag = document.createDocumentFragment();
+    keyed.forEach(function (x) { frag.appendChild(x[2]); });
+    body.appendChild(frag);
+  });
+})();
+"""
+
+_TAIL = f"</tbody></table></div></section></main><script>{_SCRIPT}</script></body></html>\n"
