@@ -239,3 +239,33 @@ async def test_runs_in_crons_bare_environment(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "checked 1 URL" in out.decode("utf-8")
     assert json.loads((out_dir / "latest.json").read_text(encoding="utf-8"))["results"][0]["ok"]
+
+
+async def test_the_readmes_crontab_line_works_as_written(tmp_path: Path) -> None:
+    """The crontab line in the README, run as cron would: its command, with
+    /srv/checker moved to a temporary folder, in a bare environment from /."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    line = next(
+        ln for ln in readme.splitlines() if ln.startswith("*/5 * * * * ") and "checker check" in ln
+    )
+    command = line.split(maxsplit=5)[5]
+    assert command.startswith("/srv/checker/.venv/bin/checker check")
+    srv = tmp_path / "srv"
+    (srv / "data").mkdir(parents=True)
+    async with Fleet({"/": Route()}) as fleet:
+        (srv / "data" / "urls.txt").write_text(fleet.url("/") + "\n")
+        argv = command.replace("/srv/checker", str(srv)).split()
+        argv[0:1] = [sys.executable, "-m", "checker"]  # this checkout's checker, not /srv's
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert out == b"" and err == b""  # --quiet: cron mails nothing on a good run
+    assert json.loads((srv / "reports" / "latest.json").read_text())["run"]["up"] == 1
