@@ -16,8 +16,8 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from checker import __version__, loops
 from checker.check import CheckOptions
@@ -47,44 +47,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"checker: error: {message} (see '{self.prog} --help')\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _number(
+    convert: Callable[[str], float], what: str, ok: Callable[[float], bool], rule: str
+) -> Callable[[str], Any]:
+    """An argparse type: `convert` the text, then check it, with one-line messages."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} {rule}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number of seconds")
-    return value
-
-
-def _wait(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be zero or more seconds")
-    return value
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_count = _number(int, "a whole number", lambda v: v >= 0, "must not be negative")
+_seconds = _number(
+    float,
+    "a number of seconds",
+    lambda v: 0 < v < float("inf"),
+    "must be a positive number of seconds",
+)
+_wait = _number(
+    float, "a number of seconds", lambda v: 0 <= v < float("inf"), "must be zero or more seconds"
+)
 
 
 def _formats(text: str) -> list[str]:
@@ -230,62 +220,31 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         "alerts (sent only when something changed since the last run; "
         "each option can also come from the CHECKER_* environment variable named)"
     )
-    env = os.environ.get
-    alerts.add_argument(
-        "--notify-webhook",
-        default=env("CHECKER_NOTIFY_WEBHOOK"),
-        metavar="URL",
-        help="POST a JSON summary of the changes here [CHECKER_NOTIFY_WEBHOOK]",
-    )
-    alerts.add_argument(
-        "--notify-email",
-        default=env("CHECKER_NOTIFY_EMAIL"),
-        metavar="ADDRS",
-        help="mail the changes to these comma-separated addresses [CHECKER_NOTIFY_EMAIL]",
-    )
-    alerts.add_argument(
-        "--smtp-host",
-        default=env("CHECKER_SMTP_HOST", "localhost"),
-        metavar="HOST",
-        help="mail server (default: localhost) [CHECKER_SMTP_HOST]",
-    )
-    alerts.add_argument(
-        "--smtp-port",
-        type=int,
-        default=env("CHECKER_SMTP_PORT"),
-        metavar="N",
-        help="25, or 587 with --smtp-starttls, 465 with --smtp-tls [CHECKER_SMTP_PORT]",
-    )
-    alerts.add_argument(
-        "--smtp-from",
-        default=env("CHECKER_SMTP_FROM"),
-        metavar="ADDR",
-        help="sender address (default: checker@<this host>) [CHECKER_SMTP_FROM]",
-    )
-    alerts.add_argument(
-        "--smtp-user",
-        default=env("CHECKER_SMTP_USER"),
-        metavar="USER",
-        help="log in as USER (AUTH PLAIN or LOGIN) [CHECKER_SMTP_USER]",
-    )
-    alerts.add_argument(
-        "--smtp-password",
-        default=env("CHECKER_SMTP_PASSWORD"),
-        metavar="PW",
-        help="its password; prefer the variable, options show in ps [CHECKER_SMTP_PASSWORD]",
-    )
-    alerts.add_argument(
-        "--smtp-starttls",
-        action="store_true",
-        default=bool(env("CHECKER_SMTP_STARTTLS")),
-        help="upgrade to TLS with STARTTLS [CHECKER_SMTP_STARTTLS=1]",
-    )
-    alerts.add_argument(
-        "--smtp-tls",
-        action="store_true",
-        default=bool(env("CHECKER_SMTP_TLS")),
-        help="TLS from the start (port 465) [CHECKER_SMTP_TLS=1]",
-    )
+    # (option, metavar or None for a flag, default, help); the variable is the
+    # option's name: --smtp-host -> CHECKER_SMTP_HOST (twine's EnvironmentDefault).
+    specs: list[tuple[str, str | None, str | None, str]] = [
+        ("--notify-webhook", "URL", None, "POST a JSON summary of the changes here"),
+        ("--notify-email", "ADDRS", None, "mail the changes to these comma-separated addresses"),
+        ("--smtp-host", "HOST", "localhost", "mail server (default: localhost)"),
+        ("--smtp-port", "N", None, "25, or 587 with --smtp-starttls, 465 with --smtp-tls"),
+        ("--smtp-from", "ADDR", None, "sender address (default: checker@<this host>)"),
+        ("--smtp-user", "USER", None, "log in as USER (AUTH PLAIN or LOGIN)"),
+        ("--smtp-password", "PW", None, "its password; prefer the variable: options show in ps"),
+        ("--smtp-starttls", None, None, "upgrade to TLS with STARTTLS (variable: 1)"),
+        ("--smtp-tls", None, None, "TLS from the start, port 465 (variable: 1)"),
+    ]
+    for option, metavar, default, help_ in specs:
+        var = "CHECKER_" + option[2:].replace("-", "_").upper()
+        value = os.environ.get(var, default)
+        if metavar is None:
+            alerts.add_argument(
+                option, action="store_true", default=bool(value), help=f"{help_} [{var}]"
+            )
+        else:
+            kind = _positive_int if option == "--smtp-port" else str
+            alerts.add_argument(
+                option, type=kind, default=value, metavar=metavar, help=f"{help_} [{var}]"
+            )
 
     http = p.add_argument_group("HTTP")
     http.add_argument(

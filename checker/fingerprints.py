@@ -30,35 +30,31 @@ class FingerprintMap:
 
     def get(self, key: str) -> int | None:
         """The value stored for `key`, or None."""
-        fp = hash(key) or 1
-        keys, mask = self._keys, self._mask
-        i = fp & mask
-        while True:
-            slot = keys[i]
-            if slot == fp:
-                return self._values[i]
-            if slot == 0:
-                return None
-            i = (i + 1) & mask
+        i, found = self._probe(hash(key) or 1)
+        return self._values[i] if found else None
 
     def setdefault(self, key: str, value: int) -> int | None:
         """The value stored for `key` if there is one; else store `value`, return None."""
         fp = hash(key) or 1
+        i, found = self._probe(fp)
+        if found:
+            return self._values[i]
+        self._keys[i] = fp
+        self._values[i] = value
+        self._count += 1
+        if self._count * 2 > self._mask:
+            self._grow()
+        return None
+
+    def _probe(self, fp: int) -> tuple[int, bool]:
+        """The slot holding `fp`, or the empty slot where it would go (linear probing)."""
         keys, mask = self._keys, self._mask
         i = fp & mask
         while True:
             slot = keys[i]
-            if slot == fp:
-                return self._values[i]
-            if slot == 0:
-                break
+            if slot == fp or slot == 0:
+                return i, slot == fp
             i = (i + 1) & mask
-        keys[i] = fp
-        self._values[i] = value
-        self._count += 1
-        if self._count * 2 > mask:
-            self._grow()
-        return None
 
     def _grow(self) -> None:
         old = zip(self._keys, self._values, strict=True)

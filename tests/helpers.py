@@ -81,3 +81,17 @@ class RecordingSink:
 
     def add_duplicate(self, dup: Duplicate) -> None:
         self.duplicates.append(dup)
+
+
+class SwitchableSite:
+    """A server answering every request with `self.status` (change it between runs)."""
+
+    def __init__(self, status: bytes = b"200 OK") -> None:
+        self.status = status
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 " + self.status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()

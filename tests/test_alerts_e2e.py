@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from checker.demo.fleet import Fleet, Route
-from tests.helpers import raw_server, read_request
+from tests.helpers import SwitchableSite, raw_server
 from tests.test_cli import checker
 from tests.test_notify import StartSMTP, WebhookSink, smtp_server  # noqa: F401 (fixture)
 
@@ -23,14 +23,7 @@ async def test_one_change_reaches_the_report_the_webhook_and_the_mail(
     tmp_path: Path,
     smtp_server: StartSMTP,  # noqa: F811
 ) -> None:
-    state = {"status": b"200 OK"}
-
-    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 " + state["status"] + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        await writer.drain()
+    site = SwitchableSite()
 
     recorder, smtp_port = smtp_server()
     hook = WebhookSink()
@@ -58,7 +51,7 @@ async def test_one_change_reaches_the_report_the_webhook_and_the_mail(
         )
         assert code == 0, err
         assert hook.requests == [] and recorder.envelopes == []  # nothing changed: no alert
-        state["status"] = b"500 Internal Server Error"
+        site.status = b"500 Internal Server Error"
         await asyncio.sleep(1.1)
         code, out, err = await checker("check", "urls.txt", "--retries", "0", *alerts, cwd=tmp_path)
     assert code == 1
@@ -87,14 +80,7 @@ async def test_one_change_reaches_the_report_the_webhook_and_the_mail(
 
 
 async def test_a_failing_alert_channel_costs_no_report(tmp_path: Path) -> None:
-    state = {"status": b"200 OK"}
-
-    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 " + state["status"] + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        await writer.drain()
+    site = SwitchableSite()
 
     async with raw_server(site) as port, Fleet({}) as fleet:
         (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{port}/\n")
@@ -109,7 +95,7 @@ async def test_a_failing_alert_channel_costs_no_report(tmp_path: Path) -> None:
             fleet.dead_url().rsplit(":", 1)[1].strip("/"),
         ]
         await checker("check", "urls.txt", "-q", *alerts, cwd=tmp_path)
-        state["status"] = b"404 Not Found"
+        site.status = b"404 Not Found"
         await asyncio.sleep(1.1)
         code, _, err = await checker(
             "check", "urls.txt", "-q", "--retries", "0", *alerts, cwd=tmp_path

@@ -16,7 +16,7 @@ from checker.demo.fleet import Fleet, Route
 from checker.history import row_changes
 from checker.lock import run_lock
 from checker.prune import prune
-from tests.helpers import raw_server, read_request
+from tests.helpers import SwitchableSite, raw_server
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,21 +131,14 @@ def test_row_changes() -> None:
 
 
 async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
-    state = {"status": b"200 OK"}
+    site = SwitchableSite()
 
-    async def switchable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(
-            b"HTTP/1.1 " + state["status"] + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        await writer.drain()
-
-    async with Fleet({"/a": Route(), "/b": Route()}) as fleet, raw_server(switchable) as port:
+    async with Fleet({"/a": Route(), "/b": Route()}) as fleet, raw_server(site) as port:
         flaky = f"http://127.0.0.1:{port}/flaky"
         (tmp_path / "urls.txt").write_text(f"{fleet.url('/a')}\n{flaky}\n{fleet.url('/b')}\n")
         code, out, _ = await checker("check", "urls.txt", "--retries", "0", cwd=tmp_path)
         assert code == 0 and "no changes" not in out  # the first run has nothing to compare
-        state["status"] = b"503 Service Unavailable"
+        site.status = b"503 Service Unavailable"
         await asyncio.sleep(1.1)  # a new report name
         code, out, _ = await checker("check", "urls.txt", "--retries", "0", cwd=tmp_path)
     assert code == 1
@@ -269,3 +262,21 @@ async def test_the_readmes_crontab_line_works_as_written(tmp_path: Path) -> None
     assert proc.returncode == 0, err
     assert out == b"" and err == b""  # --quiet: cron mails nothing on a good run
     assert json.loads((srv / "reports" / "latest.json").read_text())["run"]["up"] == 1
+
+
+def test_environment_variables_stand_in_for_the_alert_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from checker.cli import build_parser
+
+    monkeypatch.setenv("CHECKER_NOTIFY_WEBHOOK", "http://127.0.0.1:9/hook")
+    monkeypatch.setenv("CHECKER_SMTP_PORT", "2525")
+    monkeypatch.setenv("CHECKER_SMTP_PASSWORD", "s3cret")
+    monkeypatch.setenv("CHECKER_SMTP_STARTTLS", "1")
+    args = build_parser().parse_args(["check", "l.txt"])
+    assert args.notify_webhook == "http://127.0.0.1:9/hook"
+    assert (args.smtp_port, args.smtp_password, args.smtp_starttls) == (2525, "s3cret", True)
+    assert args.smtp_host == "localhost" and args.notify_email is None
+    # An option given on the command line wins over the variable.
+    args = build_parser().parse_args(["check", "l.txt", "--smtp-port", "25"])
+    assert args.smtp_port == 25
