@@ -117,7 +117,8 @@ class Pool:
         self.check_opts = check_opts
         self.opts = opts
         self.sink = sink
-        self.hosts = HostLimiter(opts.per_host)
+        # A per-host cap at or above the concurrency can never bind: skip its cost.
+        self.hosts = HostLimiter(opts.per_host) if opts.per_host < opts.concurrency else None
         # At most one idle connection per worker: more could never be in use at once.
         self.connections = ConnectionPool(max_idle=opts.concurrency) if opts.reuse else None
         self._in_flight: dict[int, Target] = {}
@@ -184,8 +185,11 @@ class Pool:
         while True:
             # The host slot is held for one attempt, not across the backoff, and
             # waiting for it does not eat into the check's deadline.
-            async with self.hosts.slot(target.url.origin):
+            if self.hosts is None:
                 attempt = await attempt_check(target.url, self.check_opts, self.connections)
+            else:
+                async with self.hosts.slot(target.url.origin):
+                    attempt = await attempt_check(target.url, self.check_opts, self.connections)
             if n > self.opts.retries or not should_retry(attempt):
                 return make_result(target, attempt, n)
             await asyncio.sleep(retry_delay(n, attempt, self.opts))
