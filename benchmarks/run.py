@@ -870,6 +870,14 @@ def version_of(cmd: list[str], pattern: str = r"\S+") -> str:
     return match.group(0) if match else text.splitlines()[0]
 
 
+def checker_source_digest() -> str:
+    """A digest of the package's source: others may edit it while the benchmark runs."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "checker").rglob("*.py")):
+        digest.update(str(path).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def machine() -> list[str]:
     model = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -938,6 +946,7 @@ def main() -> int:
     _cleanups.append(_kill_current_child)
 
     setup = [ensure_venv(), ensure_nginx()]
+    source_at_start = checker_source_digest()
     sysctls = Sysctls()
     _cleanups.append(sysctls.restore)
     tune_system(sysctls)
@@ -985,6 +994,14 @@ def main() -> int:
             "## Setup",
             "",
             *[f"- {line}" for line in setup],
+            *(
+                []
+                if checker_source_digest() == source_at_start
+                else [
+                    "- **checker's source changed while the benchmark ran** (the venv install"
+                    " is editable): later runs measured newer code than earlier ones"
+                ]
+            ),
             *[f"- {line}" for line in sysctls.changed],
             "- nginx: 1 worker, access_log off, keepalive_requests 100000, keepalive_timeout 60;"
             " its CPU column is master+worker CPU seconds / wall (100% = one core busy).",
