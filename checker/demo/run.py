@@ -75,5 +75,6 @@ def run_demo(out_dir: str, quiet: bool, progress: bool = False) -> int:
             format_summary(outcome.stats, outcome.duration_s, outcome.reports, outcome.interrupted)
         )
         print(f"the list it checked: {list_path}")
-        print(f"open {os.path.join(out_dir, 'latest.csv')} in a spreadsheet, or read latest.json")
+        page = os.path.join(out_dir, "latest.html")
+        print(f"open {page} in a browser, or latest.csv in a spreadsheet")
     return 0
