@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiofiles
 
@@ -89,9 +89,21 @@ def report_rows(path: str) -> Iterator[tuple[int, bytes]]:
 
 @dataclass
 class PreviousRun:
+    """Use as a context manager: lookups share one open file."""
+
     path: str
     index: FingerprintMap
     started_at: str | None
+    _file: BinaryIO | None = None
+
+    def __enter__(self) -> PreviousRun:
+        self._file = open(self.path, "rb")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     @classmethod
     def load(cls, path: str) -> PreviousRun:
@@ -114,9 +126,9 @@ class PreviousRun:
         offset = self.index.get(url)
         if offset is None:
             return None
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            row: dict[str, Any] = json.loads(f.readline().rstrip(b",\r\n"))
+        assert self._file is not None, "use PreviousRun as a context manager"
+        self._file.seek(offset)
+        row: dict[str, Any] = json.loads(self._file.readline().rstrip(b",\r\n"))
         return row if row.get("url") == url else None  # a fingerprint collision
 
 

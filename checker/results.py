@@ -111,14 +111,10 @@ class Result:
         return _ENCODE(self.to_dict())
 
 
+def iso(moment: datetime) -> str:
+    """UTC, ISO 8601, millisecond precision, with a Z: every time in a report."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def now_iso() -> str:
-    """UTC, ISO 8601, millisecond precision, with a Z."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def status_class(row: dict[str, Any]) -> str:
-    """ "2xx".."5xx" for a response, the error category for a failure."""
-    if row.get("error"):
-        return str(row["error"])
-    status = row.get("status")
-    return f"{status // 100}xx" if isinstance(status, int) else "unknown"
+    return iso(datetime.now(UTC))

@@ -25,7 +25,7 @@ from checker.prune import prune
 from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
 from checker.reports.recover import recover_leftovers
-from checker.results import Result
+from checker.results import Result, iso
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
 
@@ -174,7 +174,7 @@ async def _run(
     stats = Stats()
     bar = _make_bar(entries, config.progress, sys.stderr)
     header = {
-        "started_at": _iso(started),
+        "started_at": iso(started),
         "checker_version": __version__,
         "options": config.options,
         "lists": list(config.lists),
@@ -194,7 +194,7 @@ async def _run(
     duration = time.perf_counter() - t0
     run_info = {
         **header,
-        "finished_at": _iso(finished),
+        "finished_at": iso(finished),
         "duration_s": round(duration, 3),
         "total": stats.total,
         "up": stats.up,
@@ -206,10 +206,10 @@ async def _run(
     changes: list[dict[str, Any]] = []
     previous_path = previous_report(config.out_dir, lists)
     if previous_path is not None:
-        previous = PreviousRun.load(previous_path)
-        changes, run_info["changes_total"] = compute_changes(
-            journal.results(), previous, config.cert_warn_days
-        )
+        with PreviousRun.load(previous_path) as previous:
+            changes, run_info["changes_total"] = compute_changes(
+                journal.results(), previous, config.cert_warn_days
+            )
         run_info["previous_run"] = previous.started_at
     written = await write_reports(base, config.formats, run_info, journal, changes=changes)
     await append_run(
@@ -245,7 +245,3 @@ async def _run(
         if removed:
             outcome.notes.append(f"pruned {len(removed)} old report files")
     return outcome
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

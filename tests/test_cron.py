@@ -280,3 +280,21 @@ def test_environment_variables_stand_in_for_the_alert_options(
     # An option given on the command line wins over the variable.
     args = build_parser().parse_args(["check", "l.txt", "--smtp-port", "25"])
     assert args.smtp_port == 25
+
+
+async def test_report_re_renders_html_and_csv_from_a_stored_json_report(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/gone": Route(status=404)}) as fleet:
+        (tmp_path / "l.txt").write_text(f"{fleet.url('/ok')}\n{fleet.url('/gone')}\n")
+        code, _, _ = await checker("check", "l.txt", "-q", cwd=tmp_path)
+        gone = fleet.url("/gone")
+    assert code == 1
+    (report,) = (tmp_path / "reports").glob("status-*.json")
+    csv_before = report.with_suffix(".csv").read_bytes()
+    report.with_suffix(".csv").unlink()
+    report.with_suffix(".html").unlink()
+    code, out, err = await checker("report", str(report.relative_to(tmp_path)), cwd=tmp_path)
+    assert code == 1, err  # the stored report has a down URL
+    assert out.startswith("reports: ")
+    assert report.with_suffix(".csv").read_bytes() == csv_before
+    page = report.with_suffix(".html").read_text()
+    assert gone in page and "1 of 2 down" in page

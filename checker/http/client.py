@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from checker.http import wire
@@ -67,7 +67,6 @@ class Trace:
     cert_not_after: str | None = None
     cert_days_left: int | None = None
     reused: bool = False  # sent on a kept-alive connection: no DNS, connect or TLS phase
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def make_ssl_context(*, insecure: bool = False, ca_file: str | None = None) -> ssl.SSLContext:
@@ -123,23 +122,12 @@ async def post(
     as a check; the caller wraps it in `asyncio.timeout()`.
     """
     trace = trace or Trace()
-    headers = (
-        *_headers(config, keep=False),
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(body))),
-    )
-    request = wire.build_request("POST", url, headers)
     reader, writer = await _connect(url, config, trace)
-    try:
-        with map_exceptions():
-            writer.writelines((request, body))
-            await writer.drain()
-            head = await read_head(reader, trace, time.perf_counter())
-    except BaseException:
-        await close_stream(writer, abort=True)
-        raise
-    await close_stream(writer)
-    return head
+    conn = Connection(url.origin, reader, writer)
+    extra = (("Content-Type", content_type), ("Content-Length", str(len(body))))
+    return await _exchange(
+        conn, url, "POST", config, trace, None, reused=False, extra=extra, body=body
+    )
 
 
 async def _exchange(
@@ -151,9 +139,13 @@ async def _exchange(
     pool: ConnectionPool | None,
     *,
     reused: bool,
+    extra: tuple[tuple[str, str], ...] = (),
+    body: bytes = b"",
 ) -> wire.ResponseHead:
+    """One request and its response head on `conn`, which is then kept in `pool`
+    (when the response allows) or closed; closed at once on any error."""
     keep = pool is not None and not pool.last_request(conn)
-    request = wire.build_request(method, url, _headers(config, keep))
+    request = wire.build_request(method, url, _headers(config, keep) + extra)
     conn.requests += 1
     trace.reused = reused
     if reused:
@@ -161,7 +153,10 @@ async def _exchange(
             setattr(trace, name, value)
     try:
         with map_exceptions():
-            conn.writer.write(request)
+            if body:
+                conn.writer.writelines((request, body))
+            else:
+                conn.writer.write(request)
             await conn.writer.drain()
             sent = time.perf_counter()
             head = await read_head(conn.reader, trace, sent)
@@ -271,7 +266,6 @@ async def _open_first(
             last = exc
             continue
         trace.connect_ms = _ms(start)
-        trace.extra["remote"] = address
         return reader, writer
     assert last is not None
     raise last

@@ -24,11 +24,12 @@ Journal format, one JSON object a line:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -208,12 +209,21 @@ class Journal:
         await self._file.write(b"".join(batch))
         await self._file.flush()
 
-    def row(self, seq: int) -> dict[str, Any]:
-        """One recorded result, read back from disk."""
-        with open(self.path, "rb") as f:
-            f.seek(self._offsets[seq])
-            record: dict[str, Any] = json.loads(f.read(self._lengths[seq]))["result"]
-        return record
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Callable[[int], dict[str, Any]]]:
+        """A function from a recorded row's seq to its result, over one open file."""
+        fd = os.open(self.path, os.O_RDONLY)
+
+        def row(seq: int) -> dict[str, Any]:
+            record: dict[str, Any] = json.loads(
+                os.pread(fd, self._lengths[seq], self._offsets[seq])
+            )
+            return record["result"]  # type: ignore[no-any-return]
+
+        try:
+            yield row
+        finally:
+            os.close(fd)
 
     def rows_in_order(self, *, allow_gaps: bool | None = None) -> Iterator[bytes]:
         """Each result's JSON object, in input order, duplicates folded in.

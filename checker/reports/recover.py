@@ -118,11 +118,18 @@ def _why_lists_unusable(journal: Journal, lists: list[str]) -> str | None:
     if not lists:
         return "the journal names no lists; only its recorded rows are reported"
     try:
-        for item in read_targets(lists):
-            if isinstance(item, Target) and journal.seen(item.seq):
-                row = journal.row(item.seq)
-                if (row["source"], row["line"], row["url"]) != (item.source, item.line, item.text):
-                    return "the lists changed since the run; only its recorded rows are reported"
+        with journal.reader() as row_of:
+            for item in read_targets(lists):
+                if isinstance(item, Target) and journal.seen(item.seq):
+                    row = row_of(item.seq)
+                    if (row["source"], row["line"], row["url"]) != (
+                        item.source,
+                        item.line,
+                        item.text,
+                    ):
+                        return (
+                            "the lists changed since the run; only its recorded rows are reported"
+                        )
     except ListError as exc:
         return f"the lists cannot be read again ({exc}); only recorded rows are reported"
     return None
@@ -194,5 +201,4 @@ async def rerender(path: str, formats: Sequence[str]) -> tuple[list[str], bool]:
         elif fmt == "prom":
             await write_atomic(out, prom_report.render(run, rows))
         written.append(out)
-    down = any(not row["ok"] for row in rows())
-    return written, down
+    return written, bool(run.get("down"))
