@@ -70,7 +70,10 @@ async def attempt_check(
                 # Many servers answer HEAD wrongly (405, 501, even 404 or 500):
                 # one GET decides before the URL is called down.
                 head_status = out.head.status
+                # What HEAD's server did wrong stays said (a body after HEAD).
+                warnings = out.warnings
                 out = Attempt(method="GET", final_url=url, head_status=head_status)
+                out.warnings = warnings
                 await _follow(url, "GET", opts, out, connections)
     except CheckError as exc:
         out.error = exc
@@ -90,7 +93,10 @@ async def _follow(
         out.final_url = current
         out.trace = Trace()
         out.head = None
-        out.head = await request_head(current, method, opts.client, out.trace, connections)
+        try:
+            out.head = await request_head(current, method, opts.client, out.trace, connections)
+        finally:
+            out.warnings += out.trace.warnings
         if not opts.follow_redirects or out.head.status not in REDIRECT_STATUSES:
             return
         location = out.head.get_all("location")
@@ -149,6 +155,7 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
         cert_not_after=trace.cert_not_after,
         cert_days_left=trace.cert_days_left,
         reused=trace.reused,
+        ip=trace.ip,
         warnings=tuple(dict.fromkeys(attempt.warnings)),
     )
 

@@ -23,6 +23,7 @@ from checker import __version__, loops
 from checker.check import CheckOptions
 from checker.history import read_runs, url_history
 from checker.http.client import ClientConfig, make_ssl_context
+from checker.http.resolver import SystemResolver, resolver_threads
 from checker.limits import fit_open_files
 from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
@@ -307,6 +308,9 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         ssl_context=ssl_context,
         connect_timeout=min(args.connect_timeout, args.timeout),
         user_agent=f"checker/{__version__}",
+        # A lookup per worker, plus room for as many stuck on names that never
+        # answer (each holds its thread until the system gives up on it).
+        resolver=SystemResolver(max_threads=resolver_threads(concurrency)),
     )
     options = {
         "method": args.method,

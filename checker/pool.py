@@ -27,6 +27,8 @@ from checker.targets import Duplicate, Target
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 INTERNAL_ERROR = "internal_error"
+# After a stop, the rows of unread lines are written out this many at a time.
+FLUSH_EVERY = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,10 @@ class Sink(Protocol):
     def add(self, seq: int, result: Result) -> None: ...
 
     def add_duplicate(self, dup: Duplicate) -> None: ...
+
+    async def flush(self) -> None:
+        """Write out what has been added (so that it need not stay in memory)."""
+        ...
 
 
 class HostLimiter:
@@ -128,29 +134,46 @@ class Pool:
         """Check every item; return True when `stop` cut the run short.
 
         Whether it finishes or is stopped, every item of `items` ends up in the
-        sink exactly once (stopped ones as `interrupted`).
+        sink exactly once (stopped ones as `interrupted`). If reading `items`
+        fails, every worker is stopped and the error is raised: the feeder and
+        the workers live and die together in one task group.
         """
         queue: asyncio.Queue[Target | None] = asyncio.Queue(self.opts.concurrency * 2)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.opts.concurrency)]
-        feeder = asyncio.create_task(self._feed(items, queue, len(workers)))
-        everything = asyncio.gather(feeder, *workers)
+        everything = asyncio.create_task(self._all(items, queue))
         stopper = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait((everything, stopper), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        try:
-            if everything.done():
-                everything.result()  # re-raise a bug in the feeder, if any
+            try:
+                await asyncio.wait((everything, stopper), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await stopper
+                if not everything.done():
+                    everything.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await everything
+            if not everything.cancelled():
+                everything.result()  # a failed list (or a bug in the feeder) is raised here
                 return False
-            everything.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await everything
-            self._account_for_the_rest(items, queue)
+            await self._account_for_the_rest(items, queue)
             return True
         finally:
             if self.connections is not None:
                 await self.connections.close()
+
+    async def _all(
+        self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None]
+    ) -> None:
+        n = self.opts.concurrency
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(n):
+                    group.create_task(self._worker(queue))
+                group.create_task(self._feed(items, queue, n))
+        except BaseExceptionGroup as failed:
+            # Workers turn every check's exception into a row, so what gets
+            # here is the feeder's: one error, raised as itself.
+            raise failed.exceptions[0] from None
 
     async def _feed(
         self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None], n: int
@@ -195,10 +218,15 @@ class Pool:
             await asyncio.sleep(retry_delay(n, attempt, self.opts))
             n += 1
 
-    def _account_for_the_rest(
+    async def _account_for_the_rest(
         self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None]
     ) -> None:
-        """After a stop: a row for what was in flight, queued, or not yet read."""
+        """After a stop: a row for what was in flight, queued, or not yet read.
+
+        The rows are handed to the sink as they are made and the sink is let
+        to write them out as it goes, so that stopping a long list early costs
+        no more memory than running it.
+        """
         stopped = "the run was stopped before this check finished"
         for target in self._in_flight.values():
             self.sink.add(target.seq, failed_result(target, Interrupted.category, stopped))
@@ -211,10 +239,12 @@ class Pool:
         not_started = "not checked: the run was stopped first"
         for target in left:
             self.sink.add(target.seq, failed_result(target, Interrupted.category, not_started))
-        for item in items:
+        for count, item in enumerate(items):
             unread = self._to_check(item)
             if unread is not None:
                 self.sink.add(unread.seq, failed_result(unread, Interrupted.category, not_started))
+            if count % FLUSH_EVERY == FLUSH_EVERY - 1:
+                await self.sink.flush()
 
     def _to_check(self, item: Target | Duplicate) -> Target | None:
         """Settle what needs no request (duplicates, invalid lines); return the rest."""

@@ -26,6 +26,7 @@ FIELDS: tuple[str, ...] = (
     "head_status",
     "http_version",
     "final_url",
+    "ip",
     "redirects",
     "attempts",
     "dns_ms",
@@ -71,6 +72,7 @@ class Result:
     head_status: int | None = None
     http_version: str | None = None
     final_url: str | None = None
+    ip: str | None = None  # the address the final request went to
     redirects: tuple[Hop, ...] = ()
     attempts: int = 0
     dns_ms: float | None = None

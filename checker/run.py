@@ -91,6 +91,9 @@ class _Recorder:
         self.stats.duplicates += 1
         self._tick()
 
+    async def flush(self) -> None:
+        await self.journal.flush()
+
     def _tick(self) -> None:
         if self.bar is None:
             return

@@ -10,6 +10,7 @@ from typing import Any
 
 from checker.check import CheckOptions
 from checker.http.client import ClientConfig, make_ssl_context
+from checker.http.resolver import Resolver, SystemResolver
 from checker.results import Result
 from checker.targets import Duplicate
 
@@ -17,19 +18,27 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 def client_config(
-    ca_file: str | None = None, *, insecure: bool = False, connect: float = 2.0
+    ca_file: str | None = None,
+    *,
+    insecure: bool = False,
+    connect: float = 2.0,
+    resolver: Resolver | None = None,
 ) -> ClientConfig:
     return ClientConfig(
         ssl_context=make_ssl_context(ca_file=ca_file, insecure=insecure),
         connect_timeout=connect,
         user_agent="checker/test",
+        resolver=resolver or SystemResolver(),
     )
 
 
 def check_options(ca_file: str | None = None, **kw: Any) -> CheckOptions:
     insecure = kw.pop("insecure", False)
+    resolver = kw.pop("resolver", None)
+    connect = kw.pop("connect", 2.0)
     kw.setdefault("timeout", 3.0)
-    return CheckOptions(client=client_config(ca_file, insecure=insecure), **kw)
+    client = client_config(ca_file, insecure=insecure, resolver=resolver, connect=connect)
+    return CheckOptions(client=client, **kw)
 
 
 @contextlib.asynccontextmanager
@@ -74,6 +83,7 @@ class RecordingSink:
     def __init__(self) -> None:
         self.rows: dict[int, Result] = {}
         self.duplicates: list[Duplicate] = []
+        self.flushes = 0
 
     def add(self, seq: int, result: Result) -> None:
         assert seq not in self.rows, f"row {seq} reported twice"
@@ -81,6 +91,9 @@ class RecordingSink:
 
     def add_duplicate(self, dup: Duplicate) -> None:
         self.duplicates.append(dup)
+
+    async def flush(self) -> None:
+        self.flushes += 1
 
 
 class SwitchableSite:
@@ -95,3 +108,41 @@ class SwitchableSite:
             b"HTTP/1.1 " + self.status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         await writer.drain()
+
+
+Responder = Callable[[int, bytes], bytes]  # (request number on this connection, head) -> response
+
+
+class KeepAliveServer:
+    """Answers every request on a connection with `respond`, counting connections."""
+
+    def __init__(self, respond: Responder, close_after: int | None = None) -> None:
+        self.respond = respond
+        self.close_after = close_after  # close the socket after this many responses
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        n = 0
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            self.requests.append(head)
+            n += 1
+            writer.write(self.respond(n, head))
+            await writer.drain()
+            if self.close_after is not None and n >= self.close_after:
+                return
+
+
+def ok(body: bytes = b"") -> Responder:
+    return lambda n, head: (
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+        % (
+            len(body),
+            b"" if head.startswith(b"HEAD") else body,
+        )
+    )

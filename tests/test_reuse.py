@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,46 +15,9 @@ from checker.http.connections import ConnectionPool
 from checker.pool import Pool, PoolOptions
 from checker.targets import read_targets
 from checker.url import parse_url
-from tests.helpers import RecordingSink, check_options, raw_server
+from tests.helpers import KeepAliveServer, RecordingSink, check_options, ok, raw_server
 
 pytestmark = pytest.mark.timeout(30)
-
-Responder = Callable[[int, bytes], bytes]  # (request number on this connection, head) -> response
-
-
-class KeepAliveServer:
-    """Answers every request on a connection with `respond`, counting connections."""
-
-    def __init__(self, respond: Responder, close_after: int | None = None) -> None:
-        self.respond = respond
-        self.close_after = close_after  # close the socket after this many responses
-        self.connections = 0
-        self.requests: list[bytes] = []
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        n = 0
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                return
-            self.requests.append(head)
-            n += 1
-            writer.write(self.respond(n, head))
-            await writer.drain()
-            if self.close_after is not None and n >= self.close_after:
-                return
-
-
-def ok(body: bytes = b"") -> Responder:
-    return lambda n, head: (
-        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
-        % (
-            len(body),
-            b"" if head.startswith(b"HEAD") else body,
-        )
-    )
 
 
 async def check_all(port: int, n: int, pool: ConnectionPool, method: str = "HEAD") -> list[bool]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from checker.demo.fleet import Fleet, Route
-from checker.pool import Pool, PoolOptions
-from checker.results import FIELDS
-from checker.targets import read_targets
+from checker.pool import FLUSH_EVERY, Pool, PoolOptions
+from checker.results import FIELDS, Result
+from checker.targets import Duplicate, ListError, Target, read_targets
+from checker.url import parse_url
 from tests.helpers import RecordingSink, check_options, raw_server, read_request
 
 pytestmark = pytest.mark.timeout(60)
@@ -135,3 +137,65 @@ async def test_stop_marks_the_rest_interrupted(tmp_path: Path) -> None:
     errors = [sink.rows[i].error for i in range(1, 51)]
     assert set(errors) == {"interrupted"}
     assert sink.rows[51].error == "invalid_url"
+
+
+async def test_a_list_that_fails_mid_run_stops_every_worker() -> None:
+    # The feeder and the workers are one task group: when reading the lists
+    # fails, the error comes out of the pool and no task outlives it.
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; ends when the client hangs up
+
+    def items(port: int) -> Iterator[Target | Duplicate]:
+        for i in range(25):  # all fit in the workers and the queue
+            url = f"http://127.0.0.1:{port}/{i}"
+            yield Target(i, "urls.txt", i + 1, url, parse_url(url))
+        raise ListError("urls.txt: cannot read: Input/output error")
+
+    async with raw_server(hang) as port:
+        sink = RecordingSink()
+        pool = Pool(check_options(timeout=20), PoolOptions(concurrency=10), sink)
+        before = asyncio.all_tasks()
+        with pytest.raises(ListError, match="Input/output error"):
+            async with asyncio.timeout(10):
+                await pool.run(items(port), asyncio.Event())
+        assert asyncio.all_tasks() <= before  # nothing left running
+
+
+async def test_stopping_a_long_list_streams_the_unchecked_rows() -> None:
+    # Stopped early, the rows for lines never read are written out as they
+    # are made, not held: the sink is flushed every FLUSH_EVERY rows.
+    class CountingSink(RecordingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unflushed = 0
+            self.most_unflushed = 0
+
+        def add(self, seq: int, result: Result) -> None:
+            super().add(seq, result)
+            self.unflushed += 1
+            self.most_unflushed = max(self.most_unflushed, self.unflushed)
+
+        async def flush(self) -> None:
+            await super().flush()
+            self.unflushed = 0
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers; ends when the client hangs up
+
+    async with raw_server(hang) as port:
+        n = 20_000
+        targets = (
+            Target(i, "urls.txt", i + 1, u, parse_url(u))
+            for i in range(n)
+            for u in [f"http://127.0.0.1:{port}/{i}"]
+        )
+        sink = CountingSink()
+        stop = asyncio.Event()
+        pool = Pool(check_options(timeout=20), PoolOptions(concurrency=10), sink)
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        async with asyncio.timeout(20):
+            assert await pool.run(targets, stop) is True
+    assert len(sink.rows) == n
+    assert all(r.error == "interrupted" for r in sink.rows.values())
+    assert sink.flushes >= n // FLUSH_EVERY
+    assert sink.most_unflushed <= FLUSH_EVERY + 100

@@ -17,11 +17,11 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from checker.http import wire
-from checker.http.connections import Connection, ConnectionPool, close_stream
+from checker.http.connections import Connection, ConnectionPool, buffered, close_stream
 from checker.http.errors import (
     CheckError,
     CheckTimeout,
@@ -33,6 +33,8 @@ from checker.http.errors import (
     TLSError,
     Unreachable,
 )
+from checker.http.eyeballs import connect_first
+from checker.http.resolver import Address, Resolver, SystemResolver
 from checker.url import URL
 
 # Body bytes read to keep a connection for the next request; past this a new
@@ -47,8 +49,12 @@ BODY_PIECE = 64 * 1024
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     ssl_context: ssl.SSLContext
+    # Bounds the name lookup (from when the system is asked), and then the TCP
+    # connect and TLS handshake together.
     connect_timeout: float = 5.0
     user_agent: str = "checker"
+    # One per run: its cache and threads live as long as the run.
+    resolver: Resolver = field(default_factory=SystemResolver)
 
 
 @dataclass(slots=True)
@@ -67,6 +73,17 @@ class Trace:
     cert_not_after: str | None = None
     cert_days_left: int | None = None
     reused: bool = False  # sent on a kept-alive connection: no DNS, connect or TLS phase
+    ip: str | None = None  # the address connected to
+    # What the server did wrong without costing the check its answer.
+    warnings: list[str] = field(default_factory=list)
+
+    def restart(self) -> None:
+        """Forget a failed try on a kept-alive connection before a fresh one."""
+        self.ttfb_ms = self.tls_version = self.tls_cipher = None
+        self.cert_subject = self.cert_issuer = self.cert_not_after = None
+        self.cert_days_left = None
+        self.reused = False
+        self.ip = None
 
 
 def make_ssl_context(*, insecure: bool = False, ca_file: str | None = None) -> ssl.SSLContext:
@@ -100,12 +117,20 @@ async def request_head(
         if conn is not None:
             try:
                 return await _exchange(conn, url, method, config, trace, pool, reused=True)
-            except (IncompleteResponse, ConnectionReset):
+            except (ProtocolError, ConnectionReset) as exc:
+                # A kept-alive connection can be closed by the server as we
+                # write, or hold bytes of an earlier answer that arrived after
+                # we handed it back (a body sent after a HEAD response). Either
+                # way nothing is charged to this URL until a fresh connection
+                # says the same (README, "Connections").
                 if trace.ttfb_ms is not None:
-                    raise  # it answered something: that is the server's error
-                # Closed while idle, as we wrote: once more, on a fresh connection.
+                    trace.warnings.append(
+                        f"a kept-alive connection gave an answer that could not be read "
+                        f"({exc}); checked again on a new connection"
+                    )
+                trace.restart()
     reader, writer = await _connect(url, config, trace)
-    conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace))
+    conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
     return await _exchange(conn, url, method, config, trace, pool, reused=False)
 
 
@@ -149,6 +174,7 @@ async def _exchange(
     conn.requests += 1
     trace.reused = reused
     if reused:
+        trace.ip = conn.ip
         for name, value in conn.tls.items():
             setattr(trace, name, value)
     try:
@@ -165,6 +191,15 @@ async def _exchange(
         # Errors, timeouts and cancellation: nothing more is owed to this peer.
         await close_stream(conn.writer, abort=True)
         raise
+    # Where the response ended is known after a HEAD or a body read to its end;
+    # anything buffered past that point is excess. (Otherwise it is the body.)
+    extra_bytes = buffered(conn.reader) if reusable or method == "HEAD" else 0
+    if extra_bytes:
+        # More than the response's framing allows: a body after a HEAD
+        # response, a second response nobody asked for. The next request on
+        # this connection would read it as its answer, so the connection goes.
+        trace.warnings.append(f"server sent {extra_bytes} bytes after the response to {method}")
+        reusable = False
     if reusable and pool is not None:
         pool.put(conn)
     else:
@@ -214,10 +249,18 @@ def _tls_fields(trace: Trace) -> dict[str, object]:
 async def _connect(
     url: URL, config: ClientConfig, trace: Trace
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    addresses = await _resolve(url, config, trace)
+    start = time.perf_counter()
     try:
         async with asyncio.timeout(config.connect_timeout):
-            addresses = await _resolve(url, trace)
-            reader, writer = await _open_first(addresses, url.port, trace)
+            sock, (_family, trace.ip) = await connect_first(addresses, url.port, _classify)
+            trace.connect_ms = _ms(start)
+            try:
+                with map_exceptions():
+                    reader, writer = await asyncio.open_connection(sock=sock, limit=wire.MAX_LINE)
+            except BaseException:
+                sock.close()
+                raise
             if url.scheme == "https":
                 try:
                     await _start_tls(writer, url, config, trace)
@@ -228,47 +271,32 @@ async def _connect(
     except TimeoutError as exc:
         if isinstance(exc, CheckError):
             raise
-        raise CheckTimeout(f"connect timed out after {config.connect_timeout:g}s") from None
+        what = "TLS handshake" if trace.connect_ms is not None else "connect"
+        tried = ", ".join(a for _f, a in addresses[:4]) + (", ..." if len(addresses) > 4 else "")
+        raise CheckTimeout(
+            f"{what} timed out after {config.connect_timeout:g}s ({tried})"
+        ) from None
 
 
-async def _resolve(url: URL, trace: Trace) -> list[tuple[int, str]]:
-    """(family, address) pairs to try, in the resolver's order."""
+async def _resolve(url: URL, config: ClientConfig, trace: Trace) -> tuple[Address, ...]:
+    """(family, address) pairs to try, in order (see `resolver`)."""
     if url.is_ipv6:
-        return [(socket.AF_INET6, url.host)]
+        return ((socket.AF_INET6, url.host),)
     if _is_ipv4(url.host):
-        return [(socket.AF_INET, url.host)]
-    start = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    with map_exceptions():
-        infos = await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
-    trace.dns_ms = _ms(start)
-    seen: list[tuple[int, str]] = []
-    for family, _type, _proto, _name, sockaddr in infos:
-        pair = (family, str(sockaddr[0]))
-        if pair not in seen:
-            seen.append(pair)
-    if not seen:
-        raise DNSError(f"no address for {url.host}")
-    return seen
+        return ((socket.AF_INET, url.host),)
+    resolved = await config.resolver.resolve(url.host, config.connect_timeout)
+    trace.dns_ms = resolved.ms
+    return resolved.addresses
 
 
-async def _open_first(
-    addresses: list[tuple[int, str]], port: int, trace: Trace
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to the first address that answers (a host may have IPv6 and IPv4)."""
-    last: CheckError | None = None
-    for _family, address in addresses:
-        start = time.perf_counter()
-        try:
-            with map_exceptions():
-                reader, writer = await asyncio.open_connection(address, port, limit=wire.MAX_LINE)
-        except (ConnectionRefused, Unreachable) as exc:
-            last = exc
-            continue
-        trace.connect_ms = _ms(start)
-        return reader, writer
-    assert last is not None
-    raise last
+def _classify(exc: BaseException) -> CheckError:
+    """The CheckError that `map_exceptions` makes of a connect attempt's failure."""
+    try:
+        with map_exceptions():
+            raise exc
+    except CheckError as mapped:
+        return mapped
+    raise exc  # pragma: no cover - map_exceptions maps every Exception it gets
 
 
 async def _start_tls(

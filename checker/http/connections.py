@@ -12,9 +12,14 @@ TCP and TLS handshake per URL. The rules that keep it safe live here and in
 - at most `max_idle` connections stay open in all, the least recently used
   closed first, so a list of a million distinct hosts does not keep a million
   sockets open;
-- one whose peer has already closed is dropped when taken, and a request that
-  fails on a reused connection before any byte of answer is retried once on a
-  fresh one (the server may have closed it as we sent).
+- nothing may be left unread: bytes past the end of a response (a body after
+  a HEAD response, a second response) mean the connection is closed, not kept
+  (`client` checks after each response, with a warning for the check);
+- one whose peer has closed it, or on which bytes arrived while it was idle,
+  is dropped when taken (as httpcore asks whether an idle socket is readable);
+- a request whose answer on a reused connection is cut off or cannot be
+  parsed is sent again on a fresh connection before anything is charged to
+  the URL (`client.request_head`).
 """
 
 from __future__ import annotations
@@ -40,13 +45,29 @@ class Connection:
     idle_since: float = 0.0
     # What the TLS handshake said, reported again for each request it carries.
     tls: dict[str, object] = field(default_factory=dict)
+    ip: str | None = None  # the address it is connected to
 
     def usable(self, now: float, idle_timeout: float) -> bool:
+        """Still open, quiet since it was put back, and not idle too long.
+
+        An idle connection is readable only if the peer closed it or sent
+        bytes nobody asked for; either way it must not carry a request.
+        """
         return (
             not self.reader.at_eof()
+            and not buffered(self.reader)
             and not self.writer.is_closing()
             and now - self.idle_since < idle_timeout
         )
+
+
+def buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes received on `reader` and not yet read.
+
+    StreamReader has no public way to ask this; its `_buffer` is where the
+    protocol puts what arrives (under uvloop too), and has been since 3.4.
+    """
+    return len(getattr(reader, "_buffer", b""))
 
 
 class ConnectionPool:

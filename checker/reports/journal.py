@@ -67,6 +67,7 @@ class Journal:
         self._duplicates: dict[int, list[str]] = {}
         self._file: AsyncBufferedIOBase | None = None
         self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
         self.rows = 0
@@ -202,12 +203,19 @@ class Journal:
                     pass
             await self._write()
 
+    async def flush(self) -> None:
+        """Write what is waiting now, rather than when the flusher next wakes."""
+        await self._write()
+
     async def _write(self) -> None:
-        if not self._buffer or self._file is None:
-            return
-        batch, self._buffer = self._buffer, []
-        await self._file.write(b"".join(batch))
-        await self._file.flush()
+        # One write at a time, in the order the lines were added: the index
+        # holds each line's offset, so batches must land in order.
+        async with self._write_lock:
+            if not self._buffer or self._file is None:
+                return
+            batch, self._buffer = self._buffer, []
+            await self._file.write(b"".join(batch))
+            await self._file.flush()
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Callable[[int], dict[str, Any]]]:

@@ -1,0 +1,232 @@
+"""Checks of host names, not IP literals: a resolver that takes time, names
+that never answer or do not exist, dual-stack hosts, and `localhost` through
+the system's own resolver. A healthy site must come out up in every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from checker.http.errors import DNSError
+from checker.http.resolver import Address, Resolved, SystemResolver
+from checker.pool import PoolOptions
+from tests.helpers import KeepAliveServer, ok, raw_server
+
+pytestmark = pytest.mark.timeout(60)
+
+LOCAL4: Address = (socket.AF_INET, "127.0.0.1")
+LOCAL6: Address = (socket.AF_INET6, "::1")
+
+
+class FakeResolver:
+    """Answers after `delay`: names starting `nx` do not exist, names starting
+    `silent` never answer (until the caller's timeout), the rest get `answer`."""
+
+    def __init__(self, delay: float = 0.0, answer: tuple[Address, ...] = (LOCAL4,)) -> None:
+        self.delay = delay
+        self.answer = answer
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, timeout: float) -> Resolved:
+        self.asked.append(host)
+        start = time.perf_counter()
+        if host.startswith("silent"):
+            await asyncio.sleep(timeout)
+            raise DNSError(f"no answer from the resolver within {timeout:g}s for {host}")
+        await asyncio.sleep(self.delay)
+        if host.startswith("nx"):
+            raise DNSError(f"no such host: {host}")
+        return Resolved(self.answer, round((time.perf_counter() - start) * 1000, 3))
+
+
+async def test_many_names_behind_a_slow_resolver_are_all_up(run_list: Any) -> None:
+    resolver = FakeResolver(delay=0.1)
+    async with raw_server(KeepAliveServer(ok())) as port:
+        lines = [f"http://h{i}.example.test:{port}/p/{i}" for i in range(400)]
+        _, report = await run_list(
+            lines,
+            resolver=resolver,
+            pool=PoolOptions(concurrency=100, per_host=100, retries=0),
+        )
+    rows = report["results"]
+    assert len(rows) == 400
+    assert [r for r in rows if not r["ok"]] == []
+    assert {r["ip"] for r in rows} == {"127.0.0.1"}
+    assert all(r["dns_ms"] is not None for r in rows)
+
+
+async def test_silent_and_missing_names_hold_back_only_their_own_urls(run_list: Any) -> None:
+    resolver = FakeResolver(delay=0.02)
+    async with raw_server(KeepAliveServer(ok())) as port:
+        lines = (
+            [f"http://h{i}.example.test:{port}/" for i in range(80)]
+            + [f"http://nx{i}.example.test:{port}/" for i in range(10)]
+            + [f"http://silent{i}.example.test:{port}/" for i in range(10)]
+        )
+        start = time.monotonic()
+        _, report = await run_list(
+            lines, resolver=resolver, connect=1.0, pool=PoolOptions(concurrency=20, retries=0)
+        )
+        took = time.monotonic() - start
+    by_host = {r["url"].split("//")[1].split(".")[0]: r for r in report["results"]}
+    healthy = [r for h, r in by_host.items() if h.startswith("h")]
+    assert len(healthy) == 80 and all(r["ok"] for r in healthy)
+    for i in range(10):
+        nx, silent = by_host[f"nx{i}"], by_host[f"silent{i}"]
+        assert (nx["error"], nx["error_detail"]) == ("dns", f"no such host: nx{i}.example.test")
+        assert silent["error"] == "dns"
+        assert silent["error_detail"].startswith("no answer from the resolver within 1s")
+    # Ten silent names among twenty workers: each costs its own second, at
+    # once, not one after the other (10 s). Generous for a loaded machine.
+    assert took < 6
+
+
+async def test_a_name_listed_many_times_is_looked_up_once(run_list: Any) -> None:
+    fake_calls: list[str] = []
+
+    def getaddrinfo(host: str, port: object, **kw: object) -> list[tuple[Any, ...]]:
+        fake_calls.append(host)
+        time.sleep(0.05)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+
+    resolver = SystemResolver(getaddrinfo=getaddrinfo)
+    async with raw_server(KeepAliveServer(ok())) as port:
+        lines = [f"http://h{i % 5}.example.test:{port}/p/{i}" for i in range(100)]
+        _, report = await run_list(lines, resolver=resolver, pool=PoolOptions(concurrency=20))
+    assert all(r["ok"] for r in report["results"])
+    assert sorted(fake_calls) == [f"h{i}.example.test" for i in range(5)]
+    assert {r["dns_ms"] for r in report["results"] if not r["reused"]} >= {0.0}
+
+
+async def test_localhost_through_the_system_resolver(run_list: Any) -> None:
+    async with raw_server(KeepAliveServer(ok())) as port:
+        _, report = await run_list([f"http://localhost:{port}/"])
+    (row,) = report["results"]
+    assert row["ok"] and row["ip"] == "127.0.0.1"
+    assert row["dns_ms"] is not None and row["dns_ms"] >= 0
+
+
+# --- dual stack -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def blackhole6(port: int) -> Iterator[None]:
+    """[::1]:port takes no new connection and answers nothing: a listener
+    whose accept queue is full makes the kernel drop further SYNs, as a
+    firewall that drops IPv6 does."""
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        listener.bind(("::1", port))
+        listener.listen(0)
+        for _ in range(4):
+            filler = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("::1", port))
+        time.sleep(0.05)
+        yield
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback on this machine")
+
+
+@contextlib.asynccontextmanager
+async def ipv4_server() -> AsyncIterator[int]:
+    async with raw_server(KeepAliveServer(ok())) as port:
+        yield port
+
+
+async def check_dual(
+    run_list: Any, port: int, answer: tuple[Address, ...]
+) -> tuple[dict[str, Any], float]:
+    resolver = FakeResolver(answer=answer)
+    start = time.monotonic()
+    _, report = await run_list(
+        [f"http://dual.example.test:{port}/"], resolver=resolver, connect=3.0, timeout=5.0
+    )
+    (row,) = report["results"]
+    return row, time.monotonic() - start
+
+
+@needs_ipv6
+async def test_an_ipv6_address_that_drops_packets_falls_back_to_ipv4(run_list: Any) -> None:
+    async with ipv4_server() as port:
+        with blackhole6(port):
+            row, took = await check_dual(run_list, port, (LOCAL6, LOCAL4))
+    assert row["ok"], row
+    assert row["ip"] == "127.0.0.1"
+    # The IPv4 attempt starts 250 ms after the silent IPv6 one, not after the
+    # 3 s connect deadline.
+    assert row["connect_ms"] >= 200
+    assert took < 2.5
+
+
+@needs_ipv6
+async def test_an_ipv6_address_that_refuses_falls_through_at_once(run_list: Any) -> None:
+    async with ipv4_server() as port:
+        row, _ = await check_dual(run_list, port, (LOCAL6, LOCAL4))
+    assert row["ok"] and row["ip"] == "127.0.0.1", row
+    assert row["connect_ms"] < 200
+
+
+@needs_ipv6
+async def test_a_working_ipv6_address_is_used(run_list: Any) -> None:
+    server = KeepAliveServer(ok())
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await server(reader, writer)
+        finally:
+            writer.transport.abort()
+
+    srv = await asyncio.start_server(serve, "::1", 0)
+    try:
+        port = srv.sockets[0].getsockname()[1]
+        row, _ = await check_dual(run_list, port, (LOCAL6, LOCAL4))
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    assert row["ok"] and row["ip"] == "::1", row
+
+
+@needs_ipv6
+async def test_every_address_refusing_is_refused(run_list: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    row, _ = await check_dual(run_list, port, (LOCAL6, LOCAL4))
+    assert row["error"] == "refused", row
+
+
+@needs_ipv6
+async def test_every_address_silent_is_a_connect_timeout_naming_them(run_list: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with blackhole6(port):
+        row, _ = await check_dual(run_list, port, (LOCAL6,))
+    assert row["error"] == "timeout", row
+    assert row["error_detail"] == "connect timed out after 3s (::1)"
