@@ -74,6 +74,7 @@ async def test_one_change_reaches_the_report_the_webhook_and_the_mail(
 
     (envelope,) = recorder.envelopes
     assert envelope.rcpt_tos == ["ops@example.com"]
+    assert envelope.original_content is not None
     msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
     assert "1 down" in str(msg["Subject"])
     assert changing in msg.get_body().get_content()  # type: ignore[union-attr]

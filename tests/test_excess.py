@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 
@@ -69,21 +70,19 @@ def mixed_paths(n: int) -> list[str]:
 
 
 async def run_pool(
-    port: int, paths: list[str], tmp_path: object, **pool_kw: object
+    port: int, paths: list[str], tmp_path: Path, reuse: bool = True
 ) -> list[dict[str, object]]:
-    from pathlib import Path
-
-    lst = Path(str(tmp_path)) / "urls.txt"
+    lst = tmp_path / "urls.txt"
     lst.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
     sink = RecordingSink()
-    opts = PoolOptions(**{"concurrency": 4, "per_host": 4, "retries": 0, **pool_kw})  # type: ignore[arg-type]
+    opts = PoolOptions(concurrency=4, per_host=4, retries=0, reuse=reuse)
     pool = Pool(check_options(timeout=5.0), opts, sink)
     await pool.run(read_targets([str(lst)]), asyncio.Event())
     return [sink.rows[i].to_dict() for i in sorted(sink.rows)]
 
 
 def wrong_rows(rows: list[dict[str, object]]) -> list[tuple[object, ...]]:
-    wrong = []
+    wrong: list[tuple[object, ...]] = []
     for row in rows:
         url = str(row["url"])
         want_ok = "/missing" not in url
@@ -94,9 +93,7 @@ def wrong_rows(rows: list[dict[str, object]]) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize("gap", [0.0, 0.002, 0.02], ids=["same-write", "2ms-later", "20ms-later"])
-async def test_a_body_after_head_never_becomes_the_next_answer(
-    gap: float, tmp_path: object
-) -> None:
+async def test_a_body_after_head_never_becomes_the_next_answer(gap: float, tmp_path: Path) -> None:
     server = BodyAfterHead(gap=gap)
     async with raw_server(server) as port:
         rows = await run_pool(port, mixed_paths(120), tmp_path)
@@ -106,7 +103,7 @@ async def test_a_body_after_head_never_becomes_the_next_answer(
             assert (row["head_status"], row["status"], row["method"]) == (405, 200, "GET")
 
 
-async def test_the_check_that_finds_excess_bytes_says_so(tmp_path: object) -> None:
+async def test_the_check_that_finds_excess_bytes_says_so(tmp_path: Path) -> None:
     server = BodyAfterHead()
     async with raw_server(server) as port:
         url = parse_url(f"http://127.0.0.1:{port}/ok")
@@ -122,7 +119,7 @@ async def test_the_check_that_finds_excess_bytes_says_so(tmp_path: object) -> No
     assert server.connections == 2
 
 
-async def test_an_extra_response_closes_the_connection(tmp_path: object) -> None:
+async def test_an_extra_response_closes_the_connection(tmp_path: Path) -> None:
     # Every request gets two responses: the second one must never be read as
     # the answer to the next request.
     def twice(n: int, head: bytes) -> bytes:
@@ -211,7 +208,7 @@ async def test_garbage_that_a_fresh_connection_repeats_is_the_urls_error() -> No
     assert not bad.trace.reused
 
 
-async def test_no_reuse_and_get_are_right_too(tmp_path: object) -> None:
+async def test_no_reuse_and_get_are_right_too(tmp_path: Path) -> None:
     server = BodyAfterHead(gap=0.002)
     async with raw_server(server) as port:
         rows = await run_pool(port, mixed_paths(40), tmp_path, reuse=False)

@@ -118,7 +118,7 @@ async def test_per_host_cap_is_respected(tmp_path: Path) -> None:
     assert not interrupted and len(sink.rows) == 20
     assert all(r.ok for r in sink.rows.values())
     assert peak == 3
-    assert len(pool.hosts) == 0  # no per-host state left behind
+    assert pool.hosts is not None and len(pool.hosts) == 0  # no per-host state left behind
 
 
 async def test_stop_marks_the_rest_interrupted(tmp_path: Path) -> None:
