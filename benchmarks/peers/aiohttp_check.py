@@ -1,12 +1,18 @@
 """The aiohttp peer of the benchmark: check a URL list the way one would with aiohttp.
 
     python aiohttp_check.py LIST CONCURRENCY [--force-close] [--cafile PEM]
+        [--aiodns] [--connect-timeout S]
 
 One ClientSession with TCPConnector(limit=C, limit_per_host=C), a pool of C
 worker tasks over a bounded asyncio.Queue fed from the list file read line by
 line (so memory follows C, not the list length, as in checker), HEAD without
 following redirects. Prints the counts of statuses and errors as one JSON line:
 run.py checks that every URL got a 200. Stock asyncio loop, aiohttp's defaults.
+Names are resolved with ThreadedResolver (getaddrinfo in the loop's default
+thread pool), always: aiohttp would switch its default to AsyncResolver as soon
+as aiodns is installed (hostnames.py installs it). For hostnames.py: --aiodns
+resolves with AsyncResolver (c-ares, through aiodns), and --connect-timeout
+sets ClientTimeout(connect=S), which covers name resolution and the TCP connect.
 """
 
 from __future__ import annotations
@@ -21,7 +27,12 @@ import aiohttp
 
 
 async def check_all(
-    path: str, concurrency: int, force_close: bool, cafile: str | None
+    path: str,
+    concurrency: int,
+    force_close: bool,
+    cafile: str | None,
+    aiodns: bool = False,
+    connect_timeout: float | None = None,
 ) -> Counter[str]:
     ssl_option: ssl.SSLContext | bool = True
     if cafile:
@@ -31,11 +42,13 @@ async def check_all(
         limit_per_host=concurrency,
         force_close=force_close,
         ssl=ssl_option,
+        # Explicit: aiohttp's default becomes AsyncResolver whenever aiodns is importable.
+        resolver=aiohttp.AsyncResolver() if aiodns else aiohttp.ThreadedResolver(),
     )
     counts: Counter[str] = Counter()
     # Bounded, so a 1,000,000-line list is never all in memory at once.
     queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=2 * concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
+    timeout = aiohttp.ClientTimeout(total=30, connect=connect_timeout)
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
@@ -67,8 +80,19 @@ def main() -> None:
     parser.add_argument("concurrency", type=int)
     parser.add_argument("--force-close", action="store_true", help="no keep-alive")
     parser.add_argument("--cafile", help="trust this CA (PEM)")
+    parser.add_argument("--aiodns", action="store_true", help="AsyncResolver (aiodns)")
+    parser.add_argument("--connect-timeout", type=float, help="ClientTimeout(connect=S)")
     args = parser.parse_args()
-    counts = asyncio.run(check_all(args.list, args.concurrency, args.force_close, args.cafile))
+    counts = asyncio.run(
+        check_all(
+            args.list,
+            args.concurrency,
+            args.force_close,
+            args.cafile,
+            args.aiodns,
+            args.connect_timeout,
+        )
+    )
     print(json.dumps({"total": sum(counts.values()), "counts": dict(counts)}))
 
 
