@@ -172,20 +172,34 @@ def row_changes(
     return out
 
 
+class Changes:
+    """What changed, row by row against the previous run: the first
+    MAX_CHANGES kept, all of them counted."""
+
+    def __init__(self, previous: PreviousRun, warn_days: int) -> None:
+        self.previous = previous
+        self.warn_days = warn_days
+        self.listed: list[dict[str, Any]] = []
+        self.total = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        before = self.previous.get(row["url"])
+        if before is None:
+            return
+        found = row_changes(before, row, self.warn_days)
+        if found:
+            self.total += len(found)
+            self.listed.extend(found[: max(0, MAX_CHANGES - len(self.listed))])
+
+
 def compute_changes(
     rows: Iterable[dict[str, Any]], previous: PreviousRun, warn_days: int
 ) -> tuple[list[dict[str, Any]], int]:
     """(the first MAX_CHANGES changes, how many there are in all)."""
-    changes: list[dict[str, Any]] = []
-    total = 0
+    changes = Changes(previous, warn_days)
     for row in rows:
-        before = previous.get(row["url"])
-        if before is None:
-            continue
-        found = row_changes(before, row, warn_days)
-        total += len(found)
-        changes.extend(found[: max(0, MAX_CHANGES - len(changes))])
-    return changes, total
+        changes.add(row)
+    return changes.listed, changes.total
 
 
 def url_history(

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from checker import __version__
 from checker.check import CheckOptions
-from checker.history import PreviousRun, append_run, compute_changes, lists_key, previous_report
+from checker.history import Changes, PreviousRun, append_run, lists_key, previous_report
 from checker.notify import SMTPConfig, notify
 from checker.pool import Pool, PoolOptions
 from checker.prune import prune
@@ -208,13 +208,14 @@ async def _run(
     lists = lists_key(config.lists)
     changes: list[dict[str, Any]] = []
     previous_path = previous_report(config.out_dir, lists)
-    if previous_path is not None:
+    if previous_path is None:
+        written = await write_reports(base, config.formats, run_info, journal)
+    else:
         with PreviousRun.load(previous_path) as previous:
-            changes, run_info["changes_total"] = compute_changes(
-                journal.results(), previous, config.cert_warn_days
-            )
-        run_info["previous_run"] = previous.started_at
-    written = await write_reports(base, config.formats, run_info, journal, changes=changes)
+            run_info["previous_run"] = previous.started_at
+            found = Changes(previous, config.cert_warn_days)
+            written = await write_reports(base, config.formats, run_info, journal, changes=found)
+        changes = found.listed
     await append_run(
         config.out_dir,
         {

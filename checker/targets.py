@@ -88,7 +88,7 @@ def read_targets(paths: Iterable[str]) -> Iterator[Target | Duplicate]:
             if not text or text.startswith("#"):
                 continue
             try:
-                if any("\udc80" <= ch <= "\udcff" for ch in text):
+                if not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
                     # Keep the report writable: show the bad bytes as U+FFFD.
                     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
                     raise URLError("line is not valid UTF-8")

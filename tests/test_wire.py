@@ -475,3 +475,80 @@ def test_status_line_round_trip(version: str, status: int, reason: bytes, crlf: 
 def test_header_line_round_trip(name: bytes, value: bytes, ows: bytes) -> None:
     parsed = parse_header_line(name + b":" + ows + value + ows)
     assert parsed == (name.decode().lower(), value.strip(b" \t").decode("latin-1"))
+
+
+# --- the header section whole (the client's fast path) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("buffer", "end"),
+    [
+        (b"\r\n", 2),
+        (b"\n", 1),
+        (b"\r\nHTTP/1.1 200 OK\r\n", 2),  # the next response left over
+        (b"A: 1\r\n\r\n", 8),
+        (b"A: 1\n\n", 6),
+        (b"A: 1\r\n\n", 7),  # mixed line endings
+        (b"A: 1\n\r\nleft", 7),
+        (b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\n", 14),
+        (b"A: 1\r\n", -1),
+        (b"A: 1\r\nB:", -1),
+        (b"", -1),
+        (b"A: 1\r\r\n\r\n", 9),  # a bare CR line is not the end (the parser refuses it)
+    ],
+)
+def test_head_end(buffer: bytes, end: int) -> None:
+    from checker.http.wire import head_end
+
+    assert head_end(buffer) == end
+
+
+def _line_by_line(block: bytes) -> object:
+    from checker.http.wire import HeaderLines
+
+    lines = HeaderLines()
+    try:
+        for piece in block.split(b"\n")[:-1]:
+            if lines.feed(piece + b"\n"):
+                return tuple(lines.headers)
+    except ProtocolError as exc:
+        return str(exc)
+    return "unfinished"
+
+
+def _whole(block: bytes) -> object:
+    from checker.http.wire import parse_header_block
+
+    try:
+        return parse_header_block(block)
+    except ProtocolError as exc:
+        return str(exc)
+
+
+_LINE = st.one_of(
+    st.sampled_from([b"A: 1", b"Server: x", b" folded", b"\tmore", b"bad line", b"X : y", b""]),
+    st.binary(max_size=12).filter(lambda b: b"\n" not in b),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_LINE, st.sampled_from([b"\r\n", b"\n"])), max_size=8))
+def test_whole_section_parses_as_line_by_line(lines: list[tuple[bytes, bytes]]) -> None:
+    from checker.http.wire import head_end
+
+    block = b"".join(text + eol for text, eol in lines) + b"\r\n"
+    end = head_end(block)
+    assert end > 0
+    block = block[:end]
+    assert _whole(block) == _line_by_line(block)
+
+
+def test_whole_section_limits_match_line_by_line() -> None:
+    from checker.http.wire import MAX_HEADERS, MAX_LINE
+
+    many = b"".join(b"H%d: v\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n"
+    assert _whole(many) == _line_by_line(many) == f"more than {MAX_HEADERS} header lines"
+    long = b"A: " + b"x" * MAX_LINE + b"\r\n\r\n"
+    assert _whole(long) == "response line longer than 16 KiB"
+    big = b"".join(b"H%d: %s\r\n" % (i, b"v" * 1000) for i in range(70)) + b"\r\n"
+    assert _whole(big) == _line_by_line(big) == "response headers larger than 64 KiB"

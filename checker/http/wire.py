@@ -198,6 +198,72 @@ def unfold(previous: tuple[str, str], line: bytes) -> tuple[str, str]:
     return name, f"{value} {more}" if value and more else value + more
 
 
+class HeaderLines:
+    """The header section, a line at a time, with its limits (RFC 9112 5).
+
+    One place for the rules, whichever way the lines arrive: `feed` takes each
+    line with its line ending, and says when the empty line ended the section.
+    """
+
+    __slots__ = ("headers", "total")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.total = 0
+
+    def feed(self, line: bytes) -> bool:
+        self.total += len(line)
+        if self.total > MAX_HEAD:
+            raise ProtocolError(f"response headers larger than {MAX_HEAD // 1024} KiB")
+        line = strip_eol(line)
+        if not line:
+            return True
+        if is_obs_fold(line):
+            if not self.headers:
+                raise ProtocolError("first header line starts with whitespace")
+            self.headers[-1] = unfold(self.headers[-1], line)
+            return False
+        if len(self.headers) >= MAX_HEADERS:
+            raise ProtocolError(f"more than {MAX_HEADERS} header lines")
+        self.headers.append(parse_header_line(line))
+        return False
+
+
+def head_end(buffer: bytes | bytearray) -> int:
+    """Where a header section that starts `buffer` ends (just past its empty
+    line), or -1 if it has not all arrived. The empty line is CRLF or a bare
+    LF (see `strip_eol`), so the section ends at the first LF CRLF or LF LF,
+    or at once when the buffer starts with the empty line."""
+    if buffer[:1] == b"\n":
+        return 1
+    if buffer[:2] == b"\r\n":
+        return 2
+    crlf = buffer.find(b"\n\r\n")
+    lf = buffer.find(b"\n\n")
+    if crlf < 0:
+        return lf + 2 if lf >= 0 else -1
+    if 0 <= lf < crlf:
+        return lf + 2
+    return crlf + 3
+
+
+def parse_header_block(block: bytes) -> tuple[tuple[str, str], ...]:
+    """A whole header section, empty line included (as `head_end` cut it),
+    by the same rules and limits as line by line."""
+    lines = HeaderLines()
+    start = 0
+    while True:
+        end = block.find(b"\n", start) + 1
+        if end == 0 or end - start > MAX_LINE + 1:
+            # (No LF: `head_end` cut it wrong, a bug; too long: as readline() says.)
+            raise ProtocolError(f"response line longer than {MAX_LINE // 1024} KiB")
+        if lines.feed(block[start:end]):
+            if end != len(block):
+                raise ValueError("parse_header_block: bytes after the empty line")
+            return tuple(lines.headers)
+        start = end
+
+
 def parse_content_length(values: Iterable[str]) -> int | None:
     """Content-Length = 1*DIGIT   (RFC 9110 8.6)
 

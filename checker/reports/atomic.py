@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterable
 
 import aiofiles
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 
 async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]) -> None:
@@ -35,6 +36,47 @@ async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+class Spool:
+    """A temporary file beside the reports, written while rows are read.
+
+    Either it becomes a report as it is (`publish`), or a report is assembled
+    from it (`pieces`) and it is thrown away (`discard`).
+    """
+
+    def __init__(self, path: str, file: AsyncBufferedIOBase) -> None:
+        self.path = path
+        self._file = file
+
+    @classmethod
+    async def create(cls, beside: str) -> Spool:
+        folder = os.path.dirname(beside) or "."
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(beside) + ".", dir=folder)
+        os.close(fd)
+        return cls(tmp, await aiofiles.open(tmp, "wb"))
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            await self._file.write(data)
+
+    async def pieces(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
+        await self._file.flush()
+        async with aiofiles.open(self.path, "rb") as f:
+            while piece := await f.read(size):
+                yield piece
+
+    async def publish(self, path: str) -> None:
+        await self._file.flush()
+        os.fsync(self._file.fileno())
+        await self._file.close()
+        os.chmod(self.path, 0o644)
+        os.replace(self.path, path)
+
+    async def discard(self) -> None:
+        await self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
 
 def publish_latest(path: str, latest: str) -> None:

@@ -59,17 +59,29 @@ def cells(row: dict[str, Any]) -> list[str | int | float]:
     return out
 
 
+class Writer:
+    """CSV rows into a buffer; `take()` hands over what has been written."""
+
+    def __init__(self) -> None:
+        self._buf = io.StringIO()
+        self._writer = csv.writer(self._buf, lineterminator="\r\n")
+        self._writer.writerow(FIELDS)
+
+    def row(self, row: dict[str, Any]) -> None:
+        self._writer.writerow(cells(row))
+
+    def take(self) -> bytes:
+        data = self._buf.getvalue().encode("utf-8")
+        self._buf.seek(0)
+        self._buf.truncate()
+        return data
+
+
 def render(rows: Iterable[bytes]) -> Iterator[bytes]:
-    """`rows`: each result's JSON, in order (`Journal.rows_in_order()`, or a
-    stored JSON report's result lines)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(FIELDS)
+    """`rows`: each result's JSON, in order (a stored JSON report's result lines)."""
+    writer = Writer()
     for count, raw in enumerate(rows, start=1):
-        row = json.loads(raw)
-        writer.writerow(cells(row))
+        writer.row(json.loads(raw))
         if count % BATCH == 0:
-            yield buf.getvalue().encode("utf-8")
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue().encode("utf-8")
+            yield writer.take()
+    yield writer.take()

@@ -10,11 +10,10 @@ details, warnings, server names) goes through `html.escape(..., quote=True)`,
 in text and attributes alike. The script builds nothing from data: it reads the
 table cells back from the DOM.
 
-Lists can hold millions of rows, so `rows()` is iterated twice (once for the
-aggregates, once for the table) and never held: the aggregates are counters,
-fixed histogram bins and two bounded heaps; the table holds at most
-`TABLE_MAX_ROWS` rows. Like the other renderers, the page comes out as an
-iterator of bytes chunks.
+Lists can hold millions of rows, so rows are never held: the aggregates are
+counters, fixed histogram bins and two bounded heaps; the table holds at most
+`TABLE_MAX_ROWS` rows. A run feeds its rows once to `Page` (together with the
+other formats); `render` reads a stored report's rows twice.
 """
 
 from __future__ import annotations
@@ -153,12 +152,63 @@ class Aggregates:
                 heapq.heappushpop(self.certs, cert)
 
 
+class Page:
+    """The page in one pass over the rows, for a report written with others.
+
+    Feed every row in input order to `row()`: it updates the aggregates and
+    returns the row's table HTML, or None when the table leaves it out (which
+    needs the number of down rows up front: the run counted them). The part
+    before the table needs the aggregates, so `head()` comes last and the
+    caller puts it first.
+    """
+
+    def __init__(self, run: dict[str, Any], down: int, agg: Aggregates | None = None) -> None:
+        self.run = run
+        self._aggregate = agg is None
+        self.agg = agg if agg is not None else Aggregates()
+        options = run.get("options") if isinstance(run.get("options"), dict) else {}
+        warn = options.get("cert_warn_days") if isinstance(options, dict) else None
+        self.warn_days = warn if isinstance(warn, int) else CERT_WARN_DAYS
+        self.multi = len(run.get("lists") or ()) > 1
+        # Down rows always make the cut; up rows fill what is left, in input order.
+        self.up_room = max(0, TABLE_MAX_ROWS - down)
+        self.shown = self.ups = 0
+
+    def row(self, seq: int, row: dict[str, Any]) -> str | None:
+        if self._aggregate:
+            self.agg.add(seq, row)
+        if self.shown >= TABLE_MAX_ROWS:
+            return None
+        if row.get("ok"):
+            if self.ups >= self.up_room:
+                return None
+            self.ups += 1
+        self.shown += 1
+        return _row(row, self.multi, self.warn_days)
+
+    def head(self, changes: Sequence[dict[str, Any]]) -> bytes:
+        agg = self.agg
+        return _encode(
+            _head(self.run, agg)
+            + _headline(self.run, agg, changes)
+            + '<section class="grid">'
+            + _card("Status", _status_chart(agg))
+            + _card("Response time", _latency_chart(agg))
+            + _card("Slowest checks", _slowest_table(agg))
+            + _card("Certificates expiring soonest", _certs_table(agg, self.warn_days))
+            + "</section>"
+            + _table_start(agg)
+        )
+
+
 def render(
     run: dict[str, Any],
     rows: Callable[[], Iterator[dict[str, Any]]],
     changes: Sequence[dict[str, Any]],
 ) -> Iterator[bytes]:
-    """The page, in chunks. `rows()` must return a fresh iterator each call.
+    """The page, in chunks, from rows read twice. `rows()` must return a fresh
+    iterator each call. (For a stored JSON report; a run writes its page in
+    one pass with `Page`.)
 
     `run` is the JSON report's "run" object. When it has `changes_total` or
     `previous_run`, there was a previous run to compare with (`changes` may then
@@ -167,35 +217,15 @@ def render(
     agg = Aggregates()
     for seq, row in enumerate(rows()):
         agg.add(seq, row)
-    options = run.get("options") if isinstance(run.get("options"), dict) else {}
-    warn = options.get("cert_warn_days") if isinstance(options, dict) else None
-    warn_days = warn if isinstance(warn, int) else CERT_WARN_DAYS
-
-    yield _encode(
-        _head(run, agg)
-        + _headline(run, agg, changes)
-        + '<section class="grid">'
-        + _card("Status", _status_chart(agg))
-        + _card("Response time", _latency_chart(agg))
-        + _card("Slowest checks", _slowest_table(agg))
-        + _card("Certificates expiring soonest", _certs_table(agg, warn_days))
-        + "</section>"
-        + _table_start(agg)
-    )
-    multi = len(run.get("lists") or ()) > 1
-    # Down rows always make the cut; up rows fill what is left, in input order.
-    up_room = max(0, TABLE_MAX_ROWS - agg.down)
-    shown = ups = 0
+    page = Page(run, agg.down, agg)
+    yield page.head(changes)
     batch: list[str] = []
-    for row in rows():
-        if shown >= TABLE_MAX_ROWS:
+    for seq, row in enumerate(rows()):
+        if page.shown >= TABLE_MAX_ROWS:
             break
-        if row.get("ok"):
-            if ups >= up_room:
-                continue
-            ups += 1
-        shown += 1
-        batch.append(_row(row, multi, warn_days))
+        html_row = page.row(seq, row)
+        if html_row is not None:
+            batch.append(html_row)
         if len(batch) >= BATCH:
             yield _encode("".join(batch))
             batch = []
@@ -625,3 +655,12 @@ _SCRIPT = """
 """
 
 _TAIL = f"</tbody></table></div></section></main><script>{_SCRIPT}</script></body></html>\n"
+
+
+def tail() -> bytes:
+    """What follows the last table row."""
+    return _encode(_TAIL)
+
+
+def encode(text: str) -> bytes:
+    return _encode(text)

@@ -11,6 +11,20 @@ from checker.reports.journal import Journal
 BATCH = 1024
 
 
+def head(run: dict[str, Any], changes: Sequence[dict[str, Any]]) -> bytes:
+    """The run header line, the changes line, and the opening of the results."""
+    return (
+        b'{"run":'
+        + json.dumps(run, ensure_ascii=False, indent=None).encode("utf-8")
+        + b',\n"changes":'
+        + json.dumps(list(changes), ensure_ascii=False).encode("utf-8")
+        + b',\n"results":['
+    )
+
+
+TAIL = b"\n]}\n"
+
+
 def render(
     run: dict[str, Any], journal: Journal, changes: Sequence[dict[str, Any]] = ()
 ) -> Iterator[bytes]:
@@ -19,9 +33,7 @@ def render(
     That layout is relied on (`history.report_rows`): a reader can stream a
     report of a million results a line at a time.
     """
-    yield b'{"run":' + json.dumps(run, ensure_ascii=False, indent=None).encode("utf-8")
-    yield b',\n"changes":' + json.dumps(list(changes), ensure_ascii=False).encode("utf-8")
-    yield b',\n"results":['
+    yield head(run, changes)
     batch: list[bytes] = []
     first = True
     for row in journal.rows_in_order():
@@ -31,4 +43,4 @@ def render(
             first, batch = False, []
     if batch:
         yield (b"\n" if first else b",\n") + b",\n".join(batch)
-    yield b"\n]}\n"
+    yield TAIL
