@@ -1,9 +1,15 @@
 """A compact map from URL fingerprints to the first row that named them.
 
 Deduplication must remember every URL of the list, so it is the one thing in a
-run that grows with the list. A dict of strings costs about 150 bytes a URL; this
-open-addressing table of 64-bit fingerprints costs 16 bytes a slot, kept at
-most half full: about 24 to 48 bytes a URL.
+run that grows with the list. A dict of strings costs about 150 bytes a URL;
+this open-addressing table of 64-bit fingerprints costs 8 bytes a slot for the
+fingerprint and 4 (a row number) or 8 (a file offset) for the value, kept at
+most two-thirds full: about 18 to 24 bytes a URL at a million.
+
+The table is split into `SHARDS` tables by the fingerprint's top bits, each
+growing on its own: growing copies one shard, never the whole map, so memory
+never holds two full copies at once (with one table, the copy at each
+doubling made the peak half as large again as the table).
 
 The fingerprint is Python's own string hash (SipHash, 64 bits, salted per
 process: stable within a run, which is all dedup needs). Two different URLs with
@@ -15,40 +21,22 @@ from __future__ import annotations
 
 from array import array
 
+SHARDS = 64
+_SHARD_SHIFT = 58  # 64-bit fingerprints: the top 6 bits choose the shard
 
-class FingerprintMap:
-    def __init__(self, capacity: int = 1024) -> None:
-        if capacity & (capacity - 1):
-            raise ValueError("capacity must be a power of two")
-        self._keys = array("q", bytes(8 * capacity))  # 0 marks an empty slot
-        self._values = array("q", bytes(8 * capacity))
-        self._mask = capacity - 1
-        self._count = 0
 
-    def __len__(self) -> int:
-        return self._count
+class _Shard:
+    __slots__ = ("count", "keys", "mask", "values")
 
-    def get(self, key: str) -> int | None:
-        """The value stored for `key`, or None."""
-        i, found = self._probe(hash(key) or 1)
-        return self._values[i] if found else None
+    def __init__(self, capacity: int, typecode: str) -> None:
+        self.keys = array("q", bytes(8 * capacity))  # 0 marks an empty slot
+        self.values = array(typecode, bytes(array(typecode).itemsize * capacity))
+        self.mask = capacity - 1
+        self.count = 0
 
-    def setdefault(self, key: str, value: int) -> int | None:
-        """The value stored for `key` if there is one; else store `value`, return None."""
-        fp = hash(key) or 1
-        i, found = self._probe(fp)
-        if found:
-            return self._values[i]
-        self._keys[i] = fp
-        self._values[i] = value
-        self._count += 1
-        if self._count * 2 > self._mask:
-            self._grow()
-        return None
-
-    def _probe(self, fp: int) -> tuple[int, bool]:
+    def probe(self, fp: int) -> tuple[int, bool]:
         """The slot holding `fp`, or the empty slot where it would go (linear probing)."""
-        keys, mask = self._keys, self._mask
+        keys, mask = self.keys, self.mask
         i = fp & mask
         while True:
             slot = keys[i]
@@ -56,17 +44,52 @@ class FingerprintMap:
                 return i, slot == fp
             i = (i + 1) & mask
 
-    def _grow(self) -> None:
-        old = zip(self._keys, self._values, strict=True)
-        capacity = (self._mask + 1) * 2
-        self._keys = array("q", bytes(8 * capacity))
-        self._values = array("q", bytes(8 * capacity))
-        self._mask = capacity - 1
-        keys, values, mask = self._keys, self._values, self._mask
-        for fp, value in old:
+    def grown(self, typecode: str) -> _Shard:
+        bigger = _Shard((self.mask + 1) * 2, typecode)
+        keys, values, mask = bigger.keys, bigger.values, bigger.mask
+        for fp, value in zip(self.keys, self.values, strict=True):
             if fp:
                 i = fp & mask
                 while keys[i]:
                     i = (i + 1) & mask
                 keys[i] = fp
                 values[i] = value
+        bigger.count = self.count
+        return bigger
+
+
+class FingerprintMap:
+    """`typecode`: the values' array type: "I" for row numbers (4 bytes), "q"
+    for byte offsets in a report that may pass 4 GiB."""
+
+    def __init__(self, capacity: int = 1024, typecode: str = "q") -> None:
+        if capacity & (capacity - 1):
+            raise ValueError("capacity must be a power of two")
+        self._typecode = typecode
+        per_shard = max(16, capacity // SHARDS)
+        self._shards = [_Shard(per_shard, typecode) for _ in range(SHARDS)]
+
+    def __len__(self) -> int:
+        return sum(shard.count for shard in self._shards)
+
+    def get(self, key: str) -> int | None:
+        """The value stored for `key`, or None."""
+        fp = hash(key) or 1
+        shard = self._shards[(fp >> _SHARD_SHIFT) % SHARDS]
+        i, found = shard.probe(fp)
+        return shard.values[i] if found else None
+
+    def setdefault(self, key: str, value: int) -> int | None:
+        """The value stored for `key` if there is one; else store `value`, return None."""
+        fp = hash(key) or 1
+        n = (fp >> _SHARD_SHIFT) % SHARDS
+        shard = self._shards[n]
+        i, found = shard.probe(fp)
+        if found:
+            return shard.values[i]
+        shard.keys[i] = fp
+        shard.values[i] = value
+        shard.count += 1
+        if shard.count * 3 > shard.mask * 2:  # over two-thirds full
+            self._shards[n] = shard.grown(self._typecode)
+        return None

@@ -80,7 +80,7 @@ def check_lists(paths: Iterable[str], *, count: bool = True) -> int:
 
 def read_targets(paths: Iterable[str]) -> Iterator[Target | Duplicate]:
     """Every entry of every list, in order, validated and deduplicated."""
-    seen = FingerprintMap()
+    seen = FingerprintMap(typecode="I")  # values are row numbers
     seq = 0
     for path in paths:
         for lineno, raw in enumerate(_open(path), start=1):

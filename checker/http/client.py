@@ -55,6 +55,14 @@ class ClientConfig:
     user_agent: str = "checker"
     # One per run: its cache and threads live as long as the run.
     resolver: Resolver = field(default_factory=SystemResolver)
+    _blocks: dict[bool, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def header_block(self, keep: bool) -> bytes:
+        """The request's header lines after Host, made once per config."""
+        block = self._blocks.get(keep)
+        if block is None:
+            block = self._blocks[keep] = wire.header_block(_headers(self, keep))
+        return block
 
 
 @dataclass(slots=True)
@@ -170,7 +178,11 @@ async def _exchange(
     """One request and its response head on `conn`, which is then kept in `pool`
     (when the response allows) or closed; closed at once on any error."""
     keep = pool is not None and not pool.last_request(conn)
-    request = wire.build_request(method, url, _headers(config, keep) + extra)
+    if extra:
+        request = wire.build_request(method, url, _headers(config, keep) + extra)
+    else:
+        # The same few header sets all run long: their bytes are made once.
+        request = wire.request_line(method, url) + config.header_block(keep)
     conn.requests += 1
     trace.reused = reused
     if reused:
