@@ -844,16 +844,16 @@ def verdicts(scenarios: dict[str, Scenario], checker: str, quick: bool) -> list[
     check(
         f"{size} at concurrency 200, checker peak RSS MiB (max of runs)",
         rss,
-        "<= 128",
-        None if rss is None else rss <= 128,
+        "<= 64",
+        None if rss is None else rss <= 64,
     )
     mine, base = runs("1", checker), runs("1", "curl")
     ratio = paired_ratio(mine, base) if mine and base else None
     check(
         "HTTP one host, wall checker/curl",
         ratio,
-        "<= 2.50",
-        None if ratio is None else ratio <= 2.5,
+        "<= 2.00",
+        None if ratio is None else ratio <= 2.0,
     )
     return [*lines, ""]
 
