@@ -394,7 +394,7 @@ def run_and_report(config: RunConfig, quiet: bool) -> int:
         )
     if outcome.interrupted:
         return 128 + (outcome.signal or signal.SIGINT)
-    return EXIT_DOWN if outcome.stats.down else EXIT_UP
+    return EXIT_DOWN if outcome.stats.down or outcome.stats.invalid else EXIT_UP
 
 
 def report_file(path: str, formats: list[str] | None, quiet: bool) -> int:
@@ -415,7 +415,7 @@ def report_file(path: str, formats: list[str] | None, quiet: bool) -> int:
     if not quiet:
         duration = done.run.get("duration_s") or 0.0
         print(format_summary(done.stats, duration, done.reports, interrupted=True))
-    return EXIT_DOWN if done.stats.down else EXIT_UP
+    return EXIT_DOWN if done.stats.down or done.stats.invalid else EXIT_UP
 
 
 def show_history(out_dir: str, url: str | None, last: int) -> int:

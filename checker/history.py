@@ -26,9 +26,11 @@ from typing import Any, BinaryIO
 import aiofiles
 
 from checker.fingerprints import FingerprintMap
+from checker.http.errors import Interrupted
 
 RUN_INDEX = "runs.jsonl"
 MAX_CHANGES = 10_000  # listed in a report; the rest are counted
+NOT_CHECKED = Interrupted.category  # a row its run never finished
 
 
 def lists_key(lists: Iterable[str]) -> list[str]:
@@ -64,7 +66,9 @@ def read_runs(out_dir: str) -> list[dict[str, Any]]:
 def previous_report(out_dir: str, lists: list[str]) -> str | None:
     """The JSON report of the newest earlier run of the same lists, if it still exists."""
     for entry in reversed(read_runs(out_dir)):
-        if entry.get("lists") != lists:
+        if entry.get("lists") != lists or entry.get("interrupted"):
+            # A stopped or recovered run is never the baseline of a change:
+            # what it did not finish would read as "down" and then "up".
             continue
         for name in entry.get("reports", []):
             path = os.path.join(out_dir, name)
@@ -183,8 +187,10 @@ class Changes:
         self.total = 0
 
     def add(self, row: dict[str, Any]) -> None:
+        if row.get("error") == NOT_CHECKED:
+            return  # a stopped run's unfinished row says nothing about its site
         before = self.previous.get(row["url"])
-        if before is None:
+        if before is None or before.get("error") == NOT_CHECKED:
             return
         found = row_changes(before, row, self.warn_days)
         if found:

@@ -11,7 +11,8 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 
-_REPORT = re.compile(r"^status-(\d{8}T\d{6}Z)\.(csv|json|html|prom)$")
+# status-<stamp>[<n>].<format>: n (2, 3, ...) for a later run in the same second.
+_REPORT = re.compile(r"^status-((\d{8}T\d{6}Z)\d*)\.(csv|json|html|prom)$")
 
 
 def prune(
@@ -24,14 +25,14 @@ def prune(
         m = _REPORT.match(name)
         if m:
             stamps.setdefault(m.group(1), []).append(name)
-    ordered = sorted(stamps, reverse=True)  # newest first; the stamp sorts as time
+    ordered = sorted(stamps, key=stamp_order, reverse=True)  # newest first
     doomed: set[str] = set()
     if keep is not None:
         doomed.update(ordered[max(keep, 1) :])
     if keep_days is not None:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
         for stamp in ordered[1:]:
-            when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            when = datetime.strptime(stamp[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
             if when < cutoff:
                 doomed.add(stamp)
     removed = []
@@ -41,3 +42,9 @@ def prune(
             os.unlink(path)
             removed.append(path)
     return removed
+
+
+def stamp_order(stamp: str) -> tuple[str, int]:
+    """A stamp sorts as its time, then its run number within that second."""
+    number = stamp[16:]
+    return stamp[:16], int(number) if number.isdigit() else 1

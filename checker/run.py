@@ -116,6 +116,19 @@ def stamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%dT%H%M%SZ")
 
 
+def report_base(out_dir: str, started: datetime) -> str:
+    """`<out>/status-<stamp>`, or `status-<stamp>2`, `3`, ... when an earlier run
+    in the same second has the name (the run lock keeps this free of races).
+    The digit sorts after the "." of the first run's files, so names still
+    sort in the order the runs were made."""
+    name = f"status-{stamp(started)}"
+    taken = {f.split(".", 1)[0] for f in os.listdir(out_dir) if f.startswith(name)}
+    n = 1
+    while (name if n == 1 else f"{name}{n}") in taken:
+        n += 1
+    return os.path.join(out_dir, name if n == 1 else f"{name}{n}")
+
+
 def validate_lists(lists: Sequence[str]) -> None:
     """Each list readable and holding a URL (reads each only to its first entry)."""
     try:
@@ -143,7 +156,7 @@ async def run_check(config: RunConfig) -> RunOutcome:
     notes = await recover_leftovers(config.out_dir, config.formats)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    base = os.path.join(config.out_dir, f"status-{stamp(started)}")
+    base = report_base(config.out_dir, started)
     stop = asyncio.Event()
     caught: list[int] = []
     loop = asyncio.get_running_loop()
@@ -202,6 +215,8 @@ async def _run(
         "total": stats.total,
         "up": stats.up,
         "down": stats.down,
+        "not_checked": stats.not_checked,
+        "invalid": stats.invalid,
         "duplicates": stats.duplicates,
         "interrupted": interrupted,
     }

@@ -8,16 +8,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from checker.http.errors import Interrupted, InvalidURL
 from checker.results import Result
 
 SLOWEST = 5
+NOT_CHECKED = Interrupted.category  # a row its run never finished
+INVALID = InvalidURL.category
 
 
 @dataclass
 class Stats:
-    total: int = 0
+    total: int = 0  # rows: distinct URLs and invalid lines
     up: int = 0
-    down: int = 0
+    down: int = 0  # checked and not up
+    # Not counted as down: a stopped run's unfinished rows say nothing about
+    # their sites, and an invalid line is the list's fault, not a site's.
+    not_checked: int = 0
+    invalid: int = 0
     duplicates: int = 0
     by_class: Counter[str] = field(default_factory=Counter)
     _slowest: list[tuple[float, int, str]] = field(default_factory=list)
@@ -41,6 +48,10 @@ class Stats:
         self.total += 1
         if ok:
             self.up += 1
+        elif error == NOT_CHECKED:
+            self.not_checked += 1
+        elif error == INVALID:
+            self.invalid += 1
         else:
             self.down += 1
         if error:
@@ -100,10 +111,18 @@ def format_summary(
                 lines.append(f"  ... and {changes_total - SHOW_CHANGES} more (see the reports)")
         else:
             lines.append("no changes since the last run")
+    checked = stats.total - stats.not_checked - stats.invalid
+    extra = []
+    if stats.not_checked:
+        extra.append(f"{stats.not_checked} not checked, as the run was stopped")
+    if stats.invalid:
+        extra.append(f"{stats.invalid} invalid line{'s' if stats.invalid != 1 else ''}")
+    if stats.duplicates:
+        extra.append(f"{stats.duplicates} duplicate lines skipped")
     lines += [
-        f"{head}checked {stats.total} URL{'s' if stats.total != 1 else ''} "
+        f"{head}checked {checked} URL{'s' if checked != 1 else ''} "
         f"in {duration_s:.1f}s: {stats.up} up, {stats.down} down"
-        + (f" ({stats.duplicates} duplicate lines skipped)" if stats.duplicates else "")
+        + (f" ({'; '.join(extra)})" if extra else "")
     ]
     if stats.by_class:
         statuses = sorted(k for k in stats.by_class if k[0].isdigit())

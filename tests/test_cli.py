@@ -138,7 +138,8 @@ async def test_signal_stops_the_run_and_still_writes_every_row(
         )
     assert got == code, err
     assert "Traceback" not in err
-    assert out.startswith("INTERRUPTED: checked 31 URLs")
+    assert out.startswith("INTERRUPTED: checked 1 URL in ")
+    assert ": 1 up, 0 down (30 not checked, as the run was stopped)\n" in out
     report = json.loads((tmp_path / "reports" / "latest.json").read_text())
     assert report["run"]["interrupted"] is True
     rows = report["results"]

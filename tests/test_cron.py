@@ -139,7 +139,6 @@ async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
         code, out, _ = await checker("check", "urls.txt", "--retries", "0", cwd=tmp_path)
         assert code == 0 and "no changes" not in out  # the first run has nothing to compare
         site.status = b"503 Service Unavailable"
-        await asyncio.sleep(1.1)  # a new report name
         code, out, _ = await checker("check", "urls.txt", "--retries", "0", cwd=tmp_path)
     assert code == 1
     assert out.startswith(f"1 change since the last run:\n  DOWN   {flaky} (line 2): 200 -> 503\n")
@@ -298,3 +297,63 @@ async def test_report_re_renders_html_and_csv_from_a_stored_json_report(tmp_path
     assert report.with_suffix(".csv").read_bytes() == csv_before
     page = report.with_suffix(".html").read_text()
     assert gone in page and "1 of 2 down" in page
+
+
+async def test_a_stopped_run_is_neither_down_nor_a_baseline(tmp_path: Path) -> None:
+    # Run 1 complete, all up. Run 2 stopped by SIGTERM with most rows never
+    # checked: no "down" change for them. Run 3 complete, all up: compared
+    # with run 1, not with the stopped run, so no "up" change either.
+    async with Fleet({"/ok": Route(), "/slow": Route(delay=0.4)}) as fleet:
+        lines = [fleet.url("/ok")] + [fleet.url(f"/slow?{i}") for i in range(16)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        args = ("check", "urls.txt", "--concurrency", "4", "--per-host", "4", "--format", "json")
+        code, out, err = await checker(*args, cwd=tmp_path)
+        assert code == 0, err
+        code, out, err = await checker(*args, cwd=tmp_path, stop_after=0.9, sig=15)
+        assert code == 143, err
+        stopped = json.loads((tmp_path / "reports" / "latest.json").read_text())
+        assert stopped["run"]["interrupted"] is True
+        assert stopped["run"]["not_checked"] >= 4 and stopped["run"]["down"] == 0
+        assert stopped["changes"] == [] and stopped["run"]["changes_total"] == 0
+        assert "not checked, as the run was stopped" in out
+        code, out, err = await checker(*args, cwd=tmp_path)
+        assert code == 0, err
+        third = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert third["changes"] == [] and third["run"]["changes_total"] == 0
+    assert third["run"]["previous_run"] != stopped["run"]["started_at"]
+    assert "no changes since the last run" in out
+
+
+async def test_runs_in_the_same_second_get_their_own_reports(tmp_path: Path) -> None:
+    # The lock keeps runs apart, but two can start within one second: each
+    # keeps its own report files, in order, and the run index names each once.
+    async with raw_server(SwitchableSite()) as port:
+        (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{port}/\n")
+        for _ in range(3):
+            code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)
+            assert code == 0, err
+    reports = tmp_path / "reports"
+    runs = [json.loads(line) for line in (reports / "runs.jsonl").read_text().splitlines()]
+    names = [r["reports"][1] for r in runs]  # the .json of each run
+    assert len(set(names)) == 3
+    assert all((reports / n).exists() for n in names)
+    newest = json.loads((reports / "latest.json").read_text())
+    assert newest["run"]["started_at"] == runs[-1]["started_at"]
+
+
+def test_later_runs_in_one_second_sort_after_the_first() -> None:
+    from checker.prune import stamp_order
+
+    stamps = ["20261130T083131Z", "20261130T083131Z2", "20261130T083131Z10", "20261130T083132Z"]
+    assert sorted(reversed(stamps), key=stamp_order) == stamps
+
+
+def test_a_taken_report_name_gets_the_next_number(tmp_path: Path) -> None:
+    from checker.run import report_base
+
+    moment = datetime(2026, 11, 30, 8, 31, 31, tzinfo=UTC)
+    assert report_base(str(tmp_path), moment) == str(tmp_path / "status-20261130T083131Z")
+    (tmp_path / "status-20261130T083131Z.json").write_text("{}")
+    assert report_base(str(tmp_path), moment) == str(tmp_path / "status-20261130T083131Z2")
+    (tmp_path / "status-20261130T083131Z2.journal.jsonl").write_text("")
+    assert report_base(str(tmp_path), moment) == str(tmp_path / "status-20261130T083131Z3")

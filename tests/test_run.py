@@ -36,7 +36,9 @@ async def test_every_line_once_in_input_order(run_list: Any, tmp_path: Path) -> 
     assert rows[-1]["error"] == "refused"
     assert rows[3]["duplicates"] == [f"{tmp_path / 'urls.txt'}:44"]
     run = report["run"]
-    assert (run["total"], run["up"], run["down"], run["duplicates"]) == (42, 40, 2, 1)
+    # The invalid line is counted apart from the sites that are down.
+    assert (run["total"], run["up"], run["down"], run["duplicates"]) == (42, 40, 1, 1)
+    assert run["invalid"] == 1 and run["not_checked"] == 0
     assert run["interrupted"] is False
     assert outcome.stats.up == 40
     # The journal is gone once the reports are written; the timestamped files stay.

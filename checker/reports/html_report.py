@@ -296,13 +296,23 @@ def _headline(run: dict[str, Any], agg: Aggregates, changes: Sequence[dict[str, 
         f"<div class=stat><b>{total:,}</b>URLs</div>"
         f"<div class=stat><b>{esc(_duration(run.get('duration_s')))}</b>took</div>"
     )
+    # A stopped run's unfinished rows and the list's invalid lines are not
+    # sites that are down: they are counted apart.
+    not_checked = _count(run, "not_checked", 0)
+    invalid = _count(run, "invalid", 0)
+    checked = total - not_checked - invalid
+    if not_checked:
+        cards += f"<div class=stat><b>{not_checked:,}</b>not checked</div>"
+    if invalid:
+        cards += f"<div class=stat><b>{invalid:,}</b>invalid lines</div>"
     if dups:
         cards += f"<div class=stat><b>{dups:,}</b>duplicate lines</div>"
-    verdict = (
-        f'<h1 class="bad">{down:,} of {total:,} down</h1>'
-        if down
-        else f'<h1 class="good">All {total:,} up</h1>'
-    )
+    if down:
+        verdict = f'<h1 class="bad">{down:,} of {checked:,} down</h1>'
+    elif checked == total:
+        verdict = f'<h1 class="good">All {total:,} up</h1>'
+    else:
+        verdict = f'<h1 class="good">All {checked:,} checked up</h1>'
     return (
         f"<header>{verdict}{flags}"
         f'<p class="meta">Checked {esc(_when(run.get("finished_at")))}'
@@ -486,6 +496,13 @@ def _table_start(agg: Aggregates) -> str:
     )
 
 
+def _not_up(row: dict[str, Any]) -> str:
+    error = row.get("error")
+    if error == "interrupted":
+        return "not checked"
+    return "invalid" if error == "invalid_url" else "down"
+
+
 def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:
     ok = bool(row.get("ok"))
     days = row.get("cert_days_left")
@@ -501,7 +518,7 @@ def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:
     return (
         f"<tr class={'u' if ok else 'd'}><td>{esc(row.get('url'))}</td>"
         f"<td{line_title}>{esc(row.get('line'))}</td>"
-        f"<td>{'up' if ok else 'down'}</td>"
+        f"<td>{'up' if ok else _not_up(row)}</td>"
         f"<td>{esc(row.get('status'))}</td>"
         f"<td>{esc(row.get('reason'))}</td>"
         f"<td>{esc(row.get('error'))}</td>"

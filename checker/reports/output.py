@@ -91,7 +91,8 @@ async def _one_pass(
     if "html" in spools:
         from checker.reports import html_report  # the largest renderer: only when asked
 
-        page = html_report.Page(run_info, int(run_info.get("down") or 0))
+        not_up = int(run_info.get("total") or 0) - int(run_info.get("up") or 0)
+        page = html_report.Page(run_info, not_up)
     json_rows: list[bytes] | None = [] if "json" in spools else None
     table: list[str] = []
     decode = csv_out is not None or page is not None or changes is not None

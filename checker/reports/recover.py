@@ -20,6 +20,7 @@ from typing import Any
 from checker.check import failed_result
 from checker.history import report_rows
 from checker.http.errors import Interrupted, InvalidURL
+from checker.prune import stamp_order
 from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy
@@ -76,6 +77,8 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
         total=stats.total,
         up=stats.up,
         down=stats.down,
+        not_checked=stats.not_checked,
+        invalid=stats.invalid,
         duplicates=stats.duplicates,
         interrupted=True,
         recovered=True,
@@ -138,9 +141,11 @@ def _why_lists_unusable(journal: Journal, lists: list[str]) -> str | None:
 def _is_newest(base: str) -> bool:
     """Whether no later report exists beside `base` (so latest.* may point at it)."""
     folder, name = os.path.split(base)
+    mine = stamp_order(name.removeprefix("status-"))
     for other in glob.glob(os.path.join(glob.escape(folder or "."), "status-*.*")):
         stem = os.path.basename(other).split(".", 1)[0]
-        if stem > name and not other.endswith(JOURNAL_SUFFIX):
+        later = stamp_order(stem.removeprefix("status-")) > mine
+        if later and not other.endswith(JOURNAL_SUFFIX):
             return False
     return True
 
@@ -201,4 +206,4 @@ async def rerender(path: str, formats: Sequence[str]) -> tuple[list[str], bool]:
         elif fmt == "prom":
             await write_atomic(out, prom_report.render(run, rows))
         written.append(out)
-    return written, bool(run.get("down"))
+    return written, bool(run.get("down") or run.get("invalid"))
