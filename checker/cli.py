@@ -39,6 +39,8 @@ EXIT_UP = 0
 EXIT_DOWN = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+EXIT_IO = 4  # the system refused a read or write the run needed (a full disk, permissions)
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # as a Unix tool killed by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -379,7 +381,7 @@ def smtp_config(args: argparse.Namespace) -> SMTPConfig | None:
 def run_and_report(config: RunConfig, quiet: bool) -> int:
     """Run the check, print the summary, and turn the outcome into an exit code."""
     outcome = loops.run(run_check(config), config.options["loop"])
-    for note in outcome.notes:
+    for note in outcome.notes + ([] if quiet else outcome.info):
         print(f"checker: {note}", file=sys.stderr)
     if not quiet:
         print(
@@ -456,11 +458,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from checker.demo.run import run_demo
 
+            ensure_out_dir(args.out)
             progress = not args.quiet and sys.stderr.isatty()
             return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
         if args.command == "history":
             return show_history(args.out, args.url, args.last)
         if args.command == "report":
+            if not os.path.isfile(args.file):
+                raise RunError(f"{args.file}: no such file")
             folder = os.path.dirname(args.file) or "."
             with run_lock(folder, args.wait_lock):
                 return report_file(args.file, args.format, args.quiet)
@@ -480,8 +485,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Only reachable before the run installs its own handler.
         return 128 + signal.SIGINT
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise  # for entry(): the reader went away
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"checker: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_IO
 
 
 def entry() -> None:
     """The console script."""
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `checker history | head -1`: the reader has what it wanted. Quiet, as
+        # the Unix tools are; stdout goes to /dev/null so that the interpreter's
+        # own flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)

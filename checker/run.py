@@ -67,7 +67,8 @@ class RunOutcome:
     duration_s: float
     interrupted: bool
     signal: int | None
-    notes: list[str] = field(default_factory=list)  # for the user, on stderr
+    notes: list[str] = field(default_factory=list)  # for the user, on stderr, even with -q
+    info: list[str] = field(default_factory=list)  # routine news (an alert sent): not with -q
     run: dict[str, Any] = field(default_factory=dict)  # the report's run header
     changes: list[dict[str, Any]] = field(default_factory=list)  # since the previous run
 
@@ -250,17 +251,21 @@ async def _run(
     outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
     if changes and (config.webhook or config.smtp):
         # After the reports: a failing alert channel is reported, never costs a report.
-        outcome.notes += await notify(
+        sent = await notify(
             changes,
             run_info,
             webhook=config.webhook,
             webhook_client=config.check.client,
             smtp=config.smtp,
         )
+        # "<channel>: failed: <why>" is news under -q (the alert did not go
+        # out); "sent" is not: cron would mail it on every change.
+        outcome.notes += [line for line in sent if ": failed: " in line]
+        outcome.info += [line for line in sent if ": failed: " not in line]
     outcome.run = run_info
     outcome.changes = changes
     if not interrupted and (config.keep is not None or config.keep_days is not None):
         removed = prune(config.out_dir, config.keep, config.keep_days)
         if removed:
-            outcome.notes.append(f"pruned {len(removed)} old report files")
+            outcome.info.append(f"pruned {len(removed)} old report files")
     return outcome

@@ -103,3 +103,20 @@ async def test_a_failing_alert_channel_costs_no_report(tmp_path: Path) -> None:
     assert "Traceback" not in err
     report = json.loads((tmp_path / "reports" / "latest.json").read_text())
     assert report["changes"][0]["kind"] == "down"
+
+
+async def test_quiet_says_nothing_when_an_alert_went_out(tmp_path: Path) -> None:
+    # Under cron, a sent alert is not news (cron would mail it every time);
+    # only a failed channel is (previous test).
+    site = SwitchableSite()
+    hook = WebhookSink()
+    async with raw_server(site) as port, raw_server(hook) as hook_port:
+        (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{port}/\n")
+        args = ("check", "urls.txt", "-q", "--retries", "0")
+        alert = ("--notify-webhook", f"http://127.0.0.1:{hook_port}/hook")
+        await checker(*args, *alert, cwd=tmp_path)
+        site.status = b"503 Service Unavailable"
+        code, out, err = await checker(*args, *alert, cwd=tmp_path)
+    assert code == 1
+    assert (out, err) == ("", "")
+    assert len(hook.requests) == 1

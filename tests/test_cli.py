@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import signal
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -210,3 +213,64 @@ async def test_unknown_or_missing_loop_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "l.txt").write_text("http://127.0.0.1:9/\n")
     code, _, err = await checker("check", "l.txt", "--loop", "trio", cwd=tmp_path)
     assert code == 2 and "invalid choice: 'trio'" in one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ("report", "MISSING_DIR/latest.csv"),
+            "checker: error: MISSING_DIR/latest.csv: no such file",
+        ),
+        (
+            ("demo", "--out", "a_file", "-q"),
+            "checker: error: a_file: cannot create the report folder: File exists",
+        ),
+    ],
+)
+async def test_bad_paths_are_one_line_not_a_traceback(
+    tmp_path: Path, args: tuple[str, ...], line: str
+) -> None:
+    (tmp_path / "a_file").write_text("")
+    code, _, err = await checker(*args, cwd=tmp_path)
+    assert code == 2
+    assert one_error_line(err) == line
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    # `checker history | head -1`: the pipe is closed before checker writes.
+    runs = tmp_path / "reports" / "runs.jsonl"
+    runs.parent.mkdir()
+    entry = {"started_at": "x", "finished_at": "2026-11-30T00:00:00Z", "total": 1, "up": 1}
+    runs.write_text("".join(json.dumps(entry) + "\n" for _ in range(5000)))
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "checker", "history"],
+            cwd=tmp_path,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141
+    assert done.stderr == b""
+
+
+def test_an_io_error_writing_reports_has_its_own_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from checker import cli
+
+    def full_disk(config: object, quiet: bool) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", "reports/status-x.json")
+
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:1/\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "run_and_report", full_disk)
+    assert cli.main(["check", "urls.txt", "-q"]) == cli.EXIT_IO == 4
+    err = capsys.readouterr().err
+    assert err == "checker: error: reports/status-x.json: No space left on device\n"
