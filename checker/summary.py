@@ -12,6 +12,7 @@ from checker.http.errors import Interrupted, InvalidURL
 from checker.results import Result
 
 SLOWEST = 5
+NAMED = 20  # down URLs (and invalid lines) named in the summary; the rest are counted
 NOT_CHECKED = Interrupted.category  # a row its run never finished
 INVALID = InvalidURL.category
 
@@ -28,13 +29,46 @@ class Stats:
     duplicates: int = 0
     by_class: Counter[str] = field(default_factory=Counter)
     _slowest: list[tuple[float, int, str]] = field(default_factory=list)
+    # The first NAMED down rows and invalid lines in list order, for the
+    # summary: (-seq, url or line text, what). Heaps keyed on -seq keep the
+    # earliest lines whatever order the checks finish in.
+    _down: list[tuple[int, str, str]] = field(default_factory=list)
+    _invalid: list[tuple[int, str, str]] = field(default_factory=list)
 
     def add(self, seq: int, result: Result) -> None:
         self.count(seq, result.ok, result.status, result.error, result.total_ms, result.url)
+        if not result.ok:
+            self._name(seq, result.url, result.status, result.error, result.source, result.line)
 
     def add_row(self, seq: int, row: dict[str, Any]) -> None:
         """The same, from a result read back from a journal or report."""
         self.count(seq, row["ok"], row["status"], row["error"], row["total_ms"], row["url"])
+        if not row["ok"]:
+            self._name(seq, row["url"], row["status"], row["error"], row["source"], row["line"])
+
+    def _name(
+        self, seq: int, url: str, status: int | None, error: str | None, source: str, line: int
+    ) -> None:
+        if error == NOT_CHECKED:
+            return
+        if error == INVALID:
+            heap, item = self._invalid, (-seq, url, f"{source}:{line}")
+        else:
+            heap, item = self._down, (-seq, url, error or str(status))
+        if len(heap) < NAMED:
+            heapq.heappush(heap, item)
+        else:
+            heapq.heappushpop(heap, item)
+
+    @property
+    def named_down(self) -> list[tuple[str, str]]:
+        """(url, error category or status) of the first NAMED down rows, in list order."""
+        return [(url, what) for _, url, what in sorted(self._down, reverse=True)]
+
+    @property
+    def named_invalid(self) -> list[tuple[str, str]]:
+        """(line text, "file:line") of the first NAMED invalid lines, in list order."""
+        return [(text, where) for _, text, where in sorted(self._invalid, reverse=True)]
 
     def count(
         self,
@@ -124,6 +158,17 @@ def format_summary(
         f"in {duration_s:.1f}s: {stats.up} up, {stats.down} down"
         + (f" ({'; '.join(extra)})" if extra else "")
     ]
+    if stats.named_down:
+        lines.append("down:")
+        lines.extend(f"  {what:>12}  {url}" for url, what in stats.named_down)
+        if stats.down > len(stats.named_down):
+            lines.append(f"  ... and {stats.down - len(stats.named_down)} more (see the reports)")
+    if stats.named_invalid:
+        lines.append("invalid lines (not URLs checker checks):")
+        lines.extend(f"  {where}: {text}" for text, where in stats.named_invalid)
+        if stats.invalid > len(stats.named_invalid):
+            more = stats.invalid - len(stats.named_invalid)
+            lines.append(f"  ... and {more} more (see the reports)")
     if stats.by_class:
         statuses = sorted(k for k in stats.by_class if k[0].isdigit())
         errors = sorted(
