@@ -183,7 +183,9 @@ async def test_keep_prunes_after_a_run(tmp_path: Path) -> None:
 async def test_prometheus_textfile(tmp_path: Path) -> None:
     async with Fleet({"/ok": Route(), "/gone": Route(status=404)}) as fleet:
         quoted = fleet.url('/ok?q="x"')  # a quote in the URL, escaped in the label
-        (tmp_path / "l.txt").write_text(f"{quoted}\n{fleet.url('/gone')}\n{fleet.dead_url()}\n")
+        (tmp_path / "l.txt").write_text(
+            f"{quoted}\n{fleet.url('/gone')}\n{fleet.dead_url()}\nnot a url\n"
+        )
         code, _, err = await checker(
             "check", "l.txt", "--format", "prom", "-q", "--retries", "0", cwd=tmp_path
         )
@@ -191,10 +193,18 @@ async def test_prometheus_textfile(tmp_path: Path) -> None:
     assert code == 1, err
     text = (tmp_path / "reports" / "latest.prom").read_text()
     esc = quoted.replace('"', '\\"')
-    assert f'checker_up{{url="{esc}",line="1"}} 1\n' in text
-    assert f'checker_http_status{{url="{gone}",line="2"}} 404\n' in text
-    assert f'checker_error{{url="{dead}",line="3",category="refused"}} 1\n' in text
+    # One series per URL, by URL alone (a line number would change with edits).
+    assert f'checker_up{{url="{esc}"}} 1\n' in text
+    assert f'checker_http_status{{url="{gone}"}} 404\n' in text
+    assert f'checker_error{{url="{dead}",category="refused"}} 1\n' in text
     assert "checker_run_down 2\n" in text and "# TYPE checker_up gauge\n" in text
+    # The invalid line has no per-URL series, only its count.
+    assert "not a url" not in text and "checker_run_invalid 1\n" in text
+    (stamp,) = [x for x in text.splitlines() if x.startswith("checker_run_timestamp_seconds ")]
+    assert abs(float(stamp.split()[1]) - datetime.now(UTC).timestamp()) < 60
+    for sample in text.splitlines():
+        if sample.startswith("checker_phase_seconds"):
+            assert len(sample.rsplit(" ", 1)[1].partition(".")[2]) <= 6  # rounded
     # Families are contiguous: each TYPE line appears once, before its samples.
     families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
     assert len(families) == len(set(families))
@@ -357,3 +367,19 @@ def test_a_taken_report_name_gets_the_next_number(tmp_path: Path) -> None:
     assert report_base(str(tmp_path), moment) == str(tmp_path / "status-20261130T083131Z2")
     (tmp_path / "status-20261130T083131Z2.journal.jsonl").write_text("")
     assert report_base(str(tmp_path), moment) == str(tmp_path / "status-20261130T083131Z3")
+
+
+def test_prometheus_leaves_unchecked_rows_out() -> None:
+    from checker.reports.prom_report import render
+
+    rows = [
+        {"url": "https://a.example/", "ok": True, "status": 200, "error": None, "total_ms": 12.3},
+        {"url": "https://b.example/", "ok": False, "status": None, "error": "interrupted"},
+    ]
+    run = {"total": 2, "up": 1, "down": 0, "not_checked": 1, "finished_at": "2026-11-30T08:00:00Z"}
+    text = b"".join(render(run, lambda: iter(rows))).decode()
+    assert 'checker_up{url="https://a.example/"} 1\n' in text
+    assert "b.example" not in text  # absent, not 0: a stopped run is not a site down
+    assert "checker_run_not_checked 1\n" in text
+    assert "checker_run_timestamp_seconds 1796025600.0\n" in text
+    assert 'checker_phase_seconds{url="https://a.example/",phase="total"} 0.0123\n' in text

@@ -3,11 +3,17 @@
 Point the collector at `latest.prom` (or symlink it into the collector's
 folder): it is replaced atomically, as the collector requires. Samples of one
 metric family stand together, so the rows are read once per family.
+
+One series per URL, labelled by the URL alone: a line number would start a
+new series whenever the list is edited. Rows that are not a checked URL (an
+invalid line, a row a stopped run never finished) have no per-URL samples:
+absent, not 0, so that a stopped run does not read as sites going down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 PHASES = ("dns", "connect", "tls", "ttfb", "total")
@@ -19,15 +25,40 @@ def _label(value: object) -> str:
 
 
 def _labels(row: dict[str, Any], **more: str) -> str:
-    pairs = {"url": row["url"], "line": str(row["line"]), **more}
+    pairs = {"url": row["url"], **more}
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in pairs.items()) + "}"
 
 
 def _num(value: float | int) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
+    # Microseconds are as fine as any timing here; more digits are float noise
+    # (0.011082000000000002).
+    return repr(round(float(value), 6)) if isinstance(value, float) else str(value)
+
+
+def _checked(
+    rows: Callable[[], Iterator[dict[str, Any]]],
+) -> Callable[[], Iterator[dict[str, Any]]]:
+    def checked() -> Iterator[dict[str, Any]]:
+        return (r for r in rows() if r.get("error") not in SKIPPED)
+
+    return checked
+
+
+SKIPPED = frozenset({"invalid_url", "interrupted"})
+
+
+def _epoch(iso: object) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) -> Iterator[bytes]:
+    rows = _checked(rows)
+
     def family(name: str, kind: str, help_: str, samples: Iterator[str]) -> Iterator[bytes]:
         yield f"# HELP {name} {help_}\n# TYPE {name} {kind}\n".encode()
         batch: list[str] = []
@@ -79,6 +110,12 @@ def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) ->
         ("checker_run_urls", "URLs checked in the last run.", run.get("total", 0)),
         ("checker_run_up", "URLs up in the last run.", run.get("up", 0)),
         ("checker_run_down", "URLs down in the last run.", run.get("down", 0)),
+        (
+            "checker_run_not_checked",
+            "Rows a stopped run never finished.",
+            run.get("not_checked", 0),
+        ),
+        ("checker_run_invalid", "Lines of the lists that are not URLs.", run.get("invalid", 0)),
         ("checker_run_duration_seconds", "How long the last run took.", run.get("duration_s") or 0),
         (
             "checker_run_interrupted",
@@ -88,10 +125,11 @@ def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) ->
     ]
     for name, help_, value in totals:
         yield f"# HELP {name} {help_}\n# TYPE {name} gauge\n{name} {_num(value)}\n".encode()
-    finished = run.get("finished_at_epoch")
+    finished = _epoch(run.get("finished_at"))
     if finished is not None:
+        # For alerting on a checker that stopped running: time() - this.
         yield (
-            "# HELP checker_run_finished_timestamp_seconds When the last run finished.\n"
-            "# TYPE checker_run_finished_timestamp_seconds gauge\n"
-            f"checker_run_finished_timestamp_seconds {_num(float(finished))}\n"
+            "# HELP checker_run_timestamp_seconds When the last run finished (Unix time).\n"
+            "# TYPE checker_run_timestamp_seconds gauge\n"
+            f"checker_run_timestamp_seconds {round(finished, 3)!r}\n"
         ).encode()
