@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -27,6 +27,7 @@ import aiofiles
 
 from checker.fingerprints import FingerprintMap
 from checker.http.errors import Interrupted
+from checker.url import URLError, dedup_key, parse_url
 
 RUN_INDEX = "runs.jsonl"
 MAX_CHANGES = 10_000  # listed in a report; the rest are counted
@@ -211,9 +212,13 @@ def compute_changes(
 def url_history(
     out_dir: str, url: str, last: int
 ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-    """(run entry, that run's row for `url` or None) for the last `last` runs that have a report."""
+    """(run entry, that run's row for `url` or None) for the last `last` runs that have a report.
+
+    `url` matches a row written in any spelling that means the same URL (the
+    rule deduplication uses: `https://PyPI.org` is `https://pypi.org/`).
+    """
     out: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-    needle = b'{"url":' + json.dumps(url, ensure_ascii=False).encode("utf-8") + b","
+    same = _same_url(url)
     for entry in reversed(read_runs(out_dir)):
         path = next(
             (os.path.join(out_dir, n) for n in entry.get("reports", []) if n.endswith(".json")),
@@ -223,10 +228,41 @@ def url_history(
             continue
         row = None
         for _, line in report_rows(path):
-            if line.startswith(needle):
+            if same(line):
                 row = json.loads(line)
                 break
         out.append((entry, row))
         if len(out) >= last:
             break
     return out
+
+
+def _same_url(url: str) -> Callable[[bytes], bool]:
+    """A test of a report's result line: is it `url`, in any spelling?
+
+    The exact text is tried first; otherwise lines that mention the host are
+    parsed and compared by dedup key (parsing every line of a long report
+    would be slow, and a line that means the same URL names its host).
+    """
+    exact = b'{"url":' + json.dumps(url, ensure_ascii=False).encode("utf-8") + b","
+    try:
+        target = parse_url(url.strip())
+    except URLError:
+        return lambda line: line.startswith(exact)
+    key = dedup_key(target)
+    hosts = {target.host.encode(), url.strip().lower().encode("utf-8", "replace")}
+    hosts = {h.split(b"://")[-1].split(b"/")[0].split(b":")[0] or h for h in hosts}
+
+    def same(line: bytes) -> bool:
+        if line.startswith(exact):
+            return True
+        lowered = line[: line.find(b'","source"')].lower() if b'","source"' in line else b""
+        if not any(h in lowered for h in hosts):
+            return False
+        try:
+            text = json.loads(line)["url"]
+            return isinstance(text, str) and dedup_key(parse_url(text)) == key
+        except (ValueError, KeyError, URLError):
+            return False
+
+    return same

@@ -383,3 +383,16 @@ def test_prometheus_leaves_unchecked_rows_out() -> None:
     assert "checker_run_not_checked 1\n" in text
     assert "checker_run_timestamp_seconds 1796025600.0\n" in text
     assert 'checker_phase_seconds{url="https://a.example/",phase="total"} 0.0123\n' in text
+
+
+async def test_history_finds_a_url_in_any_spelling(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        (tmp_path / "urls.txt").write_text(f"HTTP://127.0.0.1:{port}/a/../ok\n")
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)
+        assert code == 0, err
+    for spelling in (f"http://127.0.0.1:{port}/ok", f"HTTP://127.0.0.1:{port}/a/../ok"):
+        code, out, err = await checker("history", spelling, cwd=tmp_path)
+        assert code == 0, err
+        assert "up 200" in out
+    code, _, err = await checker("history", f"http://127.0.0.1:{port}/other", cwd=tmp_path)
+    assert code == 2 and "not in the last 10 stored reports" in err
