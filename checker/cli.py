@@ -12,6 +12,7 @@ Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import ssl
@@ -25,6 +26,7 @@ from checker.history import read_runs, url_history
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.http.resolver import SystemResolver, resolver_threads
 from checker.limits import fit_open_files
+from checker.lists import ListInputs
 from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
 from checker.notify import SMTPConfig
@@ -97,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     check = sub.add_parser("check", help="check the URLs of one or more list files")
-    check.add_argument("lists", nargs="+", metavar="LIST", help="URL list file(s)")
+    check.add_argument(
+        "lists",
+        nargs="+",
+        metavar="LIST",
+        help="URL list file(s); '-' for standard input; or the URLs themselves",
+    )
     add_check_options(check)
 
     report = sub.add_parser(
@@ -472,10 +479,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, notes = check_config(args)
         for note in notes:
             print(f"checker: {note}", file=sys.stderr)
-        validate_lists(config.lists)  # a usage error must leave nothing behind
-        ensure_out_dir(config.out_dir)
-        with run_lock(config.out_dir, args.wait_lock):
-            return run_and_report(config, args.quiet)
+        # stdin, pipes and URL arguments become files (see checker.lists).
+        with ListInputs(args.lists) as inputs:
+            try:
+                validate_lists(inputs.paths)  # a usage error must leave nothing behind
+            except RunError as exc:
+                raise RunError(inputs.shown(str(exc))) from None
+            ensure_out_dir(config.out_dir)
+            with run_lock(config.out_dir, args.wait_lock):
+                config = dataclasses.replace(config, lists=inputs.settle(config.out_dir))
+                return run_and_report(config, args.quiet)
     except RunError as exc:
         print(f"checker: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,96 @@
+"""Lists that can be read only once, and URLs as arguments: `checker check -`,
+a FIFO, `/dev/stdin`, `https://a/ https://b/`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SwitchableSite, raw_server
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def run(args: list[str], cwd: Path, stdin: bytes | None = None) -> tuple[int, str]:
+    """`checker check ARGS --out out`, with `stdin` piped in; (exit code, stderr).
+    Asynchronous: the test's own servers run on this event loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "checker", "check", *args, "--out", "out", "--format", "json"),
+        cwd=cwd,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(45):
+            _, err = await proc.communicate(stdin)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+def rows(cwd: Path) -> list[dict[str, object]]:
+    report = json.loads((cwd / "out" / "latest.json").read_text())
+    return list(report["results"])
+
+
+async def test_standard_input(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        urls = f"http://127.0.0.1:{port}/a\nhttp://127.0.0.1:{port}/b\n"
+        code, err = await run(["-", "-q"], tmp_path, urls.encode())
+        assert code == 0, err
+        again, err = await run(["-", "-q"], tmp_path, urls.encode())
+    got = rows(tmp_path)
+    assert [r["url"] for r in got] == [f"http://127.0.0.1:{port}/a", f"http://127.0.0.1:{port}/b"]
+    kept = tmp_path / "out" / "lists" / "stdin.txt"
+    assert kept.read_text() == urls and got[0]["source"] == str(Path("out") / "lists" / "stdin.txt")
+    # The same piped list is the same list: the second run compares with the first.
+    assert again == 0, err
+    report = json.loads((tmp_path / "out" / "latest.json").read_text())
+    assert report["run"]["changes_total"] == 0
+
+
+async def test_a_fifo_is_read_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "urls.fifo"
+    os.mkfifo(fifo)
+    async with raw_server(SwitchableSite()) as port:
+
+        def feed() -> None:
+            with open(fifo, "w") as f:
+                f.write(f"http://127.0.0.1:{port}/fifo\n")
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        code, err = await run([str(fifo), "-q"], tmp_path)
+        writer.join(5)
+    assert code == 0, err
+    assert [r["url"] for r in rows(tmp_path)] == [f"http://127.0.0.1:{port}/fifo"]
+
+
+async def test_urls_as_arguments_are_a_list_of_their_own(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        a, b = f"http://127.0.0.1:{port}/x", f"http://127.0.0.1:{port}/y"
+        code, err = await run([a, b, "-q"], tmp_path)
+    assert code == 0, err
+    assert [(r["url"], r["line"]) for r in rows(tmp_path)] == [(a, 1), (b, 2)]
+
+
+async def test_an_empty_standard_input_is_a_usage_error_that_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    code, err = await run(["-"], tmp_path, b"# only a comment\n")
+    assert code == 2
+    assert err == (
+        "checker: error: standard input: no URL in this list (only blank lines and comments)\n"
+    )
+    assert not (tmp_path / "out").exists()
