@@ -333,3 +333,44 @@ def test_report_in_chromium(tmp_path: Path) -> None:
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(png) > 10_000
     assert time.monotonic() - started < 30
+
+
+def test_report_on_a_phone(tmp_path: Path) -> None:
+    # 390 px wide (a phone held upright): nothing may scroll sideways, neither
+    # the page nor the table's own box; URLs wrap at their separators.
+    report = tmp_path / "report.html"
+    rows = sample_rows()
+    report.write_bytes(b"".join(render(sample_run(), lambda: iter(rows), sample_changes())))
+    with chromium(tmp_path) as browser:
+        target = browser.send("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            browser.send(f"{domain}.enable", session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            session,
+            width=390,
+            height=844,
+            deviceScaleFactor=1,
+            mobile=True,
+        )
+        browser.send("Page.navigate", session, url=report.as_uri())
+        browser.wait_for("Page.loadEventFired")
+        widths = browser.evaluate(
+            session,
+            """[document.documentElement.scrollWidth, document.body.scrollWidth,
+                document.querySelector('.scroll').scrollWidth,
+                document.querySelector('.scroll').clientWidth,
+                Math.max(...[...document.querySelectorAll('.card')].map(c => c.scrollWidth))]""",
+        )
+        page, body, box, box_client, card = widths
+        assert page <= 390 and body <= 390, widths
+        assert box <= box_client, widths
+        assert card <= 390, widths
+        shot = browser.send("Page.captureScreenshot", session, format="png")
+        assert browser.errors() == []
+    png = base64.b64decode(shot["data"])
+    path = tmp_path / "html-report-phone.png"
+    path.write_bytes(png)
+    print(f"\nscreenshot of the HTML report on a phone: {path}")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")

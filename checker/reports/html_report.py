@@ -102,6 +102,17 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def esc_url(value: Any) -> str:
+    """`esc`, with line-break opportunities after the separators of a URL
+    ("/", "?", "&", "="), so that a long URL wraps where a person reads it
+    apart, not in the middle of a word. `<wbr>` adds no text: the table's
+    filter and sort read the same text as before."""
+    text = esc(value)
+    for sep in ("/", "?", "&amp;", "="):
+        text = text.replace(sep, sep + "<wbr>")
+    return text.replace("/<wbr>/<wbr>", "//<wbr>")
+
+
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -367,7 +378,7 @@ def _change(c: dict[str, Any]) -> str:
         what = f"{esc(before)} → {esc(after)}"
     return (
         f'<li><span class="tag k-{esc(kind)}">{esc(CHANGE_LABELS.get(kind, kind))}</span> '
-        f'<span class="url">{esc(c.get("url"))}</span> '
+        f'<span class="url">{esc_url(c.get("url"))}</span> '
         f'<span class="muted">line {esc(c.get("line"))}</span> {what}</li>'
     )
 
@@ -442,7 +453,7 @@ def _slowest_table(agg: Aggregates) -> str:
         return '<p class="muted">No check got a response.</p>'
     body = "".join(
         f'<tr><td class="num">{_ms(ms)} ms</td><td>{esc(status)}</td>'
-        f'<td class="url">{esc(url)}</td></tr>'
+        f'<td class="url">{esc_url(url)}</td></tr>'
         for ms, _, url, status in sorted(agg.slowest, reverse=True)
     )
     return f"<table class=mini><tr><th>total</th><th>status</th><th>url</th></tr>{body}</table>"
@@ -457,7 +468,7 @@ def _certs_table(agg: Aggregates, warn_days: int) -> str:
         cls = ' class="bad"' if days < 0 else (' class="warn"' if days <= warn_days else "")
         body.append(
             f'<tr{cls}><td class="num">{days}</td><td>{esc(_when(not_after)[:10])}</td>'
-            f'<td class="url">{esc(url)}</td></tr>'
+            f'<td class="url">{esc_url(url)}</td></tr>'
         )
     return (
         "<table class=mini><tr><th>days left</th><th>expires</th><th>url</th></tr>"
@@ -516,7 +527,7 @@ def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:
     # With several lists, line numbers are ambiguous: the list goes in a tooltip.
     line_title = f' title="{esc(row.get("source"))}"' if multi else ""
     return (
-        f"<tr class={'u' if ok else 'd'}><td>{esc(row.get('url'))}</td>"
+        f"<tr class={'u' if ok else 'd'}><td>{esc_url(row.get('url'))}</td>"
         f"<td{line_title}>{esc(row.get('line'))}</td>"
         f"<td>{'up' if ok else _not_up(row)}</td>"
         f"<td>{esc(row.get('status'))}</td>"
@@ -524,7 +535,7 @@ def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:
         f"<td>{esc(row.get('error'))}</td>"
         f"<td>{esc(row.get('error_detail'))}</td>"
         f"<td>{esc(row.get('method'))}</td>"
-        f"<td>{esc(row.get('final_url'))}</td>"
+        f"<td>{esc_url(row.get('final_url'))}</td>"
         f"<td>{_ms(row.get('total_ms'))}</td>"
         f"<td{days_cls}>{esc(days)}</td>"
         f"<td>{'yes' if row.get('reused') else 'no'}</td>"
@@ -563,7 +574,7 @@ max-height:320px;overflow:auto}.changes li{padding:3px 0;border-top:1px solid va
 .tag{display:inline-block;min-width:150px;font-size:12px;font-weight:600}
 .k-down{color:var(--bad)}.k-up{color:var(--good)}.k-cert_expiring{color:var(--warn)}
 .k-status,.k-final_url{color:#0969da}
-code{font-size:12px;overflow-wrap:anywhere}.url{overflow-wrap:anywhere}
+code{font-size:12px;overflow-wrap:anywhere}.url{overflow-wrap:break-word;min-width:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px;margin:20px 0}
 .card{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:14px 16px;min-width:0}
 .chart{width:100%;max-width:560px;height:auto;font-size:13px;fill:var(--fg)}
@@ -583,7 +594,7 @@ tr.bad td{background:#ffebe9}tr.warn td{background:#fff8c5}
 minmax(0,1.6fr) 5em minmax(0,2fr) 5em 5em 5em minmax(0,1.4fr)}
 #rows tbody tr{content-visibility:auto;contain-intrinsic-size:auto 2.2em}
 #rows tr[hidden]{display:none}
-#rows td{overflow-wrap:anywhere}
+#rows td{overflow-wrap:break-word;min-width:0}
 #rows th{padding:0;display:flex;align-items:flex-end}
 #rows th button{all:unset;flex:1;padding:7px 8px;cursor:pointer;font-weight:600}
 #rows th[data-type=num]{text-align:right}
@@ -597,6 +608,18 @@ minmax(0,1.6fr) 5em minmax(0,2fr) 5em 5em 5em minmax(0,1.4fr)}
 #rows td.bad{color:var(--bad);font-weight:600}#rows td.warn{color:var(--warn);font-weight:600}
 #rows td:nth-child(13){font-weight:400}
 #rows tbody tr:hover{background:#f3f7ff}
+@media (max-width:720px){
+main{padding:12px}h1{font-size:22px}
+.grid{grid-template-columns:minmax(0,1fr)}
+.stat{min-width:0;flex:1 1 40%;padding:8px 12px}
+.tools{flex-wrap:wrap}#q{flex:1 1 100%}.tag{display:block;min-width:0}
+#rows{min-width:0}
+#rows tr{grid-template-columns:repeat(3,minmax(0,1fr))}
+#rows td:first-child,#rows th:first-child{grid-column:1/-1}#rows td:first-child{font-weight:600}
+#rows td:nth-child(9),#rows th:nth-child(9){grid-column:span 2}
+#rows td:nth-child(2),#rows td:nth-child(4),#rows td:nth-child(10),
+#rows td:nth-child(11),#rows th[data-type=num]{text-align:left}
+}
 """
 
 # Sorting and filtering. It reads the cells it sorts and filters from the DOM:
