@@ -508,4 +508,3 @@ def test_urls_break_at_their_separators_only() -> None:
     )
     raw = b"".join(render(sample_run(), lambda: iter(sample_rows()), [])).decode()
     assert "<td>https://<wbr>www.python.org/<wbr></td>" in raw
-
