@@ -51,9 +51,9 @@ def main() -> int:
     parser.add_argument("list")
     parser.add_argument("--base", default="HEAD")
     parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("extra", nargs="*", help="options for checker check (after --)")
-    args = parser.parse_args()
-    extra = args.extra or ["--concurrency", "200", "--per-host", "200", "--retries", "0"]
+    args, rest = parser.parse_known_args()  # after "--": options for checker check
+    rest = rest[1:] if rest[:1] == ["--"] else rest
+    extra = rest or ["--concurrency", "200", "--per-host", "200", "--retries", "0"]
     work = Path(tempfile.mkdtemp(prefix="checker-ab-"))
     tree = work / "base"
     subprocess.run(

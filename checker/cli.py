@@ -35,6 +35,8 @@ from checker.pool import PoolOptions
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
 from checker.reports.recover import RecoverError, recover, rerender
 from checker.run import RunConfig, RunError, ensure_out_dir, run_check, validate_lists
+from checker.store import query as store_query
+from checker.store.db import HISTORY_DAYS
 from checker.summary import format_summary
 
 EXIT_UP = 0
@@ -177,6 +179,14 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="D",
         help="after a complete run, delete reports older than D days",
+    )
+    out.add_argument(
+        "--history-days",
+        type=_positive_int,
+        default=HISTORY_DAYS,
+        metavar="D",
+        help=f"keep every result this many days in the history database, then one row "
+        f"per URL per day (default {HISTORY_DAYS})",
     )
     out.add_argument(
         "--cert-warn-days",
@@ -359,6 +369,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         cert_warn_days=args.cert_warn_days,
         keep=args.keep,
         keep_days=args.keep_days,
+        history_days=args.history_days,
         webhook=args.notify_webhook or None,
         smtp=smtp_config(args),
     )
@@ -443,6 +454,8 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
                 f"{entry.get('changes', 0):>7} {entry.get('duration_s') or 0:>8.1f}{flag}"
             )
         return EXIT_UP
+    if store_query.has_history(out_dir):
+        return _show_url_history(out_dir, url, last)
     rows = url_history(out_dir, url, last)
     if not any(row for _, row in rows):
         raise RunError(f"{url}: not in the last {last} stored reports of {out_dir}")
@@ -456,6 +469,28 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
         print(
             f"{row.get('checked_at') or '?':24} {result:>20} {ms:>9}  {row.get('final_url') or ''}"
         )
+    return EXIT_UP
+
+
+def _show_url_history(out_dir: str, url: str, last: int) -> int:
+    """One URL from the history database: uptime, down since, its last results."""
+    found = store_query.url_history(out_dir, url, last)
+    if not found:
+        raise RunError(f"{url}: not in the history of {out_dir}")
+    for one in found:
+        print(one.url)
+        parts = []
+        for name, up in one.uptime:
+            figure = "-" if up.percent is None else f"{up.percent:g}%"
+            parts.append(f"{name} {figure} ({up.checks:,} checks)")
+        print("  uptime: " + " · ".join(parts))
+        if one.down_since:
+            print(f"  down since {one.down_since}")
+        print(f"  {'run started (UTC)':24} {'result':>20} {'total ms':>9}")
+        for started, row in reversed(one.recent):
+            result = ("up " if row.ok else "DOWN ") + str(row.error or row.status)
+            ms = f"{row.total_ms:.0f}" if row.total_ms is not None else "-"
+            print(f"  {started:24} {result:>20} {ms:>9}")
     return EXIT_UP
 
 

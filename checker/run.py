@@ -7,8 +7,10 @@ happened and raises `RunError` for what the user must fix.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +28,8 @@ from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
 from checker.reports.recover import recover_leftovers
 from checker.results import Result, iso
+from checker.store.db import HISTORY_DAYS, HistoryDB
+from checker.store.feed import Feed, import_reports, totals
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
 
@@ -55,6 +59,7 @@ class RunConfig:
     cert_warn_days: int = 14  # a certificate closer to expiry than this is a change
     keep: int | None = None  # keep the reports of this many runs (None: all)
     keep_days: float | None = None  # and none older than this
+    history_days: int = HISTORY_DAYS  # raw results kept in the database this long
     webhook: str | None = None  # alert channels, used only when something changed
     smtp: SMTPConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
@@ -223,15 +228,38 @@ async def _run(
     }
     lists = lists_key(config.lists)
     changes: list[dict[str, Any]] = []
-    previous_path = previous_report(config.out_dir, lists)
-    if previous_path is None:
-        written = await write_reports(base, config.formats, run_info, journal)
-    else:
-        with PreviousRun.load(previous_path) as previous:
-            run_info["previous_run"] = previous.started_at
-            found = Changes(previous, config.cert_warn_days)
-            written = await write_reports(base, config.formats, run_info, journal, changes=found)
-        changes = found.listed
+    db, db_notes = await asyncio.to_thread(open_history, config.out_dir)
+    feed = None
+    if db is not None:
+        json_name = os.path.basename(base) + ".json" if "json" in config.formats else None
+        run_id = await asyncio.to_thread(
+            db.add_run,
+            str(run_info["started_at"]),
+            json.dumps(lists),
+            not interrupted,
+            totals(run_info),
+            str(run_info["finished_at"]),
+            json_name,
+        )
+        feed = Feed(db, run_id)
+    try:
+        previous_path = previous_report(config.out_dir, lists)
+        if previous_path is None:
+            written = await write_reports(base, config.formats, run_info, journal, store=feed)
+        else:
+            with PreviousRun.load(previous_path) as previous:
+                run_info["previous_run"] = previous.started_at
+                found = Changes(previous, config.cert_warn_days)
+                written = await write_reports(
+                    base, config.formats, run_info, journal, changes=found, store=feed
+                )
+            changes = found.listed
+        if db is not None and not interrupted:
+            # At most one day of old results rolled up per run (store.db).
+            await asyncio.to_thread(db.roll_up, None, config.history_days)
+    finally:
+        if db is not None:
+            db.close()
     await append_run(
         config.out_dir,
         {
@@ -249,6 +277,7 @@ async def _run(
     )
     journal.remove()
     outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
+    outcome.notes += db_notes
     if changes and (config.webhook or config.smtp):
         # After the reports: a failing alert channel is reported, never costs a report.
         sent = await notify(
@@ -269,3 +298,23 @@ async def _run(
         if removed:
             outcome.info.append(f"pruned {len(removed)} old report files")
     return outcome
+
+
+def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
+    """The folder's history database, made (and filled from the JSON reports
+    already there) on first use. A database that cannot be used costs the
+    history of this run, never its reports: it is said on stderr."""
+    try:
+        db = HistoryDB.in_folder(out_dir)
+    except sqlite3.Error as exc:
+        return None, [f"history: {os.path.join(out_dir, 'history.sqlite3')}: {exc}"]
+    notes = []
+    if db.created:
+        try:
+            imported = import_reports(db, out_dir)
+        except (sqlite3.Error, OSError) as exc:
+            notes.append(f"history: importing the earlier reports failed: {exc}")
+        else:
+            if imported:
+                notes.append(f"history: started from the {imported} earlier reports in {out_dir}")
+    return db, notes

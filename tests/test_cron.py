@@ -153,14 +153,18 @@ async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
     assert [(r["up"], r["down"], r["changes"]) for r in runs] == [(3, 0, 0), (2, 1, 1)]
     assert runs[1]["lists"] == [str(tmp_path / "urls.txt")]
 
-    # checker history: the URL's recent results, newest last; and the runs.
+    # checker history: the URL's uptime, since when it is down, its recent
+    # results (newest last), from the history database; and the runs.
     code, out, _ = await checker("history", flaky, cwd=tmp_path)
     lines = out.splitlines()
-    assert code == 0 and len(lines) == 3 and "up 200" in lines[1] and "DOWN 503" in lines[2]
+    assert code == 0 and lines[0] == flaky
+    assert lines[1] == "  uptime: 24 h 50% (2 checks) · 7 d 50% (2 checks) · 30 d 50% (2 checks)"
+    assert lines[2] == f"  down since {runs[1]['started_at']}"
+    assert "up 200" in lines[4] and "DOWN 503" in lines[5] and len(lines) == 6
     code, out, _ = await checker("history", cwd=tmp_path)
     assert code == 0 and len(out.splitlines()) == 3
     code, _, err = await checker("history", "http://nowhere.example/", cwd=tmp_path)
-    assert code == 2 and "not in the last 10 stored reports" in err
+    assert code == 2 and "not in the history of reports" in err
 
 
 async def test_keep_prunes_after_a_run(tmp_path: Path) -> None:
@@ -306,7 +310,7 @@ async def test_report_re_renders_html_and_csv_from_a_stored_json_report(tmp_path
     assert out.startswith("reports: ")
     assert report.with_suffix(".csv").read_bytes() == csv_before
     page = report.with_suffix(".html").read_text()
-    assert gone in page and "1 of 2 down" in page
+    assert gone in page.replace("<wbr>", "") and "1 of 2 down" in page
 
 
 async def test_a_stopped_run_is_neither_down_nor_a_baseline(tmp_path: Path) -> None:
@@ -395,4 +399,8 @@ async def test_history_finds_a_url_in_any_spelling(tmp_path: Path) -> None:
         assert code == 0, err
         assert "up 200" in out
     code, _, err = await checker("history", f"http://127.0.0.1:{port}/other", cwd=tmp_path)
-    assert code == 2 and "not in the last 10 stored reports" in err
+    assert code == 2 and "not in the history of reports" in err
+    # Without the database (a folder from before it), the JSON reports answer.
+    (tmp_path / "reports" / "history.sqlite3").unlink()
+    code, out, err = await checker("history", f"http://127.0.0.1:{port}/ok", cwd=tmp_path)
+    assert code == 0 and "up 200" in out, err

@@ -44,7 +44,8 @@ async def test_every_line_once_in_input_order(run_list: Any, tmp_path: Path) -> 
     # The journal is gone once the reports are written; the timestamped files stay.
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert not [n for n in names if n.endswith(".journal.jsonl")]
-    assert {"latest.csv", "latest.json", "runs.jsonl"} <= set(names) and len(names) == 5
+    assert {"latest.csv", "latest.json", "runs.jsonl", "history.sqlite3"} <= set(names)
+    assert len(names) == 6
 
 
 async def test_csv_matches_json_and_neutralises_formulas(run_list: Any, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from checker.history import Changes
 from checker.reports import csv_report, json_report, prom_report
 from checker.reports.atomic import Spool, publish_latest, write_atomic
 from checker.reports.journal import Journal
+from checker.store.feed import Feed
 
 FORMATS = ("csv", "json", "html", "prom")
 DEFAULT_FORMATS = ("csv", "json", "html")
@@ -34,6 +35,7 @@ async def write_reports(
     journal: Journal,
     *,
     changes: Changes | None = None,
+    store: Feed | None = None,
     latest: bool = True,
 ) -> list[str]:
     """Write `base`.<fmt> for each format; point latest.<fmt> at it when `latest`.
@@ -49,7 +51,7 @@ async def write_reports(
         for fmt in ("csv", "json", "html"):
             if fmt in formats:
                 spools[fmt] = await Spool.create(f"{base}.{fmt}")
-        page = await _one_pass(journal, spools, run_info, changes)
+        page = await _one_pass(journal, spools, run_info, changes, store)
         listed = changes.listed if changes is not None else []
         if changes is not None:
             run_info["changes_total"] = changes.total
@@ -82,10 +84,14 @@ async def write_reports(
 
 
 async def _one_pass(
-    journal: Journal, spools: dict[str, Spool], run_info: dict[str, Any], changes: Changes | None
+    journal: Journal,
+    spools: dict[str, Spool],
+    run_info: dict[str, Any],
+    changes: Changes | None,
+    store: Feed | None,
 ) -> Any:
     """Every row once: CSV, the JSON results, the HTML table and its figures,
-    the changes. Returns the HTML `Page` (or None)."""
+    the changes, the history database. Returns the HTML `Page` (or None)."""
     csv_out = csv_report.Writer() if "csv" in spools else None
     page = None
     if "html" in spools:
@@ -95,7 +101,7 @@ async def _one_pass(
         page = html_report.Page(run_info, not_up)
     json_rows: list[bytes] | None = [] if "json" in spools else None
     table: list[str] = []
-    decode = csv_out is not None or page is not None or changes is not None
+    decode = csv_out is not None or page is not None or changes is not None or store is not None
     first = True
 
     async def flush() -> None:
@@ -124,9 +130,15 @@ async def _one_pass(
                     table.append(html_row)
             if changes is not None:
                 changes.add(row)
+            if store is not None:
+                store.add(row)
         if seq % BATCH == BATCH - 1:
             await flush()
+            if store is not None:
+                await store.flush()
     await flush()
+    if store is not None:
+        await store.close()
     return page
 
 

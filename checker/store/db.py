@@ -1,0 +1,302 @@
+"""The history database: every run and every result, in SQLite beside the reports.
+
+`<out>/history.sqlite3`, the standard library's sqlite3, WAL journal (a reader,
+such as `checker history`, never blocks a run, nor the other way round).
+
+Sized for cron: 10,000 URLs every 5 minutes is 2.9 million results a day.
+A result row is small (no text but the error category) and keyed on
+(url, run) without a rowid, so one URL's history is one range of the primary
+key. Raw results are kept for `history_days` (14 by default); older days are
+rolled up into one row per URL per day (checks, up, down, median and 95th
+percentile time), kept for a year. The roll-up does at most one day per run,
+so a run never pays for more than a day of someone else's history.
+
+Blocking calls: every method here is synchronous; the run calls them in a
+worker thread (`asyncio.to_thread`), one batch, one transaction at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+NAME = "history.sqlite3"
+SCHEMA_VERSION = 1
+HISTORY_DAYS = 14  # raw results kept this long; then one row per URL per day
+DAILY_DAYS = 366  # the daily roll-up kept this long
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,          -- UTC ISO 8601, as in the reports
+    finished_at TEXT,
+    lists TEXT NOT NULL,               -- JSON array of absolute paths
+    complete INTEGER NOT NULL,         -- 0: stopped or killed (never a baseline)
+    total INTEGER, up INTEGER, down INTEGER, not_checked INTEGER, invalid INTEGER,
+    report TEXT,                       -- the JSON report's file name
+    rolled_up INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS urls (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE           -- as written in the list
+);
+CREATE TABLE IF NOT EXISTS results (
+    url_id INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    checked_at TEXT,
+    ok INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT,
+    total_ms REAL,
+    PRIMARY KEY (url_id, run_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
+CREATE TABLE IF NOT EXISTS daily (
+    url_id INTEGER NOT NULL,
+    day TEXT NOT NULL,                 -- YYYY-MM-DD, UTC
+    checks INTEGER NOT NULL, up INTEGER NOT NULL, down INTEGER NOT NULL,
+    p50_ms REAL, p95_ms REAL,
+    PRIMARY KEY (url_id, day)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One result as the history keeps it."""
+
+    url: str
+    ok: bool
+    status: int | None
+    error: str | None
+    total_ms: float | None
+    checked_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Uptime:
+    checks: int
+    up: int
+
+    @property
+    def percent(self) -> float | None:
+        return round(100.0 * self.up / self.checks, 2) if self.checks else None
+
+
+class HistoryDB:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.created = not os.path.exists(path)
+        # One connection, used by one thread at a time (the run awaits each
+        # call before the next), from whichever worker thread asyncio picks.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            self._db.execute("PRAGMA busy_timeout=5000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"{path}: made by a newer checker (schema {version})")
+            with self._db:
+                self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self._db.close()
+            raise
+
+    @classmethod
+    def in_folder(cls, out_dir: str) -> HistoryDB:
+        return cls(os.path.join(out_dir, NAME))
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- writing ------------------------------------------------------------
+
+    def add_run(
+        self,
+        started_at: str,
+        lists: str,
+        complete: bool,
+        totals: dict[str, int],
+        finished_at: str | None,
+        report: str | None,
+    ) -> int:
+        cur = self._db.execute(
+            "INSERT INTO runs (started_at, finished_at, lists, complete, total, up, down,"
+            " not_checked, invalid, report) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                started_at,
+                finished_at,
+                lists,
+                int(complete),
+                *(totals.get(k, 0) for k in ("total", "up", "down", "not_checked", "invalid")),
+                report,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def add_results(self, run_id: int, rows: Sequence[Row]) -> None:
+        """One batch, one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR IGNORE INTO urls (url) VALUES (?)", ((r.url,) for r in rows)
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO results"
+                " (url_id, run_id, checked_at, ok, status, error, total_ms)"
+                " SELECT id, ?, ?, ?, ?, ?, ? FROM urls WHERE url = ?",
+                (
+                    (run_id, r.checked_at, int(r.ok), r.status, r.error, r.total_ms, r.url)
+                    for r in rows
+                ),
+            )
+
+    def roll_up(self, now: datetime | None = None, history_days: int = HISTORY_DAYS) -> int:
+        """Roll the oldest day older than `history_days` into `daily`, drop its
+        raw results; drop daily rows older than a year. Returns the runs done.
+
+        At most one day per call: a run pays for one day of history at most.
+        """
+        now = now or datetime.now(UTC)
+        cutoff = (now - timedelta(days=history_days)).strftime("%Y-%m-%d")
+        first = self._db.execute(
+            "SELECT substr(started_at, 1, 10) FROM runs"
+            " WHERE rolled_up = 0 AND substr(started_at, 1, 10) < ?"
+            " ORDER BY started_at LIMIT 1",
+            (cutoff,),
+        ).fetchone()
+        if first is None:
+            return 0
+        day = first[0]
+        run_ids = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT id FROM runs WHERE rolled_up = 0 AND substr(started_at, 1, 10) = ?",
+                (day,),
+            )
+        ]
+        marks = ",".join("?" * len(run_ids))
+        with self._db:
+            self._db.execute("BEGIN")
+            # Counts per URL, and the times in order for the percentiles.
+            counts = self._db.execute(
+                f"SELECT url_id, COUNT(*), SUM(ok) FROM results WHERE run_id IN ({marks})"
+                " GROUP BY url_id",
+                run_ids,
+            ).fetchall()
+            times: dict[int, list[float]] = {}
+            for url_id, ms in self._db.execute(
+                f"SELECT url_id, total_ms FROM results WHERE run_id IN ({marks})"
+                " AND ok AND total_ms IS NOT NULL ORDER BY url_id, total_ms",
+                run_ids,
+            ):
+                times.setdefault(url_id, []).append(ms)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO daily (url_id, day, checks, up, down, p50_ms, p95_ms)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (
+                    (
+                        url_id,
+                        day,
+                        checks,
+                        up,
+                        checks - up,
+                        percentile(times.get(url_id, []), 50),
+                        percentile(times.get(url_id, []), 95),
+                    )
+                    for url_id, checks, up in counts
+                ),
+            )
+            self._db.execute(f"DELETE FROM results WHERE run_id IN ({marks})", run_ids)
+            self._db.execute(f"UPDATE runs SET rolled_up = 1 WHERE id IN ({marks})", run_ids)
+            old = (now - timedelta(days=DAILY_DAYS)).strftime("%Y-%m-%d")
+            self._db.execute("DELETE FROM daily WHERE day < ?", (old,))
+        return len(run_ids)
+
+    # --- reading ------------------------------------------------------------
+
+    def url_ids(self, urls: Iterable[str]) -> list[tuple[int, str]]:
+        wanted = list(urls)
+        out: list[tuple[int, str]] = []
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            out += self._db.execute(
+                f"SELECT id, url FROM urls WHERE url IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+        return out
+
+    def urls_like(self, fragment: str) -> list[tuple[int, str]]:
+        """URLs whose text contains `fragment` (case-insensitively, for ASCII)."""
+        escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return self._db.execute(
+            "SELECT id, url FROM urls WHERE url LIKE ? ESCAPE '\\'", (f"%{escaped}%",)
+        ).fetchall()
+
+    def recent(self, url_id: int, last: int) -> list[tuple[str, Row]]:
+        """(run started_at, result) of the URL's last `last` results, newest first."""
+        rows = self._db.execute(
+            "SELECT r.started_at, u.url, x.ok, x.status, x.error, x.total_ms, x.checked_at"
+            " FROM results x JOIN runs r ON r.id = x.run_id JOIN urls u ON u.id = x.url_id"
+            " WHERE x.url_id = ? ORDER BY x.run_id DESC LIMIT ?",
+            (url_id, last),
+        ).fetchall()
+        return [(s, Row(u, bool(ok), st, e, ms, c)) for s, u, ok, st, e, ms, c in rows]
+
+    def uptime(self, url_id: int, since: datetime) -> Uptime:
+        """Checks and ups of complete runs since `since`: raw results, plus the
+        daily roll-ups of whole days after it."""
+        stamp = since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        raw = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(x.ok), 0) FROM results x JOIN runs r ON r.id = x.run_id"
+            " WHERE x.url_id = ? AND r.started_at >= ? AND r.complete",
+            (url_id, stamp),
+        ).fetchone()
+        rolled = self._db.execute(
+            "SELECT COALESCE(SUM(checks), 0), COALESCE(SUM(up), 0) FROM daily"
+            " WHERE url_id = ? AND day > ?",
+            (url_id, stamp[:10]),
+        ).fetchone()
+        return Uptime(raw[0] + rolled[0], raw[1] + rolled[1])
+
+    def down_since(self, url_id: int) -> str | None:
+        """When the URL's current run of downs began (its first down result
+        after its last up), or None when its last result is up."""
+        last_up = self._db.execute(
+            "SELECT MAX(x.run_id) FROM results x JOIN runs r ON r.id = x.run_id"
+            " WHERE x.url_id = ? AND x.ok AND r.complete",
+            (url_id,),
+        ).fetchone()[0]
+        first_down = self._db.execute(
+            "SELECT r.started_at FROM results x JOIN runs r ON r.id = x.run_id"
+            " WHERE x.url_id = ? AND NOT x.ok AND r.complete AND x.run_id > ?"
+            " ORDER BY x.run_id LIMIT 1",
+            (url_id, last_up or 0),
+        ).fetchone()
+        return None if first_down is None else str(first_down[0])
+
+    def runs(self, last: int) -> list[dict[str, object]]:
+        cols = ("started_at", "finished_at", "complete", "total", "up", "down", "not_checked")
+        rows = self._db.execute(
+            f"SELECT {', '.join(cols)} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?",
+            (last,),
+        ).fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in reversed(rows)]
+
+    def count(self, table: str) -> int:
+        assert table in ("runs", "urls", "results", "daily")
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def percentile(ordered: list[float], p: int) -> float | None:
+    """The nearest-rank percentile of an ascending list (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(1, -(-p * len(ordered) // 100))  # ceil(p/100 * n)
+    return ordered[rank - 1]

@@ -1,0 +1,101 @@
+"""A run's results into the history database, off the event loop.
+
+The report pass hands every row to `Feed.add`; a batch is written in a worker
+thread, one transaction per batch, while the pass goes on rendering the next
+(one batch in flight at a time, so memory stays at two batches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from checker.history import read_runs, report_rows
+from checker.store.db import HistoryDB, Row
+
+# Rows that are not a result of checking a URL: an invalid line, or a row a
+# stopped run never finished.
+SKIPPED = frozenset({"invalid_url", "interrupted"})
+
+
+def as_row(row: dict[str, Any]) -> Row | None:
+    if row.get("error") in SKIPPED or not isinstance(row.get("url"), str):
+        return None
+    return Row(
+        url=row["url"],
+        ok=bool(row.get("ok")),
+        status=row.get("status"),
+        error=row.get("error"),
+        total_ms=row.get("total_ms"),
+        checked_at=row.get("checked_at"),
+    )
+
+
+class Feed:
+    def __init__(self, db: HistoryDB, run_id: int, batch: int = 2048) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.size = batch
+        self._batch: list[Row] = []
+        self._pending: asyncio.Future[None] | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        kept = as_row(row)
+        if kept is not None:
+            self._batch.append(kept)
+
+    async def flush(self, force: bool = False) -> None:
+        if not self._batch or (len(self._batch) < self.size and not force):
+            return
+        if self._pending is not None:
+            await self._pending
+        batch, self._batch = self._batch, []
+        self._pending = asyncio.ensure_future(
+            asyncio.to_thread(self.db.add_results, self.run_id, batch)
+        )
+
+    async def close(self) -> None:
+        await self.flush(force=True)
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+
+
+def totals(run: dict[str, Any]) -> dict[str, int]:
+    keys = ("total", "up", "down", "not_checked", "invalid")
+    return {k: int(run.get(k) or 0) for k in keys}
+
+
+def import_reports(db: HistoryDB, out_dir: str) -> int:
+    """Fill a new database from the JSON reports the run index still names,
+    so that nobody loses the history they had. Returns the runs imported."""
+    imported = 0
+    for entry in read_runs(out_dir):
+        name = next((n for n in entry.get("reports", []) if n.endswith(".json")), None)
+        if name is None or not os.path.exists(os.path.join(out_dir, name)):
+            continue
+        run_id = db.add_run(
+            started_at=str(entry.get("started_at") or ""),
+            lists=json.dumps(entry.get("lists") or []),
+            complete=not entry.get("interrupted"),
+            totals=totals(entry),
+            finished_at=entry.get("finished_at"),
+            report=name,
+        )
+        batch: list[Row] = []
+        for _, line in report_rows(os.path.join(out_dir, name)):
+            try:
+                kept = as_row(json.loads(line))
+            except ValueError:
+                continue
+            if kept is not None:
+                batch.append(kept)
+            if len(batch) >= 2048:
+                db.add_results(run_id, batch)
+                batch = []
+        if batch:
+            db.add_results(run_id, batch)
+        imported += 1
+    return imported

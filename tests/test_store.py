@@ -1,0 +1,152 @@
+"""The history database: what a run stores, the roll-up of old days, uptime,
+"down since", the import of earlier JSON reports, and a broken database that
+costs no report."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checker.pool import PoolOptions
+from checker.run import open_history
+from checker.store.db import HistoryDB, Row, percentile
+from checker.store.query import find
+from tests.helpers import SwitchableSite, raw_server
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def add_run(db: HistoryDB, when: datetime, rows: list[Row], complete: bool = True) -> int:
+    run_id = db.add_run(stamp(when), "[]", complete, {"total": len(rows)}, stamp(when), None)
+    db.add_results(run_id, rows)
+    return run_id
+
+
+def row(url: str, ok: bool, ms: float | None = 10.0) -> Row:
+    return Row(url, ok, 200 if ok else 503, None, ms, None)
+
+
+def test_uptime_down_since_and_recent(tmp_path: Path) -> None:
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    a = "https://a.example/"
+    for hours, ok in [(50, True), (20, True), (3, False), (2, True), (1, False), (0.5, False)]:
+        add_run(db, NOW - timedelta(hours=hours), [row(a, ok)])
+    # A stopped run's result never counts towards uptime.
+    add_run(db, NOW - timedelta(minutes=10), [row(a, True)], complete=False)
+    ((url_id, _),) = db.url_ids([a])
+    day = db.uptime(url_id, NOW - timedelta(days=1))
+    assert (day.checks, day.up, day.percent) == (5, 2, 40.0)
+    assert db.uptime(url_id, NOW - timedelta(days=7)).checks == 6
+    assert db.down_since(url_id) == stamp(NOW - timedelta(hours=1))
+    recent = db.recent(url_id, 3)
+    assert [r.ok for _, r in recent] == [True, False, False]  # newest first
+    db.close()
+
+
+def test_roll_up_one_day_at_a_time_keeps_the_counts(tmp_path: Path) -> None:
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    a, b = "https://a.example/", "https://b.example/"
+    old = NOW - timedelta(days=20)
+    for i in range(10):  # ten runs on one old day: a 80% up, b always up
+        when = old.replace(hour=0) + timedelta(hours=i)
+        add_run(db, when, [row(a, i >= 2, ms=float(10 * (i + 1))), row(b, True, ms=5.0)])
+    add_run(db, old + timedelta(days=1), [row(a, True), row(b, True)])  # the next old day
+    add_run(db, NOW - timedelta(hours=1), [row(a, True), row(b, False)])  # recent: stays raw
+    ((a_id, _),) = db.url_ids([a])
+    before = db.uptime(a_id, NOW - timedelta(days=30))
+    assert db.roll_up(NOW, history_days=14) == 10  # the oldest day only
+    assert db.count("daily") == 2 and db.count("results") == 4
+    assert db.roll_up(NOW, history_days=14) == 1  # then the next day
+    assert db.roll_up(NOW, history_days=14) == 0  # nothing older is left
+    after = db.uptime(a_id, NOW - timedelta(days=30))
+    assert (after.checks, after.up) == (before.checks, before.up) == (12, 10)
+    daily = db._db.execute(
+        "SELECT checks, up, down, p50_ms, p95_ms FROM daily WHERE url_id = ? ORDER BY day",
+        (a_id,),
+    ).fetchall()
+    # Times of the up checks only: 30, 40, ..., 100 ms.
+    assert daily[0] == (10, 8, 2, 60.0, 100.0)
+    db.close()
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([], 50) is None
+    assert percentile([5.0], 95) == 5.0
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 50), percentile(values, 95)) == (50.0, 95.0)
+
+
+def test_find_a_url_in_any_spelling(tmp_path: Path) -> None:
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    add_run(db, NOW, [row("HTTPS://PyPI.org", True), row("https://pypi.org/simple", True)])
+    assert [u for _, u in find(db, "https://pypi.org/")] == ["HTTPS://PyPI.org"]
+    assert [u for _, u in find(db, "HTTPS://PyPI.org")] == ["HTTPS://PyPI.org"]
+    assert find(db, "https://other.example/") == []
+    db.close()
+
+
+async def test_a_run_stores_every_checked_row(run_list: Any, tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://127.0.0.1:{port}/{i}" for i in range(30)] + ["not a url"]
+        await run_list(lines, pool=PoolOptions(concurrency=5, retries=0))
+    db = HistoryDB(str(tmp_path / "out" / "history.sqlite3"))
+    assert db.count("runs") == 1 and db.count("urls") == 30 and db.count("results") == 30
+    (run,) = db.runs(5)
+    assert run["complete"] == 1 and run["total"] == 31 and run["up"] == 30
+    db.close()
+
+
+async def test_earlier_reports_are_imported_once(run_list: Any, tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://127.0.0.1:{port}/{i}" for i in range(5)]
+        for _ in range(2):
+            await run_list(lines)
+    out = tmp_path / "out"
+    (out / "history.sqlite3").unlink()  # as if made by a checker without the database
+    db, notes = open_history(str(out))
+    assert db is not None
+    assert notes == [f"history: started from the 2 earlier reports in {out}"]
+    assert db.count("runs") == 2 and db.count("results") == 10
+    db.close()
+    db, notes = open_history(str(out))  # not again
+    assert db is not None and notes == [] and db.count("runs") == 2
+    db.close()
+
+
+async def test_a_broken_database_costs_no_report(run_list: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "history.sqlite3").write_bytes(b"this is not a database" * 100)
+    async with raw_server(SwitchableSite()) as port:
+        outcome, report = await run_list([f"http://127.0.0.1:{port}/"])
+    assert report["results"][0]["ok"]
+    (note,) = [n for n in outcome.notes if n.startswith("history:")]
+    assert "history.sqlite3" in note
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(sqlite3.DatabaseError, match="newer checker"):
+        HistoryDB(str(path))
+
+
+def test_runs_listing(tmp_path: Path) -> None:
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    for i in range(3):
+        add_run(db, NOW + timedelta(minutes=i), [row("https://a.example/", True)])
+    assert [r["started_at"] for r in db.runs(2)] == [
+        stamp(NOW + timedelta(minutes=1)),
+        stamp(NOW + timedelta(minutes=2)),
+    ]
+    db.close()
