@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from checker.http.client import ClientConfig, Trace, request_head
 from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
+from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
 from checker.results import Hop, Result, now_iso
 from checker.targets import Target
@@ -64,17 +65,21 @@ async def attempt_check(
     start = time.perf_counter()
     out = Attempt(method=opts.method, final_url=url)
     try:
-        async with asyncio.timeout(opts.timeout):
-            await _follow(url, opts.method, opts, out, connections)
-            if opts.method == "HEAD" and out.head is not None and not is_up(out.head.status):
-                # Many servers answer HEAD wrongly (405, 501, even 404 or 500):
-                # one GET decides before the URL is called down.
-                head_status = out.head.status
-                # What HEAD's server did wrong stays said (a body after HEAD).
-                warnings = out.warnings
-                out = Attempt(method="GET", final_url=url, head_status=head_status)
-                out.warnings = warnings
-                await _follow(url, "GET", opts, out, connections)
+        async with asyncio.timeout(opts.timeout) as deadline:
+            token = check_deadline.set(deadline)
+            try:
+                await _follow(url, opts.method, opts, out, connections)
+                if opts.method == "HEAD" and out.head is not None and not is_up(out.head.status):
+                    # Many servers answer HEAD wrongly (405, 501, even 404 or
+                    # 500): one GET decides before the URL is called down.
+                    head_status = out.head.status
+                    # What HEAD's server did wrong stays said (a body after HEAD).
+                    warnings = out.warnings
+                    out = Attempt(method="GET", final_url=url, head_status=head_status)
+                    out.warnings = warnings
+                    await _follow(url, "GET", opts, out, connections)
+            finally:
+                check_deadline.reset(token)
     except CheckError as exc:
         out.error = exc
     except TimeoutError:

@@ -33,11 +33,12 @@ from checker.notify import SMTPConfig
 from checker.notify.smtp import default_helo_name
 from checker.pool import PoolOptions
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
-from checker.reports.recover import RecoverError, recover, rerender
+from checker.reports.recover import RecoverError, recover, recover_leftovers, rerender
 from checker.run import RunConfig, RunError, ensure_out_dir, run_check, validate_lists
 from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
 from checker.summary import format_summary
+from checker.targets import ListError
 
 EXIT_UP = 0
 EXIT_DOWN = 1
@@ -464,12 +465,21 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
         if row is None:
             print(f"{entry.get('finished_at', '?'):24} {'(not in this run)':>20}")
             continue
-        result = ("up " if row["ok"] else "DOWN ") + str(row["error"] or row["status"])
+        result = _verdict(row["ok"], row["error"], row["status"])
         ms = f"{row['total_ms']:.0f}" if row.get("total_ms") is not None else "-"
         print(
             f"{row.get('checked_at') or '?':24} {result:>20} {ms:>9}  {row.get('final_url') or ''}"
         )
     return EXIT_UP
+
+
+def _verdict(ok: bool, error: str | None, status: int | None) -> str:
+    """A stored result for a person: a stopped run's row is not a site down."""
+    if error == "interrupted":
+        return "not checked"
+    if error == "invalid_url":
+        return "invalid line"
+    return ("up " if ok else "DOWN ") + str(error or status)
 
 
 def _show_url_history(out_dir: str, url: str, last: int) -> int:
@@ -488,7 +498,7 @@ def _show_url_history(out_dir: str, url: str, last: int) -> int:
             print(f"  down since {one.down_since}")
         print(f"  {'run started (UTC)':24} {'result':>20} {'total ms':>9}")
         for started, row in reversed(one.recent):
-            result = ("up " if row.ok else "DOWN ") + str(row.error or row.status)
+            result = _verdict(row.ok, row.error, row.status)
             ms = f"{row.total_ms:.0f}" if row.total_ms is not None else "-"
             print(f"  {started:24} {result:>20} {ms:>9}")
     return EXIT_UP
@@ -506,8 +516,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "history":
             return show_history(args.out, args.url, args.last)
         if args.command == "report":
-            if not os.path.isfile(args.file):
+            if not os.path.exists(args.file):
                 raise RunError(f"{args.file}: no such file")
+            if not os.path.isfile(args.file):
+                raise RunError(f"{args.file}: not a file (a journal or a JSON report)")
             folder = os.path.dirname(args.file) or "."
             with run_lock(folder, args.wait_lock):
                 return report_file(args.file, args.format, args.quiet)
@@ -522,9 +534,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise RunError(inputs.shown(str(exc))) from None
             ensure_out_dir(config.out_dir)
             with run_lock(config.out_dir, args.wait_lock):
+                if inputs.spooled:
+                    # A killed run's copied list is read again to report it:
+                    # recover it before this run's copy takes its place.
+                    recovered = loops.run(
+                        recover_leftovers(config.out_dir, config.formats), config.options["loop"]
+                    )
+                    for note in recovered:
+                        print(f"checker: {note}", file=sys.stderr)
                 config = dataclasses.replace(config, lists=inputs.settle(config.out_dir))
                 return run_and_report(config, args.quiet)
-    except RunError as exc:
+    except (RunError, ListError) as exc:
         print(f"checker: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LockBusy as exc:

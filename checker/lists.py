@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
 
+from checker.targets import ListError
+
 STDIN = "-"
 FOLDER = "lists"
 _LOOKS_LIKE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -57,6 +59,8 @@ class ListInputs:
         self._spooled: list[_Spooled] = []
         self.paths: list[str] = []
         urls: list[str] = []
+        if list(args).count(STDIN) > 1:
+            raise ListError("'-' (standard input) is given more than once")
         for arg in args:
             if arg == STDIN:
                 self.paths.append(self._spool("standard input", "stdin.txt", self._read_stdin()))
@@ -75,7 +79,19 @@ class ListInputs:
     def _read_stdin(self) -> BinaryIO:
         return self._stdin if self._stdin is not None else sys.stdin.buffer
 
+    def _unique(self, name: str) -> str:
+        """`name`, or `name` with -2, -3, ... when another copy of this run has it
+        (two pipes both called `urls`)."""
+        taken = {s.name for s in self._spooled}
+        stem, dot, ext = name.rpartition(".")
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{stem}-{n}{dot}{ext}"
+        return name
+
     def _spool(self, shown: str, name: str, source: BinaryIO) -> str:
+        name = self._unique(name)
         fd, tmp = tempfile.mkstemp(prefix="checker-list-", suffix=".txt")
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(source, out, 1 << 20)
@@ -83,6 +99,7 @@ class ListInputs:
         return tmp
 
     def _spool_bytes(self, shown: str, name: str, data: bytes) -> str:
+        name = self._unique(name)
         fd, tmp = tempfile.mkstemp(prefix="checker-list-", suffix=".txt")
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -95,9 +112,15 @@ class ListInputs:
             text = text.replace(s.tmp, s.shown)
         return text
 
+    @property
+    def spooled(self) -> bool:
+        return bool(self._spooled)
+
     def settle(self, out_dir: str) -> list[str]:
         """Move the copies to `<out_dir>/lists/`; the run's list paths. Call
-        while holding the folder's lock."""
+        while holding the folder's lock, and after the journals of killed
+        runs have been recovered: a copy replaces the previous run's, which
+        recovery reads again."""
         if not self._spooled:
             return list(self.paths)
         folder = os.path.join(out_dir, FOLDER)

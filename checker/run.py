@@ -260,6 +260,10 @@ async def _run(
     finally:
         if db is not None:
             db.close()
+    # The reports are in place: the journal has done its job. (Removed before
+    # the run index is written, so that a failure there cannot make the next
+    # run take this complete run for a killed one.)
+    journal.remove()
     await append_run(
         config.out_dir,
         {
@@ -275,10 +279,11 @@ async def _run(
             "reports": [os.path.basename(p) for p in written],
         },
     )
-    journal.remove()
     outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
     outcome.notes += db_notes
-    if changes and (config.webhook or config.smtp):
+    if changes and not interrupted and (config.webhook or config.smtp):
+        # Only a complete run alerts: a stopped one is not the baseline of the
+        # next, which would report (and alert) the same change again.
         # After the reports: a failing alert channel is reported, never costs a report.
         sent = await notify(
             changes,

@@ -120,3 +120,31 @@ async def test_quiet_says_nothing_when_an_alert_went_out(tmp_path: Path) -> None
     assert code == 1
     assert (out, err) == ("", "")
     assert len(hook.requests) == 1
+
+
+async def test_a_stopped_run_sends_no_alert_and_the_next_sends_it_once(tmp_path: Path) -> None:
+    # Run 1 complete: the site is up. It goes down; run 2 sees it (its first
+    # line) but is stopped: no alert (it is not the baseline of run 3, which
+    # would alert the same change again). Run 3 complete: one alert.
+    site = SwitchableSite()
+    hook = WebhookSink()
+    async with (
+        raw_server(site) as port,
+        raw_server(hook) as hook_port,
+        Fleet({"/slow": Route(delay=0.5)}) as fleet,
+    ):
+        lines = [f"http://127.0.0.1:{port}/"] + [fleet.url(f"/slow?{i}") for i in range(12)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        args = ("check", "urls.txt", "-q", "--retries", "0", "--concurrency", "2")
+        alert = ("--notify-webhook", f"http://127.0.0.1:{hook_port}/hook")
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)
+        assert code == 0, err
+        site.status = b"503 Service Unavailable"
+        code, _, err = await checker(*args, *alert, cwd=tmp_path, stop_after=0.9, sig=15)
+        assert code == 143, err
+        stopped = json.loads((tmp_path / "reports" / "latest.json").read_text())
+        assert [c["kind"] for c in stopped["changes"]] == ["down"]  # said in its report
+        assert hook.requests == []  # but not alerted
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)
+    assert code == 1, err
+    assert len(hook.requests) == 1

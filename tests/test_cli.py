@@ -274,3 +274,13 @@ def test_an_io_error_writing_reports_has_its_own_exit_code(
     assert cli.main(["check", "urls.txt", "-q"]) == cli.EXIT_IO == 4
     err = capsys.readouterr().err
     assert err == "checker: error: reports/status-x.json: No space left on device\n"
+
+
+def test_history_says_not_checked_and_invalid_not_down() -> None:
+    from checker.cli import _verdict
+
+    assert _verdict(False, "interrupted", None) == "not checked"
+    assert _verdict(False, "invalid_url", None) == "invalid line"
+    assert _verdict(False, "refused", None) == "DOWN refused"
+    assert _verdict(False, None, 503) == "DOWN 503"
+    assert _verdict(True, None, 200) == "up 200"

@@ -337,9 +337,13 @@ def test_report_in_chromium(tmp_path: Path) -> None:
 
 def test_report_on_a_phone(tmp_path: Path) -> None:
     # 390 px wide (a phone held upright): nothing may scroll sideways, neither
-    # the page nor the table's own box; URLs wrap at their separators.
+    # the page nor the table's own box; URLs wrap at their separators, and a
+    # URL with none (a long query) wraps anyway, in the tables of slowest
+    # checks too.
     report = tmp_path / "report.html"
     rows = sample_rows()
+    long = dict(rows[0], url="https://long.example/x?q=" + "a" * 150, total_ms=99_000.0)
+    rows.append(long)
     report.write_bytes(b"".join(render(sample_run(), lambda: iter(rows), sample_changes())))
     with chromium(tmp_path) as browser:
         target = browser.send("Target.createTarget", url="about:blank")["targetId"]
@@ -364,6 +368,7 @@ def test_report_on_a_phone(tmp_path: Path) -> None:
                 Math.max(...[...document.querySelectorAll('.card')].map(c => c.scrollWidth))]""",
         )
         page, body, box, box_client, card = widths
+        assert browser.evaluate(session, "document.body.innerText.includes('aaaaaaaa')")
         assert page <= 390 and body <= 390, widths
         assert box <= box_client, widths
         assert card <= 390, widths

@@ -94,3 +94,77 @@ async def test_an_empty_standard_input_is_a_usage_error_that_leaves_nothing(
         "checker: error: standard input: no URL in this list (only blank lines and comments)\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+async def test_two_pipes_with_one_name_keep_both_lists(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    fifos = [tmp_path / "x" / "urls", tmp_path / "y" / "urls"]
+    async with raw_server(SwitchableSite()) as port:
+        contents = [
+            f"http://127.0.0.1:{port}/x1\nhttp://127.0.0.1:{port}/x2\n",
+            f"http://127.0.0.1:{port}/y1\n",
+        ]
+        writers = []
+        for fifo, text in zip(fifos, contents, strict=True):
+            os.mkfifo(fifo)
+
+            def feed(path: Path = fifo, data: str = text) -> None:
+                with open(path, "w") as f:
+                    f.write(data)
+
+            writers.append(threading.Thread(target=feed, daemon=True))
+            writers[-1].start()
+        code, err = await run([str(f) for f in fifos], tmp_path)
+        for w in writers:
+            w.join(5)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out" / "lists").iterdir()) == [
+        "pipe-urls-2.txt",
+        "pipe-urls.txt",
+    ]
+    assert [str(r["url"]).rsplit("/", 1)[1] for r in rows(tmp_path)] == ["x1", "x2", "y1"]
+
+
+async def test_standard_input_twice_is_a_usage_error(tmp_path: Path) -> None:
+    code, err = await run(["-", "-"], tmp_path, b"http://127.0.0.1:1/\n")
+    assert code == 2
+    assert err == "checker: error: '-' (standard input) is given more than once\n"
+
+
+async def test_a_killed_piped_run_is_recovered_with_its_own_list(tmp_path: Path) -> None:
+    # Run A reads 20 URLs from stdin and is killed with most of them hanging;
+    # run B pipes in another list. A's report must still have all 20 rows:
+    # its copy of stdin is recovered before B's copy takes its place.
+    from checker.demo.fleet import Fleet, Route
+
+    async with Fleet({"/ok": Route(), "/hang": Route(delay=30)}) as fleet:
+        first = [fleet.url("/ok")] + [fleet.url(f"/hang?{i}") for i in range(19)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "checker", "check", "-", "--out", "out", "--timeout", "50", "-q"),
+            cwd=tmp_path,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(("\n".join(first) + "\n").encode())
+        proc.stdin.close()
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    await asyncio.sleep(0.1)
+                    journals = list((tmp_path / "out").glob("*.journal.jsonl"))
+                    if journals and b'"ok":true' in journals[0].read_bytes():
+                        break
+        finally:
+            proc.kill()
+            await proc.wait()
+        code, err = await run(["-", "-q"], tmp_path, (fleet.url("/ok?second") + "\n").encode())
+    assert code == 0, err
+    assert "a killed run's journal became" in err
+    killed = sorted((tmp_path / "out").glob("status-*.json"))[0]
+    report = json.loads(killed.read_text())
+    assert report["run"]["recovered"] is True
+    assert report["run"]["total"] == 20 and report["run"]["not_checked"] == 19

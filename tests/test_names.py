@@ -230,3 +230,30 @@ async def test_every_address_silent_is_a_connect_timeout_naming_them(run_list: A
         row, _ = await check_dual(run_list, port, (LOCAL6,))
     assert row["error"] == "timeout", row
     assert row["error_detail"] == "connect timed out after 3s (::1)"
+
+
+async def test_waiting_for_a_resolver_thread_is_not_charged_to_the_check() -> None:
+    # One resolver thread, held for 1.5 s by a name that never answers. A
+    # healthy name queued behind it must not come out as `timeout` of its
+    # 0.5 s check: the wait for a thread is the run's, not the URL's.
+    from checker.check import attempt_check
+    from checker.url import parse_url
+    from tests.helpers import check_options
+
+    def getaddrinfo(host: str, port: object, **kw: object) -> list[tuple[Any, ...]]:
+        if host.startswith("silent"):
+            time.sleep(1.5)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+
+    resolver = SystemResolver(max_threads=1, getaddrinfo=getaddrinfo)
+    opts = check_options(timeout=0.5, connect=0.3, resolver=resolver)
+    async with raw_server(KeepAliveServer(ok())) as port:
+        silent = asyncio.create_task(attempt_check(parse_url(f"http://silent.test:{port}/"), opts))
+        await asyncio.sleep(0.05)
+        healthy = await attempt_check(parse_url(f"http://ok.test:{port}/"), opts)
+        dead = await silent
+    assert dead.error is not None and dead.error.category == "dns"
+    assert "no answer from the resolver within 0.3s" in str(dead.error)
+    assert healthy.ok, healthy.error
+    assert healthy.total_ms > 1000  # it did wait for the thread, uncharged

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from checker.pool import FLUSH_EVERY, Pool, PoolOptions
 from checker.results import FIELDS, Result
 from checker.targets import Duplicate, ListError, Target, read_targets
 from checker.url import parse_url
-from tests.helpers import RecordingSink, check_options, raw_server, read_request
+from tests.helpers import RecordingSink, SwitchableSite, check_options, raw_server, read_request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -202,3 +203,33 @@ async def test_stopping_a_long_list_streams_the_unchecked_rows() -> None:
     assert all(r.error == "interrupted" for r in sink.rows.values())
     assert sink.flushes >= n // FLUSH_EVERY
     assert sink.most_unflushed <= FLUSH_EVERY + 100
+
+
+async def test_a_failed_run_index_leaves_no_journal_to_mistake_for_a_killed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reports are written, then runs.jsonl cannot be: the run fails (exit
+    # 4 in the CLI), but its journal is gone already, so the next run does not
+    # "recover" this complete run as a killed one.
+    from checker import run as run_module
+    from checker.run import RunConfig, run_check
+
+    async def refused(out_dir: str, entry: dict[str, Any]) -> None:
+        raise PermissionError(13, "Permission denied", f"{out_dir}/runs.jsonl")
+
+    monkeypatch.setattr(run_module, "append_run", refused)
+    async with raw_server(SwitchableSite()) as port:
+        lst = tmp_path / "urls.txt"
+        lst.write_text(f"http://127.0.0.1:{port}/\n")
+        config = RunConfig(
+            lists=[str(lst)],
+            out_dir=str(tmp_path / "out"),
+            formats=["json"],
+            check=check_options(),
+            pool=PoolOptions(concurrency=2),
+        )
+        with pytest.raises(PermissionError):
+            await run_check(config)
+    assert list((tmp_path / "out").glob("*.journal.jsonl")) == []
+    report = json.loads((tmp_path / "out" / "latest.json").read_text())
+    assert report["run"]["interrupted"] is False

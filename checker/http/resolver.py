@@ -41,6 +41,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,10 @@ from checker.http.errors import DNSError
 # (address family, address): what a connection attempt needs besides the port.
 Address = tuple[int, str]
 GetAddrInfo = Callable[..., list[tuple[Any, ...]]]
+
+# The deadline of the check now running in this task, if any: waiting for a
+# resolver thread is not charged to it (see `SystemResolver._wait`).
+check_deadline: ContextVar[asyncio.Timeout | None] = ContextVar("check_deadline", default=None)
 
 # A thread that has had no lookup for this long ends; the next one starts anew.
 THREAD_IDLE_EXIT = 10.0
@@ -162,8 +167,9 @@ class SystemResolver:
         lookup.waiters += 1
         asked = time.perf_counter()
         try:
-            # Waiting for a thread is the run's business, not this host's.
-            started = await asyncio.shield(lookup.started)
+            # Waiting for a thread is the run's business, not this host's: the
+            # check's own deadline stands still meanwhile.
+            started = await _uncharged(lookup.started)
             since = max(started, asked)
             left = timeout - (time.perf_counter() - since)
             try:
@@ -185,6 +191,24 @@ class SystemResolver:
                 lookup.started.cancel()
                 if self._running.get(lookup.host) is lookup:
                     del self._running[lookup.host]
+
+
+async def _uncharged(started: asyncio.Future[float]) -> float:
+    """Wait for `started` with the check's deadline (if any) held off, then
+    move that deadline on by the time waited."""
+    if started.done():
+        return started.result()
+    deadline = check_deadline.get()
+    when = deadline.when() if deadline is not None else None
+    if deadline is None or when is None:
+        return await asyncio.shield(started)
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    deadline.reschedule(None)
+    try:
+        return await asyncio.shield(started)
+    finally:
+        deadline.reschedule(when + (loop.time() - since))
 
 
 class _Threads:

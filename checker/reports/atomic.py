@@ -32,6 +32,12 @@ async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if exc.filename is None:  # name the file (a full disk says only ENOSPC)
+            raise OSError(exc.errno, exc.strerror, path) from None
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -58,7 +64,10 @@ class Spool:
 
     async def write(self, data: bytes) -> None:
         if data:
-            await self._file.write(data)
+            try:
+                await self._file.write(data)
+            except OSError as exc:  # name the file (a full disk says only ENOSPC)
+                raise OSError(exc.errno, exc.strerror, self.path) from None
 
     async def pieces(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
         await self._file.flush()

@@ -574,7 +574,7 @@ max-height:320px;overflow:auto}.changes li{padding:3px 0;border-top:1px solid va
 .tag{display:inline-block;min-width:150px;font-size:12px;font-weight:600}
 .k-down{color:var(--bad)}.k-up{color:var(--good)}.k-cert_expiring{color:var(--warn)}
 .k-status,.k-final_url{color:#0969da}
-code{font-size:12px;overflow-wrap:anywhere}.url{overflow-wrap:break-word;min-width:0}
+code{font-size:12px;overflow-wrap:anywhere}.url{overflow-wrap:anywhere;min-width:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px;margin:20px 0}
 .card{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:14px 16px;min-width:0}
 .chart{width:100%;max-width:560px;height:auto;font-size:13px;fill:var(--fg)}
@@ -594,7 +594,7 @@ tr.bad td{background:#ffebe9}tr.warn td{background:#fff8c5}
 minmax(0,1.6fr) 5em minmax(0,2fr) 5em 5em 5em minmax(0,1.4fr)}
 #rows tbody tr{content-visibility:auto;contain-intrinsic-size:auto 2.2em}
 #rows tr[hidden]{display:none}
-#rows td{overflow-wrap:break-word;min-width:0}
+#rows td{overflow-wrap:anywhere;min-width:0}
 #rows th{padding:0;display:flex;align-items:flex-end}
 #rows th button{all:unset;flex:1;padding:7px 8px;cursor:pointer;font-weight:600}
 #rows th[data-type=num]{text-align:right}

@@ -215,8 +215,11 @@ class Journal:
             if not self._buffer or self._file is None:
                 return
             batch, self._buffer = self._buffer, []
-            await self._file.write(b"".join(batch))
-            await self._file.flush()
+            try:
+                await self._file.write(b"".join(batch))
+                await self._file.flush()
+            except OSError as exc:  # name the file (a full disk says only ENOSPC)
+                raise OSError(exc.errno, exc.strerror, self.path) from None
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Callable[[int], dict[str, Any]]]:
