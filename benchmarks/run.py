@@ -909,7 +909,12 @@ def machine() -> list[str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1/10 sizes, a smoke test")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a developer's check in under a minute: scenario 1 at 1/10 size (unless"
+        " --scenarios says otherwise), written to RESULTS-quick.md",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per contender (default 3)")
     parser.add_argument(
         "--memory-repeats",
@@ -919,16 +924,19 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default="1,2,3,4a,4b,5",
-        help="comma-separated: 1,2,3,4a,4b,5 (4 means 4a,4b)",
+        default=None,
+        help="comma-separated: 1,2,3,4a,4b,5 (4 means 4a,4b), names (benchmarks/hostnames.py:"
+        " host names behind a slow resolver); default all, or 1 with --quick",
     )
     parser.add_argument("--no-curl-1m", action="store_true", help="no curl in scenario 5")
     args = parser.parse_args()
+    if args.scenarios is None:
+        args.scenarios = "1" if args.quick else "1,2,3,4a,4b,5,names"
     wanted = []
     for part in args.scenarios.split(","):
         part = part.strip().lower()
         wanted += ["4a", "4b"] if part == "4" else [part]
-    unknown = set(wanted) - {"1", "2", "3", "4a", "4b", "5"}
+    unknown = set(wanted) - {"1", "2", "3", "4a", "4b", "5", "names"}
     if unknown or args.repeats < 1:
         parser.error(f"bad --scenarios or --repeats: {sorted(unknown)}")
     args.wanted = wanted
@@ -1012,12 +1020,26 @@ def main() -> int:
         for scenario in scenarios.values():
             report += table(scenario)
         report += verdicts(scenarios, checker_name, args.quick)
+        if "names" in args.wanted:
+            report += [
+                "## Host names",
+                "",
+                "`benchmarks/hostnames.py` ran after these (its own nginx and DNS responder);"
+                " its tables are in `RESULTS-hostnames.md`.",
+                "",
+            ]
         text = "\n".join(report)
         print(text)
-        RESULTS.write_text(text)
-        log(f"written to {RESULTS}")
+        out = RESULTS.with_name("RESULTS-quick.md") if args.quick else RESULTS
+        out.write_text(text)
+        log(f"written to {out}")
     finally:
         _run_cleanups()
+    if "names" in args.wanted:
+        # One command for every scenario: the host-name one has its own
+        # server and resolver setup, so it runs as its own script, after.
+        names = [sys.executable, str(BENCH / "hostnames.py"), "--repeats", str(args.repeats)]
+        subprocess.run([*names, *(["--quick"] if args.quick else [])], check=False)
     return 0
 
 
