@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,15 @@ class Stats:
         return [(ms, url) for ms, _, url in sorted(self._slowest, reverse=True)]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """`text` safe for a terminal: a list line may hold control bytes (an ESC
+    would drive the terminal), shown as \\xNN."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 _KIND = {
     "down": "DOWN",
     "up": "UP",
@@ -121,7 +131,8 @@ def describe_change(change: dict[str, Any]) -> str:
         if kind == "cert_expiring"
         else f"{change['before']} -> {change['after']}"
     )
-    return f"{_KIND.get(kind, kind.upper()):6} {change['url']} (line {change['line']}): {what}"
+    url = shown(change["url"])
+    return f"{_KIND.get(kind, kind.upper()):6} {url} (line {change['line']}): {what}"
 
 
 def format_summary(
@@ -160,12 +171,12 @@ def format_summary(
     ]
     if stats.named_down:
         lines.append("down:")
-        lines.extend(f"  {what:>12}  {url}" for url, what in stats.named_down)
+        lines.extend(f"  {what:>12}  {shown(url)}" for url, what in stats.named_down)
         if stats.down > len(stats.named_down):
             lines.append(f"  ... and {stats.down - len(stats.named_down)} more (see the reports)")
     if stats.named_invalid:
         lines.append("invalid lines (not URLs checker checks):")
-        lines.extend(f"  {where}: {text}" for text, where in stats.named_invalid)
+        lines.extend(f"  {shown(where)}: {shown(text)}" for text, where in stats.named_invalid)
         if stats.invalid > len(stats.named_invalid):
             more = stats.invalid - len(stats.named_invalid)
             lines.append(f"  ... and {more} more (see the reports)")
@@ -178,7 +189,7 @@ def format_summary(
         lines.append("  " + "  ".join(parts))
     if stats.slowest:
         lines.append("slowest:")
-        lines.extend(f"  {ms:8.0f} ms  {url}" for ms, url in stats.slowest)
+        lines.extend(f"  {ms:8.0f} ms  {shown(url)}" for ms, url in stats.slowest)
     if reports:
         lines.append("reports: " + ", ".join(reports))
     return "\n".join(lines)

@@ -40,3 +40,11 @@ def test_invalid_and_not_checked_are_not_down() -> None:
     )
     assert "down:" not in text
     assert "invalid lines (not URLs checker checks):\n  l.txt:2: not a url" in text
+
+
+def test_control_bytes_never_reach_the_terminal() -> None:
+    stats = Stats()
+    stats.add(0, result(0, url="bad\x1b[2Jline\x00", error="invalid_url"))
+    text = format_summary(stats, 1.0, [], False)
+    assert "\x1b" not in text and "\x00" not in text
+    assert "  l.txt:1: bad\\x1b[2Jline\\x00" in text
