@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from checker.store.db import HistoryDB, Row  # noqa: E402
+from checker.store.db import HistoryDB, Row
 
 
 def stamp(moment: datetime) -> str:
