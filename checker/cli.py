@@ -18,19 +18,17 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from checker import __version__, loops
 from checker.check import CheckOptions
 from checker.history import read_runs, url_history
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.http.resolver import SystemResolver, resolver_threads
-from checker.limits import fit_open_files
+from checker.limits import fit_open_files, return_large_blocks
 from checker.lists import ListInputs
 from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
-from checker.notify import SMTPConfig
-from checker.notify.smtp import default_helo_name
 from checker.pool import PoolOptions
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
 from checker.reports.recover import RecoverError, recover, recover_leftovers, rerender
@@ -39,6 +37,9 @@ from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
 from checker.summary import format_summary
 from checker.targets import ListError
+
+if TYPE_CHECKING:
+    from checker.notify import SMTPConfig
 
 EXIT_UP = 0
 EXIT_DOWN = 1
@@ -380,6 +381,10 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 def smtp_config(args: argparse.Namespace) -> SMTPConfig | None:
     if not args.notify_email:
         return None
+    # Only a run that mails imports the mail code (a megabyte of the email package).
+    from checker.notify import SMTPConfig
+    from checker.notify.smtp import default_helo_name
+
     recipients = tuple(a.strip() for a in args.notify_email.split(",") if a.strip())
     port = args.smtp_port or (465 if args.smtp_tls else 587 if args.smtp_starttls else 25)
     try:
@@ -563,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """The console script."""
+    return_large_blocks()
     try:
         code = main()
         sys.stdout.flush()

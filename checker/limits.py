@@ -1,4 +1,5 @@
-"""The process's open-file limit, raised to fit the concurrency."""
+"""The process's limits: open files raised to fit the concurrency, and how the C
+allocator gives memory back."""
 
 from __future__ import annotations
 
@@ -33,3 +34,29 @@ def fit_open_files(concurrency: int) -> tuple[int, str | None]:
             f"but the limit is {soft} (hard limit {hard}); running with concurrency {fits}"
         )
     return concurrency, None
+
+
+# glibc's mallopt parameter: allocations at least this large get pages of
+# their own (mmap), given back to the system when freed.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
+
+
+def return_large_blocks() -> bool:
+    """Have the C allocator give large freed blocks back to the system.
+
+    What grows during a long run (the dedup shards, the journal's index) is
+    replaced by larger copies as it grows. glibc's default raises its mmap
+    threshold each time such a block is freed, so later copies come from the
+    heap and the freed ones stay as holes in it: at a million URLs that was
+    9 MB of a 74 MB peak. Fixing the threshold at 128 KiB (glibc's initial
+    value) keeps large blocks separate and returns them on free. Elsewhere
+    than glibc this does nothing. Returns whether it took effect.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False

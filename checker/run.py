@@ -16,12 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from checker import __version__
 from checker.check import CheckOptions
 from checker.history import Changes, PreviousRun, append_run, lists_key, previous_report
-from checker.notify import SMTPConfig, notify
 from checker.pool import Pool, PoolOptions
 from checker.prune import prune
 from checker.reports.journal import Journal
@@ -32,6 +31,9 @@ from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.feed import Feed, import_reports, totals
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
+
+if TYPE_CHECKING:  # alerts are imported when a run has some to send (a megabyte less)
+    from checker.notify import SMTPConfig
 
 __all__ = [
     "FORMATS",
@@ -284,6 +286,8 @@ async def _run(
     if changes and not interrupted and (config.webhook or config.smtp):
         # Only a complete run alerts: a stopped one is not the baseline of the
         # next, which would report (and alert) the same change again.
+        from checker.notify import notify
+
         # After the reports: a failing alert channel is reported, never costs a report.
         sent = await notify(
             changes,

@@ -632,3 +632,13 @@ def test_check_lists_refuses(
         assert message in text
         assert text.startswith(bad + ": ")
         assert "\n" not in text
+
+
+def test_large_blocks_go_back_to_the_system() -> None:
+    import platform
+
+    from checker.limits import return_large_blocks
+
+    took = return_large_blocks()
+    if platform.libc_ver()[0] == "glibc":
+        assert took is True

@@ -127,3 +127,25 @@ async def test_report_refuses_what_is_not_a_journal(
         (tmp_path / name).write_text(content)
     code, _, err = await checker("report", name, cwd=tmp_path)
     assert code == 2 and expect in err and "Traceback" not in err
+
+
+def test_block_reader_finds_lines_across_blocks(tmp_path: Path) -> None:
+    # The journal keeps only where each line starts; a line may cross a block
+    # boundary or be longer than a block.
+    import os
+
+    from checker.reports.journal import BlockReader
+
+    lines = [b"a" * 5 + b"\n", b"b" * 30 + b"\n", b"c" * 7 + b"\n", b"d" * 3]  # last one torn
+    path = tmp_path / "j"
+    path.write_bytes(b"".join(lines))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = BlockReader(fd, size=16, blocks=2)
+        offset = 0
+        for line in lines:
+            assert reader.line(offset) == line
+            offset += len(line)
+        assert reader.line(6 + 20) == b"b" * 10 + b"\n"  # from the middle of a long line
+    finally:
+        os.close(fd)

@@ -61,8 +61,9 @@ class Journal:
         self.header = header or {}
         self._fd: int | None = None
         self.allow_gaps = False
+        # Where each row's line starts (-1: not yet recorded). Its length is
+        # not kept: the line runs to its newline (8 bytes a row, not 12).
         self._offsets = array("q")
-        self._lengths = array("I")
         self._position = 0
         self._buffer: list[bytes] = []
         self._duplicates: dict[int, list[str]] = {}
@@ -122,7 +123,7 @@ class Journal:
     def _index(self, line: bytes, position: int) -> None:
         if line.startswith(b'{"seq":'):
             seq = int(line[7 : line.index(b",")])
-            self._place(seq, position, len(line))
+            self._place(seq, position)
         elif line.startswith(b'{"duplicate_of":'):
             record = json.loads(line)
             where = f"{record['source']}:{record['line']}"
@@ -164,18 +165,16 @@ class Journal:
 
     def add(self, seq: int, result: Result) -> None:
         line = b'{"seq":%d%s%s}\n' % (seq, _RESULT_KEY, result.to_json().encode("utf-8"))
-        self._place(seq, self._position, len(line))
+        self._place(seq, self._position)
         self._append(line)
 
-    def _place(self, seq: int, position: int, length: int) -> None:
+    def _place(self, seq: int, position: int) -> None:
         if seq >= len(self._offsets):
             grow = seq + 1 - len(self._offsets)
-            self._offsets.extend([-1] * grow)
-            self._lengths.extend([0] * grow)
+            self._offsets.extend(array("q", [-1]) * grow)
         if self._offsets[seq] != -1:
             raise RuntimeError(f"result {seq} recorded twice")
         self._offsets[seq] = position
-        self._lengths[seq] = length
         self.rows += 1
 
     def add_duplicate(self, dup: Duplicate) -> None:
@@ -226,10 +225,10 @@ class Journal:
         """A function from a recorded row's seq to its result, over one open file."""
         fd = os.open(self.path, os.O_RDONLY)
 
+        line = BlockReader(fd).line
+
         def row(seq: int) -> dict[str, Any]:
-            record: dict[str, Any] = json.loads(
-                os.pread(fd, self._lengths[seq], self._offsets[seq])
-            )
+            record: dict[str, Any] = json.loads(line(self._offsets[seq]))
             return record["result"]  # type: ignore[no-any-return]
 
         try:
@@ -252,11 +251,11 @@ class Journal:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            read = BlockReader(fd).read
-            for seq, (off, length) in enumerate(zip(self._offsets, self._lengths, strict=True)):
+            read = BlockReader(fd).line
+            for seq, off in enumerate(self._offsets):
                 if off < 0:
                     continue
-                line = read(off, length)
+                line = read(off)
                 # Unwrap {"seq":N,"result":{...}}\n down to the {...}.
                 row = line[line.index(_RESULT_KEY) + len(_RESULT_KEY) : -2]
                 dups = self._duplicates.get(seq)
@@ -288,10 +287,9 @@ class BlockReader:
         self.blocks = blocks
         self._cache: OrderedDict[int, bytes] = OrderedDict()
 
-    def read(self, offset: int, length: int) -> bytes:
-        first, last = offset // self.size, (offset + length - 1) // self.size
-        if first != last or length > self.size:
-            return os.pread(self.fd, length, offset)  # across blocks: rare, read it whole
+    def line(self, offset: int) -> bytes:
+        """The line that starts at `offset`, its newline included."""
+        first = offset // self.size
         block = self._cache.get(first)
         if block is None:
             block = os.pread(self.fd, self.size, first * self.size)
@@ -301,7 +299,19 @@ class BlockReader:
         else:
             self._cache.move_to_end(first)
         start = offset - first * self.size
-        return block[start : start + length]
+        end = block.find(b"\n", start)
+        if end >= 0:
+            return block[start : end + 1]
+        # It runs past this block (rare): read on from it until its newline.
+        want = self.size
+        while True:
+            data = os.pread(self.fd, want, offset)
+            end = data.find(b"\n")
+            if end >= 0:
+                return data[: end + 1]
+            if len(data) < want:
+                return data  # a torn last line: the caller's JSON decoding says so
+            want *= 2
 
 
 def _header_line(run: dict[str, Any]) -> bytes:
