@@ -62,9 +62,9 @@ def test_roll_up_one_day_at_a_time_keeps_the_counts(tmp_path: Path) -> None:
     add_run(db, NOW - timedelta(hours=1), [row(a, True), row(b, False)])  # recent: stays raw
     ((a_id, _),) = db.url_ids([a])
     before = db.uptime(a_id, NOW - timedelta(days=30))
-    assert db.roll_up(NOW, history_days=14) == 10  # the oldest day only
+    assert db.roll_up(NOW, history_days=14) == 20  # the oldest day only: 10 runs, 2 URLs
     assert db.count("daily") == 2 and db.count("results") == 4
-    assert db.roll_up(NOW, history_days=14) == 1  # then the next day
+    assert db.roll_up(NOW, history_days=14) == 2  # then the next day
     assert db.roll_up(NOW, history_days=14) == 0  # nothing older is left
     after = db.uptime(a_id, NOW - timedelta(days=30))
     assert (after.checks, after.up) == (before.checks, before.up) == (12, 10)
@@ -150,3 +150,24 @@ def test_runs_listing(tmp_path: Path) -> None:
         stamp(NOW + timedelta(minutes=2)),
     ]
     db.close()
+
+
+def test_roll_up_is_bounded_and_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    urls = [f"https://u{i}.example/" for i in range(10)]
+    old = (NOW - timedelta(days=20)).replace(hour=0)
+    for hour in range(4):  # 4 runs of 10 URLs on one old day: 40 raw rows
+        add_run(db, old + timedelta(hours=hour), [row(u, hour != 0) for u in urls])
+    ((first, _),) = db.url_ids([urls[0]])
+    before = db.uptime(first, NOW - timedelta(days=30))
+    done = []
+    while (n := db.roll_up(NOW, history_days=14, budget=12)) > 0:  # 3 URLs a call
+        done.append(n)
+        # Half done, the counts stand: each URL has its raw rows or its daily row.
+        now = db.uptime(first, NOW - timedelta(days=30))
+        assert (now.checks, now.up) == (before.checks, before.up) == (4, 3)
+    assert done == [12, 12, 12, 4]
+    assert db.count("results") == 0 and db.count("daily") == 10
+    assert db.roll_up(NOW, history_days=14, budget=12) == 0
+    db.close()
+
