@@ -170,4 +170,3 @@ def test_roll_up_is_bounded_and_goes_on_where_it_stopped(tmp_path: Path) -> None
     assert db.count("results") == 0 and db.count("daily") == 10
     assert db.roll_up(NOW, history_days=14, budget=12) == 0
     db.close()
-
