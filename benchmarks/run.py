@@ -41,6 +41,7 @@ VENV = BENCH / ".venv"
 VPY = VENV / "bin" / "python"
 CHECKER_BIN = VENV / "bin" / "checker"
 PEER_AIOHTTP = BENCH / "peers" / "aiohttp_check.py"
+PEER_MINIMAL = BENCH / "peers" / "minimal_client.py"
 TEMPLATE = BENCH / "nginx.conf.template"
 RESULTS = BENCH / "RESULTS.md"
 
@@ -485,6 +486,28 @@ def aiohttp_contender(force_close: bool) -> Contender:
     return Contender("aiohttp force_close" if force_close else "aiohttp", command, verify)
 
 
+def minimal_contender() -> Contender:
+    """The exchange alone on asyncio streams + uvloop: the floor checker stands on."""
+
+    def command(job: Job, run_dir: Path) -> list[str]:
+        cmd = [str(VPY), str(PEER_MINIMAL), str(job.list_file), str(job.concurrency)]
+        return cmd + (["--cafile", str(job.ca_file)] if job.https else [])
+
+    def verify(job: Job, run_dir: Path, code: int) -> str | None:
+        try:
+            result = json.loads((run_dir / "stdout").read_text())
+        except ValueError:
+            return f"exit {code}, no result line"
+        if code != 0 or result["counts"].get("200") != job.urls:
+            return f"exit {code}, counts {result['counts']}"
+        return None
+
+    return Contender(MINIMAL, command, verify)
+
+
+MINIMAL = "minimal streams client"
+
+
 def curl_contender() -> Contender:
     def command(job: Job, run_dir: Path) -> list[str]:
         cmd = ["curl", "--parallel", "--parallel-max", str(job.concurrency), "--parallel-immediate"]
@@ -708,7 +731,7 @@ def build_scenarios(quick: bool, checkers: list[str], curl_1m: bool) -> list[Sce
     everyone = [*checkers, *aio, "curl"]
     capped = f"curl is capped by curl itself at --parallel-max {CURL_MAX_PARALLEL}"
     return [
-        Scenario("1", "HTTP, one host", n, 200, "http", everyone),
+        Scenario("1", "HTTP, one host", n, 200, "http", [*everyone, MINIMAL]),
         Scenario("2", f"HTTP, {n:,} distinct hosts", n, 200, "hosts", everyone),
         Scenario("3", "HTTPS, one host", 2_000 // scale, 200, "https", everyone),
         Scenario("4a", "50 ms server, concurrency 200", 10_000 // scale, 200, "slow", everyone),
@@ -847,6 +870,11 @@ def verdicts(scenarios: dict[str, Scenario], checker: str, quick: bool) -> list[
         "<= 64",
         None if rss is None else rss <= 64,
     )
+    for name in (checker, "aiohttp", MINIMAL):
+        done = good(runs("1", name) or [])
+        if done and "1" in scenarios:
+            per = statistics.median(r.cpu for r in done) / scenarios["1"].urls * 1e6
+            lines.append(f"- HTTP one host, CPU per check (user+sys / URLs), {name}: {per:.0f} us")
     mine, base = runs("1", checker), runs("1", "curl")
     ratio = paired_ratio(mine, base) if mine and base else None
     check(
@@ -968,6 +996,7 @@ def main() -> int:
         contenders = {c.name: c for c in checkers}
         contenders |= {c.name: c for c in (aiohttp_contender(False), aiohttp_contender(True))}
         contenders["curl"] = curl_contender()
+        contenders[MINIMAL] = minimal_contender()
         scenarios = {
             s.key: s
             for s in build_scenarios(args.quick, [c.name for c in checkers], not args.no_curl_1m)
