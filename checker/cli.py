@@ -452,8 +452,12 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
         print(
             f"{'finished (UTC)':24} {'URLs':>7} {'up':>7} {'down':>6} {'changes':>7} {'seconds':>8}"
         )
-        for entry in read_runs(out_dir)[-last:]:
+        # In time order: a recovered run's line is written after the runs that
+        # recovered it.
+        runs = sorted(read_runs(out_dir), key=lambda e: str(e.get("started_at") or ""))
+        for entry in runs[-last:]:
             flag = "  interrupted" if entry.get("interrupted") else ""
+            flag += " (recovered)" if entry.get("recovered") else ""
             print(
                 f"{entry.get('finished_at', '?'):24} {entry.get('total', 0):>7} "
                 f"{entry.get('up', 0):>7} {entry.get('down', 0):>6} "

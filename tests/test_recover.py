@@ -83,6 +83,14 @@ async def test_checker_report_turns_a_killed_runs_journal_into_reports(tmp_path:
     check_rows(json.loads((tmp_path / "reports" / f"{stem}.json").read_text()))
     assert (tmp_path / "reports" / "latest.csv").read_text().count("\n") == 23
     assert not journal.exists()
+    # The run index lists it, as an interrupted, recovered run.
+    (entry,) = [
+        json.loads(x) for x in (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()
+    ]
+    assert (entry["interrupted"], entry["recovered"], entry["total"]) == (True, True, 22)
+    assert entry["reports"] == [f"{stem}.csv", f"{stem}.json", f"{stem}.html"]
+    code, out, _ = await checker("history", cwd=tmp_path)
+    assert code == 0 and out.splitlines()[1].endswith("interrupted (recovered)")
 
 
 async def test_the_next_run_recovers_a_killed_runs_journal(tmp_path: Path) -> None:
