@@ -465,6 +465,17 @@ def checker_contender(name: str, loop: str | None) -> Contender:
     return Contender(name, command, verify)
 
 
+def verify_counts(job: Job, run_dir: Path, code: int) -> str | None:
+    """For the Python peers, which print {"counts": {status: n}} as one line."""
+    try:
+        result = json.loads((run_dir / "stdout").read_text())
+    except ValueError:
+        return f"exit {code}, no result line"
+    if code != 0 or result["counts"].get("200") != job.urls:
+        return f"exit {code}, counts {result['counts']}"
+    return None
+
+
 def aiohttp_contender(force_close: bool) -> Contender:
     def command(job: Job, run_dir: Path) -> list[str]:
         cmd = [str(VPY), str(PEER_AIOHTTP), str(job.list_file), str(job.concurrency)]
@@ -474,16 +485,7 @@ def aiohttp_contender(force_close: bool) -> Contender:
             cmd += ["--cafile", str(job.ca_file)]
         return cmd
 
-    def verify(job: Job, run_dir: Path, code: int) -> str | None:
-        try:
-            result = json.loads((run_dir / "stdout").read_text())
-        except ValueError:
-            return f"exit {code}, no result line"
-        if code != 0 or result["counts"].get("200") != job.urls:
-            return f"exit {code}, counts {result['counts']}"
-        return None
-
-    return Contender("aiohttp force_close" if force_close else "aiohttp", command, verify)
+    return Contender("aiohttp force_close" if force_close else "aiohttp", command, verify_counts)
 
 
 def minimal_contender() -> Contender:
@@ -493,16 +495,7 @@ def minimal_contender() -> Contender:
         cmd = [str(VPY), str(PEER_MINIMAL), str(job.list_file), str(job.concurrency)]
         return cmd + (["--cafile", str(job.ca_file)] if job.https else [])
 
-    def verify(job: Job, run_dir: Path, code: int) -> str | None:
-        try:
-            result = json.loads((run_dir / "stdout").read_text())
-        except ValueError:
-            return f"exit {code}, no result line"
-        if code != 0 or result["counts"].get("200") != job.urls:
-            return f"exit {code}, counts {result['counts']}"
-        return None
-
-    return Contender(MINIMAL, command, verify)
+    return Contender(MINIMAL, command, verify_counts)
 
 
 MINIMAL = "minimal streams client"
