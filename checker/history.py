@@ -148,7 +148,13 @@ def row_changes(
     base = {"url": after["url"], "line": after["line"]}
     out = []
     if before["ok"] and not after["ok"]:
-        out.append({**base, "kind": "down", "before": _outcome(before), "after": _outcome(after)})
+        down = {**base, "kind": "down", "before": _outcome(before), "after": _outcome(after)}
+        # What a person needs from an alert: since when, and what went wrong.
+        if after.get("checked_at"):
+            down["since"] = after["checked_at"]
+        if after.get("error_detail"):
+            down["detail"] = after["error_detail"]
+        out.append(down)
     elif not before["ok"] and after["ok"]:
         out.append({**base, "kind": "up", "before": _outcome(before), "after": _outcome(after)})
     elif before.get("status") != after.get("status") and None not in (

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -289,9 +290,12 @@ async def _run(
         from checker.notify import notify
 
         # After the reports: a failing alert channel is reported, never costs a report.
+        # The alert also says where it ran and where the reports are.
+        here = os.getcwd()  # the report paths as a person can open them anywhere
+        where = {"host": socket.gethostname(), "reports": [os.path.join(here, p) for p in written]}
         sent = await notify(
             changes,
-            run_info,
+            {**run_info, **where},
             webhook=config.webhook,
             webhook_client=config.check.client,
             smtp=config.smtp,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -66,16 +67,22 @@ async def test_one_change_reaches_the_report_the_webhook_and_the_mail(
     ((head, body),) = hook.requests
     assert b"content-type: application/json" in head.lower()
     sent = json.loads(body)
-    assert sent["changes"] == [
-        {"url": changing, "line": 2, "kind": "down", "before": 200, "after": 500}
-    ]
+    (change,) = sent["changes"]
+    assert change.pop("since") == report["results"][1]["checked_at"]  # since when it is down
+    assert change == {"url": changing, "line": 2, "kind": "down", "before": 200, "after": 500}
+    # Where it ran, and the reports to open.
+    assert sent["run"]["host"] == socket.gethostname()
+    assert str(tmp_path / "reports" / Path(report_name(tmp_path)).name) in sent["run"]["reports"]
 
     (envelope,) = recorder.envelopes
     assert envelope.rcpt_tos == ["ops@example.com"]
     assert envelope.original_content is not None
     msg = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
     assert "1 down" in str(msg["Subject"])
-    assert changing in msg.get_body().get_content()  # type: ignore[union-attr]
+    text = msg.get_body().get_content()  # type: ignore[union-attr]
+    assert changing in text
+    assert f"checked from {socket.gethostname()}" in text and "reports: " in text
+    assert ", since 20" in text  # since when the URL is down
 
 
 async def test_a_failing_alert_channel_costs_no_report(tmp_path: Path) -> None:
@@ -148,3 +155,9 @@ async def test_a_stopped_run_sends_no_alert_and_the_next_sends_it_once(tmp_path:
         code, _, err = await checker(*args, *alert, cwd=tmp_path)
     assert code == 1, err
     assert len(hook.requests) == 1
+
+
+def report_name(tmp_path: Path) -> str:
+    """The newest run's JSON report, from the run index."""
+    runs = (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()
+    return str(next(n for n in json.loads(runs[-1])["reports"] if n.endswith(".json")))

@@ -143,9 +143,10 @@ async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
     assert code == 1
     assert out.startswith(f"1 change since the last run:\n  DOWN   {flaky} (line 2): 200 -> 503\n")
     report = json.loads((tmp_path / "reports" / "latest.json").read_text())
-    assert report["changes"] == [
-        {"url": flaky, "line": 2, "kind": "down", "before": 200, "after": 503}
-    ]
+    ((change,),) = [report["changes"]]
+    assert change["since"] == report["results"][1]["checked_at"]  # when it was seen down
+    del change["since"]
+    assert change == {"url": flaky, "line": 2, "kind": "down", "before": 200, "after": 503}
     assert report["run"]["changes_total"] == 1 and report["run"]["previous_run"]
     runs = [
         json.loads(line) for line in (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()

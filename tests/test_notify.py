@@ -659,3 +659,25 @@ async def test_notify_without_channels() -> None:
 async def test_notify_webhook_without_client_is_a_bug() -> None:
     with pytest.raises(ValueError, match="webhook_client"):
         await notify(CHANGES, RUN, webhook="http://x/", webhook_client=None, smtp=None)
+
+
+def test_alerts_say_since_when_what_went_wrong_where_and_which_reports() -> None:
+    run = {**RUN, "host": "checker-box", "reports": ["/srv/r/status-x.json"]}
+    down = {
+        **CHANGES[0],
+        "after": "refused",
+        "since": "2024-05-06T10:00:03.000Z",
+        "detail": "connection refused",
+    }
+    body = json.loads(summary_json(run, [down]))
+    assert body["run"]["host"] == "checker-box"
+    assert body["run"]["reports"] == ["/srv/r/status-x.json"]
+    assert body["changes"][0]["since"] == "2024-05-06T10:00:03.000Z"
+    assert body["changes"][0]["detail"] == "connection refused"
+    _, text = summary_text(run, [down])
+    lines = text.splitlines()
+    assert lines[0] == (
+        "DOWN  https://a.example/ (line 4): 200 -> refused (connection refused),"
+        " since 2024-05-06T10:00:03.000Z"
+    )
+    assert "checked from checker-box" in lines and "reports: /srv/r/status-x.json" in lines

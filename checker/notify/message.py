@@ -25,6 +25,10 @@ from typing import Any
 # is for the reports.
 RUN_FIELDS = ("started_at", "finished_at", "total", "up", "down", "interrupted", "lists")
 CHANGE_FIELDS = ("url", "line", "kind", "before", "after")
+# Sent when the run or the change has them: where the run ran and its report
+# files; since when a URL is down, and the error's detail.
+RUN_EXTRA = ("host", "reports")
+CHANGE_EXTRA = ("since", "detail")
 
 # Kind -> the word that starts its line in the mail. Padded to one width, so the
 # URLs line up in a fixed-width font.
@@ -67,8 +71,13 @@ def clean(value: object, limit: int = VALUE_LIMIT) -> str:
 def summary_json(run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> bytes:
     """The webhook body: ``{"run": {...}, "changes": [...]}`` as UTF-8 JSON."""
     body = {
-        "run": {name: run.get(name) for name in RUN_FIELDS},
-        "changes": [{name: change.get(name) for name in CHANGE_FIELDS} for change in changes],
+        "run": {name: run.get(name) for name in RUN_FIELDS}
+        | {name: run[name] for name in RUN_EXTRA if run.get(name)},
+        "changes": [
+            {name: change.get(name) for name in CHANGE_FIELDS}
+            | {name: change[name] for name in CHANGE_EXTRA if change.get(name)}
+            for change in changes
+        ],
     }
     # default=str: a value that is not JSON (a datetime, say) is sent as text
     # rather than losing the alert.
@@ -111,6 +120,10 @@ def change_line(change: Mapping[str, Any]) -> str:
         where += f" (line {clean(line)})"
     before, after = change.get("before"), change.get("after")
     what = _expiry(after) if kind == "cert_expiring" else f"{clean(before)} -> {clean(after)}"
+    if change.get("detail"):
+        what += f" ({clean(change.get('detail'))})"
+    if change.get("since"):
+        what += f", since {clean(change.get('since'), 40)}"
     return f"{label:<5} {where}: {what}"
 
 
@@ -124,6 +137,11 @@ def run_lines(run: Mapping[str, Any]) -> list[str]:
     lists = run.get("lists")
     if isinstance(lists, list | tuple) and lists:
         lines.append("lists: " + ", ".join(clean(name) for name in lists))
+    if run.get("host"):
+        lines.append(f"checked from {clean(run.get('host'), 100)}")
+    reports = run.get("reports")
+    if isinstance(reports, list | tuple) and reports:
+        lines.append("reports: " + ", ".join(clean(name, 500) for name in reports))
     return lines
 
 
