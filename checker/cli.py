@@ -32,6 +32,7 @@ from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
 from checker.reports.recover import RecoverError, recover, recover_leftovers, rerender
+from checker.results import INVALID, NOT_CHECKED
 from checker.run import RunConfig, RunError, ensure_out_dir, run_check, validate_lists
 from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
@@ -484,9 +485,9 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
 
 def _verdict(ok: bool, error: str | None, status: int | None) -> str:
     """A stored result for a person: a stopped run's row is not a site down."""
-    if error == "interrupted":
+    if error == NOT_CHECKED:
         return "not checked"
-    if error == "invalid_url":
+    if error == INVALID:
         return "invalid line"
     return ("up " if ok else "DOWN ") + str(error or status)
 

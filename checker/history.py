@@ -26,12 +26,11 @@ from typing import Any, BinaryIO
 import aiofiles
 
 from checker.fingerprints import FingerprintMap
-from checker.http.errors import Interrupted
+from checker.results import NOT_CHECKED
 from checker.url import URLError, dedup_key, parse_url
 
 RUN_INDEX = "runs.jsonl"
 MAX_CHANGES = 10_000  # listed in a report; the rest are counted
-NOT_CHECKED = Interrupted.category  # a row its run never finished
 
 
 def lists_key(lists: Iterable[str]) -> list[str]:

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from checker.http.errors import Interrupted, InvalidURL
+
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# Rows that are not the outcome of checking a URL, and so never "down": a row
+# its run never finished (stopped or killed), and a line that is not a URL.
+NOT_CHECKED = Interrupted.category
+INVALID = InvalidURL.category
+NOT_A_CHECK = frozenset({NOT_CHECKED, INVALID})
 
 FIELDS: tuple[str, ...] = (
     "url",

@@ -9,13 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from checker.http.errors import Interrupted, InvalidURL
-from checker.results import Result
+from checker.results import INVALID, NOT_CHECKED, Result
 
 SLOWEST = 5
 NAMED = 20  # down URLs (and invalid lines) named in the summary; the rest are counted
-NOT_CHECKED = Interrupted.category  # a row its run never finished
-INVALID = InvalidURL.category
 
 
 @dataclass

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 
+from checker.results import INVALID, NOT_CHECKED
+
 # The table holds at most this many rows. A browser stays responsive sorting and
 # filtering ~50,000 rows, and the file stays around 25 MB; the CSV and JSON
 # reports always have every row. When rows are left out, down rows are kept
@@ -509,9 +511,9 @@ def _table_start(agg: Aggregates) -> str:
 
 def _not_up(row: dict[str, Any]) -> str:
     error = row.get("error")
-    if error == "interrupted":
+    if error == NOT_CHECKED:
         return "not checked"
-    return "invalid" if error == "invalid_url" else "down"
+    return "invalid" if error == INVALID else "down"
 
 
 def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:

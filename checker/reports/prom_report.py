@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+from checker.results import NOT_A_CHECK
+
 PHASES = ("dns", "connect", "tls", "ttfb", "total")
 
 
@@ -39,12 +41,9 @@ def _checked(
     rows: Callable[[], Iterator[dict[str, Any]]],
 ) -> Callable[[], Iterator[dict[str, Any]]]:
     def checked() -> Iterator[dict[str, Any]]:
-        return (r for r in rows() if r.get("error") not in SKIPPED)
+        return (r for r in rows() if r.get("error") not in NOT_A_CHECK)
 
     return checked
-
-
-SKIPPED = frozenset({"invalid_url", "interrupted"})
 
 
 def _epoch(iso: object) -> float | None:

@@ -13,15 +13,12 @@ import os
 from typing import Any
 
 from checker.history import read_runs, report_rows
+from checker.results import NOT_A_CHECK
 from checker.store.db import HistoryDB, Row
-
-# Rows that are not a result of checking a URL: an invalid line, or a row a
-# stopped run never finished.
-SKIPPED = frozenset({"invalid_url", "interrupted"})
 
 
 def as_row(row: dict[str, Any]) -> Row | None:
-    if row.get("error") in SKIPPED or not isinstance(row.get("url"), str):
+    if row.get("error") in NOT_A_CHECK or not isinstance(row.get("url"), str):
         return None
     return Row(
         url=row["url"],
