@@ -28,11 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from checker.results import iso
 from checker.store.db import ROLL_UP_ROWS, HistoryDB, Row
-
-
-def stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def rows_for(urls: list[str], rng: random.Random) -> list[Row]:
@@ -67,7 +64,7 @@ def main() -> int:
         start = time.perf_counter()
         for i in range(runs):
             when = now - timedelta(minutes=args.every * (runs - i))
-            run_id = db.add_run(stamp(when), "[]", True, {"total": len(urls)}, stamp(when), None)
+            run_id = db.add_run(iso(when), "[]", True, {"total": len(urls)}, iso(when), None)
             batch = rows_for(urls, rng)
             for k in range(0, len(batch), 2048):
                 db.add_results(run_id, batch[k : k + 2048])
@@ -78,7 +75,7 @@ def main() -> int:
         size_mb = os.path.getsize(db.path) / 2**20
 
         def one_more_run() -> None:
-            run_id = db.add_run(stamp(now), "[]", True, {"total": len(urls)}, stamp(now), None)
+            run_id = db.add_run(iso(now), "[]", True, {"total": len(urls)}, iso(now), None)
             batch = rows_for(urls, rng)
             for k in range(0, len(batch), 2048):
                 db.add_results(run_id, batch[k : k + 2048])

@@ -29,6 +29,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from types import TracebackType
 from typing import BinaryIO
 
@@ -74,7 +75,7 @@ class ListInputs:
                 self.paths.append(arg)
         if urls:
             data = ("\n".join(urls) + "\n").encode("utf-8", "surrogateescape")
-            self.paths.append(self._spool_bytes("the URLs given as arguments", "args.txt", data))
+            self.paths.append(self._spool("the URLs given as arguments", "args.txt", BytesIO(data)))
 
     def _read_stdin(self) -> BinaryIO:
         return self._stdin if self._stdin is not None else sys.stdin.buffer
@@ -95,14 +96,6 @@ class ListInputs:
         fd, tmp = tempfile.mkstemp(prefix="checker-list-", suffix=".txt")
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(source, out, 1 << 20)
-        self._spooled.append(_Spooled(shown, name, tmp))
-        return tmp
-
-    def _spool_bytes(self, shown: str, name: str, data: bytes) -> str:
-        name = self._unique(name)
-        fd, tmp = tempfile.mkstemp(prefix="checker-list-", suffix=".txt")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
         self._spooled.append(_Spooled(shown, name, tmp))
         return tmp
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from checker.pool import PoolOptions
+from checker.results import iso
 from checker.run import open_history
 from checker.store.db import HistoryDB, Row, percentile
 from checker.store.query import find
@@ -20,12 +21,8 @@ from tests.helpers import SwitchableSite, raw_server
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
-def stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def add_run(db: HistoryDB, when: datetime, rows: list[Row], complete: bool = True) -> int:
-    run_id = db.add_run(stamp(when), "[]", complete, {"total": len(rows)}, stamp(when), None)
+    run_id = db.add_run(iso(when), "[]", complete, {"total": len(rows)}, iso(when), None)
     db.add_results(run_id, rows)
     return run_id
 
@@ -45,7 +42,7 @@ def test_uptime_down_since_and_recent(tmp_path: Path) -> None:
     day = db.uptime(url_id, NOW - timedelta(days=1))
     assert (day.checks, day.up, day.percent) == (5, 2, 40.0)
     assert db.uptime(url_id, NOW - timedelta(days=7)).checks == 6
-    assert db.down_since(url_id) == stamp(NOW - timedelta(hours=1))
+    assert db.down_since(url_id) == iso(NOW - timedelta(hours=1))
     recent = db.recent(url_id, 3)
     assert [r.ok for _, r in recent] == [True, False, False]  # newest first
     db.close()
@@ -146,8 +143,8 @@ def test_runs_listing(tmp_path: Path) -> None:
     for i in range(3):
         add_run(db, NOW + timedelta(minutes=i), [row("https://a.example/", True)])
     assert [r["started_at"] for r in db.runs(2)] == [
-        stamp(NOW + timedelta(minutes=1)),
-        stamp(NOW + timedelta(minutes=2)),
+        iso(NOW + timedelta(minutes=1)),
+        iso(NOW + timedelta(minutes=2)),
     ]
     db.close()
 

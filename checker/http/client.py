@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from checker.http import wire
-from checker.http.connections import Connection, ConnectionPool, buffered, close_stream
+from checker.http.connections import (
+    Connection,
+    ConnectionPool,
+    buffered,
+    close_stream,
+    unread,
+)
 from checker.http.errors import (
     CheckError,
     CheckTimeout,
@@ -387,11 +393,9 @@ async def read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], .
     # reader's buffer: take it in one read and parse it whole (a readline()
     # per header line was the largest cost of a check). When it has not all
     # arrived, line by line; both go through the same rules (wire.HeaderLines).
-    buffer = getattr(reader, "_buffer", None)
-    if buffer is not None:
-        end = wire.head_end(buffer)
-        if 0 < end <= wire.MAX_HEAD:
-            return wire.parse_header_block(await reader.readexactly(end))
+    end = wire.head_end(unread(reader))
+    if 0 < end <= wire.MAX_HEAD:
+        return wire.parse_header_block(await reader.readexactly(end))
     lines = wire.HeaderLines()
     while True:
         line = await _readline(reader)

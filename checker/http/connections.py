@@ -61,13 +61,19 @@ class Connection:
         )
 
 
-def buffered(reader: asyncio.StreamReader) -> int:
-    """Bytes received on `reader` and not yet read.
+def unread(reader: asyncio.StreamReader) -> bytes | bytearray:
+    """What `reader` has received and not yet handed out (do not change it).
 
     StreamReader has no public way to ask this; its `_buffer` is where the
     protocol puts what arrives (under uvloop too), and has been since 3.4.
+    The one place that looks there.
     """
-    return len(getattr(reader, "_buffer", b""))
+    return getattr(reader, "_buffer", b"")
+
+
+def buffered(reader: asyncio.StreamReader) -> int:
+    """Bytes received on `reader` and not yet read."""
+    return len(unread(reader))
 
 
 class ConnectionPool:

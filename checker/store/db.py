@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from checker.results import iso
+
 NAME = "history.sqlite3"
 SCHEMA_VERSION = 1
 HISTORY_DAYS = 14  # raw results kept this long; then one row per URL per day
@@ -287,7 +289,7 @@ class HistoryDB:
     def uptime(self, url_id: int, since: datetime) -> Uptime:
         """Checks and ups of complete runs since `since`: raw results, plus the
         daily roll-ups of whole days after it."""
-        stamp = since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = iso(since)
         raw = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(x.ok), 0) FROM results x JOIN runs r ON r.id = x.run_id"
             " WHERE x.url_id = ? AND r.started_at >= ? AND r.complete",
