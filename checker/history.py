@@ -38,6 +38,18 @@ def lists_key(lists: Iterable[str]) -> list[str]:
     return [os.path.abspath(p) for p in lists]
 
 
+def index_entry(run: dict[str, Any], lists: list[str], reports: Iterable[str]) -> dict[str, Any]:
+    """A run's line in the run index, from its report's run header."""
+    entry = {k: run.get(k) for k in ("started_at", "finished_at", "duration_s")}
+    entry |= {k: run.get(k, 0) for k in ("total", "up", "down", "not_checked")}
+    entry |= {"interrupted": bool(run.get("interrupted"))}
+    if run.get("recovered"):
+        entry["recovered"] = True
+    entry |= {"changes": run.get("changes_total", 0), "lists": lists}
+    entry["reports"] = [os.path.basename(p) for p in reports]
+    return entry
+
+
 async def append_run(out_dir: str, entry: dict[str, Any]) -> None:
     line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
     # One write of one short line in append mode: concurrent appenders (there

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from checker import __version__
 from checker.check import CheckOptions
-from checker.history import Changes, PreviousRun, append_run, lists_key, previous_report
+from checker.history import (
+    Changes,
+    PreviousRun,
+    append_run,
+    index_entry,
+    lists_key,
+    previous_report,
+)
 from checker.pool import Pool, PoolOptions
 from checker.prune import prune
 from checker.reports.journal import Journal
@@ -258,7 +265,7 @@ async def _run(
                 )
             changes = found.listed
         if db is not None and not interrupted:
-            # At most one day of old results rolled up per run (store.db).
+            # A bounded share of old results rolled up per run (store.db).
             await asyncio.to_thread(db.roll_up, None, config.history_days)
     finally:
         if db is not None:
@@ -267,21 +274,7 @@ async def _run(
     # the run index is written, so that a failure there cannot make the next
     # run take this complete run for a killed one.)
     journal.remove()
-    await append_run(
-        config.out_dir,
-        {
-            "started_at": run_info["started_at"],
-            "finished_at": run_info["finished_at"],
-            "duration_s": run_info["duration_s"],
-            "total": stats.total,
-            "up": stats.up,
-            "down": stats.down,
-            "interrupted": interrupted,
-            "changes": run_info.get("changes_total", 0),
-            "lists": lists,
-            "reports": [os.path.basename(p) for p in written],
-        },
-    )
+    await append_run(config.out_dir, index_entry(run_info, lists, written))
     outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
     outcome.notes += db_notes
     if changes and not interrupted and (config.webhook or config.smtp):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from checker.check import failed_result
-from checker.history import append_run, lists_key, report_rows
+from checker.history import append_run, index_entry, lists_key, report_rows
 from checker.http.errors import Interrupted, InvalidURL
 from checker.prune import stamp_order
 from checker.reports import prom_report
@@ -88,23 +88,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     journal.remove()
     # In the run index too, so that `checker history` lists it (marked
     # interrupted: never the baseline of a change).
-    await append_run(
-        os.path.dirname(path) or ".",
-        {
-            "started_at": run.get("started_at"),
-            "finished_at": finished,
-            "duration_s": run.get("duration_s"),
-            "total": stats.total,
-            "up": stats.up,
-            "down": stats.down,
-            "not_checked": stats.not_checked,
-            "interrupted": True,
-            "recovered": True,
-            "changes": 0,
-            "lists": lists_key(lists),
-            "reports": [os.path.basename(p) for p in reports],
-        },
-    )
+    await append_run(os.path.dirname(path) or ".", index_entry(run, lists_key(lists), reports))
     return Recovered(reports, stats, run, note)
 
 
