@@ -41,6 +41,7 @@ from checker.http.errors import (
 )
 from checker.http.eyeballs import connect_first
 from checker.http.resolver import Address, Resolver, SystemResolver
+from checker.http.sender import sender
 from checker.url import URL
 
 # Body bytes read to keep a connection for the next request; past this a new
@@ -200,7 +201,7 @@ async def _exchange(
             if body:
                 conn.writer.writelines((request, body))
             else:
-                conn.writer.write(request)
+                sender().send(conn.writer, request)  # written later in this turn of the loop
             await conn.writer.drain()
             sent = time.perf_counter()
             head = await read_head(conn.reader, trace, sent)
