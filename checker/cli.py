@@ -87,6 +87,26 @@ _wait = _number(
 )
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _to_seconds(text: str) -> float:
+    """ "30m", "6h", "1d", "90s". A bare number has no unit everyone would
+    read the same way, so it is refused."""
+    text = text.strip()
+    if text[-1:].lower() not in _UNITS:
+        raise ValueError(text)
+    return float(text[:-1]) * _UNITS[text[-1].lower()]
+
+
+_duration = _number(
+    _to_seconds,
+    "a duration such as 30m, 6h or 1d",
+    lambda v: 0 < v < float("inf"),
+    "must be more than nothing",
+)
+
+
 def _formats(text: str) -> list[str]:
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in FORMATS]
@@ -255,7 +275,26 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         ("--smtp-password", "PW", None, "its password; prefer the variable: options show in ps"),
         ("--smtp-starttls", None, None, "upgrade to TLS with STARTTLS (variable: 1)"),
         ("--smtp-tls", None, None, "TLS from the start, port 465 (variable: 1)"),
+        (
+            "--alert-after",
+            "N",
+            "1",
+            "a URL is a change once it is down (or back up) in N complete runs in a row;"
+            " each run's retries come first (default: 1)",
+        ),
+        (
+            "--remind-every",
+            "D",
+            None,
+            "say again what is still down this long after its last alert: 30m, 6h, 1d"
+            " (default: never)",
+        ),
     ]
+    kinds: dict[str, Callable[[str], Any]] = {
+        "--smtp-port": _positive_int,
+        "--alert-after": _positive_int,
+        "--remind-every": _duration,
+    }
     for option, metavar, default, help_ in specs:
         var = "CHECKER_" + option[2:].replace("-", "_").upper()
         value = os.environ.get(var, default)
@@ -264,9 +303,12 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                 option, action="store_true", default=bool(value), help=f"{help_} [{var}]"
             )
         else:
-            kind = _positive_int if option == "--smtp-port" else str
             alerts.add_argument(
-                option, type=kind, default=value, metavar=metavar, help=f"{help_} [{var}]"
+                option,
+                type=kinds.get(option, str),
+                default=value,
+                metavar=metavar,
+                help=f"{help_} [{var}]",
             )
 
     http = p.add_argument_group("HTTP")
@@ -344,6 +386,8 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "reuse": not args.no_reuse,
         "loop": loop,
         "cert_warn_days": args.cert_warn_days,
+        "alert_after": args.alert_after,
+        "remind_every_s": args.remind_every,
         "follow_redirects": not args.no_follow,
         "max_redirects": args.max_redirects,
         "insecure": args.insecure,
@@ -370,6 +414,8 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         progress=not args.quiet and not args.no_progress and sys.stderr.isatty(),
         options=options,
         cert_warn_days=args.cert_warn_days,
+        alert_after=args.alert_after,
+        remind_every=args.remind_every,
         keep=args.keep,
         keep_days=args.keep_days,
         history_days=args.history_days,

@@ -1,18 +1,11 @@
-"""What the runs add up to: the run index, the previous run, and what changed.
+"""The run index and the JSON reports read back.
 
 Each finished run appends one line to `<out>/runs.jsonl` (time, totals, the
-lists it checked, its report files). The next run of the same lists finds the
-previous run's JSON report there and compares, URL by URL:
-
-- `down`: it was up and is down now; `up`: it was down and is up again;
-- `status`: the status code changed (e.g. 200 -> 301, or 502 -> 503);
-- `final_url`: it now ends somewhere else after redirects;
-- `cert_expiring`: its certificate now expires within --cert-warn-days (and
-  did not at the previous run).
-
-A URL only in one of the two runs is no change. Memory stays small for long
-lists: the previous report is indexed as URL fingerprint -> byte offset
-(`FingerprintMap`), and a row is read back only when the same URL comes by.
+lists it checked, its report files). What changed between runs is no longer
+worked out here: the history database keeps each URL's state and finds the
+changes (`store.state`); this module serves the index, the reports' result
+lines (importing old reports, `checker report`), and `checker history` when
+there is no database to ask.
 """
 
 from __future__ import annotations
@@ -20,13 +13,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import aiofiles
 
-from checker.fingerprints import FingerprintMap
-from checker.results import NOT_CHECKED
 from checker.url import URLError, dedup_key, parse_url
 
 RUN_INDEX = "runs.jsonl"
@@ -75,20 +65,6 @@ def read_runs(out_dir: str) -> list[dict[str, Any]]:
     return runs
 
 
-def previous_report(out_dir: str, lists: list[str]) -> str | None:
-    """The JSON report of the newest earlier run of the same lists, if it still exists."""
-    for entry in reversed(read_runs(out_dir)):
-        if entry.get("lists") != lists or entry.get("interrupted"):
-            # A stopped or recovered run is never the baseline of a change:
-            # what it did not finish would read as "down" and then "up".
-            continue
-        for name in entry.get("reports", []):
-            path = os.path.join(out_dir, name)
-            if name.endswith(".json") and os.path.exists(path):
-                return path
-    return None
-
-
 def report_rows(path: str) -> Iterator[tuple[int, bytes]]:
     """(byte offset, JSON of one result) for each result line of a checker JSON report.
 
@@ -101,129 +77,6 @@ def report_rows(path: str) -> Iterator[tuple[int, bytes]]:
             if line.startswith(b'{"url":'):
                 yield offset, line.rstrip(b",\r\n")
             offset += len(line)
-
-
-@dataclass
-class PreviousRun:
-    """Use as a context manager: lookups share one open file."""
-
-    path: str
-    index: FingerprintMap
-    started_at: str | None
-    _file: BinaryIO | None = None
-
-    def __enter__(self) -> PreviousRun:
-        self._file = open(self.path, "rb")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    @classmethod
-    def load(cls, path: str) -> PreviousRun:
-        index = FingerprintMap()
-        decode = json.JSONDecoder().raw_decode
-        started_at = None
-        for offset, row in report_rows(path):
-            url, _ = decode(row.decode("utf-8"), 7)  # just the "url" value
-            index.setdefault(url, offset)
-        with open(path, "rb") as f:
-            first = f.readline()
-        if first.startswith(b'{"run":'):
-            try:
-                started_at = json.loads(first[7:].rstrip(b",\r\n")).get("started_at")
-            except ValueError:
-                started_at = None
-        return cls(path, index, started_at)
-
-    def get(self, url: str) -> dict[str, Any] | None:
-        offset = self.index.get(url)
-        if offset is None:
-            return None
-        assert self._file is not None, "use PreviousRun as a context manager"
-        self._file.seek(offset)
-        row: dict[str, Any] = json.loads(self._file.readline().rstrip(b",\r\n"))
-        return row if row.get("url") == url else None  # a fingerprint collision
-
-
-def _outcome(row: dict[str, Any]) -> object:
-    return row.get("error") or row.get("status")
-
-
-def row_changes(
-    before: dict[str, Any], after: dict[str, Any], warn_days: int
-) -> list[dict[str, Any]]:
-    """What changed for one URL between two runs (pure)."""
-    base = {"url": after["url"], "line": after["line"]}
-    out = []
-    if before["ok"] and not after["ok"]:
-        down = {**base, "kind": "down", "before": _outcome(before), "after": _outcome(after)}
-        # What a person needs from an alert: since when, and what went wrong.
-        if after.get("checked_at"):
-            down["since"] = after["checked_at"]
-        if after.get("error_detail"):
-            down["detail"] = after["error_detail"]
-        out.append(down)
-    elif not before["ok"] and after["ok"]:
-        out.append({**base, "kind": "up", "before": _outcome(before), "after": _outcome(after)})
-    elif before.get("status") != after.get("status") and None not in (
-        before.get("status"),
-        after.get("status"),
-    ):
-        out.append({**base, "kind": "status", "before": before["status"], "after": after["status"]})
-    if (
-        before.get("final_url") != after.get("final_url")
-        and before.get("final_url")
-        and after.get("final_url")
-        and after.get("error") is None
-        and before.get("error") is None
-    ):
-        out.append(
-            {
-                **base,
-                "kind": "final_url",
-                "before": before["final_url"],
-                "after": after["final_url"],
-            }
-        )
-    days, was = after.get("cert_days_left"), before.get("cert_days_left")
-    if days is not None and days <= warn_days and (was is None or was > warn_days):
-        out.append({**base, "kind": "cert_expiring", "before": was, "after": days})
-    return out
-
-
-class Changes:
-    """What changed, row by row against the previous run: the first
-    MAX_CHANGES kept, all of them counted."""
-
-    def __init__(self, previous: PreviousRun, warn_days: int) -> None:
-        self.previous = previous
-        self.warn_days = warn_days
-        self.listed: list[dict[str, Any]] = []
-        self.total = 0
-
-    def add(self, row: dict[str, Any]) -> None:
-        if row.get("error") == NOT_CHECKED:
-            return  # a stopped run's unfinished row says nothing about its site
-        before = self.previous.get(row["url"])
-        if before is None or before.get("error") == NOT_CHECKED:
-            return
-        found = row_changes(before, row, self.warn_days)
-        if found:
-            self.total += len(found)
-            self.listed.extend(found[: max(0, MAX_CHANGES - len(self.listed))])
-
-
-def compute_changes(
-    rows: Iterable[dict[str, Any]], previous: PreviousRun, warn_days: int
-) -> tuple[list[dict[str, Any]], int]:
-    """(the first MAX_CHANGES changes, how many there are in all)."""
-    changes = Changes(previous, warn_days)
-    for row in rows:
-        changes.add(row)
-    return changes.listed, changes.total
 
 
 def url_history(

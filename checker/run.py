@@ -22,12 +22,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from checker import __version__
 from checker.check import CheckOptions
 from checker.history import (
-    Changes,
-    PreviousRun,
     append_run,
     index_entry,
     lists_key,
-    previous_report,
 )
 from checker.pool import Pool, PoolOptions
 from checker.prune import prune
@@ -37,6 +34,7 @@ from checker.reports.recover import recover_leftovers
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.feed import Feed, import_reports, totals
+from checker.store.model import Policy
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
 
@@ -67,12 +65,18 @@ class RunConfig:
     pool: PoolOptions
     progress: bool = False  # draw a tqdm bar on stderr
     cert_warn_days: int = 14  # a certificate closer to expiry than this is a change
+    alert_after: int = 1  # complete runs in a row before a flip is a change
+    remind_every: float | None = None  # seconds: say again what is still down
     keep: int | None = None  # keep the reports of this many runs (None: all)
     keep_days: float | None = None  # and none older than this
     history_days: int = HISTORY_DAYS  # raw results kept in the database this long
     webhook: str | None = None  # alert channels, used only when something changed
     smtp: SMTPConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.alert_after, self.remind_every, self.cert_warn_days)
 
 
 @dataclass
@@ -251,19 +255,17 @@ async def _run(
             str(run_info["finished_at"]),
             json_name,
         )
-        feed = Feed(db, run_id)
+        # Only a complete run moves the URLs' states: a stopped one says what
+        # it saw, but is never the baseline of a change (its unfinished rows
+        # are "not checked", and never step a state).
+        feed = Feed(db, run_id, policy=config.policy, now=finished, save_states=not interrupted)
+        previous = await asyncio.to_thread(db.previous_complete, run_id)
+        if previous is not None:
+            run_info["previous_run"] = previous
     try:
-        previous_path = previous_report(config.out_dir, lists)
-        if previous_path is None:
-            written = await write_reports(base, config.formats, run_info, journal, store=feed)
-        else:
-            with PreviousRun.load(previous_path) as previous:
-                run_info["previous_run"] = previous.started_at
-                found = Changes(previous, config.cert_warn_days)
-                written = await write_reports(
-                    base, config.formats, run_info, journal, changes=found, store=feed
-                )
-            changes = found.listed
+        written = await write_reports(base, config.formats, run_info, journal, store=feed)
+        if feed is not None:
+            changes = [change.to_dict() for change in feed.changes]
         if db is not None and not interrupted:
             # A bounded share of old results rolled up per run (store.db).
             await asyncio.to_thread(db.roll_up, None, config.history_days)
@@ -313,11 +315,13 @@ def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
     try:
         db = HistoryDB.in_folder(out_dir)
     except sqlite3.Error as exc:
-        return None, [f"history: {os.path.join(out_dir, 'history.sqlite3')}: {exc}"]
+        path = os.path.join(out_dir, "history.sqlite3")
+        return None, [f"history: {path}: {exc} (no history, changes or alerts this run)"]
     notes = []
     if db.created:
         try:
             imported = import_reports(db, out_dir)
+            db.seed_states()
         except (sqlite3.Error, OSError) as exc:
             notes.append(f"history: importing the earlier reports failed: {exc}")
         else:

@@ -114,6 +114,7 @@ def shown(text: str) -> str:
 _KIND = {
     "down": "DOWN",
     "up": "UP",
+    "still_down": "STILL",
     "status": "STATUS",
     "final_url": "MOVED",
     "cert_expiring": "CERT",
@@ -128,6 +129,8 @@ def describe_change(change: dict[str, Any]) -> str:
         if kind == "cert_expiring"
         else f"{change['before']} -> {change['after']}"
     )
+    if kind in ("down", "still_down") and change.get("since"):
+        what += f", down since {shown(str(change['since']))}"
     url = shown(change["url"])
     return f"{_KIND.get(kind, kind.upper()):6} {url} (line {change['line']}): {what}"
 

@@ -161,3 +161,47 @@ def report_name(tmp_path: Path) -> str:
     """The newest run's JSON report, from the run index."""
     runs = (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()
     return str(next(n for n in json.loads(runs[-1])["reports"] if n.endswith(".json")))
+
+
+async def test_alert_after_waits_for_runs_in_a_row_and_any_format_alerts(tmp_path: Path) -> None:
+    # --format prom only: changes come from the history database, not from a
+    # JSON report, so alerts go out whatever the formats are.
+    site = SwitchableSite()
+    hook = WebhookSink()
+    async with raw_server(site) as port, raw_server(hook) as hook_port:
+        url = f"http://127.0.0.1:{port}/"
+        (tmp_path / "urls.txt").write_text(url + "\n")
+        args = ("check", "urls.txt", "-q", "--retries", "0", "--format", "prom")
+        alert = ("--notify-webhook", f"http://127.0.0.1:{hook_port}/hook", "--alert-after", "2")
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)
+        assert code == 0, err
+        site.status = b"503 Service Unavailable"
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)  # down once: not yet
+        assert code == 1, err
+        assert hook.requests == []
+        site.status = b"200 OK"
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)  # a flap: never said
+        assert code == 0, err
+        site.status = b"503 Service Unavailable"
+        for _ in range(2):
+            code, _, err = await checker(*args, *alert, cwd=tmp_path)
+            assert code == 1, err
+        assert len(hook.requests) == 1  # down in two runs in a row: said once
+        index = (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()
+        runs = [json.loads(line) for line in index]
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)  # still down: no repeat
+        assert code == 1, err
+    assert len(hook.requests) == 1
+    (change,) = json.loads(hook.requests[0][1])["changes"]
+    assert (change["kind"], change["before"], change["after"]) == ("down", 200, 503)
+    # Dated from the first of the two runs that saw it down.
+    assert runs[3]["started_at"] <= change["since"] <= runs[3]["finished_at"]
+
+
+async def test_remind_every_needs_a_duration(tmp_path: Path) -> None:
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/\n")
+    code, out, err = await checker("check", "urls.txt", "--remind-every", "6", cwd=tmp_path)
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert "argument --remind-every: '6' is not a duration such as 30m, 6h or 1d" in line
+    assert "Traceback" not in err

@@ -14,7 +14,8 @@ import pytest
 from checker.pool import PoolOptions
 from checker.results import iso
 from checker.run import open_history
-from checker.store.db import HistoryDB, Row, percentile
+from checker.store.db import HistoryDB, percentile
+from checker.store.model import Policy, Row
 from checker.store.query import find
 from tests.helpers import SwitchableSite, raw_server
 
@@ -166,4 +167,51 @@ def test_roll_up_is_bounded_and_goes_on_where_it_stopped(tmp_path: Path) -> None
     assert done == [12, 12, 12, 4]
     assert db.count("results") == 0 and db.count("daily") == 10
     assert db.roll_up(NOW, history_days=14, budget=12) == 0
+    db.close()
+
+
+def test_states_step_only_with_a_policy_and_are_kept_only_when_saved(tmp_path: Path) -> None:
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    a = "https://a.example/"
+    policy = Policy()
+
+    def step_run(ok: bool, save: bool = True) -> list[str]:
+        run_id = db.add_run(iso(NOW), "[]", save, {"total": 1}, iso(NOW), None)
+        found = db.add_results(run_id, [row(a, ok)], policy, NOW, save_states=save)
+        return [c.kind for c in found]
+
+    assert step_run(True) == []  # first sight
+    assert step_run(False, save=False) == ["down"]  # a stopped run says what it saw...
+    assert step_run(False) == ["down"]  # ...but the next complete run is still the change
+    assert step_run(False) == []
+    assert step_run(True) == ["up"]
+    ((url_id, _),) = db.url_ids([a])
+    assert db.states([url_id])[url_id].state == "up"
+    db.close()
+
+
+def test_a_database_from_before_states_is_seeded_from_its_last_complete_run(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "h.sqlite3")
+    db = HistoryDB(path)
+    a, b = "https://a.example/", "https://b.example/"
+    add_run(db, NOW - timedelta(hours=2), [row(a, True), row(b, True)])
+    add_run(db, NOW - timedelta(hours=1), [row(a, True), row(b, False)])
+    add_run(db, NOW, [row(a, False), row(b, False)], complete=False)  # never a baseline
+    db.close()
+    old = sqlite3.connect(path)  # as a checker of schema 1 left it
+    old.execute("DROP TABLE url_state")
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    db = HistoryDB(path)
+    ids = dict((url, url_id) for url_id, url in db.url_ids([a, b]))
+    states = db.states(ids.values())
+    assert (states[ids[a]].state, states[ids[b]].state) == ("up", "down")
+    # The next complete run's changes are against it.
+    run_id = db.add_run(iso(NOW), "[]", True, {"total": 2}, iso(NOW), None)
+    found = db.add_results(run_id, [row(a, False), row(b, True)], Policy(), NOW)
+    assert sorted((c.url, c.kind) for c in found) == [(a, "down"), (b, "up")]
+    assert db.seed_states() == 0  # only ever into an empty table
     db.close()

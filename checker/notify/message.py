@@ -2,8 +2,11 @@
 
 Pure functions, no I/O. A change is a dict::
 
-    {"url": str, "line": int, "kind": "down" | "up" | "status" | "final_url" |
-     "cert_expiring", "before": Any, "after": Any}
+    {"url": str, "line": int, "kind": "down" | "up" | "still_down" | "status" |
+     "final_url" | "cert_expiring", "before": Any, "after": Any,
+     "since": str (optional), "detail": str (optional)}
+
+(`store.model.Change.to_dict`; "still_down" is a --remind-every reminder.)
 
 URLs, statuses, error details and redirect targets come from a list file or a
 server. In the mail they end up in a subject or in lines of a message that an
@@ -35,6 +38,7 @@ CHANGE_EXTRA = ("since", "detail")
 _LABELS = {
     "down": "DOWN",
     "up": "UP",
+    "still_down": "STILL",
     "status": "STATUS",
     "final_url": "MOVED",
     "cert_expiring": "CERT",
@@ -43,6 +47,7 @@ _LABELS = {
 _SUBJECT_WORDS = {
     "down": ("down", "down"),
     "up": ("back up", "back up"),
+    "still_down": ("still down", "still down"),
     "status": ("status change", "status changes"),
     "final_url": ("moved", "moved"),
     "cert_expiring": ("certificate expiring", "certificates expiring"),

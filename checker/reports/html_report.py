@@ -87,9 +87,17 @@ COLUMNS: tuple[tuple[str, bool], ...] = (
 )
 
 # Change kinds, in the order a person wants to read them.
-CHANGE_ORDER = {"down": 0, "cert_expiring": 1, "status": 2, "final_url": 3, "up": 4}
+CHANGE_ORDER = {
+    "down": 0,
+    "still_down": 1,
+    "cert_expiring": 2,
+    "status": 3,
+    "final_url": 4,
+    "up": 5,
+}
 CHANGE_LABELS = {
     "down": "went down",
+    "still_down": "still down",
     "up": "back up",
     "status": "status changed",
     "final_url": "lands elsewhere",
@@ -374,8 +382,13 @@ def _change(c: dict[str, Any]) -> str:
         what = f"certificate {_days(after)} (was: {_days(before)})"
     elif kind == "final_url":
         what = f"now lands on <code>{esc(after)}</code> (was <code>{esc(before)}</code>)"
-    elif kind in ("down", "up", "status"):
+    elif kind in ("down", "up", "still_down", "status"):
         what = f"{esc(before)} → <b>{esc(after)}</b>"
+        if kind != "status" and c.get("since"):
+            what += f' <span class="muted">since {esc(_when(c.get("since")))}</span>'
+        if c.get("detail"):
+            what += f' <span class="muted">({esc(c.get("detail"))})</span>'
+
     else:
         what = f"{esc(before)} → {esc(after)}"
     return (
@@ -574,7 +587,7 @@ min-width:120px;color:var(--mut)}
 .changes summary{cursor:pointer}.changes ul{margin:8px 0 0;padding-left:0;list-style:none;
 max-height:320px;overflow:auto}.changes li{padding:3px 0;border-top:1px solid var(--bg)}
 .tag{display:inline-block;min-width:150px;font-size:12px;font-weight:600}
-.k-down{color:var(--bad)}.k-up{color:var(--good)}.k-cert_expiring{color:var(--warn)}
+.k-down,.k-still_down{color:var(--bad)}.k-up{color:var(--good)}.k-cert_expiring{color:var(--warn)}
 .k-status,.k-final_url{color:#0969da}
 code{font-size:12px;overflow-wrap:anywhere}.url{overflow-wrap:anywhere;min-width:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px;margin:20px 0}

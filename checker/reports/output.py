@@ -1,8 +1,8 @@
 """Reports from a journal: status-<stamp>.<format> for each format, and latest.<format>.
 
 The journal is read once, in input order, and each row is decoded once and
-fed to every format that needs it (and to the comparison with the previous
-run): reading and decoding every row once per format was a quarter of a run's
+fed to every format that needs it (and to the history database, which
+finds the changes): reading and decoding every row once per format was a quarter of a run's
 CPU. CSV is written straight to its file; the JSON and HTML reports start
 with what only the whole pass knows (the changes, the page's charts), so their
 rows go to a spool file beside them and the report is assembled from it.
@@ -17,7 +17,6 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from checker.history import Changes
 from checker.reports import csv_report, json_report, prom_report
 from checker.reports.atomic import Spool, publish_latest, write_atomic
 from checker.reports.journal import Journal
@@ -34,14 +33,15 @@ async def write_reports(
     run_info: dict[str, Any],
     journal: Journal,
     *,
-    changes: Changes | None = None,
     store: Feed | None = None,
     latest: bool = True,
 ) -> list[str]:
     """Write `base`.<fmt> for each format; point latest.<fmt> at it when `latest`.
 
-    With `changes`, every row is also compared with the previous run, and
-    `run_info["changes_total"]` is set before the reports are written.
+    With a `store`, every row also goes into the history database; when it
+    steps the URLs' states (a complete run) and there was an earlier complete
+    run (`run_info["previous_run"]`), the changes it found go into the
+    reports, and `run_info["changes_total"]` is set before they are written.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:
@@ -51,10 +51,11 @@ async def write_reports(
         for fmt in ("csv", "json", "html"):
             if fmt in formats:
                 spools[fmt] = await Spool.create(f"{base}.{fmt}")
-        page = await _one_pass(journal, spools, run_info, changes, store)
-        listed = changes.listed if changes is not None else []
-        if changes is not None:
-            run_info["changes_total"] = changes.total
+        page = await _one_pass(journal, spools, run_info, store)
+        listed: list[dict[str, Any]] = []
+        if store is not None and store.policy is not None and run_info.get("previous_run"):
+            listed = [change.to_dict() for change in store.changes]
+            run_info["changes_total"] = store.changes_total
         written: list[str] = []
         for fmt in formats:
             path = f"{base}.{fmt}"
@@ -87,11 +88,10 @@ async def _one_pass(
     journal: Journal,
     spools: dict[str, Spool],
     run_info: dict[str, Any],
-    changes: Changes | None,
     store: Feed | None,
 ) -> Any:
     """Every row once: CSV, the JSON results, the HTML table and its figures,
-    the changes, the history database. Returns the HTML `Page` (or None)."""
+    the history database (and the changes). Returns the HTML `Page` (or None)."""
     csv_out = csv_report.Writer() if "csv" in spools else None
     page = None
     if "html" in spools:
@@ -101,7 +101,7 @@ async def _one_pass(
         page = html_report.Page(run_info, not_up)
     json_rows: list[bytes] | None = [] if "json" in spools else None
     table: list[str] = []
-    decode = csv_out is not None or page is not None or changes is not None or store is not None
+    decode = csv_out is not None or page is not None or store is not None
     first = True
 
     async def flush() -> None:
@@ -128,8 +128,6 @@ async def _one_pass(
                 html_row = page.row(seq, row)
                 if html_row is not None:
                     table.append(html_row)
-            if changes is not None:
-                changes.add(row)
             if store is not None:
                 store.add(row)
         if seq % BATCH == BATCH - 1:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from checker.results import iso
+from checker.store.model import Change, Policy, Row, State, Uptime
+from checker.store.state import step
 
 NAME = "history.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: url_state
 HISTORY_DAYS = 14  # raw results kept this long; then one row per URL per day
 DAILY_DAYS = 366  # the daily roll-up kept this long
 ROLL_UP_ROWS = 100_000  # raw rows rolled up by one run at most (about a second)
@@ -66,29 +67,22 @@ CREATE TABLE IF NOT EXISTS daily (
     p50_ms REAL, p95_ms REAL,
     PRIMARY KEY (url_id, day)
 ) WITHOUT ROWID;
+-- Each URL's state across complete runs (store.state): what changes and
+-- alerts are computed from. One row per URL, whatever the history's length.
+CREATE TABLE IF NOT EXISTS url_state (
+    url_id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,               -- 'up' or 'down', as the alerts last said
+    since TEXT,                        -- when that state began
+    status INTEGER, error TEXT, final_url TEXT, cert_days INTEGER,
+    pending INTEGER NOT NULL DEFAULT 0,  -- complete runs in a row that saw the other state
+    pending_since TEXT,
+    reminded_at TEXT,
+    run_id INTEGER NOT NULL            -- the last run that stepped it
+);
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One result as the history keeps it."""
-
-    url: str
-    ok: bool
-    status: int | None
-    error: str | None
-    total_ms: float | None
-    checked_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Uptime:
-    checks: int
-    up: int
-
-    @property
-    def percent(self) -> float | None:
-        return round(100.0 * self.up / self.checks, 2) if self.checks else None
+_STATE_COLUMNS = (
+    "state, since, status, error, final_url, cert_days, pending, pending_since, reminded_at"
+)
 
 
 class HistoryDB:
@@ -108,6 +102,8 @@ class HistoryDB:
             with self._db:
                 self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if 0 < version < 2:
+                self.seed_states()  # a database from before url_state
         except BaseException:
             self._db.close()
             raise
@@ -145,22 +141,126 @@ class HistoryDB:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def add_results(self, run_id: int, rows: Sequence[Row]) -> None:
-        """One batch, one transaction."""
+    def add_results(
+        self,
+        run_id: int,
+        rows: Sequence[Row],
+        policy: Policy | None = None,
+        now: datetime | None = None,
+        save_states: bool = True,
+    ) -> list[Change]:
+        """One batch, one transaction. With a `policy`, each URL's state is
+        stepped too, and the changes are returned; the new states are kept
+        only with `save_states` (a complete run: a stopped one reports what it
+        saw, but is never the baseline of the next)."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR IGNORE INTO urls (url) VALUES (?)", ((r.url,) for r in rows)
             )
+            ids = dict((url, url_id) for url_id, url in self.url_ids(r.url for r in rows))
             self._db.executemany(
                 "INSERT OR REPLACE INTO results"
                 " (url_id, run_id, checked_at, ok, status, error, total_ms)"
-                " SELECT id, ?, ?, ?, ?, ?, ? FROM urls WHERE url = ?",
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (run_id, r.checked_at, int(r.ok), r.status, r.error, r.total_ms, r.url)
+                    (ids[r.url], run_id, r.checked_at, int(r.ok), r.status, r.error, r.total_ms)
                     for r in rows
                 ),
             )
+            if policy is None:
+                return []
+            return self._step_states(
+                run_id, rows, ids, policy, now or datetime.now(UTC), save_states
+            )
+
+    def _step_states(
+        self,
+        run_id: int,
+        rows: Sequence[Row],
+        ids: dict[str, int],
+        policy: Policy,
+        now: datetime,
+        save: bool,
+    ) -> list[Change]:
+        states = self.states(ids.values())
+        changes: list[Change] = []
+        updates = []
+        for row in rows:
+            url_id = ids[row.url]
+            state, found = step(states.get(url_id), row, policy, now)
+            states[url_id] = state  # the same URL twice in a batch steps twice
+            changes += found
+            updates.append(
+                (
+                    url_id,
+                    state.state,
+                    state.since,
+                    state.status,
+                    state.error,
+                    state.final_url,
+                    state.cert_days,
+                    state.pending,
+                    state.pending_since,
+                    state.reminded_at,
+                    run_id,
+                )
+            )
+        if save:
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO url_state (url_id, {_STATE_COLUMNS}, run_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                updates,
+            )
+        return changes
+
+    def states(self, url_ids: Iterable[int]) -> dict[int, State]:
+        wanted = list(url_ids)
+        out: dict[int, State] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            for url_id, *values in self._db.execute(
+                f"SELECT url_id, {_STATE_COLUMNS} FROM url_state"
+                f" WHERE url_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[url_id] = State(*values)
+        return out
+
+    def seed_states(self) -> int:
+        """States from the newest complete run, for a database that has
+        results but no states yet (made by an older checker, or just filled
+        from JSON reports): the next run's changes are then against it."""
+        with self._db:
+            self._db.execute("BEGIN")
+            if self._db.execute("SELECT 1 FROM url_state LIMIT 1").fetchone():
+                return 0
+            return self._db.execute(
+                f"INSERT INTO url_state (url_id, {_STATE_COLUMNS}, run_id)"
+                " SELECT url_id, CASE WHEN ok THEN 'up' ELSE 'down' END, checked_at,"
+                " status, error, NULL, NULL, 0, NULL, NULL, run_id FROM results"
+                " WHERE run_id = (SELECT MAX(id) FROM runs WHERE complete)"
+            ).rowcount
+
+    def previous_complete(self, run_id: int) -> str | None:
+        """When the newest complete run before `run_id` started, if any."""
+        row = self._db.execute(
+            "SELECT started_at FROM runs WHERE complete AND id < ? ORDER BY id DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def down_now(self, run_id: int, limit: int) -> list[tuple[str, str | None]]:
+        """(URL, down since) of the URLs of run `run_id` whose state is down,
+        longest down first."""
+        return [
+            (str(url), since)
+            for url, since in self._db.execute(
+                "SELECT u.url, s.since FROM url_state s JOIN urls u ON u.id = s.url_id"
+                " WHERE s.run_id = ? AND s.state = 'down' ORDER BY s.since LIMIT ?",
+                (run_id, limit),
+            )
+        ]
 
     def roll_up(
         self,

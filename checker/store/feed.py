@@ -2,7 +2,9 @@
 
 The report pass hands every row to `Feed.add`; a batch is written in a worker
 thread, one transaction per batch, while the pass goes on rendering the next
-(one batch in flight at a time, so memory stays at two batches).
+(one batch in flight at a time, so memory stays at two batches). For a
+complete run each batch also steps its URLs' states (`store.state`), and the
+changes come back here: the first MAX_CHANGES kept, all of them counted.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import datetime
 from typing import Any
 
-from checker.history import read_runs, report_rows
+from checker.history import MAX_CHANGES, read_runs, report_rows
 from checker.results import NOT_A_CHECK
-from checker.store.db import HistoryDB, Row
+from checker.store.db import HistoryDB
+from checker.store.model import Change, Policy, Row
 
 
 def as_row(row: dict[str, Any]) -> Row | None:
@@ -27,16 +31,36 @@ def as_row(row: dict[str, Any]) -> Row | None:
         error=row.get("error"),
         total_ms=row.get("total_ms"),
         checked_at=row.get("checked_at"),
+        line=int(row.get("line") or 0),
+        detail=row.get("error_detail"),
+        final_url=row.get("final_url"),
+        cert_days=row.get("cert_days_left"),
     )
 
 
 class Feed:
-    def __init__(self, db: HistoryDB, run_id: int, batch: int = 2048) -> None:
+    """With a `policy` the rows step their URLs' states and the changes are
+    gathered; the states are kept only with `save_states` (a complete run)."""
+
+    def __init__(
+        self,
+        db: HistoryDB,
+        run_id: int,
+        batch: int = 2048,
+        policy: Policy | None = None,
+        now: datetime | None = None,
+        save_states: bool = True,
+    ) -> None:
         self.db = db
+        self.save_states = save_states
         self.run_id = run_id
         self.size = batch
+        self.policy = policy
+        self.now = now
+        self.changes: list[Change] = []
+        self.changes_total = 0
         self._batch: list[Row] = []
-        self._pending: asyncio.Future[None] | None = None
+        self._pending: asyncio.Future[list[Change]] | None = None
 
     def add(self, row: dict[str, Any]) -> None:
         kept = as_row(row)
@@ -46,18 +70,25 @@ class Feed:
     async def flush(self, force: bool = False) -> None:
         if not self._batch or (len(self._batch) < self.size and not force):
             return
-        if self._pending is not None:
-            await self._pending
+        await self._collect()
         batch, self._batch = self._batch, []
         self._pending = asyncio.ensure_future(
-            asyncio.to_thread(self.db.add_results, self.run_id, batch)
+            asyncio.to_thread(
+                self.db.add_results, self.run_id, batch, self.policy, self.now, self.save_states
+            )
         )
 
     async def close(self) -> None:
         await self.flush(force=True)
-        if self._pending is not None:
-            await self._pending
-            self._pending = None
+        await self._collect()
+
+    async def _collect(self) -> None:
+        if self._pending is None:
+            return
+        found = await self._pending
+        self._pending = None
+        self.changes_total += len(found)
+        self.changes += found[: max(0, MAX_CHANGES - len(self.changes))]
 
 
 def totals(run: dict[str, Any]) -> dict[str, int]:

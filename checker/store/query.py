@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from checker.store.db import NAME, HistoryDB, Row, Uptime
+from checker.store.db import NAME, HistoryDB
+from checker.store.model import Row, Uptime
 from checker.url import URLError, dedup_key, parse_url
 
 WINDOWS = (("24 h", timedelta(days=1)), ("7 d", timedelta(days=7)), ("30 d", timedelta(days=30)))

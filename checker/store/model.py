@@ -1,0 +1,96 @@
+"""The history's typed records: a result as kept, a URL's state across runs,
+a change, the alert policy, an uptime figure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UP = "up"
+DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One result as the history keeps it (and as its state machine reads it)."""
+
+    url: str
+    ok: bool
+    status: int | None
+    error: str | None
+    total_ms: float | None
+    checked_at: str | None
+    # Kept in the URL's state only (see `state`), not in the results table.
+    line: int = 0
+    detail: str | None = None  # error_detail
+    final_url: str | None = None
+    cert_days: int | None = None
+
+    @property
+    def outcome(self) -> str | int | None:
+        """The error category, else the status: what a change says before/after."""
+        return self.error or self.status
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """A URL's state as stored between runs."""
+
+    state: str  # UP or DOWN, as the alerts last said
+    since: str | None  # when that state began
+    # The last result that agreed with `state`: what the next one is compared with.
+    status: int | None = None
+    error: str | None = None
+    final_url: str | None = None
+    cert_days: int | None = None
+    # Consecutive complete runs that saw the other state, and the first of them.
+    pending: int = 0
+    pending_since: str | None = None
+    reminded_at: str | None = None  # when a down alert last went out
+
+    @property
+    def outcome(self) -> str | int | None:
+        return self.error or self.status
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One thing worth telling a person, in the reports and the alerts."""
+
+    url: str
+    line: int
+    kind: str  # down, up, still_down, status, final_url, cert_expiring
+    before: object
+    after: object
+    since: str | None = None  # when the state this change reports began
+    detail: str | None = None  # what went wrong (error_detail), for down and still_down
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "url": self.url,
+            "line": self.line,
+            "kind": self.kind,
+            "before": self.before,
+            "after": self.after,
+        }
+        if self.since is not None:
+            out["since"] = self.since
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    alert_after: int = 1  # consecutive complete runs before a flip is a change
+    remind_every: float | None = None  # seconds; None: never remind
+    warn_days: int = 14  # --cert-warn-days
+
+
+@dataclass(frozen=True, slots=True)
+class Uptime:
+    checks: int
+    up: int
+
+    @property
+    def percent(self) -> float | None:
+        return round(100.0 * self.up / self.checks, 2) if self.checks else None

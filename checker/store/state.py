@@ -1,0 +1,115 @@
+"""What a URL is taken to be (up or down) across runs, and what counts as a change.
+
+Pure: `step` takes the stored state of one URL and its result in a complete
+run, and returns the new state and the changes it makes. The history database
+keeps the states (`url_state`) and calls `step` for every row of every
+complete run, so changes and alerts come from one place whatever the report
+formats are.
+
+The rules (README, "Changes and alerts"):
+- A URL's state only flips after `alert_after` consecutive complete runs saw
+  the other state: with 3, a site down in one run and up in the next makes no
+  change at all. `since` is when the new state began (its first result).
+- A stopped or recovered run never gets here, nor do rows that are not a
+  check (a line that is no URL, a check the run never finished).
+- While the state holds: a different status code ("status"), a different
+  final URL after redirects ("final_url"), a certificate that came within
+  `warn_days` of expiry ("cert_expiring"), each compared with the last result
+  that agreed with the state.
+- `remind_every`: a URL still down that long after its last alert is said
+  again ("still_down").
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from checker.results import iso
+from checker.store.model import DOWN, UP, Change, Policy, Row, State
+
+
+def first(row: Row) -> State:
+    """The state of a URL seen for the first time: no change to report."""
+    return _agreeing(State(UP if row.ok else DOWN, row.checked_at), row)
+
+
+def step(prev: State | None, row: Row, policy: Policy, now: datetime) -> tuple[State, list[Change]]:
+    """The state after `row`, and the changes it makes."""
+    if prev is None:
+        return first(row), []
+    seen = UP if row.ok else DOWN
+    if seen != prev.state:
+        pending = prev.pending + 1
+        pending_since = prev.pending_since if prev.pending else row.checked_at
+        if pending < policy.alert_after:
+            return replace(prev, pending=pending, pending_since=pending_since), []
+        # Confirmed: the state flips, dated from the first run that saw it.
+        since = pending_since or row.checked_at
+        change = Change(
+            row.url,
+            row.line,
+            seen,
+            prev.outcome,
+            row.outcome,
+            since=since,
+            detail=row.detail if seen == DOWN else None,
+        )
+        flipped = State(seen, since, reminded_at=_stamp(now) if seen == DOWN else None)
+        return _agreeing(flipped, row), [change]
+    changes: list[Change] = []
+    base = (row.url, row.line)
+    if prev.status is not None and row.status is not None and prev.status != row.status:
+        changes.append(Change(*base, "status", prev.status, row.status))
+    if (
+        row.ok
+        and prev.final_url
+        and row.final_url
+        and prev.final_url != row.final_url
+        and prev.error is None
+        and row.error is None
+    ):
+        changes.append(Change(*base, "final_url", prev.final_url, row.final_url))
+    days, was = row.cert_days, prev.cert_days
+    if days is not None and days <= policy.warn_days and (was is None or was > policy.warn_days):
+        changes.append(Change(*base, "cert_expiring", was, days))
+    state = _agreeing(replace(prev, pending=0, pending_since=None), row)
+    if seen == DOWN and policy.remind_every is not None:
+        last = _parse(prev.reminded_at) or _parse(prev.since)
+        if last is None or (now - last).total_seconds() >= policy.remind_every:
+            changes.append(
+                Change(
+                    *base,
+                    "still_down",
+                    prev.outcome,
+                    row.outcome,
+                    since=prev.since,
+                    detail=row.detail,
+                )
+            )
+            state = replace(state, reminded_at=_stamp(now))
+    return state, changes
+
+
+def _agreeing(state: State, row: Row) -> State:
+    """`state` with `row` as the last result that agreed with it."""
+    return replace(
+        state,
+        status=row.status,
+        error=row.error,
+        final_url=row.final_url,
+        cert_days=row.cert_days if row.cert_days is not None else state.cert_days,
+    )
+
+
+def _stamp(moment: datetime) -> str:
+    return iso(moment)
+
+
+def _parse(stamp: str | None) -> datetime | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
