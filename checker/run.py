@@ -321,6 +321,7 @@ def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
     if db.created:
         try:
             imported = import_reports(db, out_dir)
+            db.count_days()
             db.seed_states()
         except (sqlite3.Error, OSError) as exc:
             notes.append(f"history: importing the earlier reports failed: {exc}")

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from checker.reports.html_report import render
+from checker.reports.html_report import Page, encode, render, tail
+from checker.store.model import Incident, Trend
 from tests.test_html_report import sample_changes, sample_rows, sample_run
 
 CHROMIUM = shutil.which("chromium")
@@ -378,4 +379,85 @@ def test_report_on_a_phone(tmp_path: Path) -> None:
     path = tmp_path / "html-report-phone.png"
     path.write_bytes(png)
     print(f"\nscreenshot of the HTML report on a phone: {path}")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def trends_page(path: Path) -> None:
+    """The sample rows with a history: trends, what is down now, incidents."""
+    rows = sample_rows()
+    run = sample_run()
+    page = Page(run, sum(1 for r in rows if not r.get("ok")))
+    table = []
+    for seq, row in enumerate(rows):
+        ok = bool(row.get("ok"))
+        recent = tuple((i % 7 != 3 or ok, 20.0 + (i * 37 % 90)) for i in range(20))
+        trend = Trend(
+            (99.31, 99.8, 99.95) if ok else (41.5, 88.0, 97.12),
+            recent,
+            None if ok else "2026-11-24T19:02:11.000Z",
+        )
+        html_row = page.row(seq, row, trend)
+        if html_row is not None:
+            table.append(html_row)
+    incidents = [
+        Incident(
+            "https://shop.example.com/checkout?session=abcdef&step=payment",
+            "2026-11-24T19:02:11.000Z",
+            None,
+            "503",
+            "Service Unavailable",
+        ),
+        Incident(
+            "https://api.example.com/v1/health",
+            "2026-11-23T03:10:00.000Z",
+            "2026-11-23T03:25:02.000Z",
+            "timeout",
+            "no complete response within 10s",
+        ),
+    ]
+    path.write_bytes(page.head(sample_changes(), incidents) + encode("".join(table)) + tail())
+
+
+@pytest.mark.parametrize(("width", "height", "mobile"), [(WIDTH, HEIGHT, False), (390, 844, True)])
+def test_trends_page_in_chromium(tmp_path: Path, width: int, height: int, mobile: bool) -> None:
+    report = tmp_path / "report.html"
+    trends_page(report)
+    with chromium(tmp_path) as browser:
+        target = browser.send("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            browser.send(f"{domain}.enable", session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            session,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+        browser.send("Page.navigate", session, url=report.as_uri())
+        browser.wait_for("Page.loadEventFired")
+        found = browser.evaluate(
+            session,
+            """[document.querySelectorAll('.down-now li').length,
+                document.querySelectorAll('svg.hist').length,
+                document.documentElement.scrollWidth,
+                document.querySelector('.scroll').scrollWidth -
+                  document.querySelector('.scroll').clientWidth]""",
+        )
+        down_now, strips, page_width, box_overflow = found
+        assert down_now >= 1 and strips == len(sample_rows())
+        if mobile:
+            assert page_width <= width and box_overflow <= 0, found
+        # The uptime column sorts by its 24 h figure.
+        browser.evaluate(session, CLICK_JS % "uptime")
+        column = browser.evaluate(session, COLUMN_JS % "uptime")
+        firsts = [float(text.split(" · ")[0]) for text in column]
+        assert firsts == sorted(firsts)
+        shot = browser.send("Page.captureScreenshot", session, format="png")
+        assert browser.errors() == []
+    png = base64.b64decode(shot["data"])
+    path = tmp_path / f"trends-{width}.png"
+    path.write_bytes(png)
+    print(f"\nscreenshot of the page with trends: {path}")
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

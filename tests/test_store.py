@@ -23,8 +23,9 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def add_run(db: HistoryDB, when: datetime, rows: list[Row], complete: bool = True) -> int:
+    """As a run stores its rows: states stepped, kept only when it is complete."""
     run_id = db.add_run(iso(when), "[]", complete, {"total": len(rows)}, iso(when), None)
-    db.add_results(run_id, rows)
+    db.add_results(run_id, rows, Policy(), when, save_states=complete)
     return run_id
 
 
@@ -42,7 +43,8 @@ def test_uptime_down_since_and_recent(tmp_path: Path) -> None:
     ((url_id, _),) = db.url_ids([a])
     day = db.uptime(url_id, NOW - timedelta(days=1))
     assert (day.checks, day.up, day.percent) == (5, 2, 40.0)
-    assert db.uptime(url_id, NOW - timedelta(days=7)).checks == 6
+    week = db.uptime_days(url_id, 7, NOW)  # by UTC day, from the daily counts
+    assert (week.checks, week.up) == (6, 3)
     assert db.down_since(url_id) == iso(NOW - timedelta(hours=1))
     recent = db.recent(url_id, 3)
     assert [r.ok for _, r in recent] == [True, False, False]  # newest first
@@ -59,12 +61,13 @@ def test_roll_up_one_day_at_a_time_keeps_the_counts(tmp_path: Path) -> None:
     add_run(db, old + timedelta(days=1), [row(a, True), row(b, True)])  # the next old day
     add_run(db, NOW - timedelta(hours=1), [row(a, True), row(b, False)])  # recent: stays raw
     ((a_id, _),) = db.url_ids([a])
-    before = db.uptime(a_id, NOW - timedelta(days=30))
+    before = db.uptime_days(a_id, 30, NOW)
     assert db.roll_up(NOW, history_days=14) == 20  # the oldest day only: 10 runs, 2 URLs
-    assert db.count("daily") == 2 and db.count("results") == 4
+    assert db.count("results") == 4
     assert db.roll_up(NOW, history_days=14) == 2  # then the next day
     assert db.roll_up(NOW, history_days=14) == 0  # nothing older is left
-    after = db.uptime(a_id, NOW - timedelta(days=30))
+    assert db.count("daily") == 6  # 2 URLs on 3 days (counted as the runs were stored)
+    after = db.uptime_days(a_id, 30, NOW)
     assert (after.checks, after.up) == (before.checks, before.up) == (12, 10)
     daily = db._db.execute(
         "SELECT checks, up, down, p50_ms, p95_ms FROM daily WHERE url_id = ? ORDER BY day",
@@ -113,6 +116,9 @@ async def test_earlier_reports_are_imported_once(run_list: Any, tmp_path: Path) 
     assert db is not None
     assert notes == [f"history: started from the 2 earlier reports in {out}"]
     assert db.count("runs") == 2 and db.count("results") == 10
+    ((url_id, _),) = db.url_ids([lines[0]])
+    assert db.uptime_days(url_id, 1, datetime.now(UTC)).checks == 2  # days counted
+    assert db.states([url_id])[url_id].state == "up"  # the next run compares with it
     db.close()
     db, notes = open_history(str(out))  # not again
     assert db is not None and notes == [] and db.count("runs") == 2
@@ -157,12 +163,12 @@ def test_roll_up_is_bounded_and_goes_on_where_it_stopped(tmp_path: Path) -> None
     for hour in range(4):  # 4 runs of 10 URLs on one old day: 40 raw rows
         add_run(db, old + timedelta(hours=hour), [row(u, hour != 0) for u in urls])
     ((first, _),) = db.url_ids([urls[0]])
-    before = db.uptime(first, NOW - timedelta(days=30))
+    before = db.uptime_days(first, 30, NOW)
     done = []
     while (n := db.roll_up(NOW, history_days=14, budget=12)) > 0:  # 3 URLs a call
         done.append(n)
-        # Half done, the counts stand: each URL has its raw rows or its daily row.
-        now = db.uptime(first, NOW - timedelta(days=30))
+        # Half done, the counts stand: they were counted as the runs were stored.
+        now = db.uptime_days(first, 30, NOW)
         assert (now.checks, now.up) == (before.checks, before.up) == (4, 3)
     assert done == [12, 12, 12, 4]
     assert db.count("results") == 0 and db.count("daily") == 10
@@ -178,7 +184,7 @@ def test_states_step_only_with_a_policy_and_are_kept_only_when_saved(tmp_path: P
     def step_run(ok: bool, save: bool = True) -> list[str]:
         run_id = db.add_run(iso(NOW), "[]", save, {"total": 1}, iso(NOW), None)
         found = db.add_results(run_id, [row(a, ok)], policy, NOW, save_states=save)
-        return [c.kind for c in found]
+        return [c.kind for c in found.changes]
 
     assert step_run(True) == []  # first sight
     assert step_run(False, save=False) == ["down"]  # a stopped run says what it saw...
@@ -201,7 +207,9 @@ def test_a_database_from_before_states_is_seeded_from_its_last_complete_run(
     add_run(db, NOW, [row(a, False), row(b, False)], complete=False)  # never a baseline
     db.close()
     old = sqlite3.connect(path)  # as a checker of schema 1 left it
-    old.execute("DROP TABLE url_state")
+    for table in ("url_state", "incidents", "rollup_progress"):
+        old.execute(f"DROP TABLE {table}")
+    old.execute("DELETE FROM daily")  # only the roll-up wrote daily rows then
     old.execute("PRAGMA user_version=1")
     old.commit()
     old.close()
@@ -209,9 +217,11 @@ def test_a_database_from_before_states_is_seeded_from_its_last_complete_run(
     ids = dict((url, url_id) for url_id, url in db.url_ids([a, b]))
     states = db.states(ids.values())
     assert (states[ids[a]].state, states[ids[b]].state) == ("up", "down")
+    week = db.uptime_days(ids[b], 7, NOW)  # the days counted from the raw results
+    assert (week.checks, week.up) == (2, 1)
     # The next complete run's changes are against it.
     run_id = db.add_run(iso(NOW), "[]", True, {"total": 2}, iso(NOW), None)
     found = db.add_results(run_id, [row(a, False), row(b, True)], Policy(), NOW)
-    assert sorted((c.url, c.kind) for c in found) == [(a, "down"), (b, "up")]
+    assert sorted((c.url, c.kind) for c in found.changes) == [(a, "down"), (b, "up")]
     assert db.seed_states() == 0  # only ever into an empty table
     db.close()

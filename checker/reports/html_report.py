@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 
-from checker.results import INVALID, NOT_CHECKED
+from checker.results import INVALID, NOT_A_CHECK, NOT_CHECKED
+from checker.store.model import Incident, Trend
 
 # The table holds at most this many rows. A browser stays responsive sorting and
 # filtering ~50,000 rows, and the file stays around 25 MB; the CSV and JSON
@@ -84,7 +85,10 @@ COLUMNS: tuple[tuple[str, bool], ...] = (
     ("cert_days_left", True),
     ("reused", False),
     ("warnings", False),
+    ("uptime", True),  # 24 h · 7 d · 30 d, from the history database; sorts by 24 h
+    ("recent", False),  # its last results and their times
 )
+DOWN_NOW = 100  # URLs listed under "Down now", longest down first
 
 # Change kinds, in the order a person wants to read them.
 CHANGE_ORDER = {
@@ -194,10 +198,23 @@ class Page:
         # Down rows always make the cut; up rows fill what is left, in input order.
         self.up_room = max(0, TABLE_MAX_ROWS - down)
         self.shown = self.ups = 0
+        self._down_now: list[tuple[str, int, str, str]] = []
 
-    def row(self, seq: int, row: dict[str, Any]) -> str | None:
+    def row(self, seq: int, row: dict[str, Any], trend: Trend | None = None) -> str | None:
         if self._aggregate:
             self.agg.add(seq, row)
+        if (
+            trend is not None
+            and trend.down_since
+            and not row.get("ok")
+            and row.get("error") not in NOT_A_CHECK
+        ):
+            entry = (trend.down_since, -seq, str(row.get("url", "")), _outcome(row))
+            # Max-heap on since (as its negation is not a string): keep the
+            # DOWN_NOW longest down, i.e. the smallest `since`.
+            self._down_now.append(entry)
+            if len(self._down_now) > 2 * DOWN_NOW:
+                self._down_now = sorted(self._down_now)[:DOWN_NOW]
         if self.shown >= TABLE_MAX_ROWS:
             return None
         if row.get("ok"):
@@ -205,14 +222,16 @@ class Page:
                 return None
             self.ups += 1
         self.shown += 1
-        return _row(row, self.multi, self.warn_days)
+        return _row(row, self.multi, self.warn_days, trend)
 
-    def head(self, changes: Sequence[dict[str, Any]]) -> bytes:
+    def head(self, changes: Sequence[dict[str, Any]], incidents: Sequence[Incident] = ()) -> bytes:
         agg = self.agg
+        down_now = sorted(self._down_now)[:DOWN_NOW]
         return _encode(
             _head(self.run, agg)
-            + _headline(self.run, agg, changes)
+            + _headline(self.run, agg, changes, _down_now(self.run, down_now))
             + '<section class="grid">'
+            + (_card("Incidents, last 30 days", _incidents(incidents)) if incidents else "")
             + _card("Status", _status_chart(agg))
             + _card("Response time", _latency_chart(agg))
             + _card("Slowest checks", _slowest_table(agg))
@@ -220,6 +239,74 @@ class Page:
             + "</section>"
             + _table_start(agg)
         )
+
+
+def _outcome(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return str(row.get("error"))
+    return f"HTTP {row.get('status')}" if row.get("status") is not None else "down"
+
+
+def _ago(since: str, now: Any) -> str:
+    """How long from `since` to `now` (two ISO stamps), as "2 h 5 min"."""
+    try:
+        start = datetime.fromisoformat(since)
+        end = datetime.fromisoformat(now) if isinstance(now, str) else None
+    except ValueError:
+        return ""
+    if end is None:
+        return ""
+    return _span((end - start).total_seconds())
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else f"{seconds} s"
+
+
+def _down_now(run: dict[str, Any], entries: Sequence[tuple[str, int, str, str]]) -> str:
+    """What is down now and since when: the first thing a person looks for."""
+    if not entries:
+        return ""
+    items = "".join(
+        f'<li><span class="url">{esc_url(url)}</span> '
+        f'<span class="bad">{esc(outcome)}</span> '
+        f'<span class="muted">since {esc(_when(since))}'
+        f"{' (' + esc(_ago(since, run.get('finished_at'))) + ')' if run.get('finished_at') else ''}"
+        "</span></li>"
+        for since, _, url, outcome in entries
+    )
+    down = _count(run, "down", 0)
+    more = (
+        f'<p class="muted small">{down - len(entries):,} more down: see the table.</p>'
+        if down > len(entries)
+        else ""
+    )
+    return f'<section class="down-now"><h2>Down now</h2><ul>{items}</ul>{more}</section>'
+
+
+def _incidents(incidents: Sequence[Incident]) -> str:
+    body = []
+    for i in incidents:
+        back = _when(i.ended) if i.ended else "still down"
+        lasted = _ago(i.started, i.ended) if i.ended else ""
+        cause = esc(i.cause) + (f' <span class="muted">{esc(i.detail)}</span>' if i.detail else "")
+        body.append(
+            f'<tr{"" if i.ended else " class=bad"}><td class="url">{esc_url(i.url)}</td>'
+            f"<td>{esc(_when(i.started))}</td><td>{esc(back)}</td>"
+            f'<td class="num">{esc(lasted)}</td><td>{cause}</td></tr>'
+        )
+    return (
+        "<table class=mini><tr><th>url</th><th>went down</th><th>came back</th>"
+        f"<th>lasted</th><th>error</th></tr>{''.join(body)}</table>"
+    )
 
 
 def render(
@@ -300,7 +387,9 @@ def _head(run: dict[str, Any], agg: Aggregates) -> str:
     )
 
 
-def _headline(run: dict[str, Any], agg: Aggregates, changes: Sequence[dict[str, Any]]) -> str:
+def _headline(
+    run: dict[str, Any], agg: Aggregates, changes: Sequence[dict[str, Any]], down_now: str = ""
+) -> str:
     up = _count(run, "up", agg.up)
     down = _count(run, "down", agg.down)
     total = _count(run, "total", agg.rows)
@@ -338,7 +427,7 @@ def _headline(run: dict[str, Any], agg: Aggregates, changes: Sequence[dict[str, 
         f"<header>{verdict}{flags}"
         f'<p class="meta">Checked {esc(_when(run.get("finished_at")))}'
         f" · lists: {lists or '—'} · checker {esc(run.get('checker_version'))}</p>"
-        f'<div class="stats">{cards}</div>{_changes(run, changes)}</header>'
+        f'<div class="stats">{cards}</div>{down_now}{_changes(run, changes)}</header>'
     )
 
 
@@ -529,7 +618,7 @@ def _not_up(row: dict[str, Any]) -> str:
     return "invalid" if error == INVALID else "down"
 
 
-def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:
+def _row(row: dict[str, Any], multi: bool, warn_days: int, trend: Trend | None = None) -> str:
     ok = bool(row.get("ok"))
     days = row.get("cert_days_left")
     days_cls = ""
@@ -554,8 +643,56 @@ def _row(row: dict[str, Any], multi: bool, warn_days: int) -> str:
         f"<td>{_ms(row.get('total_ms'))}</td>"
         f"<td{days_cls}>{esc(days)}</td>"
         f"<td>{'yes' if row.get('reused') else 'no'}</td>"
-        f"<td{warn_cls}>{esc(warnings)}</td></tr>"
+        f"<td{warn_cls}>{esc(warnings)}</td>"
+        f"{_trend_cells(trend)}</tr>"
     )
+
+
+def _trend_cells(trend: Trend | None) -> str:
+    """Uptime over 24 h · 7 d · 30 d, and the last results as a strip (up
+    green, down red) under a sparkline of their times. Nothing from a server
+    goes in here: numbers only."""
+    if trend is None:
+        return "<td></td><td></td>"
+    shown = [f"{p:g}" if p is not None else "-" for p in trend.uptime]
+    uptime = (
+        f'<td title="uptime: 24 h · 7 d · 30 d (complete runs)">{" · ".join(shown)}</td>'
+        if any(p is not None for p in trend.uptime)
+        else "<td></td>"
+    )
+    return uptime + f"<td>{_history_svg(trend.recent)}</td>"
+
+
+# The strip's bars, by position (4 px apart): made once, joined per row.
+_BARS = [f"M{i * 4} 12h3v4h-3z" for i in range(64)]
+
+
+def _history_svg(recent: Sequence[tuple[bool, float | None]]) -> str:
+    if not recent:
+        return ""
+    recent = recent[-len(_BARS) :]
+    ups = "".join([_BARS[i] for i, (ok, _) in enumerate(recent) if ok])
+    downs = "".join([_BARS[i] for i, (ok, _) in enumerate(recent) if not ok])
+    n_up = sum(1 for ok, _ in recent if ok)
+    label = f"last {len(recent)}: {n_up} up, {len(recent) - n_up} down"
+    parts = [f'<svg class="hist" viewBox="0 0 {len(recent) * 4} 16" role="img" aria-label="']
+    times = [(i, ms) for i, (ok, ms) in enumerate(recent) if ok and ms is not None]
+    line = ""
+    if times:
+        low = min(ms for _, ms in times)
+        high = max(ms for _, ms in times)
+        scale = 8 / ((high - low) or 1.0)
+        # Whole pixels: the line is 16 px high, finer steps would not show.
+        points = " ".join([f"{i * 4 + 2},{9 - round((ms - low) * scale)}" for i, ms in times])
+        line = f'<polyline points="{points}"/>'
+        label += f"; {_ms(low)} to {_ms(high)} ms"
+    parts.append(label + '">')
+    if ups:
+        parts.append(f'<path class="su" d="{ups}"/>')
+    if downs:
+        parts.append(f'<path class="sd" d="{downs}"/>')
+    parts.append(line + "</svg>")
+    return "".join(parts)
 
 
 # Colours from a GitHub-like palette. The big table scrolls in its own box, so
@@ -603,10 +740,15 @@ tr.bad td{background:#ffebe9}tr.warn td{background:#fff8c5}
 .tools{display:flex;gap:16px;align-items:center;margin:0 0 10px}
 #q{flex:0 1 420px;padding:6px 10px;font:inherit;border:1px solid var(--bd);border-radius:6px}
 .scroll{max-height:80vh;overflow:auto;background:#fff;border:1px solid var(--bd);border-radius:8px}
-#rows{display:block;min-width:960px;font-size:13px}#rows thead,#rows tbody{display:block}
+#rows{display:block;min-width:1160px;font-size:13px}#rows thead,#rows tbody{display:block}
 #rows thead{position:sticky;top:0;z-index:1;background:#eaeef2}
 #rows tr{display:grid;grid-template-columns:minmax(0,2fr) 6em 4.5em 4.5em minmax(0,1fr) 7em
-minmax(0,1.6fr) 5em minmax(0,2fr) 5em 5em 5em minmax(0,1.4fr)}
+minmax(0,1.6fr) 5em minmax(0,2fr) 5em 5em 5em minmax(0,1.4fr) 11em 7em}
+.hist{width:80px;max-width:100%;height:16px}.su{fill:var(--good)}.sd{fill:var(--bad)}
+.hist polyline{fill:none;stroke:#0969da;stroke-width:1}
+.down-now{background:#fff;border:1px solid var(--bd);border-left:4px solid var(--bad);
+border-radius:8px;padding:10px 16px;margin:0 0 12px}.down-now ul{margin:0;padding-left:0;
+list-style:none;max-height:320px;overflow:auto}.down-now li{padding:3px 0}
 #rows tbody tr{content-visibility:auto;contain-intrinsic-size:auto 2.2em}
 #rows tr[hidden]{display:none}
 #rows td{overflow-wrap:anywhere;min-width:0}
@@ -622,6 +764,7 @@ minmax(0,1.6fr) 5em minmax(0,2fr) 5em 5em 5em minmax(0,1.4fr)}
 #rows tr.u{box-shadow:inset 3px 0 var(--good)}#rows tr.d{box-shadow:inset 3px 0 var(--bad)}
 #rows td.bad{color:var(--bad);font-weight:600}#rows td.warn{color:var(--warn);font-weight:600}
 #rows td:nth-child(13){font-weight:400}
+#rows td:nth-child(14){white-space:nowrap;font-variant-numeric:tabular-nums}
 #rows tbody tr:hover{background:#f3f7ff}
 @media (max-width:720px){
 main{padding:12px}h1{font-size:22px}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from checker.reports import csv_report, json_report, prom_report
 from checker.reports.atomic import Spool, publish_latest, write_atomic
 from checker.reports.journal import Journal
 from checker.store.feed import Feed
+from checker.store.model import Batch
 
 FORMATS = ("csv", "json", "html", "prom")
 DEFAULT_FORMATS = ("csv", "json", "html")
@@ -70,8 +72,10 @@ async def write_reports(
                 from checker.reports import html_report
 
                 assert page is not None
+                incidents = store.incidents if store is not None else []
                 await write_atomic(
-                    path, _assemble(page.head(listed), spools["html"], html_report.tail())
+                    path,
+                    _assemble(page.head(listed, incidents), spools["html"], html_report.tail()),
                 )
             else:
                 await write_atomic(path, prom_report.render(run_info, journal.results))
@@ -91,7 +95,13 @@ async def _one_pass(
     store: Feed | None,
 ) -> Any:
     """Every row once: CSV, the JSON results, the HTML table and its figures,
-    the history database (and the changes). Returns the HTML `Page` (or None)."""
+    the history database (and the changes). Returns the HTML `Page` (or None).
+
+    The page's rows show each URL's trend (uptime, its last results), which
+    the database works out for a batch as it stores it; so a batch's table
+    rows are rendered when its findings come back, while the database thread
+    stores the next batch. At most two batches of rows wait for that.
+    """
     csv_out = csv_report.Writer() if "csv" in spools else None
     page = None
     if "html" in spools:
@@ -100,22 +110,41 @@ async def _one_pass(
         not_up = int(run_info.get("total") or 0) - int(run_info.get("up") or 0)
         page = html_report.Page(run_info, not_up)
     json_rows: list[bytes] | None = [] if "json" in spools else None
-    table: list[str] = []
     decode = csv_out is not None or page is not None or store is not None
     first = True
+    waiting: deque[list[tuple[int, dict[str, Any]]]] = deque()  # rows for the table
+    batch_rows: list[tuple[int, dict[str, Any]]] = []
+
+    async def render(found: Batch | None) -> None:
+        """The table rows of the oldest waiting batch, with `found`'s trends."""
+        rows = waiting.popleft()
+        if page is None:
+            return
+        trends = found.trends if found is not None else {}
+        table = []
+        for seq, row in rows:
+            html_row = page.row(seq, row, trends.get(str(row.get("url"))))
+            if html_row is not None:
+                table.append(html_row)
+        if table:
+            await spools["html"].write(html_report.encode("".join(table)))
 
     async def flush() -> None:
-        nonlocal first
+        nonlocal first, batch_rows
         if csv_out is not None:
             await spools["csv"].write(csv_out.take())
         if json_rows:
             await spools["json"].write((b"\n" if first else b",\n") + b",\n".join(json_rows))
             first = False
             json_rows.clear()
-        if table:
-            assert page is not None
-            await spools["html"].write(html_report.encode("".join(table)))
-            table.clear()
+        waiting.append(batch_rows)
+        batch_rows = []
+        if store is None:
+            await render(None)
+        else:
+            found = await store.send()  # this batch goes; the one before comes back
+            if found is not None:
+                await render(found)
 
     for seq, raw in enumerate(journal.rows_in_order()):
         if json_rows is not None:
@@ -125,18 +154,14 @@ async def _one_pass(
             if csv_out is not None:
                 csv_out.row(row)
             if page is not None:
-                html_row = page.row(seq, row)
-                if html_row is not None:
-                    table.append(html_row)
+                batch_rows.append((seq, row))
             if store is not None:
                 store.add(row)
         if seq % BATCH == BATCH - 1:
             await flush()
-            if store is not None:
-                await store.flush()
     await flush()
     if store is not None:
-        await store.close()
+        await render(await store.close())
     return page
 
 

@@ -24,11 +24,12 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from checker.results import iso
-from checker.store.model import Change, Policy, Row, State, Uptime
+from checker.store.model import DOWN, Batch, Change, Incident, Policy, Row, State, Trend, Uptime
 from checker.store.state import step
 
 NAME = "history.sqlite3"
-SCHEMA_VERSION = 2  # 2: url_state
+SCHEMA_VERSION = 2  # 2: url_state, incidents, daily counted per run
+RECENT = 20  # results in the page's strip and sparkline
 HISTORY_DAYS = 14  # raw results kept this long; then one row per URL per day
 DAILY_DAYS = 366  # the daily roll-up kept this long
 ROLL_UP_ROWS = 100_000  # raw rows rolled up by one run at most (about a second)
@@ -60,12 +61,29 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (url_id, run_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS results_run ON results (run_id);
+-- One row per URL per UTC day: the checks and ups of complete runs, counted
+-- as each run is stored; the median and 95th percentile time of the up
+-- checks are added when the day's raw results are rolled up.
 CREATE TABLE IF NOT EXISTS daily (
     url_id INTEGER NOT NULL,
     day TEXT NOT NULL,                 -- YYYY-MM-DD, UTC
     checks INTEGER NOT NULL, up INTEGER NOT NULL, down INTEGER NOT NULL,
     p50_ms REAL, p95_ms REAL,
     PRIMARY KEY (url_id, day)
+) WITHOUT ROWID;
+-- Where a day's roll-up stopped (the last URL done), while it is under way.
+CREATE TABLE IF NOT EXISTS rollup_progress (
+    day TEXT PRIMARY KEY,
+    upto INTEGER NOT NULL
+);
+-- From a URL's state going down to its coming back (store.state's changes).
+CREATE TABLE IF NOT EXISTS incidents (
+    url_id INTEGER NOT NULL,
+    started TEXT NOT NULL,             -- its first down result
+    ended TEXT,                        -- its first result back up; NULL while down
+    cause TEXT,                        -- what the down change said (error or status)
+    detail TEXT,
+    PRIMARY KEY (url_id, started)
 ) WITHOUT ROWID;
 -- Each URL's state across complete runs (store.state): what changes and
 -- alerts are computed from. One row per URL, whatever the history's length.
@@ -103,7 +121,7 @@ class HistoryDB:
                 self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if 0 < version < 2:
-                self.seed_states()  # a database from before url_state
+                self._upgrade_from_1()
         except BaseException:
             self._db.close()
             raise
@@ -148,11 +166,12 @@ class HistoryDB:
         policy: Policy | None = None,
         now: datetime | None = None,
         save_states: bool = True,
-    ) -> list[Change]:
+    ) -> Batch:
         """One batch, one transaction. With a `policy`, each URL's state is
-        stepped too, and the changes are returned; the new states are kept
-        only with `save_states` (a complete run: a stopped one reports what it
-        saw, but is never the baseline of the next)."""
+        stepped too, and the changes, the URLs' trends and their incidents are
+        returned; the new states (and the day's counts) are kept only with
+        `save_states` (a complete run: a stopped one reports what it saw, but
+        is never the baseline of the next)."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
@@ -169,10 +188,14 @@ class HistoryDB:
                 ),
             )
             if policy is None:
-                return []
-            return self._step_states(
-                run_id, rows, ids, policy, now or datetime.now(UTC), save_states
-            )
+                return Batch([], {}, [])
+            now = now or datetime.now(UTC)
+            changes, states = self._step_states(run_id, rows, ids, policy, now, save_states)
+            if self.previous_complete(run_id) is None:
+                # The first run here: one result is no trend, and there are
+                # no incidents yet.
+                return Batch(changes, {}, [])
+            return Batch(changes, self._trends(rows, ids, states, now), self._incidents(ids, now))
 
     def _step_states(
         self,
@@ -182,7 +205,7 @@ class HistoryDB:
         policy: Policy,
         now: datetime,
         save: bool,
-    ) -> list[Change]:
+    ) -> tuple[list[Change], dict[int, State]]:
         states = self.states(ids.values())
         changes: list[Change] = []
         updates = []
@@ -212,7 +235,131 @@ class HistoryDB:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 updates,
             )
-        return changes
+            day = self._run_day(run_id)
+            self._db.executemany(
+                "INSERT INTO daily (url_id, day, checks, up, down) VALUES (?, ?, 1, ?, ?)"
+                " ON CONFLICT (url_id, day) DO UPDATE SET checks = checks + 1,"
+                " up = up + excluded.up, down = down + excluded.down",
+                ((ids[r.url], day, int(r.ok), int(not r.ok)) for r in rows),
+            )
+            self._record_incidents(changes, ids)
+        return changes, states
+
+    def _trends(
+        self, rows: Sequence[Row], ids: dict[str, int], states: dict[int, State], now: datetime
+    ) -> dict[str, Trend]:
+        """Uptime over 24 h (raw results of complete runs), 7 and 30 days (the
+        daily counts: the last 7 or 30 UTC days, today included), and the last
+        RECENT results among the folder's complete runs."""
+        wanted = sorted(set(ids.values()))
+        marks = ",".join("?" * len(wanted))
+        day_ago = self._complete_runs_since(iso(now - timedelta(days=1)))
+        last = self._last_complete_runs(RECENT)
+        counts: dict[int, list[int]] = {}
+        if day_ago:
+            lo, skip = day_ago
+            for url_id, checks, up in self._db.execute(
+                f"SELECT url_id, COUNT(*), SUM(ok) FROM results WHERE url_id IN ({marks})"
+                f" AND run_id >= ? AND run_id NOT IN ({','.join('?' * len(skip))})"
+                " GROUP BY url_id",
+                (*wanted, lo, *skip),
+            ):
+                counts[url_id] = [checks, up]
+        by_day: dict[int, dict[int, tuple[int, int]]] = {7: {}, 30: {}}
+        week = (now - timedelta(days=6)).strftime("%Y-%m-%d")
+        month = (now - timedelta(days=29)).strftime("%Y-%m-%d")
+        for url_id, checks, up, week_checks, week_up in self._db.execute(
+            "SELECT url_id, SUM(checks), SUM(up), SUM(CASE WHEN day >= ? THEN checks END),"
+            f" SUM(CASE WHEN day >= ? THEN up END) FROM daily WHERE url_id IN ({marks})"
+            " AND day >= ? GROUP BY url_id",
+            (week, week, *wanted, month),
+        ):
+            by_day[30][url_id] = (checks, up)
+            if week_checks:
+                by_day[7][url_id] = (week_checks, week_up)
+        recent: dict[int, list[tuple[bool, float | None]]] = {}
+        if last:
+            lo, skip = last
+            for url_id, ok, ms in self._db.execute(
+                f"SELECT url_id, ok, total_ms FROM results WHERE url_id IN ({marks})"
+                f" AND run_id >= ? AND run_id NOT IN ({','.join('?' * len(skip))})"
+                " ORDER BY url_id, run_id",
+                (*wanted, lo, *skip),
+            ):
+                recent.setdefault(url_id, []).append((bool(ok), ms))
+        out = {}
+        for row in rows:
+            url_id = ids[row.url]
+            state = states.get(url_id)
+            since = None
+            if state is not None and not row.ok:
+                since = state.since if state.state == DOWN else state.pending_since
+            out[row.url] = Trend(
+                (
+                    _percent(counts.get(url_id)),
+                    _percent(by_day[7].get(url_id)),
+                    _percent(by_day[30].get(url_id)),
+                ),
+                tuple(recent.get(url_id, ())),
+                since or (row.checked_at if not row.ok else None),
+            )
+        return out
+
+    def _complete_runs_since(self, stamp: str) -> tuple[int, list[int]] | None:
+        """(the first complete run since `stamp`, the stopped runs after it)."""
+        first = self._db.execute(
+            "SELECT MIN(id) FROM runs WHERE complete AND started_at >= ?", (stamp,)
+        ).fetchone()[0]
+        if first is None:
+            return None
+        return first, self._stopped_from(first)
+
+    def _last_complete_runs(self, n: int) -> tuple[int, list[int]] | None:
+        ids = [
+            r[0]
+            for r in self._db.execute(
+                "SELECT id FROM runs WHERE complete ORDER BY id DESC LIMIT ?", (n,)
+            )
+        ]
+        return (ids[-1], self._stopped_from(ids[-1])) if ids else None
+
+    def _stopped_from(self, first: int) -> list[int]:
+        return [
+            r[0]
+            for r in self._db.execute("SELECT id FROM runs WHERE NOT complete AND id > ?", (first,))
+        ]
+
+    def _incidents(self, ids: dict[str, int], now: datetime, limit: int = 50) -> list[Incident]:
+        """The batch's URLs' newest incidents of the last 30 days (or still open)."""
+        names = {url_id: url for url, url_id in ids.items()}
+        wanted = sorted(names)
+        return [
+            Incident(names[url_id], started, ended, cause, detail)
+            for url_id, started, ended, cause, detail in self._db.execute(
+                "SELECT url_id, started, ended, cause, detail FROM incidents"
+                f" WHERE url_id IN ({','.join('?' * len(wanted))})"
+                " AND (ended IS NULL OR ended >= ?) ORDER BY started DESC LIMIT ?",
+                (*wanted, iso(now - timedelta(days=30)), limit),
+            )
+        ]
+
+    def _record_incidents(self, changes: Sequence[Change], ids: dict[str, int]) -> None:
+        for change in changes:
+            if change.kind == "down" and change.since:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO incidents (url_id, started, cause, detail)"
+                    " VALUES (?, ?, ?, ?)",
+                    (ids[change.url], change.since, str(change.after), change.detail),
+                )
+            elif change.kind == "up":
+                self._db.execute(
+                    "UPDATE incidents SET ended = ? WHERE url_id = ? AND ended IS NULL",
+                    (change.since, ids[change.url]),
+                )
+
+    def _run_day(self, run_id: int) -> str:
+        row = self._db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return str(row[0])[:10] if row else datetime.now(UTC).strftime("%Y-%m-%d")
 
     def states(self, url_ids: Iterable[int]) -> dict[int, State]:
         wanted = list(url_ids)
@@ -226,6 +373,35 @@ class HistoryDB:
             ):
                 out[url_id] = State(*values)
         return out
+
+    def _upgrade_from_1(self) -> None:
+        """A database of schema 1: daily rows were only written by the
+        roll-up (with a marker row at the last URL of a half-done day)."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO rollup_progress (day, upto)"
+                " SELECT d.day, MAX(d.url_id) FROM daily d WHERE d.day IN"
+                " (SELECT substr(started_at, 1, 10) FROM runs WHERE rolled_up = 0)"
+                " GROUP BY d.day"
+            )
+        self.count_days()
+        self.seed_states()
+
+    def count_days(self) -> None:
+        """The daily counts of the raw results not rolled up yet, from scratch
+        (after an import of old reports, or an upgrade): one pass over them."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO daily (url_id, day, checks, up, down)"
+                " SELECT x.url_id, substr(r.started_at, 1, 10), COUNT(*), SUM(x.ok),"
+                " COUNT(*) - SUM(x.ok) FROM results x JOIN runs r ON r.id = x.run_id"
+                " WHERE r.complete AND r.rolled_up = 0"
+                " GROUP BY x.url_id, substr(r.started_at, 1, 10)"
+                " ON CONFLICT (url_id, day) DO UPDATE SET checks = excluded.checks,"
+                " up = excluded.up, down = excluded.down"
+            )
 
     def seed_states(self) -> int:
         """States from the newest complete run, for a database that has
@@ -268,14 +444,16 @@ class HistoryDB:
         history_days: int = HISTORY_DAYS,
         budget: int = ROLL_UP_ROWS,
     ) -> int:
-        """Roll part of the oldest day older than `history_days` into `daily`
-        and drop those raw results; drop daily rows older than a year.
+        """Finish part of the oldest day older than `history_days`: its daily
+        rows get their median and 95th percentile times from the raw results,
+        which are then dropped; daily rows older than a year go too.
 
-        Bounded: URLs are taken in id order until about `budget` raw rows are
-        done, and the next call goes on from there (a day of 10,000 URLs every
-        5 minutes is 2.9 million rows: rolled up at once it took 21 s). While
-        a day is half done, each URL has either its raw rows or its daily row,
-        never both, so uptime counts stay right. Returns the raw rows done.
+        The day's counts are already in `daily` (each complete run adds its
+        own), so uptime never depends on how far a roll-up got. Bounded: URLs
+        are taken in id order until about `budget` raw rows are done, and the
+        next call goes on from there (`rollup_progress`; a day of 10,000 URLs
+        every 5 minutes is 2.9 million rows: rolled up at once it took 21 s).
+        Returns the raw rows done.
         """
         now = now or datetime.now(UTC)
         cutoff = (now - timedelta(days=history_days)).strftime("%Y-%m-%d")
@@ -295,9 +473,10 @@ class HistoryDB:
                 (day,),
             )
         ]
-        done_upto = self._db.execute(
-            "SELECT COALESCE(MAX(url_id), 0) FROM daily WHERE day = ?", (day,)
-        ).fetchone()[0]
+        progress = self._db.execute(
+            "SELECT upto FROM rollup_progress WHERE day = ?", (day,)
+        ).fetchone()
+        done_upto = progress[0] if progress else 0
         # The next URLs, as many as the budget holds (each has at most one row a run).
         limit = max(1, budget // max(1, len(run_ids)))
         urls = [
@@ -314,10 +493,6 @@ class HistoryDB:
                 lo, hi = urls[0], urls[-1]
                 where = f"url_id BETWEEN ? AND ? AND run_id IN ({marks})"
                 args = (lo, hi, *run_ids)
-                counts = self._db.execute(
-                    f"SELECT url_id, COUNT(*), SUM(ok) FROM results WHERE {where} GROUP BY url_id",
-                    args,
-                ).fetchall()
                 times: dict[int, list[float]] = {}
                 for url_id, ms in self._db.execute(
                     f"SELECT url_id, total_ms FROM results WHERE {where}"
@@ -326,33 +501,20 @@ class HistoryDB:
                 ):
                     times.setdefault(url_id, []).append(ms)
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO daily (url_id, day, checks, up, down, p50_ms, p95_ms)"
-                    " VALUES (?,?,?,?,?,?,?)",
+                    "UPDATE daily SET p50_ms = ?, p95_ms = ? WHERE url_id = ? AND day = ?",
                     (
-                        (
-                            url_id,
-                            day,
-                            checks,
-                            up,
-                            checks - up,
-                            percentile(times.get(url_id, []), 50),
-                            percentile(times.get(url_id, []), 95),
-                        )
-                        for url_id, checks, up in counts
+                        (percentile(ms, 50), percentile(ms, 95), url_id, day)
+                        for url_id, ms in times.items()
                     ),
                 )
                 done = self._db.execute(f"DELETE FROM results WHERE {where}", args).rowcount
-                # A marker at the last URL taken, so the next call goes on after
-                # it even when that URL had no row that day.
-                if not any(url_id == hi for url_id, _, _ in counts):
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO daily (url_id, day, checks, up, down)"
-                        " VALUES (?, ?, 0, 0, 0)",
-                        (hi, day),
-                    )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO rollup_progress (day, upto) VALUES (?, ?)", (day, hi)
+                )
             if len(urls) < limit:
                 # Every URL is done: the day's runs are rolled up.
                 self._db.execute(f"UPDATE runs SET rolled_up = 1 WHERE id IN ({marks})", run_ids)
+                self._db.execute("DELETE FROM rollup_progress WHERE day = ?", (day,))
             old = (now - timedelta(days=DAILY_DAYS)).strftime("%Y-%m-%d")
             self._db.execute("DELETE FROM daily WHERE day < ?", (old,))
         return done
@@ -387,20 +549,25 @@ class HistoryDB:
         return [(s, Row(u, bool(ok), st, e, ms, c)) for s, u, ok, st, e, ms, c in rows]
 
     def uptime(self, url_id: int, since: datetime) -> Uptime:
-        """Checks and ups of complete runs since `since`: raw results, plus the
-        daily roll-ups of whole days after it."""
-        stamp = iso(since)
+        """Checks and ups of the complete runs since `since`, from the raw
+        results (which go back `history_days`: for the last 24 hours)."""
         raw = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(x.ok), 0) FROM results x JOIN runs r ON r.id = x.run_id"
             " WHERE x.url_id = ? AND r.started_at >= ? AND r.complete",
-            (url_id, stamp),
+            (url_id, iso(since)),
         ).fetchone()
-        rolled = self._db.execute(
+        return Uptime(raw[0], raw[1])
+
+    def uptime_days(self, url_id: int, days: int, now: datetime) -> Uptime:
+        """Checks and ups of the complete runs of the last `days` UTC days,
+        today included (the daily counts: a year of them)."""
+        first = (now - timedelta(days=days - 1)).strftime("%Y-%m-%d")
+        row = self._db.execute(
             "SELECT COALESCE(SUM(checks), 0), COALESCE(SUM(up), 0) FROM daily"
-            " WHERE url_id = ? AND day > ?",
-            (url_id, stamp[:10]),
+            " WHERE url_id = ? AND day >= ?",
+            (url_id, first),
         ).fetchone()
-        return Uptime(raw[0] + rolled[0], raw[1] + rolled[1])
+        return Uptime(row[0], row[1])
 
     def down_since(self, url_id: int) -> str | None:
         """When the URL's current run of downs began (its first down result
@@ -429,6 +596,13 @@ class HistoryDB:
     def count(self, table: str) -> int:
         assert table in ("runs", "urls", "results", "daily")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _percent(counts: Sequence[int] | None) -> float | None:
+    """Ups per 100 checks, to two decimals (None: no checks)."""
+    if not counts or not counts[0]:
+        return None
+    return round(100.0 * counts[1] / counts[0], 2)
 
 
 def percentile(ordered: list[float], p: int) -> float | None:

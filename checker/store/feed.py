@@ -18,7 +18,9 @@ from typing import Any
 from checker.history import MAX_CHANGES, read_runs, report_rows
 from checker.results import NOT_A_CHECK
 from checker.store.db import HistoryDB
-from checker.store.model import Change, Policy, Row
+from checker.store.model import Batch, Change, Incident, Policy, Row
+
+INCIDENTS = 50  # listed in the page
 
 
 def as_row(row: dict[str, Any]) -> Row | None:
@@ -40,13 +42,18 @@ def as_row(row: dict[str, Any]) -> Row | None:
 
 class Feed:
     """With a `policy` the rows step their URLs' states and the changes are
-    gathered; the states are kept only with `save_states` (a complete run)."""
+    gathered; the states are kept only with `save_states` (a complete run).
+
+    `send()` hands the rows added since the last send to the database thread
+    as one batch, and returns what the batch before it found (waiting for it
+    if need be): the caller renders that batch's rows with their trends while
+    the thread stores the next. `close()` returns the last batch's.
+    """
 
     def __init__(
         self,
         db: HistoryDB,
         run_id: int,
-        batch: int = 2048,
         policy: Policy | None = None,
         now: datetime | None = None,
         save_states: bool = True,
@@ -54,41 +61,49 @@ class Feed:
         self.db = db
         self.save_states = save_states
         self.run_id = run_id
-        self.size = batch
         self.policy = policy
         self.now = now
         self.changes: list[Change] = []
         self.changes_total = 0
+        self.incidents: list[Incident] = []  # the newest INCIDENTS of the run's URLs
         self._batch: list[Row] = []
-        self._pending: asyncio.Future[list[Change]] | None = None
+        self._pending: asyncio.Future[Batch] | None = None
 
     def add(self, row: dict[str, Any]) -> None:
         kept = as_row(row)
         if kept is not None:
             self._batch.append(kept)
 
-    async def flush(self, force: bool = False) -> None:
-        if not self._batch or (len(self._batch) < self.size and not force):
-            return
-        await self._collect()
+    async def send(self) -> Batch | None:
+        previous = await self._collect()
         batch, self._batch = self._batch, []
-        self._pending = asyncio.ensure_future(
-            asyncio.to_thread(
-                self.db.add_results, self.run_id, batch, self.policy, self.now, self.save_states
+        if batch:
+            self._pending = asyncio.ensure_future(
+                asyncio.to_thread(
+                    self.db.add_results, self.run_id, batch, self.policy, self.now, self.save_states
+                )
             )
-        )
+        else:
+            self._pending = asyncio.get_running_loop().create_future()
+            self._pending.set_result(Batch([], {}, []))
+        return previous
 
-    async def close(self) -> None:
-        await self.flush(force=True)
-        await self._collect()
+    async def close(self) -> Batch | None:
+        """The findings of the batch still in flight (`send` the last rows first)."""
+        assert not self._batch, "rows added after the last send"
+        return await self._collect()
 
-    async def _collect(self) -> None:
+    async def _collect(self) -> Batch | None:
         if self._pending is None:
-            return
+            return None
         found = await self._pending
         self._pending = None
-        self.changes_total += len(found)
-        self.changes += found[: max(0, MAX_CHANGES - len(self.changes))]
+        self.changes_total += len(found.changes)
+        self.changes += found.changes[: max(0, MAX_CHANGES - len(self.changes))]
+        if found.incidents:
+            merged = sorted(self.incidents + found.incidents, key=lambda i: i.started)
+            self.incidents = merged[-INCIDENTS:][::-1]
+        return found
 
 
 def totals(run: dict[str, Any]) -> dict[str, int]:

@@ -94,3 +94,33 @@ class Uptime:
     @property
     def percent(self) -> float | None:
         return round(100.0 * self.up / self.checks, 2) if self.checks else None
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """A URL's recent history, for its row in the page."""
+
+    uptime: tuple[float | None, float | None, float | None]  # percent: 24 h, 7 d, 30 d
+    # (up, total ms) of its last results, oldest first.
+    recent: tuple[tuple[bool, float | None], ...]
+    down_since: str | None  # when its current run of downs began, if it is down
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """From a URL going down to its coming back (`ended` None: still down)."""
+
+    url: str
+    started: str
+    ended: str | None
+    cause: str | None
+    detail: str | None
+
+
+@dataclass(slots=True)
+class Batch:
+    """What storing one batch of a run's results found."""
+
+    changes: list[Change]
+    trends: dict[str, Trend]
+    incidents: list[Incident]

@@ -10,7 +10,9 @@ from checker.store.db import NAME, HistoryDB
 from checker.store.model import Row, Uptime
 from checker.url import URLError, dedup_key, parse_url
 
-WINDOWS = (("24 h", timedelta(days=1)), ("7 d", timedelta(days=7)), ("30 d", timedelta(days=30)))
+# (label, days): 24 h from the raw results; 7 and 30 days by UTC day, today
+# included, from the daily counts (raw results are only kept --history-days).
+WINDOWS = (("24 h", 1), ("7 d", 7), ("30 d", 30))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,15 @@ def url_history(out_dir: str, url: str, last: int, now: datetime | None = None) 
     try:
         out = []
         for url_id, text in find(db, url):
-            uptime = tuple((name, db.uptime(url_id, now - span)) for name, span in WINDOWS)
+            uptime = tuple(
+                (
+                    name,
+                    db.uptime(url_id, now - timedelta(days=1))
+                    if days == 1
+                    else db.uptime_days(url_id, days, now),
+                )
+                for name, days in WINDOWS
+            )
             out.append(
                 URLHistory(text, uptime, db.down_since(url_id), tuple(db.recent(url_id, last)))
             )

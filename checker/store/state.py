@@ -73,7 +73,7 @@ def step(prev: State | None, row: Row, policy: Policy, now: datetime) -> tuple[S
     days, was = row.cert_days, prev.cert_days
     if days is not None and days <= policy.warn_days and (was is None or was > policy.warn_days):
         changes.append(Change(*base, "cert_expiring", was, days))
-    state = _agreeing(replace(prev, pending=0, pending_since=None), row)
+    state = _agreeing(prev, row)
     if seen == DOWN and policy.remind_every is not None:
         last = _parse(prev.reminded_at) or _parse(prev.since)
         if last is None or (now - last).total_seconds() >= policy.remind_every:
@@ -92,13 +92,19 @@ def step(prev: State | None, row: Row, policy: Policy, now: datetime) -> tuple[S
 
 
 def _agreeing(state: State, row: Row) -> State:
-    """`state` with `row` as the last result that agreed with it."""
-    return replace(
-        state,
-        status=row.status,
-        error=row.error,
-        final_url=row.final_url,
-        cert_days=row.cert_days if row.cert_days is not None else state.cert_days,
+    """`state` with `row` as the last result that agreed with it, and nothing
+    pending. (A constructor call: `dataclasses.replace` cost a tenth of
+    storing a batch.)"""
+    return State(
+        state.state,
+        state.since,
+        row.status,
+        row.error,
+        row.final_url,
+        row.cert_days if row.cert_days is not None else state.cert_days,
+        0,
+        None,
+        state.reminded_at,
     )
 
 
