@@ -34,7 +34,7 @@ from checker.reports.recover import recover_leftovers
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.feed import Feed, import_reports, totals
-from checker.store.model import Policy
+from checker.store.model import Change, Policy
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
 
@@ -89,7 +89,7 @@ class RunOutcome:
     notes: list[str] = field(default_factory=list)  # for the user, on stderr, even with -q
     info: list[str] = field(default_factory=list)  # routine news (an alert sent): not with -q
     run: dict[str, Any] = field(default_factory=dict)  # the report's run header
-    changes: list[dict[str, Any]] = field(default_factory=list)  # since the previous run
+    changes: list[Change] = field(default_factory=list)  # since the previous run
 
 
 class _Recorder:
@@ -241,7 +241,7 @@ async def _run(
         "interrupted": interrupted,
     }
     lists = lists_key(config.lists)
-    changes: list[dict[str, Any]] = []
+    changes: list[Change] = []
     db, db_notes = await asyncio.to_thread(open_history, config.out_dir)
     feed = None
     if db is not None:
@@ -265,7 +265,7 @@ async def _run(
     try:
         written = await write_reports(base, config.formats, run_info, journal, store=feed)
         if feed is not None:
-            changes = [change.to_dict() for change in feed.changes]
+            changes = feed.changes
         if db is not None and not interrupted:
             # A bounded share of old results rolled up per run (store.db).
             await asyncio.to_thread(db.roll_up, None, config.history_days)

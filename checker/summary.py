@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checker.results import INVALID, NOT_CHECKED, Result
+from checker.store.model import Change
 
 SLOWEST = 5
 NAMED = 20  # down URLs (and invalid lines) named in the summary; the rest are counted
@@ -122,17 +123,17 @@ _KIND = {
 SHOW_CHANGES = 20
 
 
-def describe_change(change: dict[str, Any]) -> str:
-    kind = change["kind"]
+def describe_change(change: Change) -> str:
+    kind = change.kind
     what = (
-        f"certificate expires in {change['after']} days"
+        f"certificate expires in {change.after} days"
         if kind == "cert_expiring"
-        else f"{change['before']} -> {change['after']}"
+        else f"{shown(str(change.before))} -> {shown(str(change.after))}"
     )
-    if kind in ("down", "still_down") and change.get("since"):
-        what += f", down since {shown(str(change['since']))}"
-    url = shown(change["url"])
-    return f"{_KIND.get(kind, kind.upper()):6} {url} (line {change['line']}): {what}"
+    if kind in ("down", "still_down") and change.since:
+        what += f", down since {shown(change.since)}"
+    url = shown(change.url)
+    return f"{_KIND.get(kind, kind.upper()):6} {url} (line {change.line}): {what}"
 
 
 def format_summary(
@@ -140,7 +141,7 @@ def format_summary(
     duration_s: float,
     reports: list[str],
     interrupted: bool,
-    changes: Sequence[dict[str, Any]] = (),
+    changes: Sequence[Change] = (),
     changes_total: int | None = None,
 ) -> str:
     """The closing summary; it leads with what changed since the last run."""

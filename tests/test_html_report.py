@@ -13,6 +13,7 @@ import pytest
 from checker.reports import html_report
 from checker.reports.html_report import TABLE_MAX_ROWS, Aggregates, render
 from checker.results import Result
+from checker.store.model import Change
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'
@@ -142,7 +143,11 @@ def sample_rows() -> list[dict[str, Any]]:
     return [r.to_dict() for r in sample_results()]
 
 
-def sample_changes() -> list[dict[str, Any]]:
+def sample_changes() -> list[Change]:
+    return [c for c in map(Change.from_dict, sample_change_dicts()) if c is not None]
+
+
+def sample_change_dicts() -> list[dict[str, Any]]:
     return [
         {
             "url": "https://broken.example.com/",
@@ -172,7 +177,7 @@ def sample_changes() -> list[dict[str, Any]]:
 def page(
     run: dict[str, Any] | None = None,
     rows: list[dict[str, Any]] | None = None,
-    changes: list[dict[str, Any]] | None = None,
+    changes: list[Change] | None = None,
 ) -> str:
     data = sample_rows() if rows is None else rows
     out = render(
@@ -261,7 +266,7 @@ def test_changes_listed() -> None:
     box = _section(text, '<details class="changes"', "</details>")
     assert "4 changes</b> since the run of 2026-11-24 21:44:02 UTC" in box
     for c in sample_changes():
-        assert html.escape(str(c["url"]), quote=True) in box
+        assert html.escape(c.url, quote=True) in box
     assert "went down" in box and "back up" in box
     assert "lands elsewhere" in box and "certificate expiring" in box
     assert "200 → <b>503</b>" in box
@@ -272,7 +277,7 @@ def test_changes_listed() -> None:
 
 def test_changes_counted_beyond_those_listed() -> None:
     changes = [
-        {"url": f"https://h{i}.example/", "line": i, "kind": "status", "before": 200, "after": 302}
+        Change(f"https://h{i}.example/", i, "status", 200, 302)
         for i in range(html_report.CHANGES_SHOWN + 5)
     ]
     text = page(sample_run(changes_total=12_345), changes=changes)

@@ -26,6 +26,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from checker.notify import NotifyError, notify, post_webhook
 from checker.notify.message import clean, summary_json, summary_text
 from checker.notify.smtp import SMTPConfig, send_mail
+from checker.store.model import Change
 from tests.helpers import client_config, raw_server, read_request
 
 RUN: dict[str, Any] = {
@@ -40,18 +41,28 @@ RUN: dict[str, Any] = {
     "interrupted": False,
     "lists": ["urls.txt"],
 }
-CHANGES: list[dict[str, Any]] = [
+CHANGE_DICTS: list[dict[str, Any]] = [
     {"url": "https://a.example/", "line": 4, "kind": "down", "before": 200, "after": 503},
     {"url": "https://b.example/", "line": 7, "kind": "down", "before": 200, "after": "timeout"},
     {"url": "https://c.example/", "line": 9, "kind": "up", "before": "refused", "after": 200},
 ]
 
+
+def typed(changes: list[dict[str, Any]]) -> list[Change]:
+    """Changes as the run hands them over, from their JSON form."""
+    out = [Change.from_dict(c) for c in changes]
+    assert all(c is not None for c in out)
+    return [c for c in out if c is not None]
+
+
+CHANGES = typed(CHANGE_DICTS)
+
 # ------------------------------------------------------------ the messages
 
 
 def test_summary_json() -> None:
-    changes = [*CHANGES, {"url": "u", "line": 1, "kind": "up", "before": 1, "after": 2, "x": 1}]
-    body = json.loads(summary_json(RUN, changes))
+    changes = [*CHANGE_DICTS, {"url": "u", "line": 1, "kind": "up", "before": 1, "after": 2}]
+    body = json.loads(summary_json(RUN, typed(changes)))
     assert body["run"] == {
         "started_at": "2024-05-06T10:00:00.000Z",
         "finished_at": "2024-05-06T10:00:05.250Z",
@@ -61,19 +72,21 @@ def test_summary_json() -> None:
         "interrupted": False,
         "lists": ["urls.txt"],
     }
-    assert body["changes"][:3] == CHANGES
+    assert body["changes"][:3] == CHANGE_DICTS
     assert body["changes"][3] == {"url": "u", "line": 1, "kind": "up", "before": 1, "after": 2}
 
 
 def test_summary_json_escapes_what_a_server_sent() -> None:
-    raw = summary_json(RUN, [{"url": "u", "line": 1, "kind": "status", "after": "a\r\nb\x00"}])
+    raw = summary_json(
+        RUN, typed([{"url": "u", "line": 1, "kind": "status", "after": "a\r\nb\x00"}])
+    )
     assert b"\r" not in raw and b"\n" not in raw and b"\x00" not in raw
     assert json.loads(raw)["changes"][0]["after"] == "a\r\nb\x00"
 
 
 def test_summary_text() -> None:
     changes = [
-        *CHANGES,
+        *CHANGE_DICTS,
         {"url": "https://d.example/", "line": 12, "kind": "status", "before": 200, "after": 301},
         {
             "url": "https://e.example/",
@@ -90,7 +103,7 @@ def test_summary_text() -> None:
             "after": 9,
         },
     ]
-    subject, body = summary_text(RUN, changes)
+    subject, body = summary_text(RUN, typed(changes))
     assert subject == (
         "checker: 2 down, 1 back up, 1 status change, 1 moved, 1 certificate expiring (6 changes)"
     )
@@ -111,18 +124,18 @@ def test_summary_text() -> None:
 def test_summary_text_subject_counts() -> None:
     assert summary_text(RUN, CHANGES)[0] == "checker: 2 down, 1 back up (3 changes)"
     one = [{"url": "u", "line": 1, "kind": "cert_expiring", "before": None, "after": 1}]
-    subject, body = summary_text({**RUN, "interrupted": True}, one)
+    subject, body = summary_text({**RUN, "interrupted": True}, typed(one))
     assert subject == "checker (interrupted run): 1 certificate expiring (1 change)"
     assert "CERT  u (line 1): expires in 1 day" in body
     assert "the run was interrupted: not every URL was checked" in body
     expired = [{"url": "u", "line": 1, "kind": "cert_expiring", "before": 1, "after": -3}]
-    assert "expired 3 days ago" in summary_text(RUN, expired)[1]
+    assert "expired 3 days ago" in summary_text(RUN, typed(expired))[1]
 
 
 def test_summary_text_cleans_what_came_from_outside() -> None:
     hostile = "x\r\nBcc: victim@example.com\u2028\u202e\x1b[2J"
     changes = [{"url": hostile, "line": 1, "kind": "final_url", "before": hostile, "after": "y"}]
-    subject, body = summary_text({**RUN, "lists": [hostile]}, changes)
+    subject, body = summary_text({**RUN, "lists": [hostile]}, typed(changes))
     assert "\r" not in subject and "\n" not in subject
     for line in body.splitlines():
         assert not line.startswith("Bcc")
@@ -134,12 +147,12 @@ def test_summary_text_cleans_what_came_from_outside() -> None:
 
 def test_summary_text_cuts_long_values_and_many_changes() -> None:
     long = [{"url": "u", "line": 1, "kind": "status", "before": "x" * 5000, "after": 1}]
-    assert len(summary_text(RUN, long)[1].splitlines()[0]) < 400
+    assert len(summary_text(RUN, typed(long))[1].splitlines()[0]) < 400
     many = [
         {"url": f"u{i}", "line": i, "kind": "down", "before": 200, "after": 500}
         for i in range(1500)
     ]
-    lines = summary_text(RUN, many)[1].splitlines()
+    lines = summary_text(RUN, typed(many))[1].splitlines()
     assert "... and 500 more changes (see the reports)" in lines
 
 
@@ -599,7 +612,7 @@ async def test_notify_sends_to_both(smtp_server: StartSMTP) -> None:
             smtp=config(smtp_port),
         )
     assert lines == ["webhook: sent (HTTP 200)", "mail: sent to 2 recipients"]
-    assert json.loads(sink.requests[0][1])["changes"] == CHANGES
+    assert json.loads(sink.requests[0][1])["changes"] == CHANGE_DICTS
     msg = recorder.message()
     assert msg["Subject"] == "checker: 2 down, 1 back up (3 changes)"
     assert "DOWN  https://a.example/ (line 4): 200 -> 503" in msg.get_content()
@@ -663,12 +676,16 @@ async def test_notify_webhook_without_client_is_a_bug() -> None:
 
 def test_alerts_say_since_when_what_went_wrong_where_and_which_reports() -> None:
     run = {**RUN, "host": "checker-box", "reports": ["/srv/r/status-x.json"]}
-    down = {
-        **CHANGES[0],
-        "after": "refused",
-        "since": "2024-05-06T10:00:03.000Z",
-        "detail": "connection refused",
-    }
+    (down,) = typed(
+        [
+            {
+                **CHANGE_DICTS[0],
+                "after": "refused",
+                "since": "2024-05-06T10:00:03.000Z",
+                "detail": "connection refused",
+            }
+        ]
+    )
     body = json.loads(summary_json(run, [down]))
     assert body["run"]["host"] == "checker-box"
     assert body["run"]["reports"] == ["/srv/r/status-x.json"]

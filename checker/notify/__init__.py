@@ -17,12 +17,13 @@ from checker.notify.errors import NotifyError
 from checker.notify.message import summary_json, summary_text
 from checker.notify.smtp import SMTPConfig, send_mail
 from checker.notify.webhook import post_webhook
+from checker.store.model import Change
 
 __all__ = ["NotifyError", "SMTPConfig", "notify", "post_webhook", "send_mail"]
 
 
 async def notify(
-    changes: Sequence[Mapping[str, Any]],
+    changes: Sequence[Change],
     run: Mapping[str, Any],
     *,
     webhook: str | None,

@@ -1,12 +1,8 @@
 """What an alert says: the webhook's JSON body and the mail's subject and text.
 
-Pure functions, no I/O. A change is a dict::
-
-    {"url": str, "line": int, "kind": "down" | "up" | "still_down" | "status" |
-     "final_url" | "cert_expiring", "before": Any, "after": Any,
-     "since": str (optional), "detail": str (optional)}
-
-(`store.model.Change.to_dict`; "still_down" is a --remind-every reminder.)
+Pure functions, no I/O. A change is a `store.model.Change` (its kind one of
+down, up, still_down, status, final_url, cert_expiring; "still_down" is a
+--remind-every reminder); the webhook sends `Change.to_dict()`.
 
 URLs, statuses, error details and redirect targets come from a list file or a
 server. In the mail they end up in a subject or in lines of a message that an
@@ -24,14 +20,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from checker.store.model import Change
+
 # The run's fields a receiver gets; the rest of the run record (options, version)
 # is for the reports.
 RUN_FIELDS = ("started_at", "finished_at", "total", "up", "down", "interrupted", "lists")
-CHANGE_FIELDS = ("url", "line", "kind", "before", "after")
-# Sent when the run or the change has them: where the run ran and its report
-# files; since when a URL is down, and the error's detail.
+# Sent when the run has them: where it ran and its report files. (A change is
+# sent as `Change.to_dict()`: since when and the error's detail when known.)
 RUN_EXTRA = ("host", "reports")
-CHANGE_EXTRA = ("since", "detail")
 
 # Kind -> the word that starts its line in the mail. Padded to one width, so the
 # URLs line up in a fixed-width font.
@@ -73,23 +69,19 @@ def clean(value: object, limit: int = VALUE_LIMIT) -> str:
     return text
 
 
-def summary_json(run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> bytes:
+def summary_json(run: Mapping[str, Any], changes: Sequence[Change]) -> bytes:
     """The webhook body: ``{"run": {...}, "changes": [...]}`` as UTF-8 JSON."""
     body = {
         "run": {name: run.get(name) for name in RUN_FIELDS}
         | {name: run[name] for name in RUN_EXTRA if run.get(name)},
-        "changes": [
-            {name: change.get(name) for name in CHANGE_FIELDS}
-            | {name: change[name] for name in CHANGE_EXTRA if change.get(name)}
-            for change in changes
-        ],
+        "changes": [change.to_dict() for change in changes],
     }
     # default=str: a value that is not JSON (a datetime, say) is sent as text
     # rather than losing the alert.
     return json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
 
 
-def summary_text(run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+def summary_text(run: Mapping[str, Any], changes: Sequence[Change]) -> tuple[str, str]:
     """The mail: (subject, plain-text body), one change per line, then the run."""
     lines = [change_line(change) for change in changes[:MAIL_LINES]]
     if len(changes) > MAIL_LINES:
@@ -99,9 +91,9 @@ def summary_text(run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -
     return subject_line(run, changes), "\n".join(lines) + "\n"
 
 
-def subject_line(run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> str:
+def subject_line(run: Mapping[str, Any], changes: Sequence[Change]) -> str:
     """``checker: 2 down, 1 back up (3 changes)``."""
-    counts = Counter(str(change.get("kind")) for change in changes)
+    counts = Counter(change.kind for change in changes)
     parts = []
     for kind, (one, many) in _SUBJECT_WORDS.items():
         n = counts.pop(kind, 0)
@@ -115,20 +107,17 @@ def subject_line(run: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -
     return f"{head}: {', '.join(parts)} ({n} change{'' if n == 1 else 's'})"
 
 
-def change_line(change: Mapping[str, Any]) -> str:
+def change_line(change: Change) -> str:
     """``DOWN  https://x/ (line 4): 200 -> 503``."""
-    kind = str(change.get("kind"))
+    kind = change.kind
     label = _LABELS.get(kind, "CHANGE")
-    where = clean(change.get("url"))
-    line = change.get("line")
-    if line is not None:
-        where += f" (line {clean(line)})"
-    before, after = change.get("before"), change.get("after")
+    where = clean(change.url) + f" (line {clean(change.line)})"
+    before, after = change.before, change.after
     what = _expiry(after) if kind == "cert_expiring" else f"{clean(before)} -> {clean(after)}"
-    if change.get("detail"):
-        what += f" ({clean(change.get('detail'))})"
-    if change.get("since"):
-        what += f", since {clean(change.get('since'), 40)}"
+    if change.detail:
+        what += f" ({clean(change.detail)})"
+    if change.since:
+        what += f", since {clean(change.since, 40)}"
     return f"{label:<5} {where}: {what}"
 
 

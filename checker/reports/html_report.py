@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, TypeGuard
 
 from checker.results import INVALID, NOT_A_CHECK, NOT_CHECKED
-from checker.store.model import Incident, Trend
+from checker.store.model import Change, Incident, Trend
 
 # The table holds at most this many rows. A browser stays responsive sorting and
 # filtering ~50,000 rows, and the file stays around 25 MB; the CSV and JSON
@@ -224,7 +224,7 @@ class Page:
         self.shown += 1
         return _row(row, self.multi, self.warn_days, trend)
 
-    def head(self, changes: Sequence[dict[str, Any]], incidents: Sequence[Incident] = ()) -> bytes:
+    def head(self, changes: Sequence[Change], incidents: Sequence[Incident] = ()) -> bytes:
         agg = self.agg
         down_now = sorted(self._down_now)[:DOWN_NOW]
         return _encode(
@@ -312,7 +312,7 @@ def _incidents(incidents: Sequence[Incident]) -> str:
 def render(
     run: dict[str, Any],
     rows: Callable[[], Iterator[dict[str, Any]]],
-    changes: Sequence[dict[str, Any]],
+    changes: Sequence[Change],
 ) -> Iterator[bytes]:
     """The page, in chunks, from rows read twice. `rows()` must return a fresh
     iterator each call. (For a stored JSON report; a run writes its page in
@@ -388,7 +388,7 @@ def _head(run: dict[str, Any], agg: Aggregates) -> str:
 
 
 def _headline(
-    run: dict[str, Any], agg: Aggregates, changes: Sequence[dict[str, Any]], down_now: str = ""
+    run: dict[str, Any], agg: Aggregates, changes: Sequence[Change], down_now: str = ""
 ) -> str:
     up = _count(run, "up", agg.up)
     down = _count(run, "down", agg.down)
@@ -431,7 +431,7 @@ def _headline(
     )
 
 
-def _changes(run: dict[str, Any], changes: Sequence[dict[str, Any]]) -> str:
+def _changes(run: dict[str, Any], changes: Sequence[Change]) -> str:
     if not changes and "changes_total" not in run and "previous_run" not in run:
         return '<p class="changes">First run of these lists: nothing to compare with yet.</p>'
     since = _when(run.get("previous_run"))
@@ -440,12 +440,12 @@ def _changes(run: dict[str, Any], changes: Sequence[dict[str, Any]]) -> str:
     total = max(total, len(changes))
     if total == 0:
         return f'<p class="changes">No changes {since_text}.</p>'
-    kinds = Counter(str(c.get("kind")) for c in changes)
+    kinds = Counter(c.kind for c in changes)
     summary = " · ".join(
         f'<span class="k-{esc(k)}">{n:,} {esc(CHANGE_LABELS.get(k, k))}</span>'
         for k, n in sorted(kinds.items(), key=lambda kv: CHANGE_ORDER.get(kv[0], 9))
     )
-    ordered = sorted(changes, key=lambda c: CHANGE_ORDER.get(str(c.get("kind")), 9))
+    ordered = sorted(changes, key=lambda c: CHANGE_ORDER.get(c.kind, 9))
     items = "".join(_change(c) for c in ordered[:CHANGES_SHOWN])
     more = total - min(len(changes), CHANGES_SHOWN)
     tail = f"<li class=muted>… and {more:,} more not listed here</li>" if more > 0 else ""
@@ -464,26 +464,25 @@ def _days(days: Any) -> str:
     return f"expires in {days} day{'s' if days != 1 else ''}"
 
 
-def _change(c: dict[str, Any]) -> str:
-    kind = str(c.get("kind"))
-    before, after = c.get("before"), c.get("after")
+def _change(c: Change) -> str:
+    kind = c.kind
+    before, after = c.before, c.after
     if kind == "cert_expiring":
         what = f"certificate {_days(after)} (was: {_days(before)})"
     elif kind == "final_url":
         what = f"now lands on <code>{esc(after)}</code> (was <code>{esc(before)}</code>)"
     elif kind in ("down", "up", "still_down", "status"):
         what = f"{esc(before)} → <b>{esc(after)}</b>"
-        if kind != "status" and c.get("since"):
-            what += f' <span class="muted">since {esc(_when(c.get("since")))}</span>'
-        if c.get("detail"):
-            what += f' <span class="muted">({esc(c.get("detail"))})</span>'
-
+        if kind != "status" and c.since:
+            what += f' <span class="muted">since {esc(_when(c.since))}</span>'
+        if c.detail:
+            what += f' <span class="muted">({esc(c.detail)})</span>'
     else:
         what = f"{esc(before)} → {esc(after)}"
     return (
         f'<li><span class="tag k-{esc(kind)}">{esc(CHANGE_LABELS.get(kind, kind))}</span> '
-        f'<span class="url">{esc_url(c.get("url"))}</span> '
-        f'<span class="muted">line {esc(c.get("line"))}</span> {what}</li>'
+        f'<span class="url">{esc_url(c.url)}</span> '
+        f'<span class="muted">line {esc(c.line)}</span> {what}</li>'
     )
 
 

@@ -7,17 +7,18 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from checker.reports.journal import Journal
+from checker.store.model import Change
 
 BATCH = 1024
 
 
-def head(run: dict[str, Any], changes: Sequence[dict[str, Any]]) -> bytes:
+def head(run: dict[str, Any], changes: Sequence[Change]) -> bytes:
     """The run header line, the changes line, and the opening of the results."""
     return (
         b'{"run":'
         + json.dumps(run, ensure_ascii=False, indent=None).encode("utf-8")
         + b',\n"changes":'
-        + json.dumps(list(changes), ensure_ascii=False).encode("utf-8")
+        + json.dumps([c.to_dict() for c in changes], ensure_ascii=False).encode("utf-8")
         + b',\n"results":['
     )
 
@@ -26,7 +27,7 @@ TAIL = b"\n]}\n"
 
 
 def render(
-    run: dict[str, Any], journal: Journal, changes: Sequence[dict[str, Any]] = ()
+    run: dict[str, Any], journal: Journal, changes: Sequence[Change] = ()
 ) -> Iterator[bytes]:
     """One line for the run header, one for all the changes, one per result.
 

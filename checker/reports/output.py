@@ -22,7 +22,7 @@ from checker.reports import csv_report, json_report, prom_report
 from checker.reports.atomic import Spool, publish_latest, write_atomic
 from checker.reports.journal import Journal
 from checker.store.feed import Feed
-from checker.store.model import Batch
+from checker.store.model import Batch, Change
 
 FORMATS = ("csv", "json", "html", "prom")
 DEFAULT_FORMATS = ("csv", "json", "html")
@@ -54,9 +54,9 @@ async def write_reports(
             if fmt in formats:
                 spools[fmt] = await Spool.create(f"{base}.{fmt}")
         page = await _one_pass(journal, spools, run_info, store)
-        listed: list[dict[str, Any]] = []
+        listed: list[Change] = []
         if store is not None and store.policy is not None and run_info.get("previous_run"):
-            listed = [change.to_dict() for change in store.changes]
+            listed = store.changes
             run_info["changes_total"] = store.changes_total
         written: list[str] = []
         for fmt in formats:

@@ -25,6 +25,7 @@ from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy
 from checker.reports.output import write_reports
+from checker.store.model import Change
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, Target, read_targets
 
@@ -162,7 +163,7 @@ def _seconds_between(start: object, end: object) -> float | None:
     return round((b.astimezone(UTC) - a.astimezone(UTC)).total_seconds(), 3)
 
 
-def _read_report_header(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _read_report_header(path: str) -> tuple[dict[str, Any], list[Change]]:
     """The "run" and "changes" lines of a checker JSON report (see json_report)."""
     try:
         with open(path, "rb") as f:
@@ -180,7 +181,7 @@ def _read_report_header(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]
         raise RecoverError(f"{path}: not a checker JSON report ({exc})") from None
     if not isinstance(run, dict) or not isinstance(changes, list):
         raise RecoverError(f"{path}: not a checker JSON report")
-    return run, changes
+    return run, [c for c in map(Change.from_dict, changes) if c is not None]
 
 
 async def rerender(path: str, formats: Sequence[str]) -> tuple[list[str], bool]:

@@ -64,6 +64,25 @@ class Change:
     since: str | None = None  # when the state this change reports began
     detail: str | None = None  # what went wrong (error_detail), for down and still_down
 
+    @classmethod
+    def from_dict(cls, data: object) -> Change | None:
+        """A change read back from a JSON report (None: not one)."""
+        if not isinstance(data, dict):
+            return None
+        url, line, kind = data.get("url"), data.get("line"), data.get("kind")
+        if not isinstance(url, str) or not isinstance(kind, str):
+            return None
+        since, detail = data.get("since"), data.get("detail")
+        return cls(
+            url,
+            line if isinstance(line, int) else 0,
+            kind,
+            data.get("before"),
+            data.get("after"),
+            since if isinstance(since, str) else None,
+            detail if isinstance(detail, str) else None,
+        )
+
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
             "url": self.url,
