@@ -7,11 +7,9 @@ happened and raises `RunError` for what the user must fix.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -32,8 +30,8 @@ from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
 from checker.reports.recover import recover_leftovers
 from checker.results import Result, iso
-from checker.store.db import HISTORY_DAYS, HistoryDB
-from checker.store.feed import Feed, import_reports, totals
+from checker.store.db import HISTORY_DAYS
+from checker.store.feed import start_feed
 from checker.store.model import Change, Policy
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, read_targets
@@ -242,26 +240,10 @@ async def _run(
     }
     lists = lists_key(config.lists)
     changes: list[Change] = []
-    db, db_notes = await asyncio.to_thread(open_history, config.out_dir)
-    feed = None
-    if db is not None:
-        json_name = os.path.basename(base) + ".json" if "json" in config.formats else None
-        run_id = await asyncio.to_thread(
-            db.add_run,
-            str(run_info["started_at"]),
-            json.dumps(lists),
-            not interrupted,
-            totals(run_info),
-            str(run_info["finished_at"]),
-            json_name,
-        )
-        # Only a complete run moves the URLs' states: a stopped one says what
-        # it saw, but is never the baseline of a change (its unfinished rows
-        # are "not checked", and never step a state).
-        feed = Feed(db, run_id, policy=config.policy, now=finished, save_states=not interrupted)
-        previous = await asyncio.to_thread(db.previous_complete, run_id)
-        if previous is not None:
-            run_info["previous_run"] = previous
+    json_name = os.path.basename(base) + ".json" if "json" in config.formats else None
+    db, feed, db_notes = await start_feed(
+        config.out_dir, run_info, lists, json_name, config.policy, finished
+    )
     try:
         written = await write_reports(base, config.formats, run_info, journal, store=feed)
         if feed is not None:
@@ -306,26 +288,3 @@ async def _run(
         if removed:
             outcome.info.append(f"pruned {len(removed)} old report files")
     return outcome
-
-
-def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
-    """The folder's history database, made (and filled from the JSON reports
-    already there) on first use. A database that cannot be used costs the
-    history of this run, never its reports: it is said on stderr."""
-    try:
-        db = HistoryDB.in_folder(out_dir)
-    except sqlite3.Error as exc:
-        path = os.path.join(out_dir, "history.sqlite3")
-        return None, [f"history: {path}: {exc} (no history, changes or alerts this run)"]
-    notes = []
-    if db.created:
-        try:
-            imported = import_reports(db, out_dir)
-            db.count_days()
-            db.seed_states()
-        except (sqlite3.Error, OSError) as exc:
-            notes.append(f"history: importing the earlier reports failed: {exc}")
-        else:
-            if imported:
-                notes.append(f"history: started from the {imported} earlier reports in {out_dir}")
-    return db, notes

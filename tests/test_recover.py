@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -91,6 +92,15 @@ async def test_checker_report_turns_a_killed_runs_journal_into_reports(tmp_path:
     assert entry["reports"] == [f"{stem}.csv", f"{stem}.json", f"{stem}.html"]
     code, out, _ = await checker("history", cwd=tmp_path)
     assert code == 0 and out.splitlines()[1].endswith("interrupted (recovered)")
+    # And the history database: its one checked row is a result, but the run
+    # is not complete, so no URL's state moved.
+    db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
+    try:
+        assert db.execute("SELECT complete, total FROM runs").fetchall() == [(0, 22)]
+        assert db.execute("SELECT ok FROM results").fetchall() == [(1,)]
+        assert db.execute("SELECT COUNT(*) FROM url_state").fetchone() == (0,)
+    finally:
+        db.close()
 
 
 async def test_the_next_run_recovers_a_killed_runs_journal(tmp_path: Path) -> None:

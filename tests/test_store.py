@@ -13,8 +13,8 @@ import pytest
 
 from checker.pool import PoolOptions
 from checker.results import iso
-from checker.run import open_history
 from checker.store.db import HistoryDB, percentile
+from checker.store.feed import open_history
 from checker.store.model import Policy, Row
 from checker.store.query import find
 from tests.helpers import SwitchableSite, raw_server

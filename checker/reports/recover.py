@@ -25,7 +25,8 @@ from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy
 from checker.reports.output import write_reports
-from checker.store.model import Change
+from checker.store.feed import start_feed
+from checker.store.model import Change, Policy
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, Target, read_targets
 
@@ -85,12 +86,32 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
         recovered=True,
     )
     base = path[: -len(JOURNAL_SUFFIX)]
-    reports = await write_reports(base, formats, run, journal, latest=_is_newest(base))
+    out_dir = os.path.dirname(path) or "."
+    # Into the history too: its rows are results, but it is never the
+    # baseline of a change (it says what changed against the states).
+    options = run.get("options")
+    if not isinstance(options, dict):
+        options = {}
+    policy = Policy(
+        alert_after=_int(options.get("alert_after"), 1),
+        warn_days=_int(options.get("cert_warn_days"), 14),
+    )
+    json_name = os.path.basename(base) + ".json" if "json" in formats else None
+    db, feed, notes = await start_feed(
+        out_dir, run, lists_key(lists), json_name, policy, datetime.now(UTC)
+    )
+    try:
+        reports = await write_reports(
+            base, formats, run, journal, store=feed, latest=_is_newest(base)
+        )
+    finally:
+        if db is not None:
+            db.close()
     journal.remove()
     # In the run index too, so that `checker history` lists it (marked
     # interrupted: never the baseline of a change).
-    await append_run(os.path.dirname(path) or ".", index_entry(run, lists_key(lists), reports))
-    return Recovered(reports, stats, run, note)
+    await append_run(out_dir, index_entry(run, lists_key(lists), reports))
+    return Recovered(reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
 
 
 async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
@@ -211,3 +232,7 @@ async def rerender(path: str, formats: Sequence[str]) -> tuple[list[str], bool]:
             await write_atomic(out, prom_report.render(run, rows))
         written.append(out)
     return written, bool(run.get("down") or run.get("invalid"))
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default

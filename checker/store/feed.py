@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -142,3 +143,59 @@ def import_reports(db: HistoryDB, out_dir: str) -> int:
             db.add_results(run_id, batch)
         imported += 1
     return imported
+
+
+def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
+    """The folder's history database, made (and filled from the JSON reports
+    already there) on first use. A database that cannot be used costs the
+    history of this run, never its reports: it is said on stderr."""
+    try:
+        db = HistoryDB.in_folder(out_dir)
+    except sqlite3.Error as exc:
+        path = os.path.join(out_dir, "history.sqlite3")
+        return None, [f"history: {path}: {exc} (no history, changes or alerts this run)"]
+    notes = []
+    if db.created:
+        try:
+            imported = import_reports(db, out_dir)
+            db.count_days()
+            db.seed_states()
+        except (sqlite3.Error, OSError) as exc:
+            notes.append(f"history: importing the earlier reports failed: {exc}")
+        else:
+            if imported:
+                notes.append(f"history: started from the {imported} earlier reports in {out_dir}")
+    return db, notes
+
+
+async def start_feed(
+    out_dir: str,
+    run_info: dict[str, Any],
+    lists: list[str],
+    json_name: str | None,
+    policy: Policy,
+    now: datetime,
+) -> tuple[HistoryDB | None, Feed | None, list[str]]:
+    """The run in the folder's database, and the feed for its rows (None when
+    the database cannot be used; the notes say why). Close the database."""
+    db, notes = await asyncio.to_thread(open_history, out_dir)
+    if db is None:
+        return None, None, notes
+    complete = not run_info.get("interrupted")
+    run_id = await asyncio.to_thread(
+        db.add_run,
+        str(run_info["started_at"]),
+        json.dumps(lists),
+        complete,
+        totals(run_info),
+        str(run_info.get("finished_at") or run_info["started_at"]),
+        json_name,
+    )
+    # Only a complete run moves the URLs' states: a stopped, killed or
+    # recovered one says what it saw, but is never the baseline of a change
+    # (its unfinished rows are "not checked", and never step a state).
+    feed = Feed(db, run_id, policy=policy, now=now, save_states=complete)
+    previous = await asyncio.to_thread(db.previous_complete, run_id)
+    if previous is not None:
+        run_info["previous_run"] = previous
+    return db, feed, notes
