@@ -10,12 +10,14 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from checker.expect import DEGRADED, DOWN, PLAIN, Expect, Observed, verdict
+from checker.http.body import MAX_BODY, Body, BodySink, decode
 from checker.http.client import ClientConfig, Trace, request_head
 from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
-from checker.results import Hop, Result, now_iso
+from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
 from checker.url import URL, URLError, resolve_location
 
@@ -29,11 +31,8 @@ class CheckOptions:
     follow_redirects: bool = True
     max_redirects: int = 10
     timeout: float = 10.0  # the whole exchange: every hop, the GET confirmation
-
-
-def is_up(status: int) -> bool:
-    """Up means a final status of 200-399 (README, "Up or down")."""
-    return 200 <= status <= 399
+    headers: tuple[tuple[str, str], ...] = ()  # -H, sent with every request
+    max_body: int = MAX_BODY  # bytes of a body kept for a body check
 
 
 @dataclass(slots=True)
@@ -49,33 +48,64 @@ class Attempt:
     warnings: list[str] = field(default_factory=list)
     trace: Trace = field(default_factory=Trace)
     total_ms: float = 0.0
+    expect: Expect = PLAIN
+    body: Body | None = None  # for a body check
+
+    @property
+    def state(self) -> tuple[str, tuple[str, ...]]:
+        """(up, degraded or down; why) on this attempt alone (see expect.verdict)."""
+        if self.error is not None or self.head is None:
+            return DOWN, ()
+        return verdict(
+            self.expect,
+            Observed(
+                self.head.status,
+                self.body.text if self.body else None,
+                self.body.complete if self.body else False,
+                self.total_ms,
+                self.trace.cert_days_left,
+                1,
+            ),
+        )
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.head is not None and is_up(self.head.status)
+        return self.state[0] != DOWN
 
 
 async def attempt_check(
-    url: URL, opts: CheckOptions, connections: ConnectionPool | None = None
+    url: URL,
+    opts: CheckOptions,
+    connections: ConnectionPool | None = None,
+    expect: Expect | None = None,
 ) -> Attempt:
     """Run one attempt under the check's deadline; never raises a CheckError.
 
-    With `connections`, requests may reuse kept-alive connections.
+    With `connections`, requests may reuse kept-alive connections. `expect`:
+    a CSV list row's expectations (a body check is a GET that reads the body).
     """
     start = time.perf_counter()
-    out = Attempt(method=opts.method, final_url=url)
+    expect = expect or PLAIN
+    method = expect.method or ("GET" if expect.needs_body else opts.method)
+    out = Attempt(method=method, final_url=url, expect=expect)
     try:
         async with asyncio.timeout(opts.timeout) as deadline:
             token = check_deadline.set(deadline)
             try:
-                await _follow(url, opts.method, opts, out, connections)
-                if opts.method == "HEAD" and out.head is not None and not is_up(out.head.status):
+                await _follow(url, method, opts, out, connections)
+                if (
+                    method == "HEAD"
+                    and out.head is not None
+                    and out.head.status not in (expect.statuses)
+                ):
                     # Many servers answer HEAD wrongly (405, 501, even 404 or
                     # 500): one GET decides before the URL is called down.
                     head_status = out.head.status
                     # What HEAD's server did wrong stays said (a body after HEAD).
                     warnings = out.warnings
-                    out = Attempt(method="GET", final_url=url, head_status=head_status)
+                    out = Attempt(
+                        method="GET", final_url=url, head_status=head_status, expect=expect
+                    )
                     out.warnings = warnings
                     await _follow(url, "GET", opts, out, connections)
             finally:
@@ -98,10 +128,27 @@ async def _follow(
         out.final_url = current
         out.trace = Trace()
         out.head = None
+        out.body = None
+        # A body only when a check needs it: then compressed bodies are welcome.
+        sink = BodySink(opts.max_body) if out.expect.needs_body and method == "GET" else None
+        extra = opts.headers + out.expect.headers
+        if sink is not None:
+            extra += (("Accept-Encoding", "gzip, deflate"),)
         try:
-            out.head = await request_head(current, method, opts.client, out.trace, connections)
+            out.head = await request_head(
+                current, method, opts.client, out.trace, connections, extra=extra, sink=sink
+            )
         finally:
             out.warnings += out.trace.warnings
+        if sink is not None:
+            out.body = decode(
+                bytes(sink.data),
+                sink.complete,
+                out.head.get("content-encoding"),
+                out.head.get("content-type"),
+                opts.max_body,
+            )
+            out.warnings += out.body.warnings
         if not opts.follow_redirects or out.head.status not in REDIRECT_STATUSES:
             return
         location = out.head.get_all("location")
@@ -124,6 +171,11 @@ async def _follow(
 
 def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
     head, trace, error = attempt.head, attempt.trace, attempt.error
+    state, reasons = attempt.state
+    if state != DOWN and attempts > 1:
+        # Up on a retry: it answered, but not the first time (README, "Three states").
+        state, reasons = DEGRADED, (*reasons, f"up only on attempt {attempts}")
+    expect = target.expect
     content_length: int | None = None
     if head is not None:
         try:
@@ -134,7 +186,11 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
         url=target.text,
         source=target.source,
         line=target.line,
-        ok=attempt.ok,
+        ok=state != DOWN,
+        state=state,
+        reasons=reasons,
+        name=expect.name if expect else None,
+        tags=expect.tags if expect else (),
         status=head.status if head else None,
         reason=head.reason if head else None,
         error=error.category if error else None,
@@ -167,12 +223,17 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
 
 def failed_result(target: Target, category: str, detail: str) -> Result:
     """A row for a line that was never checked (invalid, or the run was stopped)."""
+    expect = target.expect
     return Result(
         url=target.text,
         source=target.source,
         line=target.line,
         ok=False,
+        # A line that is no check, or one the run never finished, is in no state.
+        state=None if category in NOT_A_CHECK else DOWN,
         error=category,
         error_detail=detail,
         checked_at=now_iso(),
+        name=expect.name if expect else None,
+        tags=expect.tags if expect else (),
     )

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from checker import __version__, loops
 from checker.check import CheckOptions
+from checker.expect import CellError, parse_header
 from checker.history import read_runs, url_history
+from checker.http.body import MAX_BODY
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.http.resolver import SystemResolver, resolver_threads
 from checker.limits import fit_open_files, return_large_blocks
@@ -37,7 +39,7 @@ from checker.run import RunConfig, RunError, ensure_out_dir, run_check, validate
 from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
 from checker.summary import format_summary
-from checker.targets import ListError
+from checker.targets import LIST_FORMATS, ListError
 
 if TYPE_CHECKING:
     from checker.notify import SMTPConfig
@@ -105,6 +107,26 @@ _duration = _number(
     lambda v: 0 < v < float("inf"),
     "must be more than nothing",
 )
+
+
+def _header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header(text, os.environ)
+    except CellError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024}
+
+
+def _to_bytes(text: str) -> float:
+    """ "65536", "64k", "1M"."""
+    text = text.strip().lower().removesuffix("b")
+    unit = text[-1:] if text[-1:] in ("k", "m") else ""
+    return int(text[: len(text) - len(unit)]) * _SIZE_UNITS[unit]
+
+
+_size = _number(_to_bytes, "a size such as 65536, 64k or 1M", lambda v: v >= 1, "must be 1 or more")
 
 
 def _formats(text: str) -> list[str]:
@@ -177,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--list-format",
+        choices=LIST_FORMATS,
+        default="auto",
+        help="plain: one URL a line; csv: a header row, then a URL and its expectations a row;"
+        " auto: csv when the first line names a url column (default: %(default)s)",
+    )
     out = p.add_argument_group("reports")
     out.add_argument(
         "--out", default="reports", metavar="DIR", help="report folder (default: %(default)s)"
@@ -344,6 +373,24 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         "--no-follow", action="store_true", help="report a 3xx as it is, do not follow it"
     )
     http.add_argument(
+        "-H",
+        "--header",
+        dest="headers",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send this header with every request (repeatable); ${VAR} in the value is the"
+        " environment variable VAR, and values are never written in a report",
+    )
+    http.add_argument(
+        "--max-body",
+        type=_size,
+        default=MAX_BODY,
+        metavar="BYTES",
+        help="bytes of a body kept for a CSV list's body checks, decoded (default: 1M)",
+    )
+    http.add_argument(
         "--no-reuse",
         action="store_true",
         help="a new connection for every request (default: keep connections alive per host)",
@@ -393,6 +440,10 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "insecure": args.insecure,
         "ca_file": args.ca_file,
         "formats": args.format,
+        "list_format": args.list_format,
+        # Names only: a header's value may be a secret.
+        "headers": [name for name, _ in args.headers],
+        "max_body": args.max_body,
     }
     config = RunConfig(
         lists=args.lists,
@@ -404,6 +455,8 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
             follow_redirects=not args.no_follow,
             max_redirects=args.max_redirects,
             timeout=args.timeout,
+            headers=tuple(args.headers),
+            max_body=args.max_body,
         ),
         pool=PoolOptions(
             concurrency=concurrency,
@@ -418,6 +471,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         remind_every=args.remind_every,
         keep=args.keep,
         keep_days=args.keep_days,
+        list_format=args.list_format,
         history_days=args.history_days,
         webhook=args.notify_webhook or None,
         smtp=smtp_config(args),
@@ -585,7 +639,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdin, pipes and URL arguments become files (see checker.lists).
         with ListInputs(args.lists) as inputs:
             try:
-                validate_lists(inputs.paths)  # a usage error must leave nothing behind
+                # A usage error must leave nothing behind.
+                validate_lists(inputs.paths, args.list_format)
             except RunError as exc:
                 raise RunError(inputs.shown(str(exc))) from None
             ensure_out_dir(config.out_dir)

@@ -209,10 +209,14 @@ class Pool:
             # The host slot is held for one attempt, not across the backoff, and
             # waiting for it does not eat into the check's deadline.
             if self.hosts is None:
-                attempt = await attempt_check(target.url, self.check_opts, self.connections)
+                attempt = await attempt_check(
+                    target.url, self.check_opts, self.connections, target.expect
+                )
             else:
                 async with self.hosts.slot(target.url.origin):
-                    attempt = await attempt_check(target.url, self.check_opts, self.connections)
+                    attempt = await attempt_check(
+                        target.url, self.check_opts, self.connections, target.expect
+                    )
             if n > self.opts.retries or not should_retry(attempt):
                 return make_result(target, attempt, n)
             await asyncio.sleep(retry_delay(n, attempt, self.opts))

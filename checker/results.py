@@ -28,6 +28,7 @@ FIELDS: tuple[str, ...] = (
     "source",
     "line",
     "ok",
+    "state",
     "status",
     "reason",
     "error",
@@ -56,6 +57,9 @@ FIELDS: tuple[str, ...] = (
     "cert_days_left",
     "warnings",
     "duplicates",
+    "reasons",
+    "name",
+    "tags",
 )
 
 
@@ -76,7 +80,8 @@ class Result:
     url: str  # exactly as written in the list
     source: str  # the list file it came from
     line: int
-    ok: bool
+    ok: bool  # up or degraded
+    state: str | None = None  # "up", "degraded", "down"; None: no check (invalid, not checked)
     status: int | None = None
     reason: str | None = None
     error: str | None = None
@@ -109,6 +114,10 @@ class Result:
     # Later lines of the lists that named the same URL ("file:line"); they are
     # checked once and reported here, on the first line's row.
     duplicates: tuple[str, ...] = field(default=())
+    # What decided a degraded or down state, when an expectation did (expect.verdict).
+    reasons: tuple[str, ...] = ()
+    name: str | None = None  # a CSV list's name column
+    tags: tuple[str, ...] = ()  # and its tags
 
     def to_dict(self) -> dict[str, Any]:
         """Keys in `FIELDS` order. (Not dataclasses.asdict: its deep copy was the
@@ -119,6 +128,8 @@ class Result:
         ]
         row["warnings"] = list(self.warnings)
         row["duplicates"] = list(self.duplicates)
+        row["reasons"] = list(self.reasons)
+        row["tags"] = list(self.tags)
         return row
 
     def to_json(self) -> str:

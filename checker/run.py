@@ -34,7 +34,7 @@ from checker.store.db import HISTORY_DAYS
 from checker.store.feed import start_feed
 from checker.store.model import Change, Policy
 from checker.summary import Stats
-from checker.targets import Duplicate, ListError, check_lists, read_targets
+from checker.targets import Duplicate, ListError, check_lists, list_notes, read_targets
 
 if TYPE_CHECKING:  # alerts are imported when a run has some to send (a megabyte less)
     from checker.notify import SMTPConfig
@@ -68,6 +68,7 @@ class RunConfig:
     keep: int | None = None  # keep the reports of this many runs (None: all)
     keep_days: float | None = None  # and none older than this
     history_days: int = HISTORY_DAYS  # raw results kept in the database this long
+    list_format: str = "auto"  # auto (a header row naming url: CSV), plain or csv
     webhook: str | None = None  # alert channels, used only when something changed
     smtp: SMTPConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
@@ -147,10 +148,10 @@ def report_base(out_dir: str, started: datetime) -> str:
     return os.path.join(out_dir, name if n == 1 else f"{name}{n}")
 
 
-def validate_lists(lists: Sequence[str]) -> None:
+def validate_lists(lists: Sequence[str], wanted: str = "auto") -> None:
     """Each list readable and holding a URL (reads each only to its first entry)."""
     try:
-        check_lists(lists, count=False)
+        check_lists(lists, count=False, wanted=wanted)
     except ListError as exc:
         raise RunError(str(exc)) from None
 
@@ -166,12 +167,13 @@ def ensure_out_dir(path: str) -> None:
 
 async def run_check(config: RunConfig) -> RunOutcome:
     try:
-        entries = check_lists(config.lists, count=config.progress)
+        entries = check_lists(config.lists, count=config.progress, wanted=config.list_format)
+        list_warnings = list_notes(config.lists, config.list_format)
     except ListError as exc:
         raise RunError(str(exc)) from None
     ensure_out_dir(config.out_dir)
 
-    notes = await recover_leftovers(config.out_dir, config.formats)
+    notes = list_warnings + await recover_leftovers(config.out_dir, config.formats)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     base = report_base(config.out_dir, started)
@@ -217,7 +219,7 @@ async def _run(
         async with Journal(base + ".journal.jsonl", header) as journal:
             pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
             try:
-                interrupted = await pool.run(read_targets(config.lists), stop)
+                interrupted = await pool.run(read_targets(config.lists, config.list_format), stop)
             except ListError as exc:
                 raise RunError(str(exc)) from None
     finally:
@@ -232,6 +234,7 @@ async def _run(
         "duration_s": round(duration, 3),
         "total": stats.total,
         "up": stats.up,
+        "degraded": stats.degraded,
         "down": stats.down,
         "not_checked": stats.not_checked,
         "invalid": stats.invalid,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from checker.expect import DEGRADED
 from checker.results import INVALID, NOT_CHECKED, Result
 from checker.store.model import Change
 
@@ -19,7 +20,8 @@ NAMED = 20  # down URLs (and invalid lines) named in the summary; the rest are c
 @dataclass
 class Stats:
     total: int = 0  # rows: distinct URLs and invalid lines
-    up: int = 0
+    up: int = 0  # degraded included: it answered as expected
+    degraded: int = 0  # up, but slower than max_ms, a certificate too close, or on a retry
     down: int = 0  # checked and not up
     # Not counted as down: a stopped run's unfinished rows say nothing about
     # their sites, and an invalid line is the list's fault, not a site's.
@@ -36,12 +38,16 @@ class Stats:
 
     def add(self, seq: int, result: Result) -> None:
         self.count(seq, result.ok, result.status, result.error, result.total_ms, result.url)
+        if result.state == DEGRADED:
+            self.degraded += 1
         if not result.ok:
             self._name(seq, result.url, result.status, result.error, result.source, result.line)
 
     def add_row(self, seq: int, row: dict[str, Any]) -> None:
         """The same, from a result read back from a journal or report."""
         self.count(seq, row["ok"], row["status"], row["error"], row["total_ms"], row["url"])
+        if row.get("state") == DEGRADED:
+            self.degraded += 1
         if not row["ok"]:
             self._name(seq, row["url"], row["status"], row["error"], row["source"], row["line"])
 
@@ -167,7 +173,9 @@ def format_summary(
         extra.append(f"{stats.duplicates} duplicate lines skipped")
     lines += [
         f"{head}checked {checked} URL{'s' if checked != 1 else ''} "
-        f"in {duration_s:.1f}s: {stats.up} up, {stats.down} down"
+        f"in {duration_s:.1f}s: {stats.up} up"
+        + (f" ({stats.degraded} degraded)" if stats.degraded else "")
+        + f", {stats.down} down"
         + (f" ({'; '.join(extra)})" if extra else "")
     ]
     if stats.named_down:

@@ -1,18 +1,27 @@
 """URL list files -> targets, read as a stream (a list may hold millions of lines).
 
-A line is a URL, a blank, or a ``#`` comment; surrounding whitespace is
-trimmed. A line that is not a URL we can check becomes a target with `error`
-set, and is reported, never sent. The same URL met again (on any list) is not
-checked twice: it is yielded as a `Duplicate` of the first.
+A plain list: a line is a URL, a blank, or a ``#`` comment; surrounding
+whitespace is trimmed. A CSV list (README, "Lists with columns"): its first
+line that is not blank or a comment is a header row naming a `url` column
+(and no cell of it holds "://"); each row after it is a URL with its
+expectations (`expect.from_cells`). A line that is not a URL we can check, or
+a row with a bad cell, becomes a target with `error` set, and is reported,
+never sent. The same check met again (on any list: the same URL with the same
+expectations) is not checked twice: it is yielded as a `Duplicate` of the
+first.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
+from checker.expect import COLUMNS, ColumnError, Expect, from_cells
 from checker.fingerprints import FingerprintMap
 from checker.url import URL, URLError, dedup_key, parse_url
+
+LIST_FORMATS = ("auto", "plain", "csv")
 
 
 class ListError(Exception):
@@ -27,6 +36,7 @@ class Target:
     text: str  # the URL exactly as written
     url: URL | None  # None when the line is invalid
     error: str | None = None  # why the line is invalid
+    expect: Expect | None = None  # a CSV list's expectations (None: a plain line's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +67,7 @@ def _is_entry(line: str) -> bool:
     return bool(stripped) and not stripped.startswith("#")
 
 
-def check_lists(paths: Iterable[str], *, count: bool = True) -> int:
+def check_lists(paths: Iterable[str], *, count: bool = True, wanted: str = "auto") -> int:
     """Fail early, before anything is sent, on a list that cannot be read or holds no URL.
 
     With `count`, returns the number of entries (URL lines, duplicates
@@ -66,6 +76,13 @@ def check_lists(paths: Iterable[str], *, count: bool = True) -> int:
     """
     total = 0
     for path in paths:
+        header = list_format(path, wanted)
+        if header is not None:
+            n = sum(1 for _ in _csv_rows(path, header)) if count else 0
+            if count and not n:
+                raise ListError(f"{path}: no URL in this CSV list (only its header row)")
+            total += n
+            continue
         lines = _open(path)
         try:
             entries = (line for line in lines if _is_entry(line))
@@ -78,14 +95,63 @@ def check_lists(paths: Iterable[str], *, count: bool = True) -> int:
     return total if count else 0
 
 
-def read_targets(paths: Iterable[str]) -> Iterator[Target | Duplicate]:
+def csv_header(line: str) -> list[str] | None:
+    """The column names when `line` is a CSV list's header row, else None."""
+    try:
+        cells = next(csv.reader([line]))
+    except (csv.Error, StopIteration):
+        return None
+    names = [c.strip().lower() for c in cells]
+    if "url" not in names or any("://" in c for c in cells):
+        return None
+    return names
+
+
+def list_format(path: str, wanted: str = "auto") -> list[str] | None:
+    """A CSV list's columns (None: a plain list). With `wanted` "csv", a list
+    without a header row is a ListError."""
+    if wanted == "plain":
+        return None
+    lines = _open(path)
+    try:
+        first = next((line for line in lines if _is_entry(line)), None)
+    finally:
+        lines.close()
+    header = csv_header(first) if first is not None else None
+    if header is None and wanted == "csv":
+        raise ListError(f"{path}: not a CSV list: its first line is not a header naming 'url'")
+    return header
+
+
+def list_notes(paths: Iterable[str], wanted: str = "auto") -> list[str]:
+    """What is wrong with the lists' headers but costs no row: unknown and
+    repeated columns (ignored; the rest of the list runs)."""
+    notes = []
+    for path in paths:
+        header = list_format(path, wanted)
+        if header is None:
+            continue
+        seen: set[str] = set()
+        for number, name in enumerate(header, start=1):
+            if name not in COLUMNS:
+                notes.append(f"{path}: column {number} {name!r} is not one checker knows: ignored")
+            elif name in seen:
+                notes.append(f"{path}: column {name!r} appears twice: the first is used")
+            seen.add(name)
+    return notes
+
+
+def read_targets(paths: Iterable[str], wanted: str = "auto") -> Iterator[Target | Duplicate]:
     """Every entry of every list, in order, validated and deduplicated."""
     seen = FingerprintMap(typecode="I")  # values are row numbers
     seq = 0
     for path in paths:
-        for lineno, raw in enumerate(_open(path), start=1):
-            text = raw.strip()
-            if not text or text.startswith("#"):
+        header = list_format(path, wanted)
+        rows = _plain_rows(path) if header is None else _csv_rows(path, header)
+        for lineno, text, expect, error in rows:
+            if error is not None:
+                yield Target(seq, path, lineno, text, None, error)
+                seq += 1
                 continue
             try:
                 if not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
@@ -97,9 +163,51 @@ def read_targets(paths: Iterable[str]) -> Iterator[Target | Duplicate]:
                 yield Target(seq, path, lineno, text, None, str(exc))
                 seq += 1
                 continue
-            first = seen.setdefault(dedup_key(url), seq)
+            key = dedup_key(url) if expect is None else f"{dedup_key(url)}\x00{expect.key}"
+            first = seen.setdefault(key, seq)
             if first is not None:
                 yield Duplicate(first, path, lineno)
                 continue
-            yield Target(seq, path, lineno, text, url)
+            yield Target(seq, path, lineno, text, url, expect=expect)
             seq += 1
+
+
+_Row = tuple[int, str, Expect | None, str | None]  # (line, url text, expectations, error)
+
+
+def _plain_rows(path: str) -> Iterator[_Row]:
+    for lineno, raw in enumerate(_open(path), start=1):
+        text = raw.strip()
+        if text and not text.startswith("#"):
+            yield lineno, text, None, None
+
+
+def _csv_rows(path: str, header: list[str]) -> Iterator[_Row]:
+    lines = _open(path)
+    reader = csv.reader(lines)
+    seen_header = False
+    start = 1
+    for cells in reader:
+        lineno, start = start, reader.line_num + 1  # a quoted cell may span lines
+        if not cells or not "".join(cells).strip() or cells[0].lstrip().startswith("#"):
+            continue
+        if not seen_header:
+            seen_header = True  # the header row itself
+            continue
+        row: dict[str, str] = {}
+        for name, cell in zip(header, cells, strict=False):
+            if name in COLUMNS and name not in row:
+                row[name] = cell.strip()
+        text = row.get("url", "")
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
+            yield lineno, text, None, f"{len(cells)} cells, but the header names {len(header)}"
+            continue
+        if not text:
+            yield lineno, text, None, "column url: empty"
+            continue
+        try:
+            expect = from_cells(row)
+        except ColumnError as exc:
+            yield lineno, text, None, str(exc)
+            continue
+        yield lineno, text, expect, None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from checker.http import wire
+from checker.http.body import BodySink
 from checker.http.connections import (
     Connection,
     ConnectionPool,
@@ -119,6 +120,9 @@ async def request_head(
     config: ClientConfig,
     trace: Trace,
     pool: ConnectionPool | None = None,
+    *,
+    extra: tuple[tuple[str, str], ...] = (),
+    sink: BodySink | None = None,
 ) -> wire.ResponseHead:
     """Send one request and read the response head.
 
@@ -131,7 +135,9 @@ async def request_head(
         conn = pool.take(url.origin)
         if conn is not None:
             try:
-                return await _exchange(conn, url, method, config, trace, pool, reused=True)
+                return await _exchange(
+                    conn, url, method, config, trace, pool, reused=True, extra=extra, sink=sink
+                )
             except (ProtocolError, ConnectionReset) as exc:
                 # A kept-alive connection can be closed by the server as we
                 # write, or hold bytes of an earlier answer that arrived after
@@ -146,7 +152,9 @@ async def request_head(
                 trace.restart()
     reader, writer = await _connect(url, config, trace)
     conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
-    return await _exchange(conn, url, method, config, trace, pool, reused=False)
+    return await _exchange(
+        conn, url, method, config, trace, pool, reused=False, extra=extra, sink=sink
+    )
 
 
 async def post(
@@ -181,12 +189,17 @@ async def _exchange(
     reused: bool,
     extra: tuple[tuple[str, str], ...] = (),
     body: bytes = b"",
+    sink: BodySink | None = None,
 ) -> wire.ResponseHead:
     """One request and its response head on `conn`, which is then kept in `pool`
-    (when the response allows) or closed; closed at once on any error."""
+    (when the response allows) or closed; closed at once on any error. With a
+    `sink`, the response body is read into it (up to its cap)."""
     keep = pool is not None and not pool.last_request(conn)
     if extra:
-        request = wire.build_request(method, url, _headers(config, keep) + extra)
+        # A header the list sets replaces checker's own of that name (User-Agent).
+        names = {name.lower() for name, _ in extra}
+        base = tuple(h for h in _headers(config, keep) if h[0].lower() not in names)
+        request = wire.build_request(method, url, base + extra)
     else:
         # The same few header sets all run long: their bytes are made once.
         request = wire.request_line(method, url) + config.header_block(keep)
@@ -205,7 +218,11 @@ async def _exchange(
             await conn.writer.drain()
             sent = time.perf_counter()
             head = await read_head(conn.reader, trace, sent)
-        reusable = keep and _persistent(head) and await _drain(conn.reader, head, method)
+        if sink is not None:
+            kept = await _keep_body(conn.reader, head, method, sink, trace)
+            reusable = keep and _persistent(head) and kept
+        else:
+            reusable = keep and _persistent(head) and await _drain(conn.reader, head, method)
     except BaseException:
         # Errors, timeouts and cancellation: nothing more is owed to this peer.
         await close_stream(conn.writer, abort=True)
@@ -256,6 +273,26 @@ async def _drain(reader: asyncio.StreamReader, head: wire.ResponseHead, method: 
     except (ProtocolError, ConnectionReset):
         return False
     return complete
+
+
+async def _keep_body(
+    reader: asyncio.StreamReader,
+    head: wire.ResponseHead,
+    method: str,
+    sink: BodySink,
+    trace: Trace,
+) -> bool:
+    """Read the body into `sink` for a body check; whether the connection can
+    carry another request. A body that breaks off keeps what came (the head
+    is the answer; the check says what the body lacked), with a warning."""
+    try:
+        framing = wire.framing(head, method)
+        with map_exceptions():
+            _, sink.complete = await read_body(reader, framing, sink.cap, sink)
+    except (ProtocolError, ConnectionReset, IncompleteResponse) as exc:
+        trace.warnings.append(f"the body broke off after {len(sink.data)} bytes: {exc}")
+        return False
+    return sink.complete and framing.kind != "eof"
 
 
 def _tls_fields(trace: Trace) -> dict[str, object]:
@@ -407,7 +444,7 @@ async def read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], .
 
 
 async def read_body(
-    reader: asyncio.StreamReader, framing: wire.Framing, cap: int
+    reader: asyncio.StreamReader, framing: wire.Framing, cap: int, sink: BodySink | None = None
 ) -> tuple[int, bool]:
     """Read and discard a body framed as `framing`; stop after `cap` bytes.
 
@@ -419,7 +456,7 @@ async def read_body(
         return 0, True
     if framing.kind == "content-length":
         assert framing.length is not None
-        return await _read_exactly(reader, framing.length, cap)
+        return await _read_exactly(reader, framing.length, cap, sink)
     if framing.kind == "eof":
         total = 0
         while total <= cap:
@@ -427,22 +464,30 @@ async def read_body(
             if not piece:
                 return total, True
             total += len(piece)
+            if sink is not None:
+                sink.add(piece)
         return total, False
-    return await _read_chunked(reader, cap)
+    return await _read_chunked(reader, cap, sink)
 
 
-async def _read_exactly(reader: asyncio.StreamReader, n: int, cap: int) -> tuple[int, bool]:
+async def _read_exactly(
+    reader: asyncio.StreamReader, n: int, cap: int, sink: BodySink | None = None
+) -> tuple[int, bool]:
     done = 0
     while done < n:
         if done >= cap:
             return done, False
         step = min(BODY_PIECE, n - done)
-        await reader.readexactly(step)
+        piece = await reader.readexactly(step)
+        if sink is not None:
+            sink.add(piece)
         done += step
     return done, True
 
 
-async def _read_chunked(reader: asyncio.StreamReader, cap: int) -> tuple[int, bool]:
+async def _read_chunked(
+    reader: asyncio.StreamReader, cap: int, sink: BodySink | None = None
+) -> tuple[int, bool]:
     total = 0
     while True:
         line = await _readline(reader)
@@ -452,7 +497,7 @@ async def _read_chunked(reader: asyncio.StreamReader, cap: int) -> tuple[int, bo
         if size == 0:
             await read_headers(reader)  # trailers, with the same limits as headers
             return total, True
-        got, complete = await _read_exactly(reader, size, cap - total)
+        got, complete = await _read_exactly(reader, size, cap - total, sink)
         total += got
         if not complete:
             return total, False

@@ -61,7 +61,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     note = _why_lists_unusable(journal, lists)
     async with journal:
         if note is None:
-            for item in read_targets(lists):
+            for item in read_targets(lists, _list_format(journal.header)):
                 _fill(journal, item)
         else:
             journal.allow_gaps = True
@@ -78,6 +78,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
         duration_s=_seconds_between(run.get("started_at"), finished),
         total=stats.total,
         up=stats.up,
+        degraded=stats.degraded,
         down=stats.down,
         not_checked=stats.not_checked,
         invalid=stats.invalid,
@@ -147,7 +148,7 @@ def _why_lists_unusable(journal: Journal, lists: list[str]) -> str | None:
         return "the journal names no lists; only its recorded rows are reported"
     try:
         with journal.reader() as row_of:
-            for item in read_targets(lists):
+            for item in read_targets(lists, _list_format(journal.header)):
                 if isinstance(item, Target) and journal.seen(item.seq):
                     row = row_of(item.seq)
                     if (row["source"], row["line"], row["url"]) != (
@@ -236,3 +237,10 @@ async def rerender(path: str, formats: Sequence[str]) -> tuple[list[str], bool]:
 
 def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _list_format(header: dict[str, Any]) -> str:
+    """The run's --list-format (auto for a journal from before the option)."""
+    options = header.get("options")
+    wanted = options.get("list_format") if isinstance(options, dict) else None
+    return wanted if wanted in ("auto", "plain", "csv") else "auto"

@@ -1,0 +1,208 @@
+"""CSV lists: columns per URL, bad cells reported without stopping the run, and
+the three states with their reasons in every report."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import gzip
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from checker.targets import Duplicate, Target, list_notes, read_targets
+from tests.helpers import raw_server, read_request
+from tests.test_cli import checker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def targets(tmp_path: Path, text: str, wanted: str = "auto") -> list[Target | Duplicate]:
+    path = tmp_path / "urls.csv"
+    path.write_text(text)
+    return list(read_targets([str(path)], wanted))
+
+
+def test_a_header_row_naming_url_makes_a_csv_list(tmp_path: Path) -> None:
+    found = targets(
+        tmp_path,
+        "# my checks\n"
+        "name,url,expect_status,contains\n"
+        "\n"
+        'shop,https://shop.example/,200,"Welcome, friend"\n'
+        "# a comment row\n"
+        "api,https://api.example/v1,401,\n",
+    )
+    shop, api = found
+    assert isinstance(shop, Target) and isinstance(api, Target)
+    assert (shop.line, shop.text, api.line) == (4, "https://shop.example/", 6)
+    assert shop.expect is not None and shop.expect.contains == "Welcome, friend"
+    assert api.expect is not None and 401 in api.expect.statuses and 200 not in api.expect.statuses
+    # A plain list whose first line is a URL stays a plain list.
+    (plain,) = targets(tmp_path, "https://a.example/,x\n")
+    assert isinstance(plain, Target) and plain.expect is None
+
+
+def test_quoted_cells_may_span_lines_and_the_line_is_where_the_row_starts(tmp_path: Path) -> None:
+    found = targets(
+        tmp_path, 'url,contains\nhttps://a.example/,"two\nlines"\nhttps://b.example/,x\n'
+    )
+    a, b = found
+    assert isinstance(a, Target) and isinstance(b, Target)
+    assert a.expect is not None and a.expect.contains == "two\nlines"
+    assert (a.line, b.line) == (2, 4)
+
+
+def test_bad_cells_are_rows_of_their_own_and_the_rest_runs(tmp_path: Path) -> None:
+    found = targets(
+        tmp_path,
+        "url,expect_status,max_ms\n"
+        "https://a.example/,2xx,100\n"
+        "https://b.example/,banana,100\n"
+        "https://c.example/,200,fast\n"
+        ",200,1\n"
+        "https://d.example/,200,1,extra\n"
+        "not a url,200,1\n",
+    )
+    a, b, c, empty, extra, bad_url = found
+    assert isinstance(a, Target) and a.error is None
+    assert isinstance(b, Target) and b.url is None and b.error is not None
+    assert b.error.startswith("column expect_status: 'banana' is not a status")
+    assert (
+        isinstance(c, Target) and c.error == "column max_ms: 'fast' is not a number of milliseconds"
+    )
+    assert isinstance(empty, Target) and empty.error == "column url: empty"
+    assert isinstance(extra, Target) and extra.error == "4 cells, but the header names 3"
+    assert isinstance(bad_url, Target) and bad_url.url is None
+
+
+def test_unknown_and_repeated_columns_are_noted(tmp_path: Path) -> None:
+    path = tmp_path / "urls.csv"
+    path.write_text("url,colour,url\nhttps://a.example/,red,https://b.example/\n")
+    assert list_notes([str(path)]) == [
+        f"{path}: column 2 'colour' is not one checker knows: ignored",
+        f"{path}: column 'url' appears twice: the first is used",
+    ]
+    (a,) = read_targets([str(path)])
+    assert isinstance(a, Target) and a.text == "https://a.example/"
+
+
+def test_the_same_url_with_other_expectations_is_another_check(tmp_path: Path) -> None:
+    found = targets(
+        tmp_path,
+        "url,contains\n"
+        "https://a.example/,Welcome\n"
+        "https://a.example/,Basket\n"
+        "https://A.example,Welcome\n",
+    )
+    assert [type(t).__name__ for t in found] == ["Target", "Target", "Duplicate"]
+
+
+def test_list_format_forces_either_reading(tmp_path: Path) -> None:
+    (plain,) = targets(tmp_path, "url\nhttps://a.example/\n", wanted="plain")[1:]
+    assert isinstance(plain, Target) and plain.expect is None  # "url" was a bad line
+    with pytest.raises(Exception, match="not a CSV list"):
+        targets(tmp_path, "https://a.example/\n", wanted="csv")
+
+
+BOMB = gzip.compress(b"\0" * 20_000_000)
+
+
+async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Paths with bodies, statuses, delays and a header check, one request a connection."""
+    head = (await read_request(reader)).decode("latin-1")
+    path = head.split(" ", 2)[1]
+    lowered = head.lower()
+    status, body, extra = "200 OK", b"", ""
+    if path == "/welcome":
+        body = b"<html><h1>Welcome home</h1> build v12</html>"
+        if "accept-encoding: gzip" in lowered:
+            body, extra = gzip.compress(body), "Content-Encoding: gzip\r\n"
+    elif path == "/oops":
+        body = b"<html>Internal Error</html>"
+    elif path == "/api":
+        status = "401 Unauthorized"
+    elif path == "/slow":
+        await asyncio.sleep(0.3)
+    elif path.startswith("/private"):
+        if "authorization: bearer s3cret-token" not in lowered:
+            status = "403 Forbidden"
+    elif path == "/bomb":
+        body, extra = BOMB, "Content-Encoding: gzip\r\n"
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}"
+        "Content-Type: text/html; charset=utf-8\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+
+
+async def test_a_csv_list_with_mixed_expectations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOP_TOKEN", "s3cret-token")
+    async with raw_server(site) as port:
+        base = f"http://127.0.0.1:{port}"
+        rows = [
+            {"name": "home", "url": f"{base}/welcome", "contains": "Welcome"}
+            | {"not_contains": "Error", "regex": r"v\d+", "tags": "prod;web"},
+            {"name": "oops", "url": f"{base}/oops", "not_contains": "Error"},
+            {"name": "api", "url": f"{base}/api", "expect_status": "401", "tags": "api"},
+            {"name": "api-wrong", "url": f"{base}/api", "expect_status": "200"},
+            {"name": "slow", "url": f"{base}/slow", "max_ms": "100"},
+            {"name": "private", "url": f"{base}/private"}
+            | {"headers": "Authorization: Bearer ${SHOP_TOKEN}"},
+            {"name": "no-token", "url": f"{base}/private?again"},
+            {"name": "bomb", "url": f"{base}/bomb", "contains": "never there"},
+            {"name": "bad", "url": f"{base}/welcome", "expect_status": "2xx,nope"},
+        ]
+        columns = ["name", "url", "expect_status", "contains", "not_contains", "regex"]
+        columns += ["max_ms", "headers", "tags"]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        (tmp_path / "checks.csv").write_text(buf.getvalue())
+        code, out, err = await checker(
+            "check", "checks.csv", "--retries", "0", "--max-body", "64k", cwd=tmp_path
+        )
+    assert code == 1, err
+    assert "Traceback" not in err
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    got = {r["name"] or f"line {r['line']}": r for r in report["results"]}
+    assert (got["home"]["state"], got["home"]["reasons"], got["home"]["method"]) == (
+        "up",
+        [],
+        "GET",
+    )
+    assert got["home"]["tags"] == ["prod", "web"]
+    assert (got["oops"]["state"], got["oops"]["reasons"]) == ("down", ["body contains 'Error'"])
+    assert (got["api"]["state"], got["api"]["ok"]) == ("up", True)
+    assert got["api-wrong"]["reasons"] == ["status 401 not in 200"]
+    assert got["slow"]["state"] == "degraded" and got["slow"]["ok"] is True
+    assert got["slow"]["reasons"][0].startswith("took ") and "over 100" in got["slow"]["reasons"][0]
+    assert got["private"]["state"] == "up"  # the header went out
+    assert got["no-token"]["reasons"] == ["status 403 not in 200-399"]
+    assert got["bomb"]["state"] == "down"
+    assert got["bomb"]["reasons"] == ["body lacks 'never there' (in the first part read)"]
+    bad = got["line 10"]  # a row that is no check has no expectations, nor their name
+    assert bad["error"] == "invalid_url" and bad["state"] is None
+    assert bad["error_detail"].startswith("column expect_status: 'nope'")
+    assert report["run"]["degraded"] == 1
+    # The CSV report has the new columns; the summary counts degraded apart.
+    table = list(csv.DictReader(io.StringIO((tmp_path / "reports" / "latest.csv").read_text())))
+    assert [r["state"] for r in table] == [r["state"] or "" for r in report["results"]]
+    assert "1 degraded" in out
+    # The secret was sent, but is written nowhere: reports, database, output.
+    for path in (tmp_path / "reports").rglob("*"):
+        if path.is_file():
+            assert b"s3cret-token" not in path.read_bytes(), path
+    db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
+    try:
+        dump = "\n".join(db.iterdump())
+    finally:
+        db.close()
+    assert "s3cret-token" not in dump and "s3cret-token" not in out + err

@@ -1,0 +1,143 @@
+"""Expectations: status sets, headers, cells of a CSV list, and the verdict (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from checker.expect import (
+    CellError,
+    ColumnError,
+    Expect,
+    Observed,
+    from_cells,
+    parse_headers,
+    parse_statuses,
+    verdict,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "inside", "outside"),
+    [
+        ("200", [200], [201, 199]),
+        ("200,301-302", [200, 301, 302], [300, 303]),
+        ("4xx", [400, 404, 499], [399, 500]),
+        (" 2XX , 401 ", [200, 299, 401], [400, 300]),
+    ],
+)
+def test_status_sets(text: str, inside: list[int], outside: list[int]) -> None:
+    statuses = parse_statuses(text)
+    assert all(s in statuses for s in inside)
+    assert not any(s in statuses for s in outside)
+    assert None not in statuses
+
+
+@pytest.mark.parametrize("text", ["", "ok", "200-", "302-301", "600", "6xx", "20x", "99"])
+def test_bad_status_sets(text: str) -> None:
+    with pytest.raises(CellError):
+        parse_statuses(text)
+
+
+def test_headers_with_secrets_from_the_environment() -> None:
+    env = {"TOKEN": "s3cret"}
+    assert parse_headers("Authorization: Bearer ${TOKEN}; X-A: 1", env) == (
+        ("Authorization", "Bearer s3cret"),
+        ("X-A", "1"),
+    )
+    with pytest.raises(CellError, match="MISSING is not set"):
+        parse_headers("X: ${MISSING}", env)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("NoColon", "is not 'Name: value'"),
+        ("Bad Name: x", "is not 'Name: value'"),
+        ("Host: evil.example", "set by checker itself"),
+        ("Content-Length: 5", "set by checker itself"),
+        ("X: a\rb", "line break"),
+        ("X: ${NL}", "line break"),  # a variable cannot smuggle one in either
+    ],
+)
+def test_bad_headers(text: str, why: str) -> None:
+    with pytest.raises(CellError, match=why):
+        parse_headers(text, {"NL": "a\nInjected: 1"})
+
+
+def test_cells_of_a_row() -> None:
+    expect = from_cells(
+        {
+            "url": "https://a.example/",
+            "name": "shop",
+            "method": "get",
+            "expect_status": "200,301-302",
+            "contains": "Welcome",
+            "not_contains": "Error",
+            "regex": r"v\d+",
+            "max_ms": "250",
+            "cert_min_days": "20",
+            "headers": "X-A: 1",
+            "tags": "prod; eu",
+        }
+    )
+    assert expect.method == "GET" and expect.name == "shop" and expect.tags == ("prod", "eu")
+    assert expect.needs_body and expect.max_ms == 250.0 and expect.cert_min_days == 20
+    assert from_cells({"url": "u", "contains": ""}) == Expect()  # empty cells: the defaults
+
+
+@pytest.mark.parametrize(
+    ("cells", "column"),
+    [
+        ({"expect_status": "2xx,banana"}, "expect_status"),
+        ({"max_ms": "fast"}, "max_ms"),
+        ({"max_ms": "-1"}, "max_ms"),
+        ({"cert_min_days": "1.5"}, "cert_min_days"),
+        ({"regex": "([unclosed"}, "regex"),
+        ({"method": "POST"}, "method"),
+        ({"method": "HEAD", "contains": "x"}, "method"),
+        ({"headers": "Host: x"}, "headers"),
+    ],
+)
+def test_bad_cells_name_their_column(cells: dict[str, str], column: str) -> None:
+    with pytest.raises(ColumnError) as caught:
+        from_cells({"url": "https://a.example/", **cells})
+    assert caught.value.column == column
+    assert str(caught.value).startswith(f"column {column}: ")
+
+
+def seen(
+    status: int | None = 200,
+    body: str | None = None,
+    ms: float = 50.0,
+    days: int | None = None,
+    attempts: int = 1,
+    complete: bool = True,
+) -> Observed:
+    return Observed(status, body, complete, ms, days, attempts)
+
+
+def test_verdict_plain() -> None:
+    assert verdict(Expect(), seen()) == ("up", ())
+    assert verdict(Expect(), seen(301)) == ("up", ())
+    assert verdict(Expect(), seen(404)) == ("down", ("status 404 not in 200-399",))
+
+
+def test_verdict_expectations() -> None:
+    api = Expect(statuses=parse_statuses("401"))
+    assert verdict(api, seen(401)) == ("up", ())
+    assert verdict(api, seen(200))[0] == "down"
+    page = Expect(contains="Welcome", not_contains="Error")
+    assert verdict(page, seen(body="<h1>Welcome</h1>")) == ("up", ())
+    assert verdict(page, seen(body="Error: Welcome")) == ("down", ("body contains 'Error'",))
+    assert verdict(page, seen(body="x" * 10, complete=False)) == (
+        "down",
+        ("body lacks 'Welcome' (in the first part read)",),
+    )
+    slow = Expect(max_ms=100, cert_min_days=30)
+    assert verdict(slow, seen(ms=250.4)) == ("degraded", ("took 250 ms, over 100",))
+    assert verdict(slow, seen(days=10)) == (
+        "degraded",
+        ("certificate expires in 10 days, under 30",),
+    )
+    # Down wins over degraded: what is wrong first.
+    assert verdict(Expect(max_ms=1), seen(500, ms=99))[0] == "down"
