@@ -607,10 +607,12 @@ def _show_url_history(out_dir: str, url: str, last: int) -> int:
         if one.down_since:
             print(f"  down since {one.down_since}")
         print(f"  {'run started (UTC)':24} {'result':>20} {'total ms':>9}")
-        for started, row in reversed(one.recent):
+        for started, complete, row in reversed(one.recent):
             result = _verdict(row.ok, row.error, row.status)
             ms = f"{row.total_ms:.0f}" if row.total_ms is not None else "-"
-            print(f"  {started:24} {result:>20} {ms:>9}")
+            # A stopped or killed run's results are shown, but count nowhere.
+            flag = "" if complete else "  (run not complete: not counted)"
+            print(f"  {started:24} {result:>20} {ms:>9}{flag}")
     return EXIT_UP
 
 

@@ -170,7 +170,8 @@ def format_summary(
     if stats.invalid:
         extra.append(f"{stats.invalid} invalid line{'s' if stats.invalid != 1 else ''}")
     if stats.duplicates:
-        extra.append(f"{stats.duplicates} duplicate lines skipped")
+        n = stats.duplicates
+        extra.append(f"{n} duplicate line{'s' if n != 1 else ''} skipped")
     lines += [
         f"{head}checked {checked} URL{'s' if checked != 1 else ''} "
         f"in {duration_s:.1f}s: {stats.up} up"

@@ -69,6 +69,7 @@ async def test_one_change_reaches_the_report_the_webhook_and_the_mail(
     sent = json.loads(body)
     (change,) = sent["changes"]
     assert change.pop("since") == report["results"][1]["checked_at"]  # since when it is down
+    assert change.pop("detail") == "status 500 not in 200-399"  # what is wrong
     assert change == {"url": changing, "line": 2, "kind": "down", "before": 200, "after": 500}
     # Where it ran, and the reports to open.
     assert sent["run"]["host"] == socket.gethostname()

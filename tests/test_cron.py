@@ -117,6 +117,7 @@ async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
     ((change,),) = [report["changes"]]
     assert change["since"] == report["results"][1]["checked_at"]  # when it was seen down
     del change["since"]
+    assert change.pop("detail") == "status 503 not in 200-399"
     assert change == {"url": flaky, "line": 2, "kind": "down", "before": 200, "after": 503}
     assert report["run"]["changes_total"] == 1 and report["run"]["previous_run"]
     runs = [
@@ -131,7 +132,7 @@ async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
     lines = out.splitlines()
     assert code == 0 and lines[0] == flaky
     assert lines[1] == "  uptime: 24 h 50% (2 checks) · 7 d 50% (2 checks) · 30 d 50% (2 checks)"
-    assert lines[2] == f"  down since {runs[1]['started_at']}"
+    assert lines[2] == f"  down since {since}"  # its first down result, as in the alerts
     assert "up 200" in lines[4] and "DOWN 503" in lines[5] and len(lines) == 6
     code, out, _ = await checker("history", cwd=tmp_path)
     assert code == 0 and len(out.splitlines()) == 3

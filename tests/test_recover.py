@@ -81,7 +81,10 @@ async def test_checker_report_turns_a_killed_runs_journal_into_reports(tmp_path:
     assert out.startswith("INTERRUPTED: checked 1 URL in ")
     assert "1 up, 0 down (20 not checked, as the run was stopped; 1 invalid line;" in out
     stem = journal.name.removesuffix(".journal.jsonl")
-    check_rows(json.loads((tmp_path / "reports" / f"{stem}.json").read_text()))
+    recovered = json.loads((tmp_path / "reports" / f"{stem}.json").read_text())
+    check_rows(recovered)
+    # It finished when its last check did, not when it was recovered.
+    assert recovered["run"]["finished_at"] == recovered["results"][0]["checked_at"]
     assert (tmp_path / "reports" / "latest.csv").read_text().count("\n") == 23
     assert not journal.exists()
     # The run index lists it, as an interrupted, recovered run.

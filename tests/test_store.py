@@ -5,6 +5,7 @@ costs no report."""
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 def add_run(db: HistoryDB, when: datetime, rows: list[Row], complete: bool = True) -> int:
     """As a run stores its rows: states stepped, kept only when it is complete."""
     run_id = db.add_run(iso(when), "[]", complete, {"total": len(rows)}, iso(when), None)
+    rows = [r if r.checked_at else replace(r, checked_at=iso(when)) for r in rows]
     db.add_results(run_id, rows, Policy(), when, save_states=complete)
     return run_id
 
@@ -47,7 +49,12 @@ def test_uptime_down_since_and_recent(tmp_path: Path) -> None:
     assert (week.checks, week.up) == (6, 3)
     assert db.down_since(url_id) == iso(NOW - timedelta(hours=1))
     recent = db.recent(url_id, 3)
-    assert [r.ok for _, r in recent] == [True, False, False]  # newest first
+    # Newest first; the stopped run's result is shown as such.
+    assert [(complete, r.ok) for _, complete, r in recent] == [
+        (False, True),
+        (True, False),
+        (True, False),
+    ]
     db.close()
 
 
@@ -224,4 +231,15 @@ def test_a_database_from_before_states_is_seeded_from_its_last_complete_run(
     found = db.add_results(run_id, [row(a, False), row(b, True)], Policy(), NOW)
     assert sorted((c.url, c.kind) for c in found.changes) == [(a, "down"), (b, "up")]
     assert db.seed_states() == 0  # only ever into an empty table
+    db.close()
+
+
+def test_a_url_down_from_its_first_check_has_an_incident(tmp_path: Path) -> None:
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    a = "https://a.example/"
+    add_run(db, NOW - timedelta(hours=2), [row(a, False)])
+    add_run(db, NOW - timedelta(hours=1), [row(a, True)])
+    assert db._db.execute("SELECT started, ended, cause FROM incidents").fetchall() == [
+        (iso(NOW - timedelta(hours=2)), iso(NOW - timedelta(hours=1)), "503")
+    ]
     db.close()

@@ -375,7 +375,8 @@ def _count(run: dict[str, Any], key: str, fallback: int) -> int:
 def _head(run: dict[str, Any], agg: Aggregates) -> str:
     down = _count(run, "down", agg.down)
     total = _count(run, "total", agg.rows)
-    title = f"checker: {down} down of {total} — {_when(run.get('finished_at'))}"
+    checked = total - _count(run, "not_checked", 0) - _count(run, "invalid", 0)
+    title = f"checker: {down} of {checked} down — {_when(run.get('finished_at'))}"
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -25,6 +25,7 @@ from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy
 from checker.reports.output import write_reports
+from checker.results import NOT_A_CHECK
 from checker.store.feed import start_feed
 from checker.store.model import Change, Policy
 from checker.summary import Stats
@@ -69,8 +70,11 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     finished = journal.header.get("started_at")
     for seq, row in enumerate(journal.results()):
         stats.add_row(seq, row)
-        if row.get("checked_at") and (finished is None or row["checked_at"] > finished):
-            finished = row["checked_at"]
+        # When it died: its last check. (The rows made now for the lines it
+        # never finished, and for invalid lines, carry the time of recovery.)
+        done = row.get("checked_at") if row.get("error") not in NOT_A_CHECK else None
+        if done and (finished is None or done > finished):
+            finished = done
     stats.duplicates = sum(1 for _ in journal.duplicate_lines())
     run = dict(journal.header)
     run.update(

@@ -209,9 +209,13 @@ class HistoryDB:
         states = self.states(ids.values())
         changes: list[Change] = []
         updates = []
+        new_down: list[tuple[int, Row]] = []  # down when first seen: an incident already
         for row in rows:
             url_id = ids[row.url]
-            state, found = step(states.get(url_id), row, policy, now)
+            prev = states.get(url_id)
+            state, found = step(prev, row, policy, now)
+            if prev is None and state.state == DOWN:
+                new_down.append((url_id, row))
             states[url_id] = state  # the same URL twice in a batch steps twice
             changes += found
             updates.append(
@@ -243,6 +247,15 @@ class HistoryDB:
                 ((ids[r.url], day, int(r.ok), int(not r.ok)) for r in rows),
             )
             self._record_incidents(changes, ids)
+            self._db.executemany(
+                "INSERT OR IGNORE INTO incidents (url_id, started, cause, detail)"
+                " VALUES (?, ?, ?, ?)",
+                (
+                    (url_id, row.checked_at, str(row.outcome), row.detail)
+                    for url_id, row in new_down
+                    if row.checked_at
+                ),
+            )
         return changes, states
 
     def _trends(
@@ -538,15 +551,18 @@ class HistoryDB:
             "SELECT id, url FROM urls WHERE url LIKE ? ESCAPE '\\'", (f"%{escaped}%",)
         ).fetchall()
 
-    def recent(self, url_id: int, last: int) -> list[tuple[str, Row]]:
-        """(run started_at, result) of the URL's last `last` results, newest first."""
+    def recent(self, url_id: int, last: int) -> list[tuple[str, bool, Row]]:
+        """(run started_at, run complete, result) of the URL's last `last`
+        results, newest first."""
         rows = self._db.execute(
-            "SELECT r.started_at, u.url, x.ok, x.status, x.error, x.total_ms, x.checked_at"
-            " FROM results x JOIN runs r ON r.id = x.run_id JOIN urls u ON u.id = x.url_id"
-            " WHERE x.url_id = ? ORDER BY x.run_id DESC LIMIT ?",
+            "SELECT r.started_at, r.complete, u.url, x.ok, x.status, x.error, x.total_ms,"
+            " x.checked_at FROM results x JOIN runs r ON r.id = x.run_id"
+            " JOIN urls u ON u.id = x.url_id WHERE x.url_id = ? ORDER BY x.run_id DESC LIMIT ?",
             (url_id, last),
         ).fetchall()
-        return [(s, Row(u, bool(ok), st, e, ms, c)) for s, u, ok, st, e, ms, c in rows]
+        return [
+            (s, bool(done), Row(u, bool(ok), st, e, ms, c)) for s, done, u, ok, st, e, ms, c in rows
+        ]
 
     def uptime(self, url_id: int, since: datetime) -> Uptime:
         """Checks and ups of the complete runs since `since`, from the raw
@@ -571,7 +587,13 @@ class HistoryDB:
 
     def down_since(self, url_id: int) -> str | None:
         """When the URL's current run of downs began (its first down result
-        after its last up), or None when its last result is up."""
+        after its last up, in complete runs), or None when it is up: the
+        same moment as the alerts' and the page's "since"."""
+        state = self.states([url_id]).get(url_id)
+        if state is not None:
+            if state.state == DOWN:
+                return state.since
+            return state.pending_since if state.pending else None
         last_up = self._db.execute(
             "SELECT MAX(x.run_id) FROM results x JOIN runs r ON r.id = x.run_id"
             " WHERE x.url_id = ? AND x.ok AND r.complete",

@@ -35,7 +35,9 @@ def as_row(row: dict[str, Any]) -> Row | None:
         total_ms=row.get("total_ms"),
         checked_at=row.get("checked_at"),
         line=int(row.get("line") or 0),
-        detail=row.get("error_detail"),
+        # What went wrong: the error's detail, or what the expectations said
+        # ("status 500 not in 200-399").
+        detail=row.get("error_detail") or "; ".join(row.get("reasons") or ()) or None,
         final_url=row.get("final_url"),
         cert_days=row.get("cert_days_left"),
     )

@@ -20,7 +20,7 @@ class URLHistory:
     url: str  # as written in the list
     uptime: tuple[tuple[str, Uptime], ...]  # per window, complete runs only
     down_since: str | None
-    recent: tuple[tuple[str, Row], ...]  # (run started_at, result), newest first
+    recent: tuple[tuple[str, bool, Row], ...]  # (run started_at, complete, result), newest first
 
 
 def has_history(out_dir: str) -> bool:
