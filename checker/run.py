@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
 from checker.reports.recover import recover_leftovers
 from checker.results import Result, iso
-from checker.store.db import HISTORY_DAYS
+from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.feed import start_feed
 from checker.store.model import Change, Policy
 from checker.summary import Stats
@@ -264,22 +265,14 @@ async def _run(
     await append_run(config.out_dir, index_entry(run_info, lists, written))
     outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
     outcome.notes += db_notes
-    if changes and not interrupted and (config.webhook or config.smtp):
+    if not interrupted and (config.webhook or config.smtp):
         # Only a complete run alerts: a stopped one is not the baseline of the
         # next, which would report (and alert) the same change again.
-        from checker.notify import notify
-
         # After the reports: a failing alert channel is reported, never costs a report.
         # The alert also says where it ran and where the reports are.
         here = os.getcwd()  # the report paths as a person can open them anywhere
         where = {"host": socket.gethostname(), "reports": [os.path.join(here, p) for p in written]}
-        sent = await notify(
-            changes,
-            {**run_info, **where},
-            webhook=config.webhook,
-            webhook_client=config.check.client,
-            smtp=config.smtp,
-        )
+        sent = await _alert(config, changes, {**run_info, **where})
         # "<channel>: failed: <why>" is news under -q (the alert did not go
         # out); "sent" is not: cron would mail it on every change.
         outcome.notes += [line for line in sent if ": failed: " in line]
@@ -291,3 +284,48 @@ async def _run(
         if removed:
             outcome.info.append(f"pruned {len(removed)} old report files")
     return outcome
+
+
+async def _alert(config: RunConfig, changes: list[Change], run: dict[str, Any]) -> list[str]:
+    """Send the changes to each channel, with what it failed to deliver
+    before (kept in the history database's outbox); keep what fails now."""
+    from checker.notify import notify
+
+    channels = (["webhook"] if config.webhook else []) + (["mail"] if config.smtp else [])
+    db: HistoryDB | None
+    try:
+        db = await asyncio.to_thread(HistoryDB.in_folder, config.out_dir)
+    except sqlite3.Error:
+        db = None  # said already: no history this run; alerts still go out
+    lines: list[str] = []
+    try:
+        for channel in channels:
+            held = await asyncio.to_thread(db.held, channel) if db is not None else []
+            if not held and not changes:
+                continue
+            sent = await notify(
+                held + changes,
+                run,
+                webhook=config.webhook if channel == "webhook" else None,
+                webhook_client=config.check.client,
+                smtp=config.smtp if channel == "mail" else None,
+            )
+            failed = any(": failed: " in line for line in sent)
+            if db is not None:
+                if failed:
+                    await asyncio.to_thread(db.hold, channel, held + changes, datetime.now(UTC))
+                    sent = [
+                        f"{line}; its {len(held) + len(changes)} changes will be sent again"
+                        " by the next run"
+                        if ": failed: " in line
+                        else line
+                        for line in sent
+                    ]
+                elif held:
+                    await asyncio.to_thread(db.delivered, channel)
+                    sent = [f"{line} (with {len(held)} held from earlier runs)" for line in sent]
+            lines += sent
+    finally:
+        if db is not None:
+            db.close()
+    return lines

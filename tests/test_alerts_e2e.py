@@ -206,3 +206,34 @@ async def test_remind_every_needs_a_duration(tmp_path: Path) -> None:
     (line,) = err.strip().splitlines()
     assert "argument --remind-every: '6' is not a duration such as 30m, 6h or 1d" in line
     assert "Traceback" not in err
+
+
+async def test_an_alert_that_could_not_go_out_goes_out_with_the_next_run(tmp_path: Path) -> None:
+    site = SwitchableSite()
+    hook = WebhookSink()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
+    dead = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+    try:
+        async with raw_server(site) as port, raw_server(hook) as hook_port:
+            (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{port}/\n")
+            args = ("check", "urls.txt", "-q", "--retries", "0")
+            live = f"http://127.0.0.1:{hook_port}/hook"
+            code, _, err = await checker(*args, "--notify-webhook", live, cwd=tmp_path)
+            assert code == 0, err
+            site.status = b"503 Service Unavailable"
+            code, _, err = await checker(*args, "--notify-webhook", dead, cwd=tmp_path)
+            assert code == 1
+            assert "webhook: failed: " in err
+            assert "its 1 changes will be sent again by the next run" in err
+            # Still down: no new change, but the one that never went out does.
+            code, _, err = await checker(*args, "--notify-webhook", live, cwd=tmp_path)
+            assert code == 1 and err == "", err
+            assert len(hook.requests) == 1
+            code, _, err = await checker(*args, "--notify-webhook", live, cwd=tmp_path)
+            assert code == 1 and err == ""
+    finally:
+        closed.close()
+    assert len(hook.requests) == 1  # once, not again
+    (change,) = json.loads(hook.requests[0][1])["changes"]
+    assert (change["kind"], change["after"]) == ("down", 503)

@@ -18,6 +18,7 @@ worker thread (`asyncio.to_thread`), one batch, one transaction at a time.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ from checker.store.state import step
 NAME = "history.sqlite3"
 SCHEMA_VERSION = 2  # 2: url_state, incidents, daily counted per run
 RECENT = 20  # results in the page's strip and sparkline
+HELD = 10_000  # undelivered changes kept per alert channel
 HISTORY_DAYS = 14  # raw results kept this long; then one row per URL per day
 DAILY_DAYS = 366  # the daily roll-up kept this long
 ROLL_UP_ROWS = 100_000  # raw rows rolled up by one run at most (about a second)
@@ -75,6 +77,12 @@ CREATE TABLE IF NOT EXISTS daily (
 CREATE TABLE IF NOT EXISTS rollup_progress (
     day TEXT PRIMARY KEY,
     upto INTEGER NOT NULL
+);
+-- Changes an alert channel failed to deliver: sent again by the next run.
+CREATE TABLE IF NOT EXISTS outbox (
+    channel TEXT PRIMARY KEY,          -- 'webhook' or 'mail'
+    changes TEXT NOT NULL,             -- JSON list of Change.to_dict()
+    since TEXT NOT NULL                -- when the first of them failed to go out
 );
 -- From a URL's state going down to its coming back (store.state's changes).
 CREATE TABLE IF NOT EXISTS incidents (
@@ -430,6 +438,36 @@ class HistoryDB:
                 " status, error, NULL, NULL, 0, NULL, NULL, run_id FROM results"
                 " WHERE run_id = (SELECT MAX(id) FROM runs WHERE complete)"
             ).rowcount
+
+    def held(self, channel: str) -> list[Change]:
+        """Changes `channel` failed to deliver, oldest first."""
+        row = self._db.execute(
+            "SELECT changes FROM outbox WHERE channel = ?", (channel,)
+        ).fetchone()
+        if row is None:
+            return []
+        try:
+            items = json.loads(row[0])
+        except ValueError:
+            return []
+        found = [Change.from_dict(item) for item in items] if isinstance(items, list) else []
+        return [change for change in found if change is not None]
+
+    def hold(self, channel: str, changes: Sequence[Change], now: datetime) -> None:
+        """Keep what `channel` failed to deliver (the newest HELD of them)."""
+        kept = list(changes)[-HELD:]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO outbox (channel, changes, since) VALUES (?, ?, ?)"
+                " ON CONFLICT (channel) DO UPDATE SET changes = excluded.changes",
+                (channel, json.dumps([c.to_dict() for c in kept], default=str), iso(now)),
+            )
+
+    def delivered(self, channel: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM outbox WHERE channel = ?", (channel,))
 
     def previous_complete(self, run_id: int) -> str | None:
         """When the newest complete run before `run_id` started, if any."""
