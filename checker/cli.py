@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from checker import __version__, loops
 from checker.check import CheckOptions
+from checker.config import ConfigError, FileConfig
+from checker.config import load as load_config
 from checker.expect import CellError, parse_header
 from checker.history import read_runs, url_history
 from checker.http.body import MAX_BODY
@@ -54,6 +56,8 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # as a Unix tool killed by SIGPIPE
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr, not a usage dump."""
+
+    check: argparse.ArgumentParser | None = None  # the `check` subcommand's, for --config
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"checker: error: {message} (see '{self.prog} --help')\n")
@@ -139,7 +143,7 @@ def _formats(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(prog="checker", description="Check that websites answer, concurrently.")
     parser.add_argument("--version", action="version", version=f"checker {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -148,11 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the URLs of one or more list files")
     check.add_argument(
         "lists",
-        nargs="+",
+        nargs="*",
         metavar="LIST",
-        help="URL list file(s); '-' for standard input; or the URLs themselves",
+        help="URL list file(s); '-' for standard input; or the URLs themselves"
+        " (none: the config file's groups and lists)",
+    )
+    check.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of defaults ([check]) and groups of URLs ([[group]]);"
+        " the command line and CHECKER_* variables win over it",
     )
     add_check_options(check)
+    parser.check = check
 
     report = sub.add_parser(
         "report",
@@ -391,6 +403,12 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="bytes of a body kept for a CSV list's body checks, decoded (default: 1M)",
     )
     http.add_argument(
+        "--user-agent",
+        default=f"checker/{__version__}",
+        metavar="TEXT",
+        help="the User-Agent sent (default: %(default)s)",
+    )
+    http.add_argument(
         "--no-reuse",
         action="store_true",
         help="a new connection for every request (default: keep connections alive per host)",
@@ -418,7 +436,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     client = ClientConfig(
         ssl_context=ssl_context,
         connect_timeout=min(args.connect_timeout, args.timeout),
-        user_agent=f"checker/{__version__}",
+        user_agent=args.user_agent,
         # A lookup per worker, plus room for as many stuck on names that never
         # answer (each holds its thread until the system gives up on it).
         resolver=SystemResolver(max_threads=resolver_threads(concurrency)),
@@ -616,8 +634,82 @@ def _show_url_history(out_dir: str, url: str, last: int) -> int:
     return EXIT_UP
 
 
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FileConfig | None]:
+    """The arguments; for `check --config FILE`, with the file's values as the
+    defaults that the command line (and CHECKER_* variables) override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "check" or not args.config:
+        return args, None
+    file = load_config(args.config)
+    assert parser.check is not None
+    apply_config(parser.check, file)
+    return parser.parse_args(argv), file
+
+
+def apply_config(check: argparse.ArgumentParser, file: FileConfig) -> None:
+    # By long option name (`header`, `per_host`), and the positional `lists`.
+    actions = {a.dest: a for a in check._actions if a.dest == "lists"}
+    for action in check._actions:
+        for option in action.option_strings:
+            if option.startswith("--"):
+                actions[option[2:].replace("-", "_")] = action
+    defaults: dict[str, object] = {}
+    for name, value in file.check.items():
+        found = actions.get(name)
+        if found is None or name in ("help", "config", "version"):
+            raise ConfigError(f"{file.path}: [check] has no option {name!r}")
+        action, key = found, found.dest
+        if key in _FROM_ENVIRONMENT and os.environ.get("CHECKER_" + key.upper()):
+            continue  # the variable wins over the file
+        where = f"{file.path}: [check] {name}"
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: true or false")
+            defaults[key] = value
+            continue
+        values = value if isinstance(value, list) else [value]
+        if key == "format":
+            values = [",".join(str(v) for v in values)]
+        if not values or any(isinstance(v, bool | dict | list) for v in values):
+            raise ConfigError(f"{where}: a string or a number (or a list of them)")
+        try:
+            converted = [action.type(str(v)) if callable(action.type) else str(v) for v in values]
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if action.choices is not None and any(v not in action.choices for v in converted):
+            raise ConfigError(f"{where}: one of {', '.join(map(str, action.choices))}")
+        many = isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+")
+        if not many and len(converted) > 1:
+            raise ConfigError(f"{where}: one value, not a list")
+        defaults[key] = converted if many else converted[0]
+    check.set_defaults(**defaults)
+
+
+# Options whose default can come from a CHECKER_* variable (the alerts).
+_FROM_ENVIRONMENT = frozenset(
+    {
+        "notify_webhook",
+        "notify_email",
+        "smtp_host",
+        "smtp_port",
+        "smtp_from",
+        "smtp_user",
+        "smtp_password",
+        "smtp_starttls",
+        "smtp_tls",
+        "alert_after",
+        "remind_every",
+    }
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args, file = parse_args(argv)
+    except ConfigError as exc:
+        print(f"checker: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.command == "demo":
             from checker.demo.run import run_demo
@@ -638,8 +730,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, notes = check_config(args)
         for note in notes:
             print(f"checker: {note}", file=sys.stderr)
-        # stdin, pipes and URL arguments become files (see checker.lists).
-        with ListInputs(args.lists) as inputs:
+        # stdin, pipes and URL arguments become files (see checker.lists);
+        # so do the config file's groups (a CSV list, `config.csv`).
+        generated = [("config.csv", file.groups_csv)] if file and file.groups_csv else []
+        if not args.lists and not generated:
+            raise RunError("no list: give a list file, URLs, '-', or a --config with groups")
+        with ListInputs(args.lists, generated=generated) as inputs:
             try:
                 # A usage error must leave nothing behind.
                 validate_lists(inputs.paths, args.list_format)

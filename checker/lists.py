@@ -55,7 +55,12 @@ class ListInputs:
     copies beside the reports and returns the paths the run uses.
     """
 
-    def __init__(self, args: Sequence[str], stdin: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        stdin: BinaryIO | None = None,
+        generated: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._stdin = stdin
         self._spooled: list[_Spooled] = []
         self.paths: list[str] = []
@@ -76,6 +81,9 @@ class ListInputs:
         if urls:
             data = ("\n".join(urls) + "\n").encode("utf-8", "surrogateescape")
             self.paths.append(self._spool("the URLs given as arguments", "args.txt", BytesIO(data)))
+        for name, text in generated:  # the config file's groups, as a CSV list
+            data = text.encode("utf-8", "surrogateescape")
+            self.paths.append(self._spool(f"the config's {name}", name, BytesIO(data)))
 
     def _read_stdin(self) -> BinaryIO:
         return self._stdin if self._stdin is not None else sys.stdin.buffer

@@ -122,6 +122,8 @@ _KIND = {
     "down": "DOWN",
     "up": "UP",
     "still_down": "STILL",
+    "degraded": "DEGR",
+    "recovered": "OK",
     "status": "STATUS",
     "final_url": "MOVED",
     "cert_expiring": "CERT",

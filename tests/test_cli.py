@@ -60,7 +60,7 @@ def one_error_line(err: str) -> str:
         (None, ["check", "missing.txt"], "missing.txt: no such file"),
         ("dir", ["check", "adir"], "adir: is a directory"),
         ("empty", ["check", "empty.txt"], "empty.txt: no URL in this list"),
-        (None, ["check"], "the following arguments are required: LIST"),
+        (None, ["check"], "no list: give a list file, URLs, '-', or a --config with groups"),
         ("empty", ["check", "empty.txt", "--concurrency", "0"], "0 must be at least 1"),
         ("empty", ["check", "empty.txt", "--timeout", "soon"], "is not a number of seconds"),
         ("empty", ["check", "empty.txt", "--format", "xml"], "unknown format 'xml'"),

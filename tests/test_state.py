@@ -149,3 +149,15 @@ def test_a_change_as_the_reports_and_alerts_get_it() -> None:
         "detail": "d",
     }
     assert "since" not in Change("u", 4, "status", 200, 204).to_dict()
+
+
+def test_degraded_and_recovered_while_up() -> None:
+    slow = replace(UP_ROW, degraded=True, detail="took 950 ms, over 800")
+    _, changes = run([UP_ROW, slow, slow, UP_ROW, DOWN_ROW, slow])
+    assert kinds(changes) == [[], ["degraded"], [], ["recovered"], ["down"], ["up"]]
+    degraded = changes[1][0]
+    assert (degraded.before, degraded.after, degraded.detail) == (
+        "up",
+        "degraded",
+        "took 950 ms, over 800",
+    )

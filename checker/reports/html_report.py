@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 
+from checker.expect import DEGRADED
 from checker.results import INVALID, NOT_A_CHECK, NOT_CHECKED
 from checker.store.model import Change, Incident, Trend
 
@@ -94,14 +95,18 @@ DOWN_NOW = 100  # URLs listed under "Down now", longest down first
 CHANGE_ORDER = {
     "down": 0,
     "still_down": 1,
-    "cert_expiring": 2,
-    "status": 3,
-    "final_url": 4,
-    "up": 5,
+    "degraded": 2,
+    "cert_expiring": 3,
+    "status": 4,
+    "final_url": 5,
+    "recovered": 6,
+    "up": 7,
 }
 CHANGE_LABELS = {
     "down": "went down",
     "still_down": "still down",
+    "degraded": "degraded",
+    "recovered": "no longer degraded",
     "up": "back up",
     "status": "status changed",
     "final_url": "lands elsewhere",
@@ -392,6 +397,7 @@ def _headline(
     run: dict[str, Any], agg: Aggregates, changes: Sequence[Change], down_now: str = ""
 ) -> str:
     up = _count(run, "up", agg.up)
+    degraded = _count(run, "degraded", 0)
     down = _count(run, "down", agg.down)
     total = _count(run, "total", agg.rows)
     dups = _count(run, "duplicates", 0)
@@ -404,7 +410,8 @@ def _headline(
     cards = (
         f'<div class="stat {"bad" if down else "good"}"><b>{down:,}</b>down</div>'
         f'<div class="stat good"><b>{up:,}</b>up</div>'
-        f"<div class=stat><b>{total:,}</b>URLs</div>"
+        + (f'<div class="stat warn"><b>{degraded:,}</b>of them degraded</div>' if degraded else "")
+        + f"<div class=stat><b>{total:,}</b>URLs</div>"
         f"<div class=stat><b>{esc(_duration(run.get('duration_s')))}</b>took</div>"
     )
     # A stopped run's unfinished rows and the list's invalid lines are not
@@ -472,7 +479,7 @@ def _change(c: Change) -> str:
         what = f"certificate {_days(after)} (was: {_days(before)})"
     elif kind == "final_url":
         what = f"now lands on <code>{esc(after)}</code> (was <code>{esc(before)}</code>)"
-    elif kind in ("down", "up", "still_down", "status"):
+    elif kind in ("down", "up", "still_down", "status", "degraded", "recovered"):
         what = f"{esc(before)} → <b>{esc(after)}</b>"
         if kind != "status" and c.since:
             what += f' <span class="muted">since {esc(_when(c.since))}</span>'
@@ -630,14 +637,21 @@ def _row(row: dict[str, Any], multi: bool, warn_days: int, trend: Trend | None =
     warn_cls = " class=warn" if warnings else ""
     # With several lists, line numbers are ambiguous: the list goes in a tooltip.
     line_title = f' title="{esc(row.get("source"))}"' if multi else ""
+    degraded = ok and row.get("state") == DEGRADED
+    # What decided the state: the error's detail, or the expectations' reasons.
+    reasons = row.get("reasons")
+    detail = row.get("error_detail") or (
+        "; ".join(str(r) for r in reasons) if isinstance(reasons, list | tuple) else None
+    )
     return (
-        f"<tr class={'u' if ok else 'd'}><td>{esc_url(row.get('url'))}</td>"
+        f"<tr class={('g' if degraded else 'u') if ok else 'd'}>"
+        f"<td>{esc_url(row.get('url'))}</td>"
         f"<td{line_title}>{esc(row.get('line'))}</td>"
-        f"<td>{'up' if ok else _not_up(row)}</td>"
+        f"<td>{('degraded' if degraded else 'up') if ok else _not_up(row)}</td>"
         f"<td>{esc(row.get('status'))}</td>"
         f"<td>{esc(row.get('reason'))}</td>"
         f"<td>{esc(row.get('error'))}</td>"
-        f"<td>{esc(row.get('error_detail'))}</td>"
+        f"<td>{esc(detail)}</td>"
         f"<td>{esc(row.get('method'))}</td>"
         f"<td>{esc_url(row.get('final_url'))}</td>"
         f"<td>{_ms(row.get('total_ms'))}</td>"
@@ -719,13 +733,13 @@ background:#ddf4ff;color:#0969da;font-weight:600}.flag.bad{background:#ffebe9;co
 .stat{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:10px 18px;
 min-width:120px;color:var(--mut)}
 .stat b{display:block;font-size:24px;color:var(--fg);font-variant-numeric:tabular-nums}
-.stat.good b{color:var(--good)}.stat.bad b{color:var(--bad)}
+.stat.good b{color:var(--good)}.stat.bad b{color:var(--bad)}.stat.warn b{color:var(--warn)}
 .changes{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:10px 16px;margin:0}
 .changes summary{cursor:pointer}.changes ul{margin:8px 0 0;padding-left:0;list-style:none;
 max-height:320px;overflow:auto}.changes li{padding:3px 0;border-top:1px solid var(--bg)}
 .tag{display:inline-block;min-width:150px;font-size:12px;font-weight:600}
 .k-down,.k-still_down{color:var(--bad)}.k-up{color:var(--good)}.k-cert_expiring{color:var(--warn)}
-.k-status,.k-final_url{color:#0969da}
+.k-status,.k-final_url{color:#0969da}.k-degraded{color:var(--warn)}.k-recovered{color:var(--good)}
 code{font-size:12px;overflow-wrap:anywhere}.url{overflow-wrap:anywhere;min-width:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px;margin:20px 0}
 .card{background:#fff;border:1px solid var(--bd);border-radius:8px;padding:14px 16px;min-width:0}
@@ -762,6 +776,8 @@ list-style:none;max-height:320px;overflow:auto}.down-now li{padding:3px 0}
 #rows tr.u td:nth-child(3){color:var(--good);font-weight:600}
 #rows tr.d{background:#fff5f5}#rows tr.d td:nth-child(3){color:var(--bad);font-weight:600}
 #rows tr.u{box-shadow:inset 3px 0 var(--good)}#rows tr.d{box-shadow:inset 3px 0 var(--bad)}
+#rows tr.g{box-shadow:inset 3px 0 var(--warn)}
+#rows tr.g td:nth-child(3){color:var(--warn);font-weight:600}
 #rows td.bad{color:var(--bad);font-weight:600}#rows td.warn{color:var(--warn);font-weight:600}
 #rows td:nth-child(13){font-weight:400}
 #rows td:nth-child(14){white-space:nowrap;font-variant-numeric:tabular-nums}

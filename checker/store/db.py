@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from checker.results import iso
@@ -103,11 +104,13 @@ CREATE TABLE IF NOT EXISTS url_state (
     pending INTEGER NOT NULL DEFAULT 0,  -- complete runs in a row that saw the other state
     pending_since TEXT,
     reminded_at TEXT,
+    degraded INTEGER NOT NULL DEFAULT 0,  -- up, but degraded (expect.verdict)
     run_id INTEGER NOT NULL            -- the last run that stepped it
 );
 """
 _STATE_COLUMNS = (
-    "state, since, status, error, final_url, cert_days, pending, pending_since, reminded_at"
+    "state, since, status, error, final_url, cert_days, pending, pending_since, reminded_at,"
+    " degraded"
 )
 
 
@@ -238,13 +241,14 @@ class HistoryDB:
                     state.pending,
                     state.pending_since,
                     state.reminded_at,
+                    int(state.degraded),
                     run_id,
                 )
             )
         if save:
             self._db.executemany(
                 f"INSERT OR REPLACE INTO url_state (url_id, {_STATE_COLUMNS}, run_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 updates,
             )
             day = self._run_day(run_id)
@@ -387,12 +391,12 @@ class HistoryDB:
         out: dict[int, State] = {}
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
-            for url_id, *values in self._db.execute(
+            for url_id, *values, degraded in self._db.execute(
                 f"SELECT url_id, {_STATE_COLUMNS} FROM url_state"
                 f" WHERE url_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
-                out[url_id] = State(*values)
+                out[url_id] = replace(State(*values), degraded=bool(degraded))
         return out
 
     def _upgrade_from_1(self) -> None:
@@ -435,7 +439,7 @@ class HistoryDB:
             return self._db.execute(
                 f"INSERT INTO url_state (url_id, {_STATE_COLUMNS}, run_id)"
                 " SELECT url_id, CASE WHEN ok THEN 'up' ELSE 'down' END, checked_at,"
-                " status, error, NULL, NULL, 0, NULL, NULL, run_id FROM results"
+                " status, error, NULL, NULL, 0, NULL, NULL, 0, run_id FROM results"
                 " WHERE run_id = (SELECT MAX(id) FROM runs WHERE complete)"
             ).rowcount
 
@@ -529,7 +533,8 @@ class HistoryDB:
         ).fetchone()
         done_upto = progress[0] if progress else 0
         # The next URLs, as many as the budget holds (each has at most one row a run).
-        limit = max(1, budget // max(1, len(run_ids)))
+        # (At most 5,000 URLs a call: their ids are query parameters.)
+        limit = min(5_000, max(1, budget // max(1, len(run_ids))))
         urls = [
             r[0]
             for r in self._db.execute(
@@ -541,9 +546,16 @@ class HistoryDB:
         with self._db:
             self._db.execute("BEGIN")
             if urls:
-                lo, hi = urls[0], urls[-1]
-                where = f"url_id BETWEEN ? AND ? AND run_id IN ({marks})"
-                args = (lo, hi, *run_ids)
+                hi = urls[-1]
+                # By the primary key: each URL's rows of the day are one range
+                # (its id, run_id between the day's first and last run); the unary +
+                # keeps the planner off the run_id index, which cost a lookup
+                # per row, and still drops rows of runs of other days.
+                where = (
+                    f"url_id IN ({','.join('?' * len(urls))}) AND run_id BETWEEN ? AND ?"
+                    f" AND +run_id IN ({marks})"
+                )
+                args = (*urls, min(run_ids), max(run_ids), *run_ids)
                 times: dict[int, list[float]] = {}
                 for url_id, ms in self._db.execute(
                     f"SELECT url_id, total_ms FROM results WHERE {where}"

@@ -34,6 +34,7 @@ def as_row(row: dict[str, Any]) -> Row | None:
         error=row.get("error"),
         total_ms=row.get("total_ms"),
         checked_at=row.get("checked_at"),
+        degraded=row.get("state") == "degraded",
         line=int(row.get("line") or 0),
         # What went wrong: the error's detail, or what the expectations said
         # ("status 500 not in 200-399").

@@ -20,6 +20,7 @@ class Row:
     total_ms: float | None
     checked_at: str | None
     # Kept in the URL's state only (see `state`), not in the results table.
+    degraded: bool = False
     line: int = 0
     detail: str | None = None  # error_detail
     final_url: str | None = None
@@ -46,6 +47,7 @@ class State:
     pending: int = 0
     pending_since: str | None = None
     reminded_at: str | None = None  # when a down alert last went out
+    degraded: bool = False  # up, but slow, a certificate too close, or only on a retry
 
     @property
     def outcome(self) -> str | int | None:
@@ -58,7 +60,8 @@ class Change:
 
     url: str
     line: int
-    kind: str  # down, up, still_down, status, final_url, cert_expiring
+    # down, up, still_down, degraded, recovered, status, final_url, cert_expiring
+    kind: str
     before: object
     after: object
     since: str | None = None  # when the state this change reports began

@@ -12,6 +12,9 @@ The rules (README, "Changes and alerts"):
   change at all. `since` is when the new state began (its first result).
 - A stopped or recovered run never gets here, nor do rows that are not a
   check (a line that is no URL, a check the run never finished).
+- While up: degraded (slower than max_ms, a certificate within
+  cert_min_days, up only on a retry) or no longer ("degraded", "recovered"),
+  at once (no alert_after: it is still up).
 - While the state holds: a different status code ("status"), a different
   final URL after redirects ("final_url"), a certificate that came within
   `warn_days` of expiry ("cert_expiring"), each compared with the last result
@@ -73,6 +76,11 @@ def step(prev: State | None, row: Row, policy: Policy, now: datetime) -> tuple[S
     days, was = row.cert_days, prev.cert_days
     if days is not None and days <= policy.warn_days and (was is None or was > policy.warn_days):
         changes.append(Change(*base, "cert_expiring", was, days))
+    if seen == UP and row.degraded != prev.degraded:
+        # Up all along, but no longer as it should be (or as it should again).
+        kind = "degraded" if row.degraded else "recovered"
+        before, after = ("up", "degraded") if row.degraded else ("degraded", "up")
+        changes.append(Change(*base, kind, before, after, detail=row.detail))
     state = _agreeing(prev, row)
     if seen == DOWN and policy.remind_every is not None:
         last = _parse(prev.reminded_at) or _parse(prev.since)
@@ -105,6 +113,7 @@ def _agreeing(state: State, row: Row) -> State:
         0,
         None,
         state.reminded_at,
+        row.degraded,
     )
 
 
