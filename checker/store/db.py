@@ -33,6 +33,7 @@ NAME = "history.sqlite3"
 SCHEMA_VERSION = 2  # 2: url_state, incidents, daily counted per run
 RECENT = 20  # results in the page's strip and sparkline
 HELD = 10_000  # undelivered changes kept per alert channel
+HOURS_KEPT = 26  # hourly counts kept (a day, and the hour or two either side)
 HISTORY_DAYS = 14  # raw results kept this long; then one row per URL per day
 DAILY_DAYS = 366  # the daily roll-up kept this long
 ROLL_UP_ROWS = 100_000  # raw rows rolled up by one run at most (about a second)
@@ -73,6 +74,14 @@ CREATE TABLE IF NOT EXISTS daily (
     checks INTEGER NOT NULL, up INTEGER NOT NULL, down INTEGER NOT NULL,
     p50_ms REAL, p95_ms REAL,
     PRIMARY KEY (url_id, day)
+) WITHOUT ROWID;
+-- The same per URL per UTC hour, for the last HOURS_KEPT hours: the page's
+-- 24-hour uptime without reading a day of raw results per URL.
+CREATE TABLE IF NOT EXISTS hourly (
+    url_id INTEGER NOT NULL,
+    hour TEXT NOT NULL,                -- YYYY-MM-DDTHH, UTC
+    checks INTEGER NOT NULL, up INTEGER NOT NULL,
+    PRIMARY KEY (url_id, hour)
 ) WITHOUT ROWID;
 -- Where a day's roll-up stopped (the last URL done), while it is under way.
 CREATE TABLE IF NOT EXISTS rollup_progress (
@@ -251,12 +260,24 @@ class HistoryDB:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 updates,
             )
-            day = self._run_day(run_id)
+            started = self._run_started(run_id)
             self._db.executemany(
                 "INSERT INTO daily (url_id, day, checks, up, down) VALUES (?, ?, 1, ?, ?)"
                 " ON CONFLICT (url_id, day) DO UPDATE SET checks = checks + 1,"
                 " up = up + excluded.up, down = down + excluded.down",
-                ((ids[r.url], day, int(r.ok), int(not r.ok)) for r in rows),
+                ((ids[r.url], started[:10], int(r.ok), int(not r.ok)) for r in rows),
+            )
+            self._db.executemany(
+                "INSERT INTO hourly (url_id, hour, checks, up) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT (url_id, hour) DO UPDATE SET checks = checks + 1,"
+                " up = up + excluded.up",
+                ((ids[r.url], started[:13], int(r.ok)) for r in rows),
+            )
+            # Each URL's expired hours, by its key: no scan of the table.
+            expired = (now - timedelta(hours=HOURS_KEPT)).strftime("%Y-%m-%dT%H")
+            self._db.executemany(
+                "DELETE FROM hourly WHERE url_id = ? AND hour < ?",
+                ((url_id, expired) for url_id in sorted(set(ids.values()))),
             )
             self._record_incidents(changes, ids)
             self._db.executemany(
@@ -273,23 +294,22 @@ class HistoryDB:
     def _trends(
         self, rows: Sequence[Row], ids: dict[str, int], states: dict[int, State], now: datetime
     ) -> dict[str, Trend]:
-        """Uptime over 24 h (raw results of complete runs), 7 and 30 days (the
-        daily counts: the last 7 or 30 UTC days, today included), and the last
-        RECENT results among the folder's complete runs."""
+        """Uptime over 24 h (the hourly counts: the hour a day ago whole), 7
+        and 30 days (the daily counts: the last 7 or 30 UTC days, today
+        included), and the last RECENT results among the folder's complete
+        runs."""
         wanted = sorted(set(ids.values()))
         marks = ",".join("?" * len(wanted))
-        day_ago = self._complete_runs_since(iso(now - timedelta(days=1)))
         last = self._last_complete_runs(RECENT)
         counts: dict[int, list[int]] = {}
-        if day_ago:
-            lo, skip = day_ago
-            for url_id, checks, up in self._db.execute(
-                f"SELECT url_id, COUNT(*), SUM(ok) FROM results WHERE url_id IN ({marks})"
-                f" AND run_id >= ? AND run_id NOT IN ({','.join('?' * len(skip))})"
-                " GROUP BY url_id",
-                (*wanted, lo, *skip),
-            ):
-                counts[url_id] = [checks, up]
+        # The last 24 hours by the hour (the hour a day ago whole).
+        day_ago = (now - timedelta(hours=24)).strftime("%Y-%m-%dT%H")
+        for url_id, checks, up in self._db.execute(
+            f"SELECT url_id, SUM(checks), SUM(up) FROM hourly WHERE url_id IN ({marks})"
+            " AND hour >= ? GROUP BY url_id",
+            (*wanted, day_ago),
+        ):
+            counts[url_id] = [checks, up]
         by_day: dict[int, dict[int, tuple[int, int]]] = {7: {}, 30: {}}
         week = (now - timedelta(days=6)).strftime("%Y-%m-%d")
         month = (now - timedelta(days=29)).strftime("%Y-%m-%d")
@@ -329,15 +349,6 @@ class HistoryDB:
                 since or (row.checked_at if not row.ok else None),
             )
         return out
-
-    def _complete_runs_since(self, stamp: str) -> tuple[int, list[int]] | None:
-        """(the first complete run since `stamp`, the stopped runs after it)."""
-        first = self._db.execute(
-            "SELECT MIN(id) FROM runs WHERE complete AND started_at >= ?", (stamp,)
-        ).fetchone()[0]
-        if first is None:
-            return None
-        return first, self._stopped_from(first)
 
     def _last_complete_runs(self, n: int) -> tuple[int, list[int]] | None:
         ids = [
@@ -382,9 +393,9 @@ class HistoryDB:
                     (change.since, ids[change.url]),
                 )
 
-    def _run_day(self, run_id: int) -> str:
+    def _run_started(self, run_id: int) -> str:
         row = self._db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return str(row[0])[:10] if row else datetime.now(UTC).strftime("%Y-%m-%d")
+        return str(row[0]) if row else iso(datetime.now(UTC))
 
     def states(self, url_ids: Iterable[int]) -> dict[int, State]:
         wanted = list(url_ids)
@@ -426,6 +437,17 @@ class HistoryDB:
                 " GROUP BY x.url_id, substr(r.started_at, 1, 10)"
                 " ON CONFLICT (url_id, day) DO UPDATE SET checks = excluded.checks,"
                 " up = excluded.up, down = excluded.down"
+            )
+            since = (datetime.now(UTC) - timedelta(hours=HOURS_KEPT)).strftime("%Y-%m-%dT%H")
+            self._db.execute(
+                "INSERT INTO hourly (url_id, hour, checks, up)"
+                " SELECT x.url_id, substr(r.started_at, 1, 13), COUNT(*), SUM(x.ok)"
+                " FROM results x JOIN runs r ON r.id = x.run_id"
+                " WHERE r.complete AND r.started_at >= ?"
+                " GROUP BY x.url_id, substr(r.started_at, 1, 13)"
+                " ON CONFLICT (url_id, hour) DO UPDATE SET checks = excluded.checks,"
+                " up = excluded.up",
+                (since,),
             )
 
     def seed_states(self) -> int:
