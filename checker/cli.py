@@ -293,6 +293,14 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="event loop: uvloop when installed (auto), or asyncio's own (default: %(default)s)",
     )
     run.add_argument(
+        "--host-interval",
+        type=_wait,
+        default=0.0,
+        metavar="S",
+        help="at least S seconds between the starts of two requests to one host"
+        " (default: 0; a host that answers 429 or 503 is slowed down anyway)",
+    )
+    run.add_argument(
         "--retries",
         type=_count,
         default=2,
@@ -448,6 +456,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "concurrency": concurrency,
         "per_host": args.per_host,
         "retries": args.retries,
+        "host_interval": args.host_interval,
         "reuse": not args.no_reuse,
         "loop": loop,
         "cert_warn_days": args.cert_warn_days,
@@ -481,6 +490,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
             per_host=args.per_host,
             retries=args.retries,
             reuse=not args.no_reuse,
+            host_interval=args.host_interval,
         ),
         progress=not args.quiet and not args.no_progress and sys.stderr.isatty(),
         options=options,

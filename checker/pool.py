@@ -14,12 +14,13 @@ import random
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
+from checker.hosts import HostGate
 from checker.http.connections import ConnectionPool
 from checker.http.errors import Interrupted, InvalidURL
 from checker.results import Result
@@ -40,6 +41,8 @@ class PoolOptions:
     backoff_max: float = 10.0
     retry_after_cap: float = 30.0  # a server's Retry-After is honoured up to this
     reuse: bool = True  # keep connections alive for the next URL on the same origin
+    host_interval: float = 0.0  # at least this long between requests to one host
+    slow_down_cap: float = 60.0  # the most a 429/503 can space a host's requests
 
 
 class Sink(Protocol):
@@ -52,36 +55,6 @@ class Sink(Protocol):
     async def flush(self) -> None:
         """Write out what has been added (so that it need not stay in memory)."""
         ...
-
-
-class HostLimiter:
-    """At most `limit` checks at once per (scheme, host, port).
-
-    Entries exist only while a host has users, so a list of a million distinct
-    hosts does not leave a million semaphores behind.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._slots: dict[tuple[str, str, int], tuple[asyncio.Semaphore, list[int]]] = {}
-
-    @contextlib.asynccontextmanager
-    async def slot(self, key: tuple[str, str, int]) -> AsyncIterator[None]:
-        entry = self._slots.get(key)
-        if entry is None:
-            entry = self._slots[key] = (asyncio.Semaphore(self._limit), [0])
-        sem, users = entry
-        users[0] += 1
-        try:
-            async with sem:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._slots[key]
-
-    def __len__(self) -> int:
-        return len(self._slots)
 
 
 def should_retry(attempt: Attempt) -> bool:
@@ -123,8 +96,14 @@ class Pool:
         self.check_opts = check_opts
         self.opts = opts
         self.sink = sink
-        # A per-host cap at or above the concurrency can never bind: skip its cost.
-        self.hosts = HostLimiter(opts.per_host) if opts.per_host < opts.concurrency else None
+        # Always there: even without a cap that binds, a host that answers 429
+        # is slowed down (and only that host: see `hosts`).
+        self.hosts = HostGate(
+            min(opts.per_host, opts.concurrency),
+            opts.host_interval,
+            opts.slow_down_cap,
+            max_parked=4 * opts.concurrency,
+        )
         # At most one idle connection per worker: more could never be in use at once.
         self.connections = ConnectionPool(max_idle=opts.concurrency) if opts.reuse else None
         self._in_flight: dict[int, Target] = {}
@@ -190,33 +169,47 @@ class Pool:
             await queue.put(None)
 
     async def _worker(self, queue: asyncio.Queue[Target | None]) -> None:
+        hosts = self.hosts
         while (target := await queue.get()) is not None:
-            self._in_flight[target.seq] = target
-            try:
-                result = await self._check(target)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug in checker: report it, lose no row
-                traceback.print_exc(file=sys.stderr)
-                result = failed_result(target, INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-            del self._in_flight[target.seq]
-            self.sink.add(target.seq, result)
+            assert target.url is not None
+            key = target.url.origin
+            # A host that has its share of checks going takes this URL into its
+            # backlog, and this worker goes on with another URL.
+            self._in_flight[target.seq] = target  # (while it waits for its host too)
+            if not await hosts.enter(key, target):
+                del self._in_flight[target.seq]  # the host's backlog has it now
+                continue
+            current: Target | None = target
+            while current is not None:
+                self._in_flight[current.seq] = current
+                try:
+                    result = await self._check(current, key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug in checker: report it, lose no row
+                    traceback.print_exc(file=sys.stderr)
+                    detail = f"{type(exc).__name__}: {exc}"
+                    result = failed_result(current, INTERNAL_ERROR, detail)
+                del self._in_flight[current.seq]
+                self.sink.add(current.seq, result)
+                current = hosts.leave(key)  # the host's backlog, while it has one
 
-    async def _check(self, target: Target) -> Result:
+    async def _check(self, target: Target, key: tuple[str, str, int]) -> Result:
         assert target.url is not None
         n = 1
         while True:
-            # The host slot is held for one attempt, not across the backoff, and
-            # waiting for it does not eat into the check's deadline.
-            if self.hosts is None:
-                attempt = await attempt_check(
-                    target.url, self.check_opts, self.connections, target.expect
+            # The host's pace (--host-interval, slower after 429/503) is kept
+            # before the attempt: waiting for it does not eat into its deadline.
+            await self.hosts.pace(key)
+            attempt = await attempt_check(
+                target.url, self.check_opts, self.connections, target.expect
+            )
+            head = attempt.head
+            if head is not None:
+                asked = parse_retry_after(head.get("retry-after"))
+                self.hosts.told(
+                    key, head.status, min(asked, self.opts.slow_down_cap) if asked else None
                 )
-            else:
-                async with self.hosts.slot(target.url.origin):
-                    attempt = await attempt_check(
-                        target.url, self.check_opts, self.connections, target.expect
-                    )
             if n > self.opts.retries or not should_retry(attempt):
                 return make_result(target, attempt, n)
             await asyncio.sleep(retry_delay(n, attempt, self.opts))
@@ -236,6 +229,7 @@ class Pool:
             self.sink.add(target.seq, failed_result(target, Interrupted.category, stopped))
         self._in_flight.clear()
         left: list[Target] = [self._pending] if self._pending is not None else []
+        left += self.hosts.parked()  # waiting in a host's backlog
         while not queue.empty():
             queued = queue.get_nowait()
             if queued is not None:

@@ -36,7 +36,6 @@ from checker.http.errors import (
 from checker.http.wire import ResponseHead
 from checker.pool import (
     RETRY_STATUSES,
-    HostLimiter,
     PoolOptions,
     parse_retry_after,
     retry_delay,
@@ -271,90 +270,6 @@ def test_retry_delay_retry_after_date() -> None:
     value = format_datetime(datetime.now(UTC) + timedelta(seconds=25), usegmt=True)
     attempt = Attempt("GET", URL_, head=_head(429, ("retry-after", value)))
     assert 20.0 <= retry_delay(1, attempt, OPTS) <= 25.0
-
-
-# --- HostLimiter ----------------------------------------------------------------------------
-
-
-async def test_host_limiter_caps_one_host() -> None:
-    limiter = HostLimiter(2)
-    key = ("https", "example.com", 443)
-    gate = asyncio.Event()
-    running = peak = done = 0
-
-    async def job() -> None:
-        nonlocal running, peak, done
-        async with limiter.slot(key):
-            running += 1
-            peak = max(peak, running)
-            await gate.wait()
-            await asyncio.sleep(0)
-            running -= 1
-            done += 1
-
-    async with asyncio.timeout(TIMEOUT):
-        tasks = [asyncio.create_task(job()) for _ in range(5)]
-        for _ in range(10):
-            await asyncio.sleep(0)
-        assert running == 2  # two in, three waiting
-        assert len(limiter) == 1
-        gate.set()
-        await asyncio.gather(*tasks)
-    assert peak == 2
-    assert done == 5
-    assert len(limiter) == 0  # idle keys are forgotten
-
-
-async def test_host_limiter_keys_are_independent() -> None:
-    limiter = HostLimiter(1)
-    gate = asyncio.Event()
-    inside: set[tuple[str, str, int]] = set()
-
-    async def job(key: tuple[str, str, int]) -> None:
-        async with limiter.slot(key):
-            inside.add(key)
-            await gate.wait()
-
-    keys = [("https", "a.example", 443), ("https", "b.example", 443), ("http", "a.example", 80)]
-    async with asyncio.timeout(TIMEOUT):
-        tasks = [asyncio.create_task(job(k)) for k in keys]
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert inside == set(keys)
-        assert len(limiter) == 3
-        gate.set()
-        await asyncio.gather(*tasks)
-    assert len(limiter) == 0
-
-
-async def test_host_limiter_forgets_keys_after_errors_and_cancellation() -> None:
-    limiter = HostLimiter(1)
-    key = ("https", "example.com", 443)
-    gate = asyncio.Event()
-
-    async def holder() -> None:
-        async with limiter.slot(key):
-            await gate.wait()
-
-    async def failer() -> None:
-        async with limiter.slot(key):
-            raise RuntimeError("boom")
-
-    async with asyncio.timeout(TIMEOUT):
-        first = asyncio.create_task(holder())
-        waiter = asyncio.create_task(holder())  # waits for the slot, then is cancelled
-        for _ in range(5):
-            await asyncio.sleep(0)
-        waiter.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiter
-        assert len(limiter) == 1
-        gate.set()
-        await first
-        assert len(limiter) == 0
-        with pytest.raises(RuntimeError):
-            await failer()
-    assert len(limiter) == 0
 
 
 # --- map_exceptions ---------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""Politeness per host: a cap on checks at once, a minimum interval between
+requests, a slower pace after 429 or 503, and a backlog so that a slow host
+never holds up the workers the other hosts need.
+
+Keyed by origin (scheme, host, port). A worker asks to `enter` a host with a
+URL: when the host already has `limit` checks going, the URL joins the host's
+backlog and the worker goes on to another URL; a worker leaving the host
+takes the next URL of its backlog (`leave`) before it lets go of its place.
+So at most `limit` workers are busy with one host, whatever the list's order.
+The backlogs hold at most `max_parked` URLs in all (memory follows the
+concurrency, not the list): past that, a worker waits for a place in its
+host, as it would without backlogs.
+
+Before each request, `pace` waits until the host's next allowed start: the
+run's `--host-interval` after the previous start, or longer after the host
+said 429 Too Many Requests or 503 with a Retry-After (`told`): the wait then
+doubles from 1 s up to `cap` (at least what Retry-After asked, within the
+cap), and halves again with each answer that is not one of those.
+
+Entries live while a host has checks, a backlog, or a pace to keep, so a list
+of a million distinct hosts leaves no million entries behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from checker.targets import Target
+
+Origin = tuple[str, str, int]
+
+SLOW_DOWN = frozenset({429, 503})
+FIRST_PENALTY = 1.0  # seconds after a first 429 without a Retry-After
+
+
+@dataclass(slots=True)
+class _Host:
+    active: int = 0
+    backlog: deque[Target] = field(default_factory=deque)
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    next_at: float = 0.0  # loop time the next request may start
+    penalty: float = 0.0  # seconds added between requests after 429/503
+
+
+class HostGate:
+    def __init__(
+        self, limit: int, interval: float = 0.0, cap: float = 60.0, max_parked: int = 400
+    ) -> None:
+        self.limit = limit
+        self.interval = interval
+        self.cap = cap
+        self.max_parked = max_parked
+        self._parked = 0
+        self._hosts: dict[Origin, _Host] = {}
+        self._calls = 0
+
+    async def enter(self, key: Origin, target: Target) -> bool:
+        """True: the caller checks `target` now. False: it is in the host's
+        backlog, and a worker already in the host will check it."""
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host()
+        if host.active < self.limit:
+            host.active += 1
+            return True
+        if self._parked < self.max_parked:
+            host.backlog.append(target)
+            self._parked += 1
+            return False
+        # Every backlog is full: wait for a place in this host (handed over
+        # by a worker that leaves it).
+        waiting = asyncio.get_running_loop().create_future()
+        host.waiters.append(waiting)
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            if waiting.done() and not waiting.cancelled():
+                host.active -= 1  # handed over, but the run is stopping
+            else:
+                host.waiters.remove(waiting)
+            raise
+        return True
+
+    def leave(self, key: Origin) -> Target | None:
+        """The next URL of the host's backlog for the caller to check (keeping
+        its place), or None once it has let go (or handed its place over)."""
+        host = self._hosts[key]
+        if host.backlog:
+            self._parked -= 1
+            return host.backlog.popleft()
+        while host.waiters:
+            waiting = host.waiters.popleft()
+            if not waiting.done():
+                waiting.set_result(None)  # its place, as it is
+                return None
+        host.active -= 1
+        self._forget(key, host)
+        return None
+
+    async def pace(self, key: Origin) -> None:
+        """Wait for the host's next allowed request start, and book the one after."""
+        host = self._hosts.get(key)
+        gap = self.interval + (host.penalty if host is not None else 0.0)
+        if host is None or (gap <= 0 and host.next_at <= 0):
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, host.next_at)
+        host.next_at = start + gap
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def told(self, key: Origin, status: int | None, retry_after: float | None) -> None:
+        """What the host answered: slow down after 429/503, speed up again after."""
+        host = self._hosts.get(key)
+        if host is None:
+            return
+        if status in SLOW_DOWN:
+            wanted = max(FIRST_PENALTY, 2 * host.penalty, retry_after or 0.0)
+            host.penalty = min(self.cap, wanted)
+            now = asyncio.get_running_loop().time()
+            host.next_at = max(host.next_at, now + host.penalty)
+        elif host.penalty:
+            host.penalty = host.penalty / 2 if host.penalty > 0.1 else 0.0
+
+    def penalty(self, key: Origin) -> float:
+        host = self._hosts.get(key)
+        return host.penalty if host is not None else 0.0
+
+    def parked(self) -> Iterator[Target]:
+        """Every URL still in a backlog (for the rows of a stopped run)."""
+        for host in self._hosts.values():
+            yield from host.backlog
+            self._parked -= len(host.backlog)
+            host.backlog.clear()
+
+    def _forget(self, key: Origin, host: _Host) -> None:
+        if host.active or host.backlog or host.waiters:
+            return
+        self._calls += 1
+        now = asyncio.get_running_loop().time()
+        if host.next_at <= now and not host.penalty:
+            del self._hosts[key]
+        elif self._calls % 1024 == 0:
+            # Hosts kept for their pace: drop those whose pace has run out.
+            for stale in [k for k, h in self._hosts.items() if _idle(h, now)]:
+                del self._hosts[stale]
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+
+def _idle(host: _Host, now: float) -> bool:
+    return not host.active and not host.backlog and not host.waiters and host.next_at <= now

@@ -1,0 +1,129 @@
+"""Politeness per host: the cap, the backlog that frees workers, the pace, and
+slowing down after 429/503; and a run where one host says 429 while another
+goes at full speed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from checker.hosts import HostGate
+from checker.targets import Target
+from checker.url import parse_url
+from tests.helpers import raw_server, read_request
+from tests.test_cli import checker
+
+pytestmark = pytest.mark.timeout(60)
+KEY = ("http", "a.example", 80)
+
+
+def target(i: int) -> Target:
+    return Target(i, "urls.txt", i + 1, f"http://a.example/{i}", parse_url(f"http://a.example/{i}"))
+
+
+async def test_a_full_host_takes_urls_into_its_backlog_and_hands_them_on() -> None:
+    gate = HostGate(limit=2)
+    assert await gate.enter(KEY, target(0)) and await gate.enter(KEY, target(1))
+    assert not await gate.enter(KEY, target(2))  # parked: this worker is free
+    assert not await gate.enter(KEY, target(3))
+    nxt = gate.leave(KEY)
+    assert nxt is not None and nxt.seq == 2  # the leaving worker takes it, in order
+    nxt = gate.leave(KEY)
+    assert nxt is not None and nxt.seq == 3
+    assert gate.leave(KEY) is None and gate.leave(KEY) is None
+    assert len(gate) == 0  # nothing kept for an idle host
+
+
+async def test_when_every_backlog_is_full_a_worker_waits_for_its_host() -> None:
+    gate = HostGate(limit=1, max_parked=1)
+    assert await gate.enter(KEY, target(0))
+    assert not await gate.enter(KEY, target(1))
+    waiter = asyncio.create_task(gate.enter(KEY, target(2)))
+    await asyncio.sleep(0)
+    assert not waiter.done()  # memory stays bounded: no third URL parked
+    nxt = gate.leave(KEY)  # the backlog first
+    assert nxt is not None and nxt.seq == 1
+    assert gate.leave(KEY) is None  # then the place goes to the waiting worker
+    assert await asyncio.wait_for(waiter, 1) is True
+    assert gate.leave(KEY) is None and len(gate) == 0
+
+
+async def test_a_stop_finds_what_waits_in_the_backlogs() -> None:
+    gate = HostGate(limit=1)
+    assert await gate.enter(KEY, target(0))
+    assert not await gate.enter(KEY, target(1))
+    assert [t.seq for t in gate.parked()] == [1]
+    assert list(gate.parked()) == []
+
+
+async def test_the_pace_between_requests() -> None:
+    gate = HostGate(limit=4, interval=0.05)
+    assert await gate.enter(KEY, target(0))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(3):
+        await gate.pace(KEY)
+    assert loop.time() - start >= 0.1 - 0.005  # three starts, two intervals between
+
+
+async def test_429_and_503_slow_a_host_down_and_good_answers_speed_it_up() -> None:
+    gate = HostGate(limit=4, cap=10.0)
+    assert await gate.enter(KEY, target(0))
+    gate.told(KEY, 429, None)
+    assert gate.penalty(KEY) == 1.0
+    gate.told(KEY, 503, None)
+    assert gate.penalty(KEY) == 2.0  # doubles
+    gate.told(KEY, 429, 7.0)
+    assert gate.penalty(KEY) == 7.0  # at least what Retry-After asked
+    gate.told(KEY, 429, 3600.0)
+    assert gate.penalty(KEY) == 10.0  # within the cap
+    gate.told(KEY, 200, None)
+    assert gate.penalty(KEY) == 5.0  # halves with each good answer
+    gate.told(KEY, 404, None)  # any answer that is not "slow down"
+    assert gate.penalty(KEY) == 2.5
+
+
+async def test_a_host_saying_429_is_slowed_while_another_goes_at_full_speed(
+    tmp_path: Path,
+) -> None:
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        await writer.drain()
+
+    async def fine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(busy) as slow_port, raw_server(fine) as fast_port:
+        lines = []
+        for i in range(40):  # the 429 host first in every pair
+            if i < 3:
+                lines.append(f"http://127.0.0.1:{slow_port}/{i}")
+            lines.append(f"http://127.0.0.1:{fast_port}/{i}")
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        options = ("-q", "--retries", "0", "--concurrency", "4", "--per-host", "1")
+        code, _, err = await checker("check", "urls.txt", *options, cwd=tmp_path)
+    assert code == 1, err
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    slow = sorted(r["checked_at"] for r in rows if f":{slow_port}/" in r["url"])
+    fast = sorted(r["checked_at"] for r in rows if f":{fast_port}/" in r["url"])
+    assert len(slow) == 3 and len(fast) == 40
+    # The 429 host's requests were spaced: 1 s (its Retry-After), then 2 s ...
+    assert slow[1] >= _plus(slow[0], 0.95) and slow[2] >= _plus(slow[1], 1.95)
+    # ... and the other host was done before the slow one's second request.
+    assert fast[-1] < slow[1]
+
+
+def _plus(stamp: str, seconds: float) -> str:
+    from datetime import datetime, timedelta
+
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
