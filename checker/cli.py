@@ -25,7 +25,6 @@ from checker.check import CheckOptions
 from checker.config import ConfigError, FileConfig
 from checker.config import load as load_config
 from checker.expect import CellError, parse_header
-from checker.history import read_runs, url_history
 from checker.http.body import MAX_BODY
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.http.resolver import SystemResolver, resolver_threads
@@ -40,6 +39,7 @@ from checker.results import INVALID, NOT_CHECKED
 from checker.run import RunConfig, RunError, ensure_out_dir, run_check, validate_lists
 from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
+from checker.store.index import read_runs, url_history
 from checker.summary import format_summary
 from checker.targets import LIST_FORMATS, ListError
 
@@ -583,14 +583,14 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
         )
         # In time order: a recovered run's line is written after the runs that
         # recovered it.
-        runs = sorted(read_runs(out_dir), key=lambda e: str(e.get("started_at") or ""))
+        runs = sorted(read_runs(out_dir), key=lambda e: e.started_at)
         for entry in runs[-last:]:
-            flag = "  interrupted" if entry.get("interrupted") else ""
-            flag += " (recovered)" if entry.get("recovered") else ""
+            flag = "  interrupted" if entry.interrupted else ""
+            flag += " (recovered)" if entry.recovered else ""
             print(
-                f"{entry.get('finished_at', '?'):24} {entry.get('total', 0):>7} "
-                f"{entry.get('up', 0):>7} {entry.get('down', 0):>6} "
-                f"{entry.get('changes', 0):>7} {entry.get('duration_s') or 0:>8.1f}{flag}"
+                f"{entry.finished_at or '?':24} {entry.total:>7} "
+                f"{entry.up:>7} {entry.down:>6} "
+                f"{entry.changes:>7} {entry.duration_s or 0:>8.1f}{flag}"
             )
         return EXIT_UP
     if store_query.has_history(out_dir):
@@ -601,7 +601,7 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
     print(f"{'checked (UTC)':24} {'result':>20} {'total ms':>9}  final URL")
     for entry, row in reversed(rows):
         if row is None:
-            print(f"{entry.get('finished_at', '?'):24} {'(not in this run)':>20}")
+            print(f"{entry.finished_at or '?':24} {'(not in this run)':>20}")
             continue
         result = _verdict(row["ok"], row["error"], row["status"])
         ms = f"{row['total_ms']:.0f}" if row.get("total_ms") is not None else "-"

@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from checker import __version__
 from checker.check import CheckOptions
-from checker.history import (
-    append_run,
-    index_entry,
-    lists_key,
-)
 from checker.pool import Pool, PoolOptions
-from checker.prune import prune
 from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
 from checker.reports.recover import recover_leftovers
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.feed import start_feed
+from checker.store.index import (
+    append_run,
+    index_entry,
+    lists_key,
+)
 from checker.store.model import Change, Policy
+from checker.store.prune import prune
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, check_lists, list_notes, read_targets
 

@@ -14,7 +14,7 @@ import pytest
 
 from checker.demo.fleet import Fleet, Route
 from checker.lock import run_lock
-from checker.prune import prune
+from checker.store.prune import prune
 from tests.helpers import SwitchableSite, raw_server
 from tests.test_cli import checker
 
@@ -329,7 +329,7 @@ async def test_runs_in_the_same_second_get_their_own_reports(tmp_path: Path) -> 
 
 
 def test_later_runs_in_one_second_sort_after_the_first() -> None:
-    from checker.prune import stamp_order
+    from checker.store.prune import stamp_order
 
     stamps = ["20261130T083131Z", "20261130T083131Z2", "20261130T083131Z10", "20261130T083132Z"]
     assert sorted(reversed(stamps), key=stamp_order) == stamps

@@ -27,6 +27,7 @@ from checker.store.model import Batch, Change
 FORMATS = ("csv", "json", "html", "prom")
 DEFAULT_FORMATS = ("csv", "json", "html")
 BATCH = 1024  # rows between writes
+STORE_ROWS = 4096  # rows a transaction of the history database, when no page waits for it
 
 
 async def write_reports(
@@ -111,6 +112,11 @@ async def _one_pass(
         page = html_report.Page(run_info, not_up)
     json_rows: list[bytes] | None = [] if "json" in spools else None
     decode = csv_out is not None or page is not None or store is not None
+    # Only a page with trends to show waits for the database's batches; else
+    # the table rows go out at once and the database keeps its own pace
+    # (one batch in flight, STORE_ROWS rows at a time: fewer, larger
+    # transactions).
+    trends = page is not None and store is not None and store.trends
     first = True
     waiting: deque[list[tuple[int, dict[str, Any]]]] = deque()  # rows for the table
     batch_rows: list[tuple[int, dict[str, Any]]] = []
@@ -129,6 +135,8 @@ async def _one_pass(
         if table:
             await spools["html"].write(html_report.encode("".join(table)))
 
+    last = False
+
     async def flush() -> None:
         nonlocal first, batch_rows
         if csv_out is not None:
@@ -139,8 +147,10 @@ async def _one_pass(
             json_rows.clear()
         waiting.append(batch_rows)
         batch_rows = []
-        if store is None:
+        if store is None or not trends:
             await render(None)
+            if store is not None and (store.batched >= STORE_ROWS or last):
+                await store.send()
         else:
             found = await store.send()  # this batch goes; the one before comes back
             if found is not None:
@@ -159,9 +169,12 @@ async def _one_pass(
                 store.add(row)
         if seq % BATCH == BATCH - 1:
             await flush()
+    last = True
     await flush()
     if store is not None:
-        await render(await store.close())
+        found = await store.close()
+        if trends:
+            await render(found)
     return page
 
 

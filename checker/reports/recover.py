@@ -18,16 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from checker.check import failed_result
-from checker.history import append_run, index_entry, lists_key, report_rows
 from checker.http.errors import Interrupted, InvalidURL
-from checker.prune import stamp_order
 from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy
 from checker.reports.output import write_reports
 from checker.results import NOT_A_CHECK
 from checker.store.feed import start_feed
+from checker.store.index import append_run, index_entry, lists_key, report_rows
 from checker.store.model import Change, Policy
+from checker.store.prune import stamp_order
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, Target, read_targets
 

@@ -16,10 +16,10 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from checker.history import MAX_CHANGES, read_runs, report_rows
 from checker.results import NOT_A_CHECK
 from checker.store.db import HistoryDB
-from checker.store.model import Batch, Change, Incident, Policy, Row
+from checker.store.index import MAX_CHANGES, read_runs, report_rows
+from checker.store.model import Batch, Change, Incident, Policy, Row, RunEntry
 
 INCIDENTS = 50  # listed in the page
 
@@ -63,6 +63,7 @@ class Feed:
         save_states: bool = True,
     ) -> None:
         self.db = db
+        self.has_history = False  # set by start_feed: an earlier complete run
         self.save_states = save_states
         self.run_id = run_id
         self.policy = policy
@@ -72,6 +73,17 @@ class Feed:
         self.incidents: list[Incident] = []  # the newest INCIDENTS of the run's URLs
         self._batch: list[Row] = []
         self._pending: asyncio.Future[Batch] | None = None
+
+    @property
+    def trends(self) -> bool:
+        """Whether the batches come back with trends (a complete history to
+        show: a policy, and an earlier complete run)."""
+        return self.policy is not None and self.has_history
+
+    @property
+    def batched(self) -> int:
+        """Rows added since the last `send`."""
+        return len(self._batch)
 
     def add(self, row: dict[str, Any]) -> None:
         kept = as_row(row)
@@ -115,20 +127,29 @@ def totals(run: dict[str, Any]) -> dict[str, int]:
     return {k: int(run.get(k) or 0) for k in keys}
 
 
+def _entry_totals(entry: RunEntry) -> dict[str, int]:
+    return {
+        "total": entry.total,
+        "up": entry.up,
+        "down": entry.down,
+        "not_checked": entry.not_checked,
+    }
+
+
 def import_reports(db: HistoryDB, out_dir: str) -> int:
     """Fill a new database from the JSON reports the run index still names,
     so that nobody loses the history they had. Returns the runs imported."""
     imported = 0
     for entry in read_runs(out_dir):
-        name = next((n for n in entry.get("reports", []) if n.endswith(".json")), None)
+        name = next((n for n in entry.reports if n.endswith(".json")), None)
         if name is None or not os.path.exists(os.path.join(out_dir, name)):
             continue
         run_id = db.add_run(
-            started_at=str(entry.get("started_at") or ""),
-            lists=json.dumps(entry.get("lists") or []),
-            complete=not entry.get("interrupted"),
-            totals=totals(entry),
-            finished_at=entry.get("finished_at"),
+            started_at=entry.started_at,
+            lists=json.dumps(list(entry.lists)),
+            complete=not entry.interrupted,
+            totals=_entry_totals(entry),
+            finished_at=entry.finished_at,
             report=name,
         )
         batch: list[Row] = []
@@ -201,4 +222,5 @@ async def start_feed(
     previous = await asyncio.to_thread(db.previous_complete, run_id)
     if previous is not None:
         run_info["previous_run"] = previous
+        feed.has_history = True
     return db, feed, notes

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiofiles
 
+from checker.store.model import RunEntry
 from checker.url import URLError, dedup_key, parse_url
 
 RUN_INDEX = "runs.jsonl"
@@ -28,37 +29,39 @@ def lists_key(lists: Iterable[str]) -> list[str]:
     return [os.path.abspath(p) for p in lists]
 
 
-def index_entry(run: dict[str, Any], lists: list[str], reports: Iterable[str]) -> dict[str, Any]:
+def index_entry(run: dict[str, Any], lists: list[str], reports: Iterable[str]) -> RunEntry:
     """A run's line in the run index, from its report's run header."""
-    entry = {k: run.get(k) for k in ("started_at", "finished_at", "duration_s")}
-    entry |= {k: run.get(k, 0) for k in ("total", "up", "down", "not_checked")}
-    entry |= {"interrupted": bool(run.get("interrupted"))}
-    if run.get("recovered"):
-        entry["recovered"] = True
-    entry |= {"changes": run.get("changes_total", 0), "lists": lists}
-    entry["reports"] = [os.path.basename(p) for p in reports]
+    entry = RunEntry.from_dict(
+        {
+            **run,
+            "changes": run.get("changes_total", 0),
+            "lists": lists,
+            "reports": [os.path.basename(p) for p in reports],
+        }
+    )
+    assert entry is not None, "a run header always has its started_at"
     return entry
 
 
-async def append_run(out_dir: str, entry: dict[str, Any]) -> None:
-    line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+async def append_run(out_dir: str, entry: RunEntry) -> None:
+    line = json.dumps(entry.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n"
     # One write of one short line in append mode: concurrent appenders (there
     # are none, the run lock sees to that) could not interleave within it.
     async with aiofiles.open(os.path.join(out_dir, RUN_INDEX), "a", encoding="utf-8") as f:
         await f.write(line)
 
 
-def read_runs(out_dir: str) -> list[dict[str, Any]]:
+def read_runs(out_dir: str) -> list[RunEntry]:
     """The run index, oldest first; a torn or foreign line is skipped."""
     runs = []
     try:
         with open(os.path.join(out_dir, RUN_INDEX), encoding="utf-8") as f:
             for line in f:
                 try:
-                    entry = json.loads(line)
+                    entry = RunEntry.from_dict(json.loads(line))
                 except ValueError:
                     continue
-                if isinstance(entry, dict):
+                if entry is not None:
                     runs.append(entry)
     except FileNotFoundError:
         pass
@@ -79,19 +82,17 @@ def report_rows(path: str) -> Iterator[tuple[int, bytes]]:
             offset += len(line)
 
 
-def url_history(
-    out_dir: str, url: str, last: int
-) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+def url_history(out_dir: str, url: str, last: int) -> list[tuple[RunEntry, dict[str, Any] | None]]:
     """(run entry, that run's row for `url` or None) for the last `last` runs that have a report.
 
     `url` matches a row written in any spelling that means the same URL (the
     rule deduplication uses: `https://PyPI.org` is `https://pypi.org/`).
     """
-    out: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+    out: list[tuple[RunEntry, dict[str, Any] | None]] = []
     same = _same_url(url)
     for entry in reversed(read_runs(out_dir)):
         path = next(
-            (os.path.join(out_dir, n) for n in entry.get("reports", []) if n.endswith(".json")),
+            (os.path.join(out_dir, n) for n in entry.reports if n.endswith(".json")),
             None,
         )
         if path is None or not os.path.exists(path):
