@@ -27,6 +27,7 @@ from checker.config import load as load_config
 from checker.expect import CellError, parse_header
 from checker.http.body import MAX_BODY
 from checker.http.client import ClientConfig, make_ssl_context
+from checker.http.proxy import ProxyConfigError, ProxySettings
 from checker.http.resolver import SystemResolver, resolver_threads
 from checker.limits import fit_open_files, return_large_blocks
 from checker.lists import ListInputs
@@ -411,6 +412,12 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="bytes of a body kept for a CSV list's body checks, decoded (default: 1M)",
     )
     http.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="send every request through this http:// proxy (https through a CONNECT"
+        " tunnel); default: HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment",
+    )
+    http.add_argument(
         "--user-agent",
         default=f"checker/{__version__}",
         metavar="TEXT",
@@ -441,7 +448,12 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     concurrency, note = fit_open_files(args.concurrency)
     if note:
         notes.append(note)
+    try:
+        proxies = ProxySettings.from_environment(os.environ, args.proxy)
+    except ProxyConfigError as exc:
+        raise RunError(str(exc)) from None
     client = ClientConfig(
+        proxies=proxies,
         ssl_context=ssl_context,
         connect_timeout=min(args.connect_timeout, args.timeout),
         user_agent=args.user_agent,
@@ -471,6 +483,12 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         # Names only: a header's value may be a secret.
         "headers": [name for name, _ in args.headers],
         "max_body": args.max_body,
+        # Where the proxies are, never their credentials.
+        "proxy": {
+            "http": proxies.http.shown if proxies.http else None,
+            "https": proxies.https.shown if proxies.https else None,
+            "no_proxy": list(proxies.no_proxy),
+        },
     }
     config = RunConfig(
         lists=args.lists,

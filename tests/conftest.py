@@ -59,3 +59,13 @@ def run_list(tmp_path: Path) -> Callable[..., Awaitable[tuple[Any, dict[str, Any
         return outcome, report
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests talk to servers on loopback: a proxy set in the environment of
+    whoever runs them (or of CI) must not carry their requests. The proxy
+    tests set their own."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)

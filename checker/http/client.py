@@ -37,10 +37,12 @@ from checker.http.errors import (
     DNSError,
     IncompleteResponse,
     ProtocolError,
+    ProxyError,
     TLSError,
     Unreachable,
 )
 from checker.http.eyeballs import connect_first
+from checker.http.proxy import Proxy, ProxySettings
 from checker.http.resolver import Address, Resolver, SystemResolver
 from checker.http.sender import sender
 from checker.url import URL
@@ -63,6 +65,7 @@ class ClientConfig:
     user_agent: str = "checker"
     # One per run: its cache and threads live as long as the run.
     resolver: Resolver = field(default_factory=SystemResolver)
+    proxies: ProxySettings = field(default_factory=ProxySettings)
     _blocks: dict[bool, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def header_block(self, keep: bool) -> bytes:
@@ -152,6 +155,9 @@ async def request_head(
                 trace.restart()
     reader, writer = await _connect(url, config, trace)
     conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
+    proxy = config.proxies.for_url(url) if url.scheme == "http" else None
+    if proxy is not None:
+        conn.via_proxy = proxy.authorization or ""
     return await _exchange(
         conn, url, method, config, trace, pool, reused=False, extra=extra, sink=sink
     )
@@ -195,14 +201,17 @@ async def _exchange(
     (when the response allows) or closed; closed at once on any error. With a
     `sink`, the response body is read into it (up to its cap)."""
     keep = pool is not None and not pool.last_request(conn)
+    absolute = conn.via_proxy is not None  # plain http through a proxy
+    if conn.via_proxy:
+        extra = (("Proxy-Authorization", conn.via_proxy), *extra)
     if extra:
         # A header the list sets replaces checker's own of that name (User-Agent).
         names = {name.lower() for name, _ in extra}
         base = tuple(h for h in _headers(config, keep) if h[0].lower() not in names)
-        request = wire.build_request(method, url, base + extra)
+        request = wire.request_line(method, url, absolute) + wire.header_block(base + extra)
     else:
         # The same few header sets all run long: their bytes are made once.
-        request = wire.request_line(method, url) + config.header_block(keep)
+        request = wire.request_line(method, url, absolute) + config.header_block(keep)
     conn.requests += 1
     trace.reused = reused
     if reused:
@@ -305,7 +314,10 @@ def _tls_fields(trace: Trace) -> dict[str, object]:
 async def _connect(
     url: URL, config: ClientConfig, trace: Trace
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    addresses = await _resolve(url, config, trace)
+    proxy = config.proxies.for_url(url)
+    if proxy is not None:
+        return await _connect_via(proxy, url, config, trace)
+    addresses = await _resolve(url.host, config, trace)
     start = time.perf_counter()
     try:
         async with asyncio.timeout(config.connect_timeout):
@@ -334,15 +346,76 @@ async def _connect(
         ) from None
 
 
-async def _resolve(url: URL, config: ClientConfig, trace: Trace) -> tuple[Address, ...]:
+async def _resolve(host: str, config: ClientConfig, trace: Trace) -> tuple[Address, ...]:
     """(family, address) pairs to try, in order (see `resolver`)."""
-    if url.is_ipv6:
-        return ((socket.AF_INET6, url.host),)
-    if _is_ipv4(url.host):
-        return ((socket.AF_INET, url.host),)
-    resolved = await config.resolver.resolve(url.host, config.connect_timeout)
+    if ":" in host:
+        return ((socket.AF_INET6, host),)
+    if _is_ipv4(host):
+        return ((socket.AF_INET, host),)
+    resolved = await config.resolver.resolve(host, config.connect_timeout)
     trace.dns_ms = resolved.ms
     return resolved.addresses
+
+
+async def _connect_via(
+    proxy: Proxy, url: URL, config: ClientConfig, trace: Trace
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to `proxy`; for https, a CONNECT tunnel through it to the
+    URL's origin, upgraded to TLS in place (the certificate checked against
+    the URL's host). What goes wrong before the tunnel stands is the proxy's."""
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(config.connect_timeout):
+            addresses = await _resolve(proxy.host, config, trace)
+            sock, (_family, trace.ip) = await connect_first(addresses, proxy.port, _classify)
+            trace.connect_ms = _ms(start)
+            try:
+                with map_exceptions():
+                    reader, writer = await asyncio.open_connection(sock=sock, limit=wire.MAX_LINE)
+            except BaseException:
+                sock.close()
+                raise
+            if url.scheme != "https":
+                return reader, writer
+            try:
+                await _tunnel(reader, writer, proxy, url)
+            except BaseException:
+                await close_stream(writer, abort=True)
+                raise
+    except TimeoutError as exc:
+        if isinstance(exc, CheckError):
+            raise ProxyError(f"proxy {proxy.shown}: {exc}") from None
+        raise ProxyError(
+            f"proxy {proxy.shown}: no tunnel within {config.connect_timeout:g}s"
+        ) from None
+    except ProxyError:
+        raise
+    except CheckError as exc:
+        raise ProxyError(f"proxy {proxy.shown}: {exc}") from None
+    try:
+        await _start_tls(writer, url, config, trace)
+    except BaseException:
+        await close_stream(writer, abort=True)
+        raise
+    return reader, writer
+
+
+async def _tunnel(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proxy: Proxy, url: URL
+) -> None:
+    """CONNECT (RFC 9110 9.3.6): a 2xx answer makes the connection a tunnel."""
+    where = f"{url.host_for_uri}:{url.port}"
+    lines = [f"CONNECT {where} HTTP/1.1", f"Host: {where}"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    with map_exceptions():
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        await writer.drain()
+        head = await read_head(reader, Trace(), time.perf_counter())
+    if not 200 <= head.status <= 299:
+        raise ProxyError(
+            f"proxy {proxy.shown} answered {head.status} {head.reason} to CONNECT {where}"
+        )
 
 
 def _classify(exc: BaseException) -> CheckError:

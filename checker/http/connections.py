@@ -46,6 +46,7 @@ class Connection:
     # What the TLS handshake said, reported again for each request it carries.
     tls: dict[str, object] = field(default_factory=dict)
     ip: str | None = None  # the address it is connected to
+    via_proxy: str | None = None  # Proxy-Authorization ("" without) for plain http via a proxy
 
     def usable(self, now: float, idle_timeout: float) -> bool:
         """Still open, quiet since it was put back, and not idle too long.

@@ -63,6 +63,13 @@ class IncompleteResponse(ProtocolError):
     transient = True
 
 
+class ProxyError(CheckError):
+    """The proxy, not the site: it refused, dropped us, or would not tunnel."""
+
+    category = "proxy"
+    transient = True
+
+
 class TooManyRedirects(CheckError):
     category = "too_many_redirects"
 

@@ -66,7 +66,7 @@ def build_request(
     return request_line(method, url) + header_block(tuple(headers))
 
 
-def request_line(method: str, url: URL) -> bytes:
+def request_line(method: str, url: URL, absolute: bool = False) -> bytes:
     """The request line and Host field.
 
     `url` was validated by `checker.url`; the checks here are a second line of
@@ -75,7 +75,8 @@ def request_line(method: str, url: URL) -> bytes:
     """
     if method not in _METHODS and not _TOKEN.fullmatch(method.encode("ascii", "replace")):
         raise ValueError(f"bad method {method!r}")
-    target = url.target
+    # Absolute form (RFC 9112 3.2.2) for a request to a proxy.
+    target = f"{url.scheme}://{url.host_header}{url.target}" if absolute else url.target
     host = url.host_header
     for part in (target, host):
         if not part.isascii() or _UNSAFE_IN_LINE.search(part):
