@@ -321,14 +321,7 @@ async def _connect(
     start = time.perf_counter()
     try:
         async with asyncio.timeout(config.connect_timeout):
-            sock, (_family, trace.ip) = await connect_first(addresses, url.port, _classify)
-            trace.connect_ms = _ms(start)
-            try:
-                with map_exceptions():
-                    reader, writer = await asyncio.open_connection(sock=sock, limit=wire.MAX_LINE)
-            except BaseException:
-                sock.close()
-                raise
+            reader, writer = await _open(addresses, url.port, trace, start)
             if url.scheme == "https":
                 try:
                     await _start_tls(writer, url, config, trace)
@@ -357,6 +350,20 @@ async def _resolve(host: str, config: ClientConfig, trace: Trace) -> tuple[Addre
     return resolved.addresses
 
 
+async def _open(
+    addresses: tuple[Address, ...], port: int, trace: Trace, start: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The first of `addresses` to accept (Happy Eyeballs), as streams."""
+    sock, (_family, trace.ip) = await connect_first(addresses, port, _classify)
+    trace.connect_ms = _ms(start)
+    try:
+        with map_exceptions():
+            return await asyncio.open_connection(sock=sock, limit=wire.MAX_LINE)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def _connect_via(
     proxy: Proxy, url: URL, config: ClientConfig, trace: Trace
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -367,14 +374,7 @@ async def _connect_via(
     try:
         async with asyncio.timeout(config.connect_timeout):
             addresses = await _resolve(proxy.host, config, trace)
-            sock, (_family, trace.ip) = await connect_first(addresses, proxy.port, _classify)
-            trace.connect_ms = _ms(start)
-            try:
-                with map_exceptions():
-                    reader, writer = await asyncio.open_connection(sock=sock, limit=wire.MAX_LINE)
-            except BaseException:
-                sock.close()
-                raise
+            reader, writer = await _open(addresses, proxy.port, trace, start)
             if url.scheme != "https":
                 return reader, writer
             try:
