@@ -18,6 +18,7 @@ Three states: `up`, `degraded` (answered as expected, but slower than
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -151,6 +152,35 @@ def parse_headers(
     return tuple(parse_header(part, env) for part in text.split(";") if part.strip())
 
 
+def headers_of(fields: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    found = fields.get("headers", ())
+    return found if isinstance(found, tuple) else ()
+
+
+def parse_auth(text: str, environ: Mapping[str, str]) -> str:
+    """`bearer:TOKEN_VAR` or `basic:USER_VAR:PASSWORD_VAR`: the Authorization
+    value from the environment variables named (never from the list itself)."""
+    kind, _, names = text.strip().partition(":")
+    parts = names.split(":")
+
+    def value(name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise CellError(f"{name!r} is not the name of an environment variable")
+        if name not in environ:
+            raise CellError(f"the environment variable {name} is not set")
+        found = environ[name]
+        if any(ch in found for ch in "\r\n\x00"):
+            raise CellError(f"the environment variable {name} holds a line break or NUL")
+        return found
+
+    if kind.lower() == "bearer" and len(parts) == 1:
+        return f"Bearer {value(parts[0])}"
+    if kind.lower() == "basic" and len(parts) == 2:
+        token = f"{value(parts[0])}:{value(parts[1])}".encode()
+        return "Basic " + base64.b64encode(token).decode("ascii")
+    raise CellError("'bearer:TOKEN_VAR' or 'basic:USER_VAR:PASSWORD_VAR'")
+
+
 def parse_number(text: str, what: str, *, integer: bool = False) -> float:
     try:
         value = int(text) if integer else float(text)
@@ -238,6 +268,7 @@ COLUMNS = (
     "max_ms",
     "cert_min_days",
     "headers",
+    "auth",
     "tags",
 )
 
@@ -272,7 +303,10 @@ def from_cells(cells: dict[str, str]) -> Expect:
                     raise CellError(f"{text!r}: HEAD or GET")
                 fields["method"] = text.upper()
             elif column == "headers":
-                fields["headers"] = parse_headers(text)
+                fields["headers"] = (*parse_headers(text), *headers_of(fields))
+            elif column == "auth":
+                auth = ("Authorization", parse_auth(text, os.environ))
+                fields["headers"] = (*headers_of(fields), auth)
             elif column == "name":
                 fields["name"] = text
             elif column == "tags":

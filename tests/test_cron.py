@@ -362,6 +362,22 @@ def test_prometheus_leaves_unchecked_rows_out() -> None:
     assert 'checker_phase_seconds{url="https://a.example/",phase="total"} 0.0123\n' in text
 
 
+def test_prometheus_says_which_urls_are_degraded() -> None:
+    from checker.reports.prom_report import render
+
+    rows: list[dict[str, object]] = [
+        {"url": f"https://{host}.example/", "ok": state != "down", "state": state}
+        | {"status": 200 if state != "down" else 500, "error": None}
+        for host, state in (("a", "up"), ("b", "degraded"), ("c", "down"))
+    ]
+    run = {"total": 3, "up": 2, "degraded": 1, "down": 1, "finished_at": "2026-11-30T08:00:00Z"}
+    text = b"".join(render(run, lambda: iter(rows))).decode()
+    assert 'checker_degraded{url="https://a.example/"} 0\n' in text
+    assert 'checker_degraded{url="https://b.example/"} 1\n' in text
+    assert 'checker_degraded{url="https://c.example/"}' not in text  # down is checker_up 0
+    assert "checker_run_degraded 1\n" in text
+
+
 async def test_history_finds_a_url_in_any_spelling(tmp_path: Path) -> None:
     async with raw_server(SwitchableSite()) as port:
         (tmp_path / "urls.txt").write_text(f"HTTP://127.0.0.1:{port}/a/../ok\n")

@@ -10,6 +10,7 @@ from checker.expect import (
     Expect,
     Observed,
     from_cells,
+    parse_auth,
     parse_headers,
     parse_statuses,
     verdict,
@@ -141,3 +142,23 @@ def test_verdict_expectations() -> None:
     )
     # Down wins over degraded: what is wrong first.
     assert verdict(Expect(max_ms=1), seen(500, ms=99))[0] == "down"
+
+
+def test_auth_from_environment_variables_named_in_the_list() -> None:
+    env = {"TOKEN": "t0k", "USER": "ops", "PASS": "p:w"}
+    assert parse_auth("bearer:TOKEN", env) == "Bearer t0k"
+    assert parse_auth("basic:USER:PASS", env) == "Basic b3BzOnA6dw=="  # ops:p:w
+    for bad, why in [
+        ("bearer:NOPE", "NOPE is not set"),
+        ("basic:USER", "'bearer:TOKEN_VAR' or"),
+        ("digest:USER:PASS", "'bearer:TOKEN_VAR' or"),
+        ("bearer:not-a-name", "is not the name of an environment variable"),
+    ]:
+        with pytest.raises(CellError, match=why):
+            parse_auth(bad, env)
+
+
+def test_an_auth_cell_adds_the_authorization_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", "abc")
+    expect = from_cells({"url": "u", "headers": "X-A: 1", "auth": "bearer:API_TOKEN"})
+    assert expect.headers == (("X-A", "1"), ("Authorization", "Bearer abc"))

@@ -72,6 +72,11 @@ def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) ->
         for r in rows():
             yield f"checker_up{_labels(r)} {1 if r['ok'] else 0}\n"
 
+    def degraded() -> Iterator[str]:
+        for r in rows():
+            if r.get("state") in ("up", "degraded"):
+                yield f"checker_degraded{_labels(r)} {1 if r['state'] == 'degraded' else 0}\n"
+
     def status() -> Iterator[str]:
         for r in rows():
             if r["status"] is not None:
@@ -95,6 +100,12 @@ def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) ->
                 yield f"checker_cert_days_left{_labels(r)} {r['cert_days_left']}\n"
 
     yield from family("checker_up", "gauge", "1 if the URL was up at the last run, else 0.", up())
+    yield from family(
+        "checker_degraded",
+        "gauge",
+        "1 if the URL was up but degraded (slow, certificate, on a retry), 0 if fully up.",
+        degraded(),
+    )
     yield from family("checker_http_status", "gauge", "Final HTTP status code.", status())
     yield from family(
         "checker_error", "gauge", "1 for the error category of a failed check.", error()
@@ -108,6 +119,7 @@ def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) ->
     totals = [
         ("checker_run_urls", "URLs checked in the last run.", run.get("total", 0)),
         ("checker_run_up", "URLs up in the last run.", run.get("up", 0)),
+        ("checker_run_degraded", "URLs up but degraded in the last run.", run.get("degraded", 0)),
         ("checker_run_down", "URLs down in the last run.", run.get("down", 0)),
         (
             "checker_run_not_checked",
