@@ -115,6 +115,8 @@ async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     """Paths with bodies, statuses, delays and a header check, one request a connection."""
     head = (await read_request(reader)).decode("latin-1")
     path = head.split(" ", 2)[1]
+    if "://" in path:  # absolute form, as a proxy of ours passes it on
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
     lowered = head.lower()
     status, body, extra = "200 OK", b"", ""
     if path == "/welcome":
@@ -206,3 +208,40 @@ async def test_a_csv_list_with_mixed_expectations(
     finally:
         db.close()
     assert "s3cret-token" not in dump and "s3cret-token" not in out + err
+
+
+async def test_the_same_expectations_hold_through_a_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_proxy import Proxy
+
+    monkeypatch.setenv("SHOP_TOKEN", "s3cret-token")
+    proxy = Proxy()
+    async with raw_server(site) as port, raw_server(proxy) as proxy_port:
+        base = f"http://127.0.0.1:{port}"
+        (tmp_path / "checks.csv").write_text(
+            "name,url,contains,not_contains,expect_status,headers\n"
+            f"home,{base}/welcome,Welcome,Error,,\n"
+            f"oops,{base}/oops,,Error,,\n"
+            f"api,{base}/api,,,401,\n"
+            f'private,{base}/private,,,,"Authorization: Bearer ${{SHOP_TOKEN}}"\n'
+        )
+        code, _, err = await checker(
+            "check",
+            "checks.csv",
+            "--retries",
+            "0",
+            "--proxy",
+            f"127.0.0.1:{proxy_port}",
+            cwd=tmp_path,
+        )
+    assert code == 1, err
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert [(r["name"], r["state"]) for r in rows] == [
+        ("home", "up"),
+        ("oops", "down"),
+        ("api", "up"),
+        ("private", "up"),
+    ]
+    assert len(proxy.seen) == 4  # every check went through the proxy, in absolute form
+    assert all(head.split(b" ")[1].startswith(b"http://127.0.0.1:") for head in proxy.seen)
