@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from checker.expect import DEGRADED, DOWN, PLAIN, Expect, Observed, verdict
 from checker.http.body import MAX_BODY, Body, BodySink, decode
-from checker.http.client import ClientConfig, Trace, request_head
+from checker.http.client import ClientConfig, Trace, open_service, request_head
 from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.resolver import check_deadline
@@ -22,6 +22,7 @@ from checker.targets import Target
 from checker.url import URL, URLError, resolve_location
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+BANNER_LIMIT = 1024  # bytes of a service's first line kept (and matched)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +51,19 @@ class Attempt:
     total_ms: float = 0.0
     expect: Expect = PLAIN
     body: Body | None = None  # for a body check
+    banner: str | None = None  # tcp:// or tls://: the service's first line, when asked for
 
     @property
     def state(self) -> tuple[str, tuple[str, ...]]:
         """(up, degraded or down; why) on this attempt alone (see expect.verdict)."""
-        if self.error is not None or self.head is None:
+        if self.error is not None:
+            return DOWN, ()
+        if self.final_url.is_service:
+            seen = Observed(
+                None, self.banner, True, self.total_ms, self.trace.cert_days_left, 1, True
+            )
+            return verdict(self.expect, seen)
+        if self.head is None:
             return DOWN, ()
         return verdict(
             self.expect,
@@ -86,6 +95,8 @@ async def attempt_check(
     """
     start = time.perf_counter()
     expect = expect or PLAIN
+    if url.is_service:
+        return await _probe(url, opts, expect, start)
     method = expect.method or ("GET" if expect.needs_body else opts.method)
     out = Attempt(method=method, final_url=url, expect=expect)
     try:
@@ -114,6 +125,28 @@ async def attempt_check(
         out.error = exc
     except TimeoutError:
         out.error = CheckTimeout(f"no complete response within {opts.timeout:g}s")
+    out.total_ms = round((time.perf_counter() - start) * 1000, 3)
+    return out
+
+
+async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> Attempt:
+    """tcp:// and tls://: a connection (and handshake) under the check's
+    deadline, and the first line when an expectation is about it."""
+    out = Attempt(method=url.scheme.upper(), final_url=url, expect=expect)
+    try:
+        async with asyncio.timeout(opts.timeout) as deadline:
+            token = check_deadline.set(deadline)
+            try:
+                out.banner = await open_service(
+                    url, opts.client, out.trace, BANNER_LIMIT if expect.needs_body else None
+                )
+            finally:
+                check_deadline.reset(token)
+    except CheckError as exc:
+        out.error = exc
+    except TimeoutError:
+        what = "no first line" if expect.needs_body else "no connection"
+        out.error = CheckTimeout(f"{what} within {opts.timeout:g}s")
     out.total_ms = round((time.perf_counter() - start) * 1000, 3)
     return out
 
@@ -217,6 +250,7 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
         cert_days_left=trace.cert_days_left,
         reused=trace.reused,
         ip=trace.ip,
+        banner=_printable(attempt.banner),
         warnings=tuple(dict.fromkeys(attempt.warnings)),
     )
 
@@ -237,3 +271,10 @@ def failed_result(target: Target, category: str, detail: str) -> Result:
         name=expect.name if expect else None,
         tags=expect.tags if expect else (),
     )
+
+
+def _printable(line: str | None) -> str | None:
+    """A banner as a report can hold it: control characters shown as \\xNN."""
+    if line is None:
+        return None
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in line)[:200]

@@ -104,6 +104,8 @@ class Expect:
                 self.regex.pattern if self.regex else "",
                 self.method or "",
                 repr(self.headers),
+                repr(self.max_ms),
+                repr(self.cert_min_days),
             ]
         )
 
@@ -201,23 +203,25 @@ class Observed:
     total_ms: float | None
     cert_days: int | None
     attempts: int
+    service: bool = False  # tcp:// or tls://: no status; `body` is the banner line
 
 
 def verdict(expect: Expect, seen: Observed) -> tuple[str, tuple[str, ...]]:
     """(state, reasons) of an answered check. (A check that got no answer
     is down for its error, not for an expectation.)"""
     down: list[str] = []
-    if seen.status not in expect.statuses:
+    if not seen.service and seen.status not in expect.statuses:
         down.append(f"status {seen.status} not in {expect.statuses.text}")
     if expect.needs_body:
         body = seen.body or ""
-        cut = "" if seen.body_complete else " (in the first part read)"
+        what = "first line" if seen.service else "body"  # a service's banner
+        cut = "" if seen.body_complete or seen.service else " (in the first part read)"
         if expect.contains is not None and expect.contains not in body:
-            down.append(f"body lacks {_quote(expect.contains)}{cut}")
+            down.append(f"{what} lacks {_quote(expect.contains)}{cut}")
         if expect.not_contains is not None and expect.not_contains in body:
-            down.append(f"body contains {_quote(expect.not_contains)}")
+            down.append(f"{what} contains {_quote(expect.not_contains)}")
         if expect.regex is not None and not expect.regex.search(body):
-            down.append(f"body does not match /{_quote(expect.regex.pattern, 60)[1:-1]}/{cut}")
+            down.append(f"{what} does not match /{_quote(expect.regex.pattern, 60)[1:-1]}/{cut}")
     if down:
         return DOWN, tuple(down)
     slow: list[str] = []

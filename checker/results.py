@@ -56,10 +56,12 @@ FIELDS: tuple[str, ...] = (
     "cert_not_after",
     "cert_days_left",
     "warnings",
-    "duplicates",
     "reasons",
     "name",
     "tags",
+    "banner",
+    # Last, always: the journal splices the later lines' list in (journal.py).
+    "duplicates",
 )
 
 
@@ -111,13 +113,14 @@ class Result:
     # Things a person should know even when the check is up, e.g. a redirect
     # from https down to http.
     warnings: tuple[str, ...] = ()
-    # Later lines of the lists that named the same URL ("file:line"); they are
-    # checked once and reported here, on the first line's row.
-    duplicates: tuple[str, ...] = field(default=())
     # What decided a degraded or down state, when an expectation did (expect.verdict).
     reasons: tuple[str, ...] = ()
     name: str | None = None  # a CSV list's name column
     tags: tuple[str, ...] = ()  # and its tags
+    banner: str | None = None  # tcp:// or tls://: the first line, when asked for
+    # Later lines of the lists that named the same URL ("file:line"); they are
+    # checked once and reported here, on the first line's row.
+    duplicates: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         """Keys in `FIELDS` order. (Not dataclasses.asdict: its deep copy was the

@@ -6,7 +6,11 @@ injecting bytes into a request live here, once.
 
 Rules (README, "The URL list"):
 - A line without a scheme means ``https://`` (``example.com:8080/health``).
-- Only ``http`` and ``https`` are checked today; other schemes are refused.
+- ``http`` and ``https`` are checked as web pages; ``tcp://host:port`` (the
+  port accepts a connection) and ``tls://host:port`` (and a TLS handshake
+  succeeds on it) as services. Those two need a port and have no path:
+  anything after the port but a lone ``/`` is refused. Other schemes are
+  refused.
 - CR, LF, NUL, the other ASCII control bytes and spaces anywhere are refused:
   they could end the request line or start a header line. (Non-ASCII
   characters, C1 controls included, are percent-encoded in the path and query,
@@ -31,6 +35,9 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# Services checked by a connection (and TLS) only: no default port, no path.
+SERVICE_SCHEMES = frozenset({"tcp", "tls"})
+TLS_SCHEMES = frozenset({"https", "tls"})
 
 
 class URLError(ValueError):
@@ -55,9 +62,14 @@ class URL:
     @property
     def host_header(self) -> str:
         """The Host field: host, plus the port when it is not the scheme's default."""
-        if self.port == DEFAULT_PORTS[self.scheme]:
+        if self.port == DEFAULT_PORTS.get(self.scheme):
             return self.host_for_uri
         return f"{self.host_for_uri}:{self.port}"
+
+    @property
+    def is_service(self) -> bool:
+        """tcp:// or tls://: checked by a connection, not a request."""
+        return self.scheme in SERVICE_SCHEMES
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -116,6 +128,8 @@ def resolve_location(base: URL, location: str) -> URL:
     if not location:
         raise URLError("empty Location")
     scheme, authority, path, query, _fragment = _split(location)
+    if scheme is not None and scheme.lower() in SERVICE_SCHEMES:
+        raise URLError(f"a redirect to {scheme.lower()}:// is not followed")
     if scheme is not None:
         return _parse_absolute(location)
     if authority is not None:  # scheme-relative: "//other.example/x"
@@ -145,6 +159,8 @@ def _parse_absolute(text: str) -> URL:
     if scheme is None or not _SCHEME.match(scheme):
         raise URLError("no scheme")
     scheme = scheme.lower()
+    if scheme in SERVICE_SCHEMES:
+        return _parse_service(scheme, authority, path, query)
     if scheme not in DEFAULT_PORTS:
         raise URLError(_unsupported(scheme))
     if not authority:
@@ -154,6 +170,17 @@ def _parse_absolute(text: str) -> URL:
     if query is not None:
         target += "?" + _encode(query)
     return URL(scheme, host, port, target)
+
+
+def _parse_service(scheme: str, authority: str | None, path: str, query: str | None) -> URL:
+    if not authority:
+        raise URLError("no host")
+    host, port = _parse_authority(authority, 0)
+    if not port:
+        raise URLError(f"{scheme}:// needs a port ({scheme}://host:port)")
+    if path not in ("", "/") or query is not None:
+        raise URLError(f"{scheme}:// has no path or query: {scheme}://host:port")
+    return URL(scheme, host, port, "")
 
 
 def _looks_like_scheme(before: str, after: str) -> bool:
@@ -170,7 +197,7 @@ def _looks_like_scheme(before: str, after: str) -> bool:
 
 
 def _unsupported(scheme: str) -> str:
-    return f"unsupported scheme {scheme.lower()!r} (only http and https are checked)"
+    return f"unsupported scheme {scheme.lower()!r} (http, https, tcp and tls are checked)"
 
 
 def _parse_authority(authority: str, default_port: int) -> tuple[str, int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from checker.demo.fleet import Fleet, Route
+from checker.results import FIELDS
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
@@ -63,6 +64,7 @@ def check_rows(report: dict[str, object]) -> None:
     assert isinstance(rows, list)
     assert [r["line"] for r in rows] == list(range(1, 23))  # every line, once, in order
     assert rows[0]["ok"] is True and rows[0]["duplicates"] == ["urls.txt:23"]
+    assert list(rows[0]) == list(FIELDS)  # the duplicates spliced in, every field kept
     assert rows[1]["error"] == "invalid_url"
     assert {r["error"] for r in rows[2:]} == {"interrupted"}
     assert all(r["error_detail"] == "not checked: the run was killed first" for r in rows[2:])

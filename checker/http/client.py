@@ -45,7 +45,7 @@ from checker.http.eyeballs import connect_first
 from checker.http.proxy import Proxy, ProxySettings
 from checker.http.resolver import Address, Resolver, SystemResolver
 from checker.http.sender import sender
-from checker.url import URL
+from checker.url import TLS_SCHEMES, URL
 
 # Body bytes read to keep a connection for the next request; past this a new
 # connection is cheaper.
@@ -322,7 +322,7 @@ async def _connect(
     try:
         async with asyncio.timeout(config.connect_timeout):
             reader, writer = await _open(addresses, url.port, trace, start)
-            if url.scheme == "https":
+            if url.scheme in TLS_SCHEMES:
                 try:
                     await _start_tls(writer, url, config, trace)
                 except BaseException:
@@ -337,6 +337,29 @@ async def _connect(
         raise CheckTimeout(
             f"{what} timed out after {config.connect_timeout:g}s ({tried})"
         ) from None
+
+
+async def open_service(
+    url: URL, config: ClientConfig, trace: Trace, banner_limit: int | None = None
+) -> str | None:
+    """tcp:// and tls:// (see `checker.url`): connect, and for tls:// shake
+    hands (the certificate recorded as for HTTPS); with `banner_limit`, read
+    the first line the service sends (at most that many bytes). Closed before
+    it returns, on every path. Returns the line (without its end), or None."""
+    reader, writer = await _connect(url, config, trace)
+    try:
+        if banner_limit is None:
+            return None
+        with map_exceptions():
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError:
+                line = await reader.read(banner_limit)
+            except asyncio.IncompleteReadError as exc:
+                line = exc.partial
+        return line[:banner_limit].rstrip(b"\r\n").decode("utf-8", "replace")
+    finally:
+        await close_stream(writer)
 
 
 async def _resolve(host: str, config: ClientConfig, trace: Trace) -> tuple[Address, ...]:

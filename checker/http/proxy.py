@@ -70,6 +70,8 @@ class ProxySettings:
         return cls(http, https, tuple(e.strip().lower() for e in entries if e.strip()))
 
     def for_url(self, url: URL) -> Proxy | None:
+        if url.is_service:
+            return None  # tcp:// and tls:// check the service itself, never a proxy
         proxy = self.https if url.scheme == "https" else self.http
         if proxy is None or _bypassed(url, self.no_proxy):
             return None
