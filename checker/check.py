@@ -17,6 +17,7 @@ from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
+from checker.protocols.smtp_check import SMTPReplyError, check_smtp
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
 from checker.url import URL, URLError, resolve_location
@@ -51,7 +52,10 @@ class Attempt:
     total_ms: float = 0.0
     expect: Expect = PLAIN
     body: Body | None = None  # for a body check
-    banner: str | None = None  # tcp:// or tls://: the service's first line, when asked for
+    banner: str | None = None  # a service's first line (tcp://, tls:// when asked; smtp://)
+    # A protocol's last reply (smtp://): the report's status and reason.
+    reply_code: int | None = None
+    reply_text: str | None = None
 
     @property
     def state(self) -> tuple[str, tuple[str, ...]]:
@@ -137,15 +141,27 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
         async with asyncio.timeout(opts.timeout) as deadline:
             token = check_deadline.set(deadline)
             try:
-                out.banner = await open_service(
-                    url, opts.client, out.trace, BANNER_LIMIT if expect.needs_body else None
-                )
+                if url.scheme in ("smtp", "smtps"):
+                    session = await check_smtp(url, opts.client, out.trace)
+                    out.banner = session.greeting.first_line
+                    out.reply_code = session.last.code
+                    out.reply_text = session.last.first_line
+                    out.warnings += session.warnings
+                else:
+                    out.banner = await open_service(
+                        url, opts.client, out.trace, BANNER_LIMIT if expect.needs_body else None
+                    )
             finally:
                 check_deadline.reset(token)
     except CheckError as exc:
         out.error = exc
+        if isinstance(exc, SMTPReplyError):
+            out.reply_code = exc.code
     except TimeoutError:
-        what = "no first line" if expect.needs_body else "no connection"
+        if url.scheme in ("smtp", "smtps"):
+            what = "no complete SMTP session"
+        else:
+            what = "no first line" if expect.needs_body else "no connection"
         out.error = CheckTimeout(f"{what} within {opts.timeout:g}s")
     out.total_ms = round((time.perf_counter() - start) * 1000, 3)
     return out
@@ -224,8 +240,8 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
         reasons=reasons,
         name=expect.name if expect else None,
         tags=expect.tags if expect else (),
-        status=head.status if head else None,
-        reason=head.reason if head else None,
+        status=head.status if head else attempt.reply_code,
+        reason=head.reason if head else _printable(attempt.reply_text),
         error=error.category if error else None,
         error_detail=str(error) if error else None,
         method=attempt.method,

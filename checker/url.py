@@ -35,9 +35,13 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-# Services checked by a connection (and TLS) only: no default port, no path.
-SERVICE_SCHEMES = frozenset({"tcp", "tls"})
-TLS_SCHEMES = frozenset({"https", "tls"})
+# Services checked by a connection (and TLS, and a protocol's greeting): no
+# path. tcp:// and tls:// need a port; smtp:// is 25, smtps:// 465.
+SERVICE_SCHEMES = frozenset({"tcp", "tls", "smtp", "smtps"})
+SERVICE_PORTS = {"smtp": 25, "smtps": 465}
+TLS_SCHEMES = frozenset({"https", "tls", "smtps"})
+# Per-URL options of a service, in its query: smtp://host?require_tls=1.
+SERVICE_OPTIONS = {"smtp": frozenset({"require_tls=1"})}
 
 
 class URLError(ValueError):
@@ -175,12 +179,14 @@ def _parse_absolute(text: str) -> URL:
 def _parse_service(scheme: str, authority: str | None, path: str, query: str | None) -> URL:
     if not authority:
         raise URLError("no host")
-    host, port = _parse_authority(authority, 0)
+    host, port = _parse_authority(authority, SERVICE_PORTS.get(scheme, 0))
     if not port:
         raise URLError(f"{scheme}:// needs a port ({scheme}://host:port)")
-    if path not in ("", "/") or query is not None:
-        raise URLError(f"{scheme}:// has no path or query: {scheme}://host:port")
-    return URL(scheme, host, port, "")
+    allowed = SERVICE_OPTIONS.get(scheme, frozenset())
+    if path not in ("", "/") or (query is not None and query not in allowed):
+        options = f" (options: ?{', ?'.join(sorted(allowed))})" if allowed else ""
+        raise URLError(f"{scheme}:// has no path or query: {scheme}://host:port{options}")
+    return URL(scheme, host, port, f"?{query}" if query else "")
 
 
 def _looks_like_scheme(before: str, after: str) -> bool:
@@ -197,7 +203,8 @@ def _looks_like_scheme(before: str, after: str) -> bool:
 
 
 def _unsupported(scheme: str) -> str:
-    return f"unsupported scheme {scheme.lower()!r} (http, https, tcp and tls are checked)"
+    checked = "http, https, tcp, tls, smtp and smtps"
+    return f"unsupported scheme {scheme.lower()!r} ({checked} are checked)"
 
 
 def _parse_authority(authority: str, default_port: int) -> tuple[str, int]:

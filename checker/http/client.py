@@ -339,6 +339,22 @@ async def _connect(
         ) from None
 
 
+async def connect(
+    url: URL, config: ClientConfig, trace: Trace
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the URL's origin (and TLS for https://, tls://, smtps://),
+    for a protocol session of its own (`checker.protocols`)."""
+    return await _connect(url, config, trace)
+
+
+async def upgrade(
+    writer: asyncio.StreamWriter, url: URL, config: ClientConfig, trace: Trace
+) -> None:
+    """TLS on a connection that started in plain text (STARTTLS), the
+    certificate checked against the URL's host and recorded in `trace`."""
+    await _start_tls(writer, url, config, trace)
+
+
 async def open_service(
     url: URL, config: ClientConfig, trace: Trace, banner_limit: int | None = None
 ) -> str | None:

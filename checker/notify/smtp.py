@@ -33,6 +33,7 @@ from email.utils import formatdate, make_msgid
 from checker.http.connections import close_stream
 from checker.notify.errors import NotifyError
 from checker.notify.message import clean
+from checker.protocols import replies
 
 # One reply line. RFC 5321 4.5.3.1.5 allows 512 octets; we take 8 times that,
 # because some servers send long banners, and refuse beyond.
@@ -55,46 +56,31 @@ _PLAINTEXT_AUTH = (
 
 # ---------------------------------------------------------------- pure parts
 
-# RFC 5321 4.2:
-#   Reply-line = *( Reply-code "-" [ textstring ] CRLF )
-#                Reply-code [ SP textstring ] CRLF
-#   Reply-code = %x32-35 %x30-35 %x30-39
-#   textstring = 1*(%d09 / %d32-126)
-# Lenient where it costs nothing: any second digit, a bare LF as line end, and
-# text beyond US-ASCII (UTF-8 greetings exist), decoded with replacement. The
-# text is only ever shown through `clean`.
-_REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])(?:([ -])(.*))?", re.S)
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyLine:
-    code: int
-    last: bool  # "250 ..." ends a reply; "250-..." says more lines follow
-    text: str
+# Replies are parsed by `checker.protocols.replies` (shared with the smtp://
+# check); here their errors become NotifyError, and SMTP has no 1xx replies.
+ReplyLine = replies.ReplyLine
 
 
 def parse_reply_line(line: bytes) -> ReplyLine:
     """One line of a reply, with or without its line ending."""
-    m = _REPLY_LINE.fullmatch(_strip_eol(line))
-    if m is None:
+    try:
+        parsed = replies.parse_reply_line(line)
+    except replies.ReplyError:
+        parsed = None
+    if parsed is None or parsed.code < 200:
         raise NotifyError(f"malformed reply from the server: {_quote(line)}")
-    text = (m.group(3) or b"").decode("utf-8", "replace")
-    return ReplyLine(int(m.group(1)), m.group(2) != b"-", text)
+    return parsed
 
 
 def parse_reply(lines: Sequence[bytes]) -> tuple[int, str]:
     """A whole reply: (code, the lines' texts joined with LF)."""
-    if not lines:
-        raise NotifyError("empty reply from the server")
-    parsed = [parse_reply_line(line) for line in lines]
-    code = parsed[0].code
-    for i, line in enumerate(parsed):
-        if line.code != code:
-            # RFC 5321 4.2.1: every line of a reply has the same code.
-            raise NotifyError(f"malformed reply from the server: codes {code} and {line.code}")
-        if line.last != (i == len(parsed) - 1):
-            raise NotifyError("malformed reply from the server: continuation line missing")
-    return code, "\n".join(line.text for line in parsed)
+    for line in lines:
+        parse_reply_line(line)  # each line well formed, in SMTP's terms
+    try:
+        reply = replies.parse_reply(lines)
+    except replies.ReplyError as exc:
+        raise NotifyError(f"malformed reply from the server: {exc}") from None
+    return reply.code, reply.text
 
 
 def describe(code: int, text: str) -> str:
@@ -544,14 +530,8 @@ def _map_errors(config: SMTPConfig, step: _Step) -> Iterator[None]:
         raise NotifyError(f"{exc.strerror or exc} ({step}, {where})") from None
 
 
-def _strip_eol(line: bytes) -> bytes:
-    if line.endswith(b"\r\n"):
-        return line[:-2]
-    return line[:-1] if line.endswith(b"\n") else line
-
-
 def _quote(line: bytes) -> str:
-    return clean(repr(_strip_eol(line))[2:-1], QUOTE_LIMIT)
+    return clean(replies.quote(line, QUOTE_LIMIT * 2), QUOTE_LIMIT)
 
 
 def _b64(text: str) -> str:

@@ -1,0 +1,1 @@
+"""Services other than web pages, checked on the same streams: replies, SMTP."""
