@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from checker.expect import DEGRADED, DOWN, PLAIN, Expect, Observed, verdict
@@ -17,13 +18,23 @@ from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
-from checker.protocols.smtp_check import SMTPReplyError, check_smtp
+from checker.protocols.ftp_check import check_ftp
+from checker.protocols.replies import ReplyRefused
+from checker.protocols.session import Outcome
+from checker.protocols.smtp_check import check_smtp
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
 from checker.url import URL, URLError, resolve_location
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BANNER_LIMIT = 1024  # bytes of a service's first line kept (and matched)
+# Services with a protocol session of their own (checker.protocols).
+SESSIONS: dict[str, Callable[[URL, ClientConfig, Trace], Awaitable[Outcome]]] = {
+    "smtp": check_smtp,
+    "smtps": check_smtp,
+    "ftp": check_ftp,
+    "ftps": check_ftp,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +152,8 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
         async with asyncio.timeout(opts.timeout) as deadline:
             token = check_deadline.set(deadline)
             try:
-                if url.scheme in ("smtp", "smtps"):
-                    session = await check_smtp(url, opts.client, out.trace)
+                if url.scheme in SESSIONS:
+                    session = await SESSIONS[url.scheme](url, opts.client, out.trace)
                     out.banner = session.greeting.first_line
                     out.reply_code = session.last.code
                     out.reply_text = session.last.first_line
@@ -155,11 +166,11 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
                 check_deadline.reset(token)
     except CheckError as exc:
         out.error = exc
-        if isinstance(exc, SMTPReplyError):
+        if isinstance(exc, ReplyRefused):
             out.reply_code = exc.code
     except TimeoutError:
-        if url.scheme in ("smtp", "smtps"):
-            what = "no complete SMTP session"
+        if url.scheme in SESSIONS:
+            what = f"no complete {url.scheme.removesuffix('s').upper()} session"
         else:
             what = "no first line" if expect.needs_body else "no connection"
         out.error = CheckTimeout(f"{what} within {opts.timeout:g}s")

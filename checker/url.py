@@ -37,11 +37,11 @@ from dataclasses import dataclass
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Services checked by a connection (and TLS, and a protocol's greeting): no
 # path. tcp:// and tls:// need a port; smtp:// is 25, smtps:// 465.
-SERVICE_SCHEMES = frozenset({"tcp", "tls", "smtp", "smtps"})
-SERVICE_PORTS = {"smtp": 25, "smtps": 465}
-TLS_SCHEMES = frozenset({"https", "tls", "smtps"})
+SERVICE_SCHEMES = frozenset({"tcp", "tls", "smtp", "smtps", "ftp", "ftps"})
+SERVICE_PORTS = {"smtp": 25, "smtps": 465, "ftp": 21, "ftps": 990}
+TLS_SCHEMES = frozenset({"https", "tls", "smtps", "ftps"})
 # Per-URL options of a service, in its query: smtp://host?require_tls=1.
-SERVICE_OPTIONS = {"smtp": frozenset({"require_tls=1"})}
+SERVICE_OPTIONS = {"smtp": frozenset({"require_tls=1"}), "ftp": frozenset({"require_tls=1"})}
 
 
 class URLError(ValueError):
@@ -203,7 +203,7 @@ def _looks_like_scheme(before: str, after: str) -> bool:
 
 
 def _unsupported(scheme: str) -> str:
-    checked = "http, https, tcp, tls, smtp and smtps"
+    checked = "http, https, tcp, tls, smtp, smtps, ftp and ftps"
     return f"unsupported scheme {scheme.lower()!r} ({checked} are checked)"
 
 

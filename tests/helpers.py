@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from checker.check import CheckOptions
@@ -146,3 +148,20 @@ def ok(body: bytes = b"") -> Responder:
             b"" if head.startswith(b"HEAD") else body,
         )
     )
+
+
+async def run_list_file(
+    tmp_path: Path, urls: list[str], *options: str
+) -> dict[str, dict[str, Any]]:
+    """`checker check` over `urls` (no retries, a 3 s deadline): the JSON
+    report's rows by URL. Any exit but 0 or 1, or a traceback, fails."""
+    from tests.test_cli import checker
+
+    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+    code, _, err = await checker(
+        "check", "urls.txt", "-q", "--retries", "0", "--timeout", "3", *options, cwd=tmp_path
+    )
+    assert code in (0, 1), err
+    assert "Traceback" not in err
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    return {r["url"]: r for r in rows}

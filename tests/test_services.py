@@ -34,7 +34,8 @@ def test_service_urls_need_a_port_and_have_no_path() -> None:
         ("tcp://mail.example", "needs a port"),
         ("tls://mail.example:993/inbox", "has no path or query"),
         ("tcp://mail.example:25?x=1", "has no path or query"),
-        ("ftp://files.example/", "unsupported scheme 'ftp'"),
+        ("gopher://files.example/", "unsupported scheme 'gopher'"),
+        ("ftp://files.example/pub", "has no path or query"),
     ]:
         with pytest.raises(URLError, match=why):
             parse_url(bad)

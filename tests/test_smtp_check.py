@@ -7,30 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from tests.helpers import raw_server
-from tests.test_cli import checker
+from tests.helpers import raw_server, run_list_file
 from tests.test_hostile import tls_server
 from tests.test_notify import StartSMTP, smtp_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def run(tmp_path: Path, urls: list[str], *options: str) -> dict[str, dict[str, Any]]:
-    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
-    code, _, err = await checker(
-        "check", "urls.txt", "-q", "--retries", "0", "--timeout", "3", *options, cwd=tmp_path
-    )
-    assert code in (0, 1), err
-    assert "Traceback" not in err
-    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
-    return {r["url"]: r for r in rows}
 
 
 async def test_aiosmtpd_with_and_without_starttls(
@@ -44,7 +31,7 @@ async def test_aiosmtpd_with_and_without_starttls(
     _, secure = smtp_server(tls_context=soon)
     clear, tls = f"smtp://127.0.0.1:{plain}", f"smtp://127.0.0.1:{secure}"
     strict = f"smtp://127.0.0.1:{plain}?require_tls=1"
-    rows = await run(tmp_path, [clear, tls, strict], "--ca-file", ca_file)
+    rows = await run_list_file(tmp_path, [clear, tls, strict], "--ca-file", ca_file)
     assert (rows[clear]["state"], rows[clear]["status"], rows[clear]["method"]) == (
         "up",
         250,
@@ -70,7 +57,7 @@ async def test_an_expired_certificate_after_starttls(
     expired = tls_server(ca, not_after=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     _, port = smtp_server(tls_context=expired)
     url = f"smtp://127.0.0.1:{port}"
-    rows = await run(tmp_path, [url], "--ca-file", ca_file)
+    rows = await run_list_file(tmp_path, [url], "--ca-file", ca_file)
     assert rows[url]["error"] == "tls"
     assert rows[url]["error_detail"].startswith("expired certificate")
 
@@ -123,7 +110,7 @@ async def test_hostile_peers(tmp_path: Path, ca_file: str) -> None:
                 ("drop", drop),
             ]
         }
-        rows = await run(tmp_path, list(urls.values()), "--ca-file", ca_file)
+        rows = await run_list_file(tmp_path, list(urls.values()), "--ca-file", ca_file)
     r554 = rows[urls["554"]]
     assert (r554["state"], r554["error"], r554["status"]) == ("down", "smtp", 554)
     assert r554["error_detail"] == "greeting: 554 5.7.1 you are not welcome here"

@@ -166,7 +166,7 @@ def test_parse_url_hosts_of_maximum_length() -> None:
         ("http://example.com/\x7f", "0x7f"),
         ("http://example.com/\x1b[31m", "0x1b"),
         # Schemes other than http and https.
-        ("ftp://example.com/", "unsupported scheme 'ftp'"),
+        ("gopher://example.com/", "unsupported scheme 'gopher'"),
         ("file:///etc/passwd", "unsupported scheme 'file'"),
         ("javascript:alert(1)", "unsupported scheme 'javascript'"),
         ("JavaScript://example.com/%0aalert(1)", "unsupported scheme 'javascript'"),
@@ -400,7 +400,8 @@ def test_resolve_location_scheme_relative_uses_https_base_scheme() -> None:
     ("location", "message"),
     [
         ("", "empty"),
-        ("ftp://example.com/", "unsupported scheme 'ftp'"),
+        ("ftp://example.com/", "a redirect to ftp:// is not followed"),
+        ("gopher://example.com/", "unsupported scheme 'gopher'"),
         ("javascript:alert(1)", "unsupported scheme 'javascript'"),
         ("mailto:a@example.com", "unsupported scheme 'mailto'"),
         ("file:///etc/passwd", "unsupported scheme 'file'"),

@@ -26,6 +26,10 @@ async def post_webhook(url: str, body: bytes, config: ClientConfig, timeout: flo
         target = parse_url(url)
     except URLError as exc:
         raise NotifyError(f"invalid webhook URL: {exc}") from None
+    if target.is_service:  # tcp://, smtp://, ...: a list may name them, a webhook may not
+        raise NotifyError(
+            f"invalid webhook URL: unsupported scheme {target.scheme!r} (http or https)"
+        )
     try:
         async with asyncio.timeout(timeout):
             head = await post(target, body, "application/json", config)

@@ -22,6 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from checker.http.errors import CheckError
+
 MAX_LINE = 4096
 MAX_LINES = 64
 
@@ -30,6 +32,19 @@ _LINE = re.compile(rb"([1-5][0-9][0-9])(?:([ -])(.*))?", re.S)
 
 class ReplyError(ValueError):
     """Not a reply as the protocol allows (the message says how)."""
+
+
+class ReplyRefused(CheckError):
+    """A greeting or an answer that is not a yes: the server said no. (Each
+    protocol's subclass names its category.)"""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return 400 <= self.code <= 499  # "try again later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +160,10 @@ class ReplyReader:
 def quote(line: bytes, limit: int = 200) -> str:
     shown = repr(strip_eol(line))[2:-1]
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def said(reply: Reply) -> str:
+    """A reply as an error message quotes it: one line, cut short."""
+    text = " / ".join(reply.text.split("\n"))
+    shown = f"{reply.code} {text}".rstrip()
+    return shown if len(shown) <= 200 else shown[:197] + "..."
