@@ -177,6 +177,15 @@ async def test_demo_runs_offline_and_writes_reports(tmp_path: Path) -> None:
         r["error"] for r in json.loads((tmp_path / "demo" / "latest.json").read_text())["results"]
     ]
     assert "refused" in errors and "invalid_url" in errors
+    # The demo's mail and file servers: up, and saying that they are not encrypted.
+    services = {
+        r["method"]: r
+        for r in json.loads((tmp_path / "demo" / "latest.json").read_text())["results"]
+        if r["method"] in ("SMTP", "FTP")
+    }
+    assert services["SMTP"]["state"] == "up" and services["SMTP"]["banner"].startswith("demo")
+    assert services["FTP"]["state"] == "up" and services["FTP"]["status"] == 220
+    assert all(r["warnings"] for r in services.values())
 
 
 async def test_https_checks_under_both_loops(

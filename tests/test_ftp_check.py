@@ -74,6 +74,7 @@ async def test_pyftpdlib_plain_and_with_auth_tls(
     assert rows[clear]["banner"] == "pyftpdlib ready"
     assert rows[clear]["warnings"][0].startswith("the server does not take AUTH TLS")
     assert rows[tls]["state"] == "up" and rows[tls]["status"] == 234
+    assert rows[clear]["status"] == 220  # the greeting: the refused AUTH TLS is a warning
     assert rows[tls]["tls_version"] and rows[tls]["cert_days_left"] is not None
     assert rows[tls]["warnings"] == []
     assert rows[strict]["state"] == "down" and rows[strict]["error"] == "ftp"

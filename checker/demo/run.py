@@ -13,6 +13,7 @@ import aiofiles
 from checker import __version__, loops
 from checker.check import CheckOptions
 from checker.demo.fleet import Fleet, Route, demo_ca_file, demo_server_context
+from checker.demo.services import Services
 from checker.http.client import ClientConfig, make_ssl_context
 from checker.loops import choose
 from checker.pool import PoolOptions
@@ -34,21 +35,26 @@ TIMEOUT = 2.0
 RETRIES = 1
 
 
-def demo_list(fleet: Fleet) -> str:
+def demo_list(fleet: Fleet, services: Services) -> str:
     template = files("checker.demo").joinpath("urls.txt").read_text(encoding="utf-8")
     return (
         template.replace("{http}", fleet.url(""))
         .replace("{https}", fleet.https_url(""))
         .replace("{dead}", fleet.dead_url("").rstrip("/"))
+        .replace("{smtp}", f"smtp://127.0.0.1:{services.smtp_port}")
+        .replace("{ftp}", f"ftp://127.0.0.1:{services.ftp_port}")
     )
 
 
 async def demo(out_dir: str, progress: bool) -> tuple[RunOutcome, str]:
     os.makedirs(out_dir, exist_ok=True)
     list_path = os.path.join(out_dir, "demo-urls.txt")
-    async with Fleet(ROUTES, https_context=demo_server_context()) as fleet:
+    async with (
+        Fleet(ROUTES, https_context=demo_server_context()) as fleet,
+        Services() as services,
+    ):
         async with aiofiles.open(list_path, "w", encoding="utf-8") as f:
-            await f.write(demo_list(fleet))
+            await f.write(demo_list(fleet, services))
         client = ClientConfig(
             ssl_context=make_ssl_context(ca_file=str(demo_ca_file())),
             connect_timeout=TIMEOUT,

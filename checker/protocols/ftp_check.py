@@ -36,8 +36,8 @@ async def check_ftp(url: URL, config: ClientConfig, trace: Trace) -> Outcome:
         outcome = Outcome(greeting, greeting, url.scheme == "ftps")
         if url.scheme == "ftp":
             answer = await session.command("AUTH TLS")
-            outcome.last = answer
             if answer.code == 234:
+                outcome.last = answer  # (a refusal is a warning; the greeting stands)
                 session.before_tls()
                 await upgrade(writer, url, config, trace)
                 outcome.tls = True
