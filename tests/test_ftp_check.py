@@ -31,10 +31,11 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @contextlib.contextmanager
-def ftp_server(handler_class: Any) -> Iterator[int]:
+def ftp_server(handler_class: Any = None) -> Iterator[int]:
     """pyftpdlib on an ephemeral loopback port, in a thread of this process,
     closed at the end."""
-    handler: Any = type("Handler", (handler_class,), {})  # options per server, not per class
+    base = FTPHandler if handler_class is None else handler_class
+    handler: Any = type("Handler", (base,), {})  # options per server, not per class
     handler.authorizer = DummyAuthorizer()
     handler.banner = "pyftpdlib ready"
     # An event loop of its own: pyftpdlib's default one is shared by every
