@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import ssl
 import threading
 import warnings
@@ -109,3 +110,42 @@ async def test_implicit_tls_and_peers_that_say_no(
     assert rows[urls[1]]["error"] == "ftp" and rows[urls[1]]["status"] == 421
     assert rows[urls[1]]["error_detail"] == "greeting: 421 Too many connections, try later"
     assert rows[urls[2]]["error"] == "protocol"
+
+
+async def test_an_expired_certificate_after_auth_tls_and_a_drop_mid_handshake(
+    tmp_path: Path, ca: trustme.CA, ca_file: str
+) -> None:
+    pem = tmp_path / "expired.pem"
+    ca.issue_cert(
+        "127.0.0.1", not_after=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    ).private_key_and_cert_chain_pem.write_to_path(str(pem))
+    tls_handler = type("TLSHandler", (TLS_FTPHandler,), {"certfile": str(pem)})
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        await writer.drain()
+        await reader.readline()
+        writer.write(b"234 AUTH TLS successful\r\n")
+        await writer.drain()
+        await reader.read(5)  # the start of the ClientHello, then gone
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220-banner\r\n")
+        for _ in range(1000):
+            writer.write(b" more banner\r\n")
+            await writer.drain()
+        await reader.read()
+
+    with ftp_server(tls_handler) as expired:
+        async with raw_server(drop) as dropping, raw_server(endless) as never:
+            urls = [
+                f"ftp://127.0.0.1:{expired}",
+                f"ftp://127.0.0.1:{dropping}",
+                f"ftp://127.0.0.1:{never}",
+            ]
+            rows = await run_list_file(tmp_path, urls, "--ca-file", ca_file)
+    assert rows[urls[0]]["error"] == "tls"
+    assert rows[urls[0]]["error_detail"].startswith("expired certificate")
+    assert rows[urls[1]]["error"] in ("tls", "reset")
+    assert rows[urls[2]]["error"] == "protocol"
+    assert "longer than 64 lines" in rows[urls[2]]["error_detail"]
