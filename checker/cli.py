@@ -42,7 +42,7 @@ from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
 from checker.store.index import read_runs, url_history
 from checker.summary import format_summary
-from checker.targets import LIST_FORMATS, ListError
+from checker.targets import LIST_FORMATS, ListError, Shard
 
 if TYPE_CHECKING:
     from checker.notify import SMTPConfig
@@ -112,6 +112,13 @@ _duration = _number(
     lambda v: 0 < v < float("inf"),
     "must be more than nothing",
 )
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -212,6 +219,13 @@ def build_parser() -> _Parser:
 
 
 def add_check_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="check only the URLs whose host falls in shard K of N (a stable hash of the"
+        " host); invalid lines are reported by shard 1",
+    )
     p.add_argument(
         "--list-format",
         choices=LIST_FORMATS,
@@ -480,6 +494,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "ca_file": args.ca_file,
         "formats": args.format,
         "list_format": args.list_format,
+        "shard": str(args.shard) if args.shard else None,
         # Names only: a header's value may be a secret.
         "headers": [name for name, _ in args.headers],
         "max_body": args.max_body,
@@ -518,6 +533,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         keep=args.keep,
         keep_days=args.keep_days,
         list_format=args.list_format,
+        shard=args.shard,
         history_days=args.history_days,
         webhook=args.notify_webhook or None,
         smtp=smtp_config(args),
@@ -563,6 +579,7 @@ def run_and_report(config: RunConfig, quiet: bool) -> int:
                 outcome.interrupted,
                 changes=outcome.changes,
                 changes_total=outcome.run.get("changes_total"),
+                shard=str(config.shard) if config.shard else None,
             )
         )
     if outcome.interrupted:

@@ -35,7 +35,7 @@ from checker.store.index import (
 from checker.store.model import Change, Policy
 from checker.store.prune import prune
 from checker.summary import Stats
-from checker.targets import Duplicate, ListError, check_lists, list_notes, read_targets
+from checker.targets import Duplicate, ListError, Shard, check_lists, list_notes, read_targets
 
 if TYPE_CHECKING:  # alerts are imported when a run has some to send (a megabyte less)
     from checker.notify import SMTPConfig
@@ -70,6 +70,7 @@ class RunConfig:
     keep_days: float | None = None  # and none older than this
     history_days: int = HISTORY_DAYS  # raw results kept in the database this long
     list_format: str = "auto"  # auto (a header row naming url: CSV), plain or csv
+    shard: Shard | None = None  # --shard K/N: only the URLs of that shard
     webhook: str | None = None  # alert channels, used only when something changed
     smtp: SMTPConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
@@ -215,12 +216,15 @@ async def _run(
         "checker_version": __version__,
         "options": config.options,
         "lists": list(config.lists),
+        # This run's part of its lists (the rest is other shards'), or none.
+        "shard": str(config.shard) if config.shard else None,
     }
     try:
         async with Journal(base + ".journal.jsonl", header) as journal:
             pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
             try:
-                interrupted = await pool.run(read_targets(config.lists, config.list_format), stop)
+                targets = read_targets(config.lists, config.list_format, config.shard)
+                interrupted = await pool.run(targets, stop)
             except ListError as exc:
                 raise RunError(str(exc)) from None
     finally:

@@ -151,9 +151,12 @@ def format_summary(
     interrupted: bool,
     changes: Sequence[Change] = (),
     changes_total: int | None = None,
+    shard: str | None = None,
 ) -> str:
     """The closing summary; it leads with what changed since the last run."""
     head = "INTERRUPTED: " if interrupted else ""
+    if shard:
+        head += f"shard {shard}: "
     lines = []
     if changes_total is not None:
         if changes_total:

@@ -14,6 +14,7 @@ first.
 from __future__ import annotations
 
 import csv
+import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -141,8 +142,41 @@ def list_notes(paths: Iterable[str], wanted: str = "auto") -> list[str]:
     return notes
 
 
-def read_targets(paths: Iterable[str], wanted: str = "auto") -> Iterator[Target | Duplicate]:
-    """Every entry of every list, in order, validated and deduplicated."""
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """`--shard K/N`: this run checks the URLs whose host falls in shard K."""
+
+    number: int  # K, from 1
+    of: int  # N
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        number, sep, of = text.partition("/")
+        try:
+            shard = cls(int(number), int(of))
+        except ValueError:
+            raise ValueError(f"{text!r} is not K/N (such as 2/8)") from None
+        if not sep or not 1 <= shard.number <= shard.of:
+            raise ValueError(f"{text!r}: K/N with 1 <= K <= N")
+        return shard
+
+    def has(self, host: str) -> bool:
+        """A stable hash of the host (the same on every machine and run), so
+        that a host's URLs, its politeness and its connections stay in one shard."""
+        return zlib.crc32(host.lower().encode("utf-8", "surrogateescape")) % self.of == (
+            self.number - 1
+        )
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.of}"
+
+
+def read_targets(
+    paths: Iterable[str], wanted: str = "auto", shard: Shard | None = None
+) -> Iterator[Target | Duplicate]:
+    """Every entry of every list, in order, validated and deduplicated. With a
+    `shard`, only the URLs of that shard; invalid lines go to shard 1, and a
+    duplicate to its URL's shard (README, "Shards")."""
     seen = FingerprintMap(typecode="I")  # values are row numbers
     seq = 0
     for path in paths:
@@ -150,8 +184,9 @@ def read_targets(paths: Iterable[str], wanted: str = "auto") -> Iterator[Target 
         rows = _plain_rows(path) if header is None else _csv_rows(path, header)
         for lineno, text, expect, error in rows:
             if error is not None:
-                yield Target(seq, path, lineno, text, None, error)
-                seq += 1
+                if shard is None or shard.number == 1:
+                    yield Target(seq, path, lineno, text, None, error)
+                    seq += 1
                 continue
             try:
                 if not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
@@ -160,9 +195,12 @@ def read_targets(paths: Iterable[str], wanted: str = "auto") -> Iterator[Target 
                     raise URLError("line is not valid UTF-8")
                 url = parse_url(text)
             except URLError as exc:
-                yield Target(seq, path, lineno, text, None, str(exc))
-                seq += 1
+                if shard is None or shard.number == 1:
+                    yield Target(seq, path, lineno, text, None, str(exc))
+                    seq += 1
                 continue
+            if shard is not None and not shard.has(url.host):
+                continue  # another shard's: not even remembered for deduplication
             key = dedup_key(url) if expect is None else f"{dedup_key(url)}\x00{expect.key}"
             first = seen.setdefault(key, seq)
             if first is not None:

@@ -434,7 +434,9 @@ def _headline(
     return (
         f"<header>{verdict}{flags}"
         f'<p class="meta">Checked {esc(_when(run.get("finished_at")))}'
-        f" · lists: {lists or '—'} · checker {esc(run.get('checker_version'))}</p>"
+        f" · lists: {lists or '—'}"
+        + (f" · shard {esc(run.get('shard'))}" if run.get("shard") else "")
+        + f" · checker {esc(run.get('checker_version'))}</p>"
         f'<div class="stats">{cards}</div>{down_now}{_changes(run, changes)}</header>'
     )
 

@@ -29,7 +29,7 @@ from checker.store.index import append_run, index_entry, lists_key, report_rows
 from checker.store.model import Change, Policy
 from checker.store.prune import stamp_order
 from checker.summary import Stats
-from checker.targets import Duplicate, ListError, Target, read_targets
+from checker.targets import Duplicate, ListError, Shard, Target, read_targets
 
 JOURNAL_SUFFIX = ".journal.jsonl"
 KILLED = "not checked: the run was killed first"
@@ -62,7 +62,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     note = _why_lists_unusable(journal, lists)
     async with journal:
         if note is None:
-            for item in read_targets(lists, _list_format(journal.header)):
+            for item in read_targets(lists, _list_format(journal.header), _shard(journal.header)):
                 _fill(journal, item)
         else:
             journal.allow_gaps = True
@@ -152,7 +152,7 @@ def _why_lists_unusable(journal: Journal, lists: list[str]) -> str | None:
         return "the journal names no lists; only its recorded rows are reported"
     try:
         with journal.reader() as row_of:
-            for item in read_targets(lists, _list_format(journal.header)):
+            for item in read_targets(lists, _list_format(journal.header), _shard(journal.header)):
                 if isinstance(item, Target) and journal.seen(item.seq):
                     row = row_of(item.seq)
                     if (row["source"], row["line"], row["url"]) != (
@@ -248,3 +248,13 @@ def _list_format(header: dict[str, Any]) -> str:
     options = header.get("options")
     wanted = options.get("list_format") if isinstance(options, dict) else None
     return wanted if wanted in ("auto", "plain", "csv") else "auto"
+
+
+def _shard(header: dict[str, Any]) -> Shard | None:
+    """The run's --shard: its other lines are another run's to report."""
+    options = header.get("options")
+    text = options.get("shard") if isinstance(options, dict) else None
+    try:
+        return Shard.parse(text) if isinstance(text, str) else None
+    except ValueError:
+        return None

@@ -1,0 +1,72 @@
+"""--shard K/N: each check in exactly one shard, by a stable hash of its host;
+invalid lines in shard 1; duplicates where their URL is; together, the rows
+of one unsharded run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from checker.targets import Duplicate, Shard, Target, read_targets
+from tests.helpers import SwitchableSite, raw_server
+from tests.test_cli import checker, one_error_line
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_every_line_falls_in_exactly_one_shard(tmp_path: Path) -> None:
+    lines = [f"https://host{i}.example/p{j}" for i in range(50) for j in range(3)]
+    lines += ["not a url", "https://host7.example/p0", "ftp://x.example/path"]
+    path = tmp_path / "urls.txt"
+    path.write_text("\n".join(lines) + "\n")
+    whole = list(read_targets([str(path)]))
+    parts = [list(read_targets([str(path)], shard=Shard(k, 4))) for k in range(1, 5)]
+
+    def where(items: list[Target | Duplicate]) -> list[tuple[str, int]]:
+        return sorted((type(i).__name__, i.line) for i in items)
+
+    assert sorted(item for part in parts for item in where(part)) == where(whole)
+    assert all(len(p) > 10 for p in parts)  # the hash spreads them
+    invalid = [i.line for i in parts[0] if isinstance(i, Target) and i.url is None]
+    assert invalid == [151, 153]  # in shard 1 only
+    # A host's URLs stay together, whatever else is in the list.
+    for part in parts:
+        hosts = {i.url.host for i in part if isinstance(i, Target) and i.url is not None}
+        assert all(Shard(parts.index(part) + 1, 4).has(h) for h in hosts)
+
+
+def test_shard_syntax() -> None:
+    assert str(Shard.parse("2/8")) == "2/8"
+    for bad in ("0/8", "9/8", "2", "a/b", "2/0"):
+        with pytest.raises(ValueError):
+            Shard.parse(bad)
+
+
+async def test_shards_together_are_the_unsharded_run(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        # Distinct host names for 127.0.0.1: the hash is on the host.
+        lines = [f"http://127.0.0.{i}:{port}/x" for i in range(1, 25)] + ["bad line here"]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        rows: dict[str, list[tuple[str, int, object]]] = {}
+        for name, extra in [("all", []), ("s1", ["--shard", "1/3"])] + [
+            (f"s{k}", ["--shard", f"{k}/3"]) for k in (2, 3)
+        ]:
+            code, out, err = await checker(
+                "check", "urls.txt", "--out", name, "--retries", "0", *extra, cwd=tmp_path
+            )
+            assert code in (0, 1), err
+            report = json.loads((tmp_path / name / "latest.json").read_text())
+            assert report["run"]["shard"] == (None if name == "all" else f"{name[1]}/3")
+            if name != "all":
+                assert out.startswith(f"shard {name[1]}/3: checked ")
+            rows[name] = [(r["url"], r["line"], r["state"]) for r in report["results"]]
+    merged = sorted(rows["s1"] + rows["s2"] + rows["s3"], key=lambda r: r[1])
+    assert merged == rows["all"]
+
+
+async def test_a_bad_shard_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/\n")
+    code, _, err = await checker("check", "urls.txt", "--shard", "5/4", cwd=tmp_path)
+    assert code == 2 and "1 <= K <= N" in one_error_line(err)
