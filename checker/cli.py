@@ -34,6 +34,7 @@ from checker.lists import ListInputs
 from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
+from checker.reports.merge import MergeError, merge
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
 from checker.reports.recover import RecoverError, recover, recover_leftovers, rerender
 from checker.results import INVALID, NOT_CHECKED
@@ -173,6 +174,30 @@ def build_parser() -> _Parser:
     )
     add_check_options(check)
     parser.check = check
+
+    merge = sub.add_parser(
+        "merge", help="one report from the JSON reports of the shards of one list (--shard)"
+    )
+    merge.add_argument("out", metavar="OUT", help="the report folder of the merged runs")
+    merge.add_argument(
+        "reports", nargs="+", metavar="REPORT", help="each shard's JSON report (latest.json)"
+    )
+    merge.add_argument(
+        "--partial",
+        action="store_true",
+        help="merge even with shards missing: their lines are reported as not checked",
+    )
+    merge.add_argument(
+        "--format",
+        type=_formats,
+        default=list(DEFAULT_FORMATS),
+        metavar="LIST",
+        help=f"formats to write (default: {','.join(DEFAULT_FORMATS)})",
+    )
+    merge.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    merge.add_argument(
+        "--wait-lock", type=_wait, default=0.0, metavar="S", help="wait for OUT's lock"
+    )
 
     report = sub.add_parser(
         "report",
@@ -587,6 +612,22 @@ def run_and_report(config: RunConfig, quiet: bool) -> int:
     return EXIT_DOWN if outcome.stats.down or outcome.stats.invalid else EXIT_UP
 
 
+def merge_reports(
+    out: str, reports: list[str], formats: list[str], partial: bool, quiet: bool
+) -> int:
+    try:
+        done = loops.run(merge(out, reports, formats, partial), choose("auto"))
+    except MergeError as exc:
+        raise RunError(str(exc)) from None
+    for note in done.notes:
+        print(f"checker: {note}", file=sys.stderr)
+    if not quiet:
+        duration = float(done.run.get("duration_s") or 0.0)
+        print(f"merged {len(reports)} shard reports: {', '.join(done.run['merged'])}")
+        print(format_summary(done.stats, duration, done.reports, bool(done.run["interrupted"])))
+    return EXIT_DOWN if done.stats.down or done.stats.invalid else EXIT_UP
+
+
 def report_file(path: str, formats: list[str] | None, quiet: bool) -> int:
     if path.endswith(".json"):
         try:
@@ -764,6 +805,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
         if args.command == "history":
             return show_history(args.out, args.url, args.last)
+        if args.command == "merge":
+            ensure_out_dir(args.out)
+            with run_lock(args.out, args.wait_lock):
+                return merge_reports(args.out, args.reports, args.format, args.partial, args.quiet)
         if args.command == "report":
             if not os.path.exists(args.file):
                 raise RunError(f"{args.file}: no such file")

@@ -65,6 +65,34 @@ async def test_shards_together_are_the_unsharded_run(tmp_path: Path) -> None:
     merged = sorted(rows["s1"] + rows["s2"] + rows["s3"], key=lambda r: r[1])
     assert merged == rows["all"]
 
+    # checker merge: one report, the same rows as the unsharded run.
+    shards = [f"s{k}/latest.json" for k in (1, 2, 3)]
+    code, out, err = await checker("merge", "merged", *shards, cwd=tmp_path)
+    assert code == 1, err  # the bad line: an invalid line is exit 1, as for a run
+    assert out.startswith("merged 3 shard reports: 1/3, 2/3, 3/3\n")
+    report = json.loads((tmp_path / "merged" / "latest.json").read_text())
+    assert [(r["url"], r["line"], r["state"]) for r in report["results"]] == rows["all"]
+    assert report["run"]["merged"] == ["1/3", "2/3", "3/3"] and not report["run"]["interrupted"]
+    assert (tmp_path / "merged" / "history.sqlite3").exists()
+    assert not list((tmp_path / "merged").glob("*.journal.jsonl"))
+
+    # A shard missing: refused, unless --partial, which reports its lines as not checked.
+    code, _, err = await checker("merge", "merged2", *shards[:2], cwd=tmp_path)
+    assert code == 2 and "shard 3/3 missing" in one_error_line(err)
+    assert not (tmp_path / "merged2" / "latest.json").exists()
+    code, _, err = await checker("merge", "merged2", "--partial", *shards[:2], cwd=tmp_path)
+    assert code == 1, err
+    partial = json.loads((tmp_path / "merged2" / "latest.json").read_text())
+    assert [r["line"] for r in partial["results"]] == [r[1] for r in rows["all"]]
+    skipped = [r for r in partial["results"] if r["error"] == "interrupted"]
+    assert skipped and all("shard 3/3" in r["error_detail"] for r in skipped)
+    assert partial["run"]["interrupted"] is True
+    # Not shards of one list: refused.
+    code, _, err = await checker("merge", "merged3", "all/latest.json", cwd=tmp_path)
+    assert code == 2 and "not a shard's report" in one_error_line(err)
+    code, _, err = await checker("merge", "merged3", shards[0], shards[0], cwd=tmp_path)
+    assert code == 2 and "given twice" in one_error_line(err)
+
 
 async def test_a_bad_shard_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/\n")

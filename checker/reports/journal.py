@@ -78,7 +78,7 @@ class Journal:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             _lock(self._fd, self.path)
-            self._append(_header_line(self.header))
+            self._append(header_line(self.header))
         # aiofiles takes the descriptor over (and closes it, dropping the lock).
         self._file = await aiofiles.open(self._fd, "ab")
         self._fd = None
@@ -314,7 +314,7 @@ class BlockReader:
             want *= 2
 
 
-def _header_line(run: dict[str, Any]) -> bytes:
+def header_line(run: dict[str, Any]) -> bytes:
     return json.dumps({"journal": 1, "run": run}, ensure_ascii=False).encode("utf-8") + b"\n"
 
 

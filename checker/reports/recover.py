@@ -91,9 +91,17 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
         recovered=True,
     )
     base = path[: -len(JOURNAL_SUFFIX)]
-    out_dir = os.path.dirname(path) or "."
-    # Into the history too: its rows are results, but it is never the
-    # baseline of a change (it says what changed against the states).
+    reports, notes = await publish(journal, run, lists, base, formats)
+    return Recovered(reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
+
+
+async def publish(
+    journal: Journal, run: dict[str, Any], lists: list[str], base: str, formats: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Reports from a completed journal (a killed run's, or a merge's), into
+    the history database and the run index; the journal is removed. A run
+    with `interrupted` set is never the baseline of a change."""
+    out_dir = os.path.dirname(base) or "."
     options = run.get("options")
     if not isinstance(options, dict):
         options = {}
@@ -113,10 +121,9 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
         if db is not None:
             db.close()
     journal.remove()
-    # In the run index too, so that `checker history` lists it (marked
-    # interrupted: never the baseline of a change).
+    # In the run index too, so that `checker history` lists it.
     await append_run(out_dir, index_entry(run, lists_key(lists), reports))
-    return Recovered(reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
+    return reports, notes
 
 
 async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
@@ -189,7 +196,7 @@ def _seconds_between(start: object, end: object) -> float | None:
     return round((b.astimezone(UTC) - a.astimezone(UTC)).total_seconds(), 3)
 
 
-def _read_report_header(path: str) -> tuple[dict[str, Any], list[Change]]:
+def read_report_header(path: str) -> tuple[dict[str, Any], list[Change]]:
     """The "run" and "changes" lines of a checker JSON report (see json_report)."""
     try:
         with open(path, "rb") as f:
@@ -217,7 +224,7 @@ async def rerender(path: str, formats: Sequence[str]) -> tuple[list[str], bool]:
     """
     from checker.reports import csv_report, html_report
 
-    run, changes = _read_report_header(path)
+    run, changes = read_report_header(path)
 
     def rows() -> Iterator[dict[str, Any]]:
         for _, line in report_rows(path):
