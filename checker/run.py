@@ -237,12 +237,7 @@ async def _run(
         **header,
         "finished_at": iso(finished),
         "duration_s": round(duration, 3),
-        "total": stats.total,
-        "up": stats.up,
-        "degraded": stats.degraded,
-        "down": stats.down,
-        "not_checked": stats.not_checked,
-        "invalid": stats.invalid,
+        **stats.totals(),
         "duplicates": stats.duplicates,
         "interrupted": interrupted,
     }

@@ -36,6 +36,17 @@ class Stats:
     _down: list[tuple[int, str, str]] = field(default_factory=list)
     _invalid: list[tuple[int, str, str]] = field(default_factory=list)
 
+    def totals(self) -> dict[str, int]:
+        """The counts a report's run header carries."""
+        return {
+            "total": self.total,
+            "up": self.up,
+            "degraded": self.degraded,
+            "down": self.down,
+            "not_checked": self.not_checked,
+            "invalid": self.invalid,
+        }
+
     def add(self, seq: int, result: Result) -> None:
         self.count(seq, result.ok, result.status, result.error, result.total_ms, result.url)
         if result.state == DEGRADED:

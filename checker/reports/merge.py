@@ -117,12 +117,7 @@ async def merge(
         **header,
         "finished_at": finished,
         "duration_s": round(max(float(run.get("duration_s") or 0) for _, run, _ in runs), 3),
-        "total": stats.total,
-        "up": stats.up,
-        "degraded": stats.degraded,
-        "down": stats.down,
-        "not_checked": stats.not_checked,
-        "invalid": stats.invalid,
+        **stats.totals(),
         "duplicates": sum(int(run.get("duplicates") or 0) for _, run, _ in runs),
         "interrupted": interrupted,
     }

@@ -80,12 +80,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     run.update(
         finished_at=finished,
         duration_s=_seconds_between(run.get("started_at"), finished),
-        total=stats.total,
-        up=stats.up,
-        degraded=stats.degraded,
-        down=stats.down,
-        not_checked=stats.not_checked,
-        invalid=stats.invalid,
+        **stats.totals(),
         duplicates=stats.duplicates,
         interrupted=True,
         recovered=True,
