@@ -168,6 +168,7 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
         out.error = exc
         if isinstance(exc, ReplyRefused):
             out.reply_code = exc.code
+            out.banner = exc.banner
     except TimeoutError:
         if url.scheme in SESSIONS:
             what = f"no complete {url.scheme.removesuffix('s').upper()} session"

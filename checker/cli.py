@@ -623,9 +623,12 @@ def merge_reports(
         print(f"checker: {note}", file=sys.stderr)
     if not quiet:
         duration = float(done.run.get("duration_s") or 0.0)
-        print(f"merged {len(reports)} shard reports: {', '.join(done.run['merged'])}")
+        n = len(reports)
+        print(f"merged {n} shard report{'s' if n != 1 else ''}: {', '.join(done.run['merged'])}")
         print(format_summary(done.stats, duration, done.reports, bool(done.run["interrupted"])))
-    return EXIT_DOWN if done.stats.down or done.stats.invalid else EXIT_UP
+    # Rows a merge could not fill in (--partial) make it no all-clear either.
+    whole = not (done.stats.down or done.stats.invalid or done.stats.not_checked)
+    return EXIT_UP if whole else EXIT_DOWN
 
 
 def report_file(path: str, formats: list[str] | None, quiet: bool) -> int:

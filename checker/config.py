@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from checker.expect import COLUMNS
+from checker.expect import COLUMNS, ColumnError, from_cells
 
 
 class ConfigError(Exception):
@@ -76,6 +76,10 @@ def _groups_csv(path: str, groups: list[dict[str, object]]) -> str:
         if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
             raise ConfigError(f"{where}: 'urls' must be a list of URLs")
         cells = _cells(where, group)
+        try:
+            from_cells({"url": "", **cells})  # a bad cell is the file's fault: said now
+        except ColumnError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         for url in urls:
             writer.writerow(
                 [url if column == "url" else cells.get(column, "") for column in columns]

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
-from checker.expect import COLUMNS, ColumnError, Expect, from_cells
+from checker.expect import COLUMNS, ColumnError, Expect, from_cells, split_tags
 from checker.fingerprints import FingerprintMap
 from checker.url import URL, URLError, dedup_key, parse_url
 
@@ -79,10 +79,11 @@ def check_lists(paths: Iterable[str], *, count: bool = True, wanted: str = "auto
     for path in paths:
         header = list_format(path, wanted)
         if header is not None:
-            n = sum(1 for _ in _csv_rows(path, header)) if count else 0
-            if count and not n:
+            rows = _csv_rows(path, header)
+            n = sum(1 for _ in rows) if count else int(next(rows, None) is not None)
+            if not n:
                 raise ListError(f"{path}: no URL in this CSV list (only its header row)")
-            total += n
+            total += n if count else 0
             continue
         lines = _open(path)
         try:
@@ -185,7 +186,7 @@ def read_targets(
         for lineno, text, expect, error in rows:
             if error is not None:
                 if shard is None or shard.number == 1:
-                    yield Target(seq, path, lineno, text, None, error)
+                    yield Target(seq, path, lineno, text, None, error, expect=expect)
                     seq += 1
                 continue
             try:
@@ -246,6 +247,8 @@ def _csv_rows(path: str, header: list[str]) -> Iterator[_Row]:
         try:
             expect = from_cells(row)
         except ColumnError as exc:
-            yield lineno, text, None, str(exc)
+            # Its name and tags still say which row it is.
+            named = Expect(name=row.get("name") or None, tags=split_tags(row.get("tags", "")))
+            yield lineno, text, named, str(exc)
             continue
         yield lineno, text, expect, None

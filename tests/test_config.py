@@ -52,6 +52,10 @@ def test_file_values_are_defaults_the_command_line_overrides(
         ("[checks]\n", "unknown table or key 'checks'"),
         ("[[group]]\nname = 'x'\n", "group 1: 'urls' must be a list of URLs"),
         ("[[group]]\nurls = ['https://a/']\ncolour = 'red'\n", "group 1: unknown key 'colour'"),
+        (
+            "[[group]]\nurls = ['https://a/']\nmax_ms = 'fast'\n",
+            "group 1: column max_ms: 'fast' is not a number of milliseconds",
+        ),
         ("this is = not toml [", "not valid TOML"),
     ],
 )

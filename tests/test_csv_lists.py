@@ -190,7 +190,7 @@ async def test_a_csv_list_with_mixed_expectations(
     assert got["no-token"]["reasons"] == ["status 403 not in 200-399"]
     assert got["bomb"]["state"] == "down"
     assert got["bomb"]["reasons"] == ["body lacks 'never there' (in the first part read)"]
-    bad = got["line 10"]  # a row that is no check has no expectations, nor their name
+    bad = got["bad"]  # a row that is no check still has its name
     assert bad["error"] == "invalid_url" and bad["state"] is None
     assert bad["error_detail"].startswith("column expect_status: 'nope'")
     assert report["run"]["degraded"] == 1
@@ -245,3 +245,10 @@ async def test_the_same_expectations_hold_through_a_proxy(
     ]
     assert len(proxy.seen) == 4  # every check went through the proxy, in absolute form
     assert all(head.split(b" ")[1].startswith(b"http://127.0.0.1:") for head in proxy.seen)
+
+
+async def test_a_csv_list_with_only_its_header_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("url,name\n# nothing yet\n")
+    code, _, err = await checker("check", "empty.csv", cwd=tmp_path)
+    assert code == 2 and "no URL in this CSV list" in err
+    assert not (tmp_path / "reports").exists()

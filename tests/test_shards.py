@@ -87,6 +87,12 @@ async def test_shards_together_are_the_unsharded_run(tmp_path: Path) -> None:
     skipped = [r for r in partial["results"] if r["error"] == "interrupted"]
     assert skipped and all("shard 3/3" in r["error_detail"] for r in skipped)
     assert partial["run"]["interrupted"] is True
+    # The first shard missing: its invalid line is still invalid, and a merge
+    # with rows not checked is no all-clear.
+    code, _, err = await checker("merge", "merged4", "--partial", *shards[1:], cwd=tmp_path)
+    assert code == 1, err
+    rows4 = json.loads((tmp_path / "merged4" / "latest.json").read_text())["results"]
+    assert [r["error"] for r in rows4 if r["line"] == len(lines)] == ["invalid_url"]
     # Not shards of one list: refused.
     code, _, err = await checker("merge", "merged3", "all/latest.json", cwd=tmp_path)
     assert code == 2 and "not a shard's report" in one_error_line(err)

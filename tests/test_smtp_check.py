@@ -45,6 +45,7 @@ async def test_aiosmtpd_with_and_without_starttls(
     assert rows[tls]["state"] == "up" and rows[tls]["tls_version"]
     assert rows[tls]["cert_days_left"] == 5 and rows[tls]["warnings"] == []
     assert rows[strict]["state"] == "down" and rows[strict]["error"] == "smtp"
+    assert rows[strict]["status"] == 250 and rows[strict]["banner"]  # what it really said
     assert "does not offer STARTTLS" in rows[strict]["error_detail"]
 
 
@@ -114,6 +115,7 @@ async def test_hostile_peers(tmp_path: Path, ca_file: str) -> None:
     r554 = rows[urls["554"]]
     assert (r554["state"], r554["error"], r554["status"]) == ("down", "smtp", 554)
     assert r554["error_detail"] == "greeting: 554 5.7.1 you are not welcome here"
+    assert r554["banner"] == "5.7.1 you are not welcome here"
     assert rows[urls["421"]]["status"] == 421 and rows[urls["421"]]["error"] == "smtp"
     assert rows[urls["http"]]["error"] == "protocol"
     assert rows[urls["http"]]["error_detail"].startswith("not an SMTP reply (the greeting)")

@@ -32,7 +32,7 @@ async def check_ftp(url: URL, config: ClientConfig, trace: Trace) -> Outcome:
         if greeting.code == 120:  # "ready in n minutes", then the real greeting
             greeting = await session.reply("the greeting")
         if greeting.code != 220:
-            raise FTPReplyError(f"greeting: {said(greeting)}", greeting.code)
+            raise FTPReplyError(f"greeting: {said(greeting)}", greeting.code, greeting.first_line)
         outcome = Outcome(greeting, greeting, url.scheme == "ftps")
         if url.scheme == "ftp":
             answer = await session.command("AUTH TLS")
@@ -42,12 +42,17 @@ async def check_ftp(url: URL, config: ClientConfig, trace: Trace) -> Outcome:
                 await upgrade(writer, url, config, trace)
                 outcome.tls = True
             elif url.target == "?require_tls=1":
-                raise FTPReplyError(f"AUTH TLS: {said(answer)} (require_tls=1)", answer.code)
+                raise FTPReplyError(
+                    f"AUTH TLS: {said(answer)} (require_tls=1)", answer.code, greeting.first_line
+                )
             else:
                 outcome.warnings.append(
                     f"the server does not take AUTH TLS ({said(answer)}): logins to it go in clear"
                 )
         await session.quit()
         return outcome
+    except ReplyRefused:
+        await session.quit()  # it said no, but the conversation still ends politely
+        raise
     finally:
         await close_stream(writer)

@@ -38,9 +38,10 @@ class ReplyRefused(CheckError):
     """A greeting or an answer that is not a yes: the server said no. (Each
     protocol's subclass names its category.)"""
 
-    def __init__(self, message: str, code: int) -> None:
+    def __init__(self, message: str, code: int, banner: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.banner = banner  # the greeting's first line, when there was one
 
     @property
     def transient(self) -> bool:  # type: ignore[override]

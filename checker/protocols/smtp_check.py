@@ -35,10 +35,10 @@ async def check_smtp(url: URL, config: ClientConfig, trace: Trace) -> Outcome:
     try:
         greeting = await session.reply("the greeting")
         if greeting.code != 220:
-            raise SMTPReplyError(f"greeting: {said(greeting)}", greeting.code)
+            raise SMTPReplyError(f"greeting: {said(greeting)}", greeting.code, greeting.first_line)
         ehlo = await session.command(f"EHLO {HELO_NAME}")
         if ehlo.code != 250:
-            raise SMTPReplyError(f"EHLO: {said(ehlo)}", ehlo.code)
+            raise SMTPReplyError(f"EHLO: {said(ehlo)}", ehlo.code, greeting.first_line)
         outcome = Outcome(greeting, ehlo, url.scheme == "smtps")
         if url.scheme == "smtp":
             offered = any(
@@ -48,22 +48,33 @@ async def check_smtp(url: URL, config: ClientConfig, trace: Trace) -> Outcome:
             if offered:
                 answer = await session.command("STARTTLS")
                 if answer.code != 220:
-                    raise SMTPReplyError(f"STARTTLS: {said(answer)}", answer.code)
+                    raise SMTPReplyError(
+                        f"STARTTLS: {said(answer)}", answer.code, greeting.first_line
+                    )
                 session.before_tls()
                 await upgrade(writer, url, config, trace)
                 outcome.tls = True
                 outcome.last = await session.command(f"EHLO {HELO_NAME}")
                 if outcome.last.code != 250:
                     raise SMTPReplyError(
-                        f"EHLO after STARTTLS: {said(outcome.last)}", outcome.last.code
+                        f"EHLO after STARTTLS: {said(outcome.last)}",
+                        outcome.last.code,
+                        greeting.first_line,
                     )
             elif url.target == "?require_tls=1":
-                raise SMTPReplyError("the server does not offer STARTTLS (require_tls=1)", 530)
+                raise SMTPReplyError(
+                    "the server does not offer STARTTLS (require_tls=1)",
+                    ehlo.code,  # the last reply: nothing was refused, TLS is missing
+                    greeting.first_line,
+                )
             else:
                 outcome.warnings.append(
                     "the server does not offer STARTTLS: mail to it is sent in clear"
                 )
         await session.quit()
         return outcome
+    except ReplyRefused:
+        await session.quit()  # it said no, but the conversation still ends politely
+        raise
     finally:
         await close_stream(writer)

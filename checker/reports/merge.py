@@ -25,7 +25,7 @@ from typing import Any
 from checker.check import failed_result
 from checker.reports.journal import Journal, header_line
 from checker.reports.recover import RecoverError, publish, read_report_header
-from checker.results import NOT_CHECKED
+from checker.results import INVALID, NOT_CHECKED
 from checker.store.index import report_rows
 from checker.summary import Stats
 from checker.targets import ListError, Shard, Target, read_targets
@@ -150,7 +150,11 @@ def _not_checked(
         for item in read_targets(lists, wanted, shard):
             if isinstance(item, Target):
                 detail = f"not checked: shard {shard}'s report was not merged"
-                row = failed_result(item, NOT_CHECKED, detail)
+                row = (
+                    failed_result(item, INVALID, item.error or "")
+                    if item.url is None
+                    else failed_result(item, NOT_CHECKED, detail)
+                )
                 yield order.get(item.source, len(order)), item.line, row.to_json().encode("utf-8")
     except ListError as exc:
         raise MergeError(
