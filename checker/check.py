@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from checker.expect import DEGRADED, DOWN, PLAIN, Expect, Observed, verdict
 from checker.http.body import MAX_BODY, Body, BodySink, decode
@@ -18,23 +19,28 @@ from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
-from checker.protocols.ftp_check import check_ftp
-from checker.protocols.replies import ReplyRefused
-from checker.protocols.session import Outcome
-from checker.protocols.smtp_check import check_smtp
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
 from checker.url import URL, URLError, resolve_location
 
+if TYPE_CHECKING:
+    from checker.protocols.session import Outcome
+
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BANNER_LIMIT = 1024  # bytes of a service's first line kept (and matched)
-# Services with a protocol session of their own (checker.protocols).
-SESSIONS: dict[str, Callable[[URL, ClientConfig, Trace], Awaitable[Outcome]]] = {
-    "smtp": check_smtp,
-    "smtps": check_smtp,
-    "ftp": check_ftp,
-    "ftps": check_ftp,
-}
+# Services with a protocol session of their own (checker.protocols, imported
+# when a list first names one: a list of web pages never loads them).
+SESSIONS = frozenset({"smtp", "smtps", "ftp", "ftps"})
+
+
+def _session(scheme: str) -> Callable[[URL, ClientConfig, Trace], Awaitable[Outcome]]:
+    if scheme.startswith("smtp"):
+        from checker.protocols.smtp_check import check_smtp
+
+        return check_smtp
+    from checker.protocols.ftp_check import check_ftp
+
+    return check_ftp
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +159,7 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
             token = check_deadline.set(deadline)
             try:
                 if url.scheme in SESSIONS:
-                    session = await SESSIONS[url.scheme](url, opts.client, out.trace)
+                    session = await _session(url.scheme)(url, opts.client, out.trace)
                     out.banner = session.greeting.first_line
                     out.reply_code = session.last.code
                     out.reply_text = session.last.first_line
@@ -166,9 +172,10 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
                 check_deadline.reset(token)
     except CheckError as exc:
         out.error = exc
-        if isinstance(exc, ReplyRefused):
-            out.reply_code = exc.code
-            out.banner = exc.banner
+        code, banner = getattr(exc, "code", None), getattr(exc, "banner", None)
+        if isinstance(code, int):  # a protocol's refusal (protocols.replies.ReplyRefused)
+            out.reply_code = code
+            out.banner = banner if isinstance(banner, str) else None
     except TimeoutError:
         if url.scheme in SESSIONS:
             what = f"no complete {url.scheme.removesuffix('s').upper()} session"

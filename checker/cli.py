@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from checker import __version__, loops
 from checker.check import CheckOptions
 from checker.config import ConfigError, FileConfig
-from checker.config import load as load_config
 from checker.expect import CellError, parse_header
 from checker.http.body import MAX_BODY
 from checker.http.client import ClientConfig, make_ssl_context
@@ -34,7 +33,6 @@ from checker.lists import ListInputs
 from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
-from checker.reports.merge import MergeError, merge
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
 from checker.reports.recover import RecoverError, recover, recover_leftovers, rerender
 from checker.results import INVALID, NOT_CHECKED
@@ -615,6 +613,8 @@ def run_and_report(config: RunConfig, quiet: bool) -> int:
 def merge_reports(
     out: str, reports: list[str], formats: list[str], partial: bool, quiet: bool
 ) -> int:
+    from checker.reports.merge import MergeError, merge
+
     try:
         done = loops.run(merge(out, reports, formats, partial), choose("auto"))
     except MergeError as exc:
@@ -730,6 +730,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, FileConf
     args = parser.parse_args(argv)
     if args.command != "check" or not args.config:
         return args, None
+    from checker.config import load as load_config  # tomllib: only for a --config
+
     file = load_config(args.config)
     assert parser.check is not None
     apply_config(parser.check, file)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,6 +42,8 @@ class FileConfig:
 
 
 def load(path: str) -> FileConfig:
+    import tomllib  # only when there is a config file
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
