@@ -323,11 +323,7 @@ async def _connect(
         async with asyncio.timeout(config.connect_timeout):
             reader, writer = await _open(addresses, url.port, trace, start)
             if url.scheme in TLS_SCHEMES:
-                try:
-                    await _start_tls(writer, url, config, trace)
-                except BaseException:
-                    await close_stream(writer, abort=True)
-                    raise
+                await _start_tls_or_close(writer, url, config, trace)
             return reader, writer
     except TimeoutError as exc:
         if isinstance(exc, CheckError):
@@ -431,11 +427,7 @@ async def _connect_via(
         raise
     except CheckError as exc:
         raise ProxyError(f"proxy {proxy.shown}: {exc}") from None
-    try:
-        await _start_tls(writer, url, config, trace)
-    except BaseException:
-        await close_stream(writer, abort=True)
-        raise
+    await _start_tls_or_close(writer, url, config, trace)
     return reader, writer
 
 
@@ -465,6 +457,17 @@ def _classify(exc: BaseException) -> CheckError:
     except CheckError as mapped:
         return mapped
     raise exc  # pragma: no cover - map_exceptions maps every Exception it gets
+
+
+async def _start_tls_or_close(
+    writer: asyncio.StreamWriter, url: URL, config: ClientConfig, trace: Trace
+) -> None:
+    """`_start_tls`, the connection closed at once if it fails (or is cancelled)."""
+    try:
+        await _start_tls(writer, url, config, trace)
+    except BaseException:
+        await close_stream(writer, abort=True)
+        raise
 
 
 async def _start_tls(
