@@ -186,6 +186,7 @@ class HistoryDB:
         policy: Policy | None = None,
         now: datetime | None = None,
         save_states: bool = True,
+        trends: bool | None = None,
     ) -> Batch:
         """One batch, one transaction. With a `policy`, each URL's state is
         stepped too, and the changes, the URLs' trends and their incidents are
@@ -211,7 +212,9 @@ class HistoryDB:
                 return Batch([], {}, [])
             now = now or datetime.now(UTC)
             changes, states = self._step_states(run_id, rows, ids, policy, now, save_states)
-            if self.previous_complete(run_id) is None:
+            if trends is None:
+                trends = self.previous_complete(run_id) is not None
+            if not trends:
                 # The first run here: one result is no trend, and there are
                 # no incidents yet.
                 return Batch(changes, {}, [])

@@ -96,7 +96,13 @@ class Feed:
         if batch:
             self._pending = asyncio.ensure_future(
                 asyncio.to_thread(
-                    self.db.add_results, self.run_id, batch, self.policy, self.now, self.save_states
+                    self.db.add_results,
+                    self.run_id,
+                    batch,
+                    self.policy,
+                    self.now,
+                    self.save_states,
+                    self.has_history,  # (asked once, by start_feed, not once a batch)
                 )
             )
         else:
