@@ -19,6 +19,7 @@ from checker.http.connections import ConnectionPool
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
+from checker.protocols.replies import ReplyRefused
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
 from checker.url import URL, URLError, resolve_location
@@ -172,10 +173,9 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
                 check_deadline.reset(token)
     except CheckError as exc:
         out.error = exc
-        code, banner = getattr(exc, "code", None), getattr(exc, "banner", None)
-        if isinstance(code, int):  # a protocol's refusal (protocols.replies.ReplyRefused)
-            out.reply_code = code
-            out.banner = banner if isinstance(banner, str) else None
+        if isinstance(exc, ReplyRefused):  # the server said no: its words stay
+            out.reply_code = exc.code
+            out.banner = exc.banner
     except TimeoutError:
         if url.scheme in SESSIONS:
             what = f"no complete {url.scheme.removesuffix('s').upper()} session"
