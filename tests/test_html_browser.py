@@ -193,6 +193,28 @@ def chromium(tmp_path: Path) -> Iterator[Browser]:
         log.close()
 
 
+def open_page(
+    browser: Browser, report: Path, width: int, height: int, mobile: bool, network: bool = False
+) -> str:
+    """A new tab at `width` x `height` with `report` loaded; its session id.
+    With `network`, the requests the page makes are recorded too."""
+    target = browser.send("Target.createTarget", url="about:blank")["targetId"]
+    session: str = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    for domain in ("Page", "Runtime", "Log", *(("Network",) if network else ())):
+        browser.send(f"{domain}.enable", session)
+    browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        session,
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=mobile,
+    )
+    browser.send("Page.navigate", session, url=report.as_uri())
+    browser.wait_for("Page.loadEventFired")
+    return session
+
+
 # Column values of the table, top to bottom, of the rows that are displayed
 # (rendered boxes, not just the `hidden` flag: the page's CSS must honour it).
 COLUMN_JS = """
@@ -213,20 +235,7 @@ def test_report_in_chromium(tmp_path: Path) -> None:
     report.write_bytes(b"".join(render(sample_run(), lambda: iter(rows), sample_changes())))
 
     with chromium(tmp_path) as browser:
-        target = browser.send("Target.createTarget", url="about:blank")["targetId"]
-        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            browser.send(f"{domain}.enable", session)
-        browser.send(
-            "Emulation.setDeviceMetricsOverride",
-            session,
-            width=WIDTH,
-            height=HEIGHT,
-            deviceScaleFactor=1,
-            mobile=False,
-        )
-        browser.send("Page.navigate", session, url=report.as_uri())
-        browser.wait_for("Page.loadEventFired")
+        session = open_page(browser, report, WIDTH, HEIGHT, mobile=False, network=True)
 
         assert browser.evaluate(session, "document.querySelectorAll('#rows tbody tr').length") == 14
         assert browser.evaluate(session, "document.querySelectorAll('svg.chart').length") == 2
@@ -347,20 +356,7 @@ def test_report_on_a_phone(tmp_path: Path) -> None:
     rows.append(long)
     report.write_bytes(b"".join(render(sample_run(), lambda: iter(rows), sample_changes())))
     with chromium(tmp_path) as browser:
-        target = browser.send("Target.createTarget", url="about:blank")["targetId"]
-        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            browser.send(f"{domain}.enable", session)
-        browser.send(
-            "Emulation.setDeviceMetricsOverride",
-            session,
-            width=390,
-            height=844,
-            deviceScaleFactor=1,
-            mobile=True,
-        )
-        browser.send("Page.navigate", session, url=report.as_uri())
-        browser.wait_for("Page.loadEventFired")
+        session = open_page(browser, report, 390, 844, mobile=True)
         widths = browser.evaluate(
             session,
             """[document.documentElement.scrollWidth, document.body.scrollWidth,
@@ -423,20 +419,7 @@ def test_trends_page_in_chromium(tmp_path: Path, width: int, height: int, mobile
     report = tmp_path / "report.html"
     trends_page(report)
     with chromium(tmp_path) as browser:
-        target = browser.send("Target.createTarget", url="about:blank")["targetId"]
-        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            browser.send(f"{domain}.enable", session)
-        browser.send(
-            "Emulation.setDeviceMetricsOverride",
-            session,
-            width=width,
-            height=height,
-            deviceScaleFactor=1,
-            mobile=mobile,
-        )
-        browser.send("Page.navigate", session, url=report.as_uri())
-        browser.wait_for("Page.loadEventFired")
+        session = open_page(browser, report, width, height, mobile=mobile)
         found = browser.evaluate(
             session,
             """[document.querySelectorAll('.down-now li').length,
