@@ -34,9 +34,17 @@ from checker.lock import LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
-from checker.reports.recover import RecoverError, recover, recover_leftovers, rerender
+from checker.reports.recover import RecoverError, recover, rerender
 from checker.results import INVALID, NOT_CHECKED
-from checker.run import RunConfig, RunError, ensure_out_dir, run_check, validate_lists
+from checker.run import (
+    RunConfig,
+    RunError,
+    RunOutcome,
+    ensure_out_dir,
+    recover_all,
+    run_check,
+    validate_lists,
+)
 from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
 from checker.store.index import read_runs, url_history
@@ -120,6 +128,21 @@ def _shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _processes(text: str) -> int:
+    """N, or `auto`: the CPUs this process may use."""
+    if text.strip().lower() == "auto":
+        from checker.parallel.coordinator import usable_cpus
+
+        return usable_cpus()
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or auto") from None
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"{n}: from 1 to 256, or auto")
+    return n
+
+
 def _header(text: str) -> tuple[str, str]:
     try:
         return parse_header(text, os.environ)
@@ -192,10 +215,25 @@ def build_parser() -> _Parser:
         metavar="LIST",
         help=f"formats to write (default: {','.join(DEFAULT_FORMATS)})",
     )
+    merge.add_argument(
+        "--max-age",
+        type=_duration,
+        metavar="D",
+        help="a shard report whose run started longer ago than this (30m, 6h) counts as"
+        " missing: a machine whose job stopped leaves an old latest.json",
+    )
     merge.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     merge.add_argument(
         "--wait-lock", type=_wait, default=0.0, metavar="S", help="wait for OUT's lock"
     )
+    merge.add_argument(
+        "--keep", type=_positive_int, metavar="N", help="keep the last N merged runs' reports"
+    )
+    merge.add_argument("--keep-days", type=_seconds, metavar="D", help="and none older than D days")
+    merge.add_argument(
+        "--ca-file", metavar="PEM", help="also trust these CA certificates (for the webhook)"
+    )
+    add_alert_options(merge, merge=True)
 
     report = sub.add_parser(
         "report",
@@ -241,6 +279,63 @@ def build_parser() -> _Parser:
     return parser
 
 
+def add_alert_options(p: argparse.ArgumentParser, *, merge: bool) -> None:
+    """The alert channels and policy, for `check` and for `merge` (whose
+    policy is, unless given, the one its shards ran with)."""
+    alerts = p.add_argument_group(
+        "alerts (sent only when something changed since the last run; "
+        "each option can also come from the CHECKER_* environment variable named)"
+    )
+    # (option, metavar or None for a flag, default, help); the variable is the
+    # option's name: --smtp-host -> CHECKER_SMTP_HOST (twine's EnvironmentDefault).
+    specs: list[tuple[str, str | None, str | None, str]] = [
+        ("--notify-webhook", "URL", None, "POST a JSON summary of the changes here"),
+        ("--notify-email", "ADDRS", None, "mail the changes to these comma-separated addresses"),
+        ("--smtp-host", "HOST", "localhost", "mail server (default: localhost)"),
+        ("--smtp-port", "N", None, "25, or 587 with --smtp-starttls, 465 with --smtp-tls"),
+        ("--smtp-from", "ADDR", None, "sender address (default: checker@<this host>)"),
+        ("--smtp-user", "USER", None, "log in as USER (AUTH PLAIN or LOGIN)"),
+        ("--smtp-password", "PW", None, "its password; prefer the variable: options show in ps"),
+        ("--smtp-starttls", None, None, "upgrade to TLS with STARTTLS (variable: 1)"),
+        ("--smtp-tls", None, None, "TLS from the start, port 465 (variable: 1)"),
+        (
+            "--alert-after",
+            "N",
+            None if merge else "1",
+            "a URL is a change once it is down (or back up) in N complete runs in a row;"
+            " each run's retries come first"
+            + (" (default: as the shards ran)" if merge else " (default: 1)"),
+        ),
+        (
+            "--remind-every",
+            "D",
+            None,
+            "say again what is still down this long after its last alert: 30m, 6h, 1d"
+            " (default: never)",
+        ),
+    ]
+    kinds: dict[str, Callable[[str], Any]] = {
+        "--smtp-port": _positive_int,
+        "--alert-after": _positive_int,
+        "--remind-every": _duration,
+    }
+    for option, metavar, default, help_ in specs:
+        var = "CHECKER_" + option[2:].replace("-", "_").upper()
+        value = os.environ.get(var, default)
+        if metavar is None:
+            alerts.add_argument(
+                option, action="store_true", default=bool(value), help=f"{help_} [{var}]"
+            )
+        else:
+            alerts.add_argument(
+                option,
+                type=kinds.get(option, str),
+                default=value,
+                metavar=metavar,
+                help=f"{help_} [{var}]",
+            )
+
+
 def add_check_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shard",
@@ -248,6 +343,14 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         metavar="K/N",
         help="check only the URLs whose host falls in shard K of N (a stable hash of the"
         " host); invalid lines are reported by shard 1",
+    )
+    p.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="run N shards of the lists at once, one process each, merged into one report"
+        " (auto: one per usable CPU; default: %(default)s)",
     )
     p.add_argument(
         "--list-format",
@@ -346,57 +449,7 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="retries of a transient failure (default: %(default)s)",
     )
 
-    alerts = p.add_argument_group(
-        "alerts (sent only when something changed since the last run; "
-        "each option can also come from the CHECKER_* environment variable named)"
-    )
-    # (option, metavar or None for a flag, default, help); the variable is the
-    # option's name: --smtp-host -> CHECKER_SMTP_HOST (twine's EnvironmentDefault).
-    specs: list[tuple[str, str | None, str | None, str]] = [
-        ("--notify-webhook", "URL", None, "POST a JSON summary of the changes here"),
-        ("--notify-email", "ADDRS", None, "mail the changes to these comma-separated addresses"),
-        ("--smtp-host", "HOST", "localhost", "mail server (default: localhost)"),
-        ("--smtp-port", "N", None, "25, or 587 with --smtp-starttls, 465 with --smtp-tls"),
-        ("--smtp-from", "ADDR", None, "sender address (default: checker@<this host>)"),
-        ("--smtp-user", "USER", None, "log in as USER (AUTH PLAIN or LOGIN)"),
-        ("--smtp-password", "PW", None, "its password; prefer the variable: options show in ps"),
-        ("--smtp-starttls", None, None, "upgrade to TLS with STARTTLS (variable: 1)"),
-        ("--smtp-tls", None, None, "TLS from the start, port 465 (variable: 1)"),
-        (
-            "--alert-after",
-            "N",
-            "1",
-            "a URL is a change once it is down (or back up) in N complete runs in a row;"
-            " each run's retries come first (default: 1)",
-        ),
-        (
-            "--remind-every",
-            "D",
-            None,
-            "say again what is still down this long after its last alert: 30m, 6h, 1d"
-            " (default: never)",
-        ),
-    ]
-    kinds: dict[str, Callable[[str], Any]] = {
-        "--smtp-port": _positive_int,
-        "--alert-after": _positive_int,
-        "--remind-every": _duration,
-    }
-    for option, metavar, default, help_ in specs:
-        var = "CHECKER_" + option[2:].replace("-", "_").upper()
-        value = os.environ.get(var, default)
-        if metavar is None:
-            alerts.add_argument(
-                option, action="store_true", default=bool(value), help=f"{help_} [{var}]"
-            )
-        else:
-            alerts.add_argument(
-                option,
-                type=kinds.get(option, str),
-                default=value,
-                metavar=metavar,
-                help=f"{help_} [{var}]",
-            )
+    add_alert_options(p, merge=False)
 
     http = p.add_argument_group("HTTP")
     http.add_argument(
@@ -474,6 +527,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
 def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     """The run's configuration from parsed arguments, plus notes for the user."""
     notes: list[str] = []
+    if args.processes > 1 and args.shard:
+        raise RunError("--processes and --shard: give one (a run is one shard, or makes N)")
     try:
         ssl_context = make_ssl_context(insecure=args.insecure, ca_file=args.ca_file)
     except (OSError, ssl.SSLError) as exc:
@@ -518,6 +573,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "formats": args.format,
         "list_format": args.list_format,
         "shard": str(args.shard) if args.shard else None,
+        "processes": args.processes,
         # Names only: a header's value may be a secret.
         "headers": [name for name, _ in args.headers],
         "max_body": args.max_body,
@@ -557,6 +613,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         keep_days=args.keep_days,
         list_format=args.list_format,
         shard=args.shard,
+        processes=args.processes,
         history_days=args.history_days,
         webhook=args.notify_webhook or None,
         smtp=smtp_config(args),
@@ -588,46 +645,90 @@ def smtp_config(args: argparse.Namespace) -> SMTPConfig | None:
         raise RunError(f"mail settings: {exc}") from None
 
 
-def run_and_report(config: RunConfig, quiet: bool) -> int:
+def run_and_report(config: RunConfig, quiet: bool, args: argparse.Namespace) -> int:
     """Run the check, print the summary, and turn the outcome into an exit code."""
-    outcome = loops.run(run_check(config), config.options["loop"])
+    if config.processes > 1:
+        from checker.parallel.coordinator import run_processes
+
+        work = run_processes(config, argparse.Namespace(**{**vars(args), "lists": config.lists}))
+    else:
+        work = run_check(config)
+    outcome = loops.run(work, config.options["loop"])
+    _tell(outcome, quiet, shard=str(config.shard) if config.shard else None)
+    if outcome.interrupted and outcome.signal:
+        return 128 + outcome.signal
+    # A run cut short with no signal (a --processes shard failed) is no
+    # all-clear either.
+    whole = not (outcome.stats.down or outcome.stats.invalid or outcome.interrupted)
+    return EXIT_UP if whole else EXIT_DOWN
+
+
+def _tell(
+    outcome: RunOutcome, quiet: bool, shard: str | None = None, lead: str | None = None
+) -> None:
+    """The notes (and, unless quiet, the news and the summary) of a run or a merge."""
     for note in outcome.notes + ([] if quiet else outcome.info):
         print(f"checker: {note}", file=sys.stderr)
-    if not quiet:
-        print(
-            format_summary(
-                outcome.stats,
-                outcome.duration_s,
-                outcome.reports,
-                outcome.interrupted,
-                changes=outcome.changes,
-                changes_total=outcome.run.get("changes_total"),
-                shard=str(config.shard) if config.shard else None,
-            )
+    if quiet:
+        return
+    if lead:
+        print(lead)
+    print(
+        format_summary(
+            outcome.stats,
+            outcome.duration_s,
+            outcome.reports,
+            outcome.interrupted,
+            changes=outcome.changes,
+            changes_total=outcome.run.get("changes_total"),
+            shard=shard,
         )
-    if outcome.interrupted:
-        return 128 + (outcome.signal or signal.SIGINT)
-    return EXIT_DOWN if outcome.stats.down or outcome.stats.invalid else EXIT_UP
+    )
 
 
-def merge_reports(
-    out: str, reports: list[str], formats: list[str], partial: bool, quiet: bool
-) -> int:
-    from checker.reports.merge import MergeError, merge
+def merge_reports(args: argparse.Namespace) -> int:
+    from checker.reports.merge import MergeError, MergeOptions, merge
+    from checker.run import Channels, after_reports
 
+    how = MergeOptions(
+        formats=args.format,
+        partial=args.partial,
+        max_age=args.max_age,
+        alert_after=args.alert_after,
+        remind_every=args.remind_every,
+    )
     try:
-        done = loops.run(merge(out, reports, formats, partial), choose("auto"))
-    except MergeError as exc:
+        channels = None
+        if args.notify_webhook or args.notify_email:
+            client = ClientConfig(
+                ssl_context=make_ssl_context(ca_file=args.ca_file),
+                proxies=ProxySettings.from_environment(os.environ, None),
+            )
+            channels = Channels(args.notify_webhook or None, smtp_config(args), client)
+    except (OSError, ssl.SSLError) as exc:
+        raise RunError(f"--ca-file {args.ca_file}: cannot load CA certificates: {exc}") from None
+    except ProxyConfigError as exc:
         raise RunError(str(exc)) from None
-    for note in done.notes:
-        print(f"checker: {note}", file=sys.stderr)
-    if not quiet:
+
+    async def merge_and_alert() -> RunOutcome:
+        try:
+            done = await merge(args.out, args.reports, how)
+        except MergeError as exc:
+            raise RunError(str(exc)) from None
         duration = float(done.run.get("duration_s") or 0.0)
-        n = len(reports)
-        print(f"merged {n} shard report{'s' if n != 1 else ''}: {', '.join(done.run['merged'])}")
-        print(format_summary(done.stats, duration, done.reports, bool(done.run["interrupted"])))
+        interrupted = bool(done.run["interrupted"])
+        outcome = RunOutcome(done.stats, done.reports, duration, interrupted, None)
+        outcome.notes, outcome.run, outcome.changes = done.notes, done.run, done.changes
+        await after_reports(args.out, channels, args.keep, args.keep_days, outcome)
+        return outcome
+
+    outcome = loops.run(merge_and_alert(), choose("auto"))
+    n = len(args.reports)
+    merged = ", ".join(outcome.run["merged"])
+    _tell(outcome, args.quiet, lead=f"merged {n} shard report{'s' if n != 1 else ''}: {merged}")
     # Rows a merge could not fill in (--partial) make it no all-clear either.
-    whole = not (done.stats.down or done.stats.invalid or done.stats.not_checked)
+    stats = outcome.stats
+    whole = not (stats.down or stats.invalid or stats.not_checked)
     return EXIT_UP if whole else EXIT_DOWN
 
 
@@ -813,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "merge":
             ensure_out_dir(args.out)
             with run_lock(args.out, args.wait_lock):
-                return merge_reports(args.out, args.reports, args.format, args.partial, args.quiet)
+                return merge_reports(args)
         if args.command == "report":
             if not os.path.exists(args.file):
                 raise RunError(f"{args.file}: no such file")
@@ -842,12 +943,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     # A killed run's copied list is read again to report it:
                     # recover it before this run's copy takes its place.
                     recovered = loops.run(
-                        recover_leftovers(config.out_dir, config.formats), config.options["loop"]
+                        recover_all(config.out_dir, config.formats), config.options["loop"]
                     )
                     for note in recovered:
                         print(f"checker: {note}", file=sys.stderr)
                 config = dataclasses.replace(config, lists=inputs.settle(config.out_dir))
-                return run_and_report(config, args.quiet)
+                return run_and_report(config, args.quiet, args)
     except (RunError, ListError) as exc:
         print(f"checker: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,13 +13,15 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from checker import __version__
 from checker.check import CheckOptions
+from checker.http.client import ClientConfig
+from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
 from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
@@ -56,6 +58,16 @@ class RunError(Exception):
 
 
 @dataclass(frozen=True)
+class Channels:
+    """Where alerts go: a webhook, mail, and the client settings the webhook
+    is posted with (its CA file, its proxy)."""
+
+    webhook: str | None
+    smtp: SMTPConfig | None
+    client: ClientConfig
+
+
+@dataclass(frozen=True)
 class RunConfig:
     lists: Sequence[str]
     out_dir: str
@@ -71,6 +83,11 @@ class RunConfig:
     history_days: int = HISTORY_DAYS  # raw results kept in the database this long
     list_format: str = "auto"  # auto (a header row naming url: CSV), plain or csv
     shard: Shard | None = None  # --shard K/N: only the URLs of that shard
+    processes: int = 1  # --processes N: N shard runs under this one (checker.parallel)
+    history: bool = True  # the history database (a --processes shard keeps none)
+    # In place of the bar: what hands the running counts on (a --processes
+    # shard's parent draws the one bar).
+    counts: Callable[[Stats], Any] | None = None
     webhook: str | None = None  # alert channels, used only when something changed
     smtp: SMTPConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)  # echoed in the report
@@ -78,6 +95,12 @@ class RunConfig:
     @property
     def policy(self) -> Policy:
         return Policy(self.alert_after, self.remind_every, self.cert_warn_days)
+
+    @property
+    def channels(self) -> Channels | None:
+        if not (self.webhook or self.smtp):
+            return None
+        return Channels(self.webhook, self.smtp, self.check.client)
 
 
 @dataclass
@@ -125,7 +148,7 @@ class _Recorder:
             self.bar.set_postfix_str(f"up {self.stats.up} down {self.stats.down}", refresh=False)
 
 
-def _make_bar(total: int, enabled: bool, stream: TextIO) -> Any:
+def make_bar(total: int, enabled: bool, stream: TextIO) -> Any:
     if not enabled:
         return None
     from tqdm import tqdm
@@ -148,6 +171,17 @@ def report_base(out_dir: str, started: datetime) -> str:
     while (name if n == 1 else f"{name}{n}") in taken:
         n += 1
     return os.path.join(out_dir, name if n == 1 else f"{name}{n}")
+
+
+async def recover_all(out_dir: str, formats: Sequence[str]) -> list[str]:
+    """Reports for what killed runs left in `out_dir`: their journals, and the
+    shards of a --processes run (merged). Say what was done."""
+    notes = await recover_leftovers(out_dir, formats)
+    if await asyncio.to_thread(os.path.isdir, os.path.join(out_dir, SHARDS_DIR)):
+        from checker.parallel.coordinator import merge_leftovers
+
+        notes += await merge_leftovers(out_dir, formats)
+    return notes
 
 
 def validate_lists(lists: Sequence[str], wanted: str = "auto") -> None:
@@ -175,7 +209,7 @@ async def run_check(config: RunConfig) -> RunOutcome:
         raise RunError(str(exc)) from None
     ensure_out_dir(config.out_dir)
 
-    notes = list_warnings + await recover_leftovers(config.out_dir, config.formats)
+    notes = list_warnings + await recover_all(config.out_dir, config.formats)
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     base = report_base(config.out_dir, started)
@@ -210,7 +244,7 @@ async def _run(
     caught: list[int],
 ) -> RunOutcome:
     stats = Stats()
-    bar = _make_bar(entries, config.progress, sys.stderr)
+    bar = config.counts(stats) if config.counts else make_bar(entries, config.progress, sys.stderr)
     header = {
         "started_at": iso(started),
         "checker_version": __version__,
@@ -229,6 +263,8 @@ async def _run(
                 raise RunError(str(exc)) from None
     finally:
         if bar is not None:
+            # The totals as they ended (the throttled postfix may be older).
+            bar.set_postfix_str(f"up {stats.up} down {stats.down}", refresh=False)
             bar.close()
 
     finished = datetime.now(UTC)
@@ -244,8 +280,10 @@ async def _run(
     lists = lists_key(config.lists)
     changes: list[Change] = []
     json_name = os.path.basename(base) + ".json" if "json" in config.formats else None
-    db, feed, db_notes = await start_feed(
-        config.out_dir, run_info, lists, json_name, config.policy, finished
+    db, feed, db_notes = (
+        await start_feed(config.out_dir, run_info, lists, json_name, config.policy, finished)
+        if config.history
+        else (None, None, [])
     )
     try:
         written = await write_reports(base, config.formats, run_info, journal, store=feed)
@@ -264,36 +302,58 @@ async def _run(
     await append_run(config.out_dir, index_entry(run_info, lists, written))
     outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
     outcome.notes += db_notes
-    if not interrupted and (config.webhook or config.smtp):
+    outcome.run = run_info
+    outcome.changes = changes
+    await after_reports(config.out_dir, config.channels, config.keep, config.keep_days, outcome)
+    return outcome
+
+
+async def after_reports(
+    out_dir: str,
+    channels: Channels | None,
+    keep: int | None,
+    keep_days: float | None,
+    outcome: RunOutcome,
+) -> None:
+    """Alerts and pruning, once a run's reports are in place (a run's, or a
+    merge's: of `checker merge`, or of a --processes run's shards)."""
+    if not outcome.interrupted and channels is not None:
         # Only a complete run alerts: a stopped one is not the baseline of the
         # next, which would report (and alert) the same change again.
         # After the reports: a failing alert channel is reported, never costs a report.
         # The alert also says where it ran and where the reports are.
         here = os.getcwd()  # the report paths as a person can open them anywhere
-        where = {"host": socket.gethostname(), "reports": [os.path.join(here, p) for p in written]}
-        sent = await _alert(config, changes, {**run_info, **where})
+        where = {
+            "host": socket.gethostname(),
+            "reports": [os.path.join(here, p) for p in outcome.reports],
+        }
+        sent = await send_alerts(
+            out_dir,
+            channels,
+            outcome.changes,
+            {**outcome.run, **where},
+        )
         # "<channel>: failed: <why>" is news under -q (the alert did not go
         # out); "sent" is not: cron would mail it on every change.
         outcome.notes += [line for line in sent if ": failed: " in line]
         outcome.info += [line for line in sent if ": failed: " not in line]
-    outcome.run = run_info
-    outcome.changes = changes
-    if not interrupted and (config.keep is not None or config.keep_days is not None):
-        removed = prune(config.out_dir, config.keep, config.keep_days)
+    if not outcome.interrupted and (keep is not None or keep_days is not None):
+        removed = prune(out_dir, keep, keep_days)
         if removed:
             outcome.info.append(f"pruned {len(removed)} old report files")
-    return outcome
 
 
-async def _alert(config: RunConfig, changes: list[Change], run: dict[str, Any]) -> list[str]:
+async def send_alerts(
+    out_dir: str, to: Channels, changes: list[Change], run: dict[str, Any]
+) -> list[str]:
     """Send the changes to each channel, with what it failed to deliver
     before (kept in the history database's outbox); keep what fails now."""
     from checker.notify import notify
 
-    channels = (["webhook"] if config.webhook else []) + (["mail"] if config.smtp else [])
+    channels = (["webhook"] if to.webhook else []) + (["mail"] if to.smtp else [])
     db: HistoryDB | None
     try:
-        db = await asyncio.to_thread(HistoryDB.in_folder, config.out_dir)
+        db = await asyncio.to_thread(HistoryDB.in_folder, out_dir)
     except sqlite3.Error:
         db = None  # said already: no history this run; alerts still go out
     lines: list[str] = []
@@ -305,9 +365,9 @@ async def _alert(config: RunConfig, changes: list[Change], run: dict[str, Any]) 
             sent = await notify(
                 held + changes,
                 run,
-                webhook=config.webhook if channel == "webhook" else None,
-                webhook_client=config.check.client,
-                smtp=config.smtp if channel == "mail" else None,
+                webhook=to.webhook if channel == "webhook" else None,
+                webhook_client=to.client,
+                smtp=to.smtp if channel == "mail" else None,
             )
             failed = any(": failed: " in line for line in sent)
             if db is not None:

@@ -274,7 +274,7 @@ def test_an_io_error_writing_reports_has_its_own_exit_code(
 ) -> None:
     from checker import cli
 
-    def full_disk(config: object, quiet: bool) -> int:
+    def full_disk(config: object, quiet: bool, args: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device", "reports/status-x.json")
 
     (tmp_path / "urls.txt").write_text("http://127.0.0.1:1/\n")

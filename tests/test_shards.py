@@ -4,6 +4,7 @@ of one unsharded run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -104,3 +105,72 @@ async def test_a_bad_shard_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/\n")
     code, _, err = await checker("check", "urls.txt", "--shard", "5/4", cwd=tmp_path)
     assert code == 2 and "1 <= K <= N" in one_error_line(err)
+
+
+async def test_merge_alerts_once_and_never_merges_a_shard_run_twice(tmp_path: Path) -> None:
+    # Shards made by hand (as cron on two machines would), merged by a third:
+    # the merged runs alert on a change, once; a shard report merged already
+    # (its machine has not run since) is refused, or "not checked" with
+    # --partial, never counted twice (it would confirm --alert-after alone).
+    from tests.test_notify import WebhookSink
+
+    site, hook = SwitchableSite(), WebhookSink()
+    async with raw_server(site) as port, raw_server(hook) as hook_port:
+        lines = [f"http://localhost:{port}/a", f"http://127.0.0.1:{port}/b"]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        assert Shard(1, 2).has("localhost") != Shard(1, 2).has("127.0.0.1")
+        alert = ("--notify-webhook", f"http://127.0.0.1:{hook_port}/hook")
+        shards = [f"s{k}/latest.json" for k in (1, 2)]
+
+        async def run_shards() -> None:
+            for k in (1, 2):
+                args = ("check", "urls.txt", "--shard", f"{k}/2", "--out", f"s{k}", "-q")
+                code, _, err = await checker(*args, "--retries", "0", cwd=tmp_path)
+                assert code in (0, 1), err
+
+        await run_shards()
+        code, _, err = await checker("merge", "m", *shards, *alert, cwd=tmp_path)
+        assert code == 0 and hook.requests == [], err  # the baseline
+        site.status = b"503 Service Unavailable"
+        await run_shards()
+        code, out, err = await checker("merge", "m", *shards, *alert, cwd=tmp_path)
+        assert code == 1, err
+        assert len(hook.requests) == 1
+        changes = json.loads(hook.requests[0][1])["changes"]
+        assert sorted(c["url"] for c in changes) == sorted(lines)
+        assert "2 changes since the last run:" in out
+
+        # The same reports again: nothing new.
+        code, _, err = await checker("merge", "m", *shards, *alert, cwd=tmp_path)
+        assert code == 2 and "merged already" in one_error_line(err)
+        code, _, err = await checker("merge", "m", "--partial", *shards, *alert, cwd=tmp_path)
+        assert code == 2 and "nothing new to merge" in one_error_line(err)
+        # One shard ran again: with --partial the other's lines are not checked.
+        args = ("check", "urls.txt", "--shard", "1/2", "--out", "s1", "-q", "--retries", "0")
+        await checker(*args, cwd=tmp_path)
+        code, _, err = await checker("merge", "m", "--partial", *shards, *alert, cwd=tmp_path)
+        assert code == 1, err
+        assert "merged already" in err
+        report = json.loads((tmp_path / "m" / "latest.json").read_text())
+        skipped = [r for r in report["results"] if r["error"] == "interrupted"]
+        assert len(skipped) == 1 and "merged already" in skipped[0]["error_detail"]
+    assert len(hook.requests) == 1  # a partial run alerts nothing
+
+
+async def test_merge_max_age_takes_an_old_shard_report_for_a_missing_one(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://localhost:{port}/a", f"http://127.0.0.1:{port}/b"]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        for k in (1, 2):
+            args = ("check", "urls.txt", "--shard", f"{k}/2", "--out", f"s{k}", "-q")
+            code, _, err = await checker(*args, cwd=tmp_path)
+            assert code == 0, err
+    shards = ["s1/latest.json", "s2/latest.json"]
+    code, _, err = await checker("merge", "m", "--max-age", "1h", *shards, cwd=tmp_path)
+    assert code == 0, err
+    await asyncio.sleep(1.1)
+    code, _, err = await checker("merge", "m2", "--max-age", "1s", *shards, cwd=tmp_path)
+    assert code == 2 and "more than --max-age ago" in one_error_line(err)
+    for bad in ("1", "soon", "0s"):
+        code, _, err = await checker("merge", "m2", "--max-age", bad, *shards, cwd=tmp_path)
+        assert code == 2 and "--max-age" in one_error_line(err)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import json
 import os
@@ -22,11 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from checker import __version__
 from checker.check import failed_result
 from checker.reports.journal import Journal, header_line
-from checker.reports.recover import RecoverError, publish, read_report_header
-from checker.results import INVALID, NOT_CHECKED
-from checker.store.index import report_rows
+from checker.reports.recover import RecoverError, policy_of, publish, read_report_header
+from checker.results import INVALID, NOT_CHECKED, iso
+from checker.store.db import HISTORY_DAYS
+from checker.store.index import read_runs, report_rows
+from checker.store.model import Change
 from checker.summary import Stats
 from checker.targets import ListError, Shard, Target, read_targets
 
@@ -41,11 +45,37 @@ class Merged:
     stats: Stats
     run: dict[str, Any]
     notes: list[str]
+    changes: list[Change]
 
 
-async def merge(
-    out_dir: str, paths: Sequence[str], formats: Sequence[str], partial: bool
-) -> Merged:
+@dataclass(frozen=True)
+class Expected:
+    """What the shards must be (a --processes run knows; `checker merge`
+    takes it from the first report)."""
+
+    lists: list[str]
+    of: int
+    list_format: str
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    formats: Sequence[str]
+    partial: bool = False  # missing (or stale) shards' lines become "not checked"
+    max_age: float | None = None  # seconds: an older shard report counts as missing
+    alert_after: int | None = None  # the alert policy (default: as the shards ran)
+    remind_every: float | None = None
+    roll_up_days: int | None = HISTORY_DAYS  # roll up a share of old history, as a run does
+    # For `check --processes`: the parent run's own options, start and duration
+    # (a merge of reports from elsewhere takes them from the shards).
+    options: dict[str, Any] | None = None
+    started: datetime | None = None
+    duration_s: float | None = None
+    interrupted: bool = False  # the run was stopped (or killed) whatever the shards say
+    expected: Expected | None = None
+
+
+async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged:
     runs = []
     for path in paths:
         try:
@@ -59,45 +89,81 @@ async def merge(
             runs.append((path, run, Shard.parse(text)))
         except ValueError as exc:
             raise MergeError(f"{path}: {exc}") from None
-    first_path, first, shard = runs[0]
-    of, lists = shard.of, first.get("lists")
+    if how.expected is not None:
+        expected = how.expected
+        ref, version, shard_options = "this run's", __version__, how.options or {}
+    elif runs:
+        first_path, first, shard = runs[0]
+        found = first.get("options")
+        shard_options = found if isinstance(found, dict) else {}
+        lists = first.get("lists")
+        expected = Expected(
+            [str(p) for p in lists] if isinstance(lists, list) else [],
+            shard.of,
+            str(shard_options.get("list_format") or "auto"),
+        )
+        ref, version = f"{first_path}'s ({shard})", str(first.get("checker_version") or "")
+    else:
+        raise MergeError("no shard reports to merge")
+    of, list_paths, wanted = expected.of, expected.lists, expected.list_format
     given: dict[int, str] = {}
     for path, run, part in runs:
         if part.of != of:
-            raise MergeError(f"{path}: shard {part} of another count than {first_path}'s ({shard})")
-        if run.get("lists") != lists:
-            raise MergeError(f"{path}: a report of other lists than {first_path}'s")
+            raise MergeError(f"{path}: shard {part} of another count than {ref}")
+        if run.get("lists") != list_paths:
+            raise MergeError(f"{path}: a report of other lists than {ref}")
         if part.number in given:
             raise MergeError(f"shard {part} given twice: {given[part.number]} and {path}")
         given[part.number] = path
+    now = datetime.now(UTC)
+    stale = _stale(runs, now, how.max_age)
+    if stale and not how.partial:
+        path, started = next(iter(stale.values()))
+        raise MergeError(
+            f"{path}: its run started at {started}, more than --max-age ago"
+            " (--partial reports its lines as not checked)"
+        )
+    again = _merged_before(out_dir, runs)
+    if again and not how.partial:
+        path, previous = next(iter(again.values()))
+        raise MergeError(
+            f"{path}: merged already (into {previous}); its shard has not run since"
+            " (--partial reports its lines as not checked)"
+        )
+    for number in {**stale, **again}:
+        del given[number]
+    if runs and not given:
+        raise MergeError("nothing new to merge: every report given was merged already or stale")
+    runs = [r for r in runs if r[2].number in given]
     missing = [k for k in range(1, of + 1) if k not in given]
-    if missing and not partial:
+    if missing and not how.partial:
         names = ", ".join(f"{k}/{of}" for k in missing)
         raise MergeError(f"shard {names} missing (--partial reports their lines as not checked)")
-    list_paths = [str(p) for p in lists] if isinstance(lists, list) else []
-    options = first.get("options") if isinstance(first.get("options"), dict) else {}
-    wanted = options.get("list_format") if isinstance(options, dict) else None
-
     order = {path: i for i, path in enumerate(list_paths)}
     streams = [_rows(path, order) for path in given.values()]
     streams += [
-        _not_checked(list_paths, str(wanted or "auto"), Shard(k, of), order) for k in missing
+        _not_checked(list_paths, wanted, Shard(k, of), order, _why(k, stale, again))
+        for k in missing
     ]
-    now = datetime.now(UTC)
-    started = min(str(run.get("started_at") or "") for _, run, _ in runs)
-    finished = max(str(run.get("finished_at") or "") for _, run, _ in runs)
+    started = (
+        iso(how.started)
+        if how.started
+        else min((str(r.get("started_at") or "") for _, r, _ in runs), default=iso(now))
+    )
+    finished = max((str(run.get("finished_at") or "") for _, run, _ in runs), default=iso(now))
     header = {
         "started_at": started,
-        "checker_version": first.get("checker_version"),
-        "options": options,
+        "checker_version": version,
+        "options": how.options if how.options is not None else shard_options,
         "lists": list_paths,
         "shard": None,
         "merged": [f"{k}/{of}" for k in sorted(given)],
+        "shard_runs": [f"{part}@{run.get('started_at')}" for _, run, part in runs],
     }
     from checker.run import report_base  # (run imports the reports, not the other way)
 
     os.makedirs(out_dir, exist_ok=True)
-    base = report_base(out_dir, now)
+    base = report_base(out_dir, how.started or now)
     journal_path = base + ".journal.jsonl"
     try:
         await asyncio.to_thread(_write_journal, journal_path, header, streams)
@@ -112,17 +178,85 @@ async def merge(
     stats = Stats()
     for seq, row in enumerate(journal.results()):
         stats.add_row(seq, row)
-    interrupted = bool(missing) or any(run.get("interrupted") for _, run, _ in runs)
+    interrupted = (
+        how.interrupted or bool(missing) or any(run.get("interrupted") for _, run, _ in runs)
+    )
+    durations = [float(run.get("duration_s") or 0) for _, run, _ in runs] or [0.0]
     run_info = {
         **header,
         "finished_at": finished,
-        "duration_s": round(max(float(run.get("duration_s") or 0) for _, run, _ in runs), 3),
+        "duration_s": round(how.duration_s if how.duration_s is not None else max(durations), 3),
         **stats.totals(),
         "duplicates": sum(int(run.get("duplicates") or 0) for _, run, _ in runs),
         "interrupted": interrupted,
     }
-    reports, notes = await publish(journal, run_info, list_paths, base, formats)
-    return Merged(reports, stats, run_info, notes)
+    policy = policy_of(run_info)
+    policy = dataclasses.replace(
+        policy,
+        alert_after=how.alert_after or policy.alert_after,
+        remind_every=policy.remind_every if how.remind_every is None else how.remind_every,
+    )
+    done = await publish(
+        journal,
+        run_info,
+        list_paths,
+        base,
+        how.formats,
+        policy=policy,
+        roll_up_days=how.roll_up_days,
+    )
+    notes = [
+        f"{path}: started at {when}, older than --max-age: not merged"
+        for path, when in stale.values()
+    ]
+    notes += [
+        f"{path}: merged already (into {into}): not merged again" for path, into in again.values()
+    ]
+    return Merged(done.reports, stats, run_info, notes + done.notes, done.changes)
+
+
+def _why(k: int, stale: dict[int, tuple[str, str]], again: dict[int, tuple[str, str]]) -> str:
+    if k in stale:
+        return "was older than --max-age"
+    if k in again:
+        return "was merged already (its shard has not run since)"
+    return "was not merged"
+
+
+def _merged_before(
+    out_dir: str, runs: list[tuple[str, dict[str, Any], Shard]]
+) -> dict[int, tuple[str, str]]:
+    """The shard runs the previous merge in `out_dir` took already: merged
+    again, a run would count one observation twice (--alert-after)."""
+    previous = next((r for r in reversed(read_runs(out_dir)) if r.shard_runs), None)
+    if previous is None:
+        return {}
+    into = previous.reports[0] if previous.reports else previous.started_at
+    taken = set(previous.shard_runs)
+    return {
+        part.number: (path, into)
+        for path, run, part in runs
+        if f"{part}@{run.get('started_at')}" in taken
+    }
+
+
+def _stale(
+    runs: list[tuple[str, dict[str, Any], Shard]], now: datetime, max_age: float | None
+) -> dict[int, tuple[str, str]]:
+    """The shards whose run started more than `max_age` seconds before `now`
+    (a machine whose cron job stopped: its latest report is an old one)."""
+    if max_age is None:
+        return {}
+    old = {}
+    for path, run, part in runs:
+        text = str(run.get("started_at") or "")
+        try:
+            started = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            started = None
+        if started is None or (now - started.astimezone(UTC)).total_seconds() > max_age:
+            old[part.number] = (path, text or "an unknown time")
+    return old
 
 
 _Key = tuple[int, int, bytes]  # (list, line, the row's JSON)
@@ -143,13 +277,13 @@ def _rows(path: str, order: dict[str, int]) -> Iterator[_Key]:
 
 
 def _not_checked(
-    lists: list[str], wanted: str, shard: Shard, order: dict[str, int]
+    lists: list[str], wanted: str, shard: Shard, order: dict[str, int], why: str
 ) -> Iterator[_Key]:
     """The rows of a shard whose report was not given: read from the lists."""
     try:
         for item in read_targets(lists, wanted, shard):
             if isinstance(item, Target):
-                detail = f"not checked: shard {shard}'s report was not merged"
+                detail = f"not checked: shard {shard}'s report {why}"
                 row = (
                     failed_result(item, INVALID, item.error or "")
                     if item.url is None

@@ -9,6 +9,7 @@ the note says what could not be accounted for.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
@@ -86,24 +87,36 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
         recovered=True,
     )
     base = path[: -len(JOURNAL_SUFFIX)]
-    reports, notes = await publish(journal, run, lists, base, formats)
-    return Recovered(reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
+    done = await publish(journal, run, lists, base, formats)
+    notes = done.notes
+    return Recovered(done.reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
+
+
+@dataclass
+class Published:
+    reports: list[str]
+    notes: list[str]  # for the user: the history database could not be used
+    changes: list[Change]  # since the previous complete run in the folder
 
 
 async def publish(
-    journal: Journal, run: dict[str, Any], lists: list[str], base: str, formats: Sequence[str]
-) -> tuple[list[str], list[str]]:
+    journal: Journal,
+    run: dict[str, Any],
+    lists: list[str],
+    base: str,
+    formats: Sequence[str],
+    *,
+    policy: Policy | None = None,
+    roll_up_days: int | None = None,
+) -> Published:
     """Reports from a completed journal (a killed run's, or a merge's), into
     the history database and the run index; the journal is removed. A run
-    with `interrupted` set is never the baseline of a change."""
+    with `interrupted` set is never the baseline of a change. The `policy`
+    is the run's own options' unless given; `roll_up_days` rolls up a share
+    of old results, as a complete run does."""
     out_dir = os.path.dirname(base) or "."
-    options = run.get("options")
-    if not isinstance(options, dict):
-        options = {}
-    policy = Policy(
-        alert_after=_int(options.get("alert_after"), 1),
-        warn_days=_int(options.get("cert_warn_days"), 14),
-    )
+    if policy is None:
+        policy = policy_of(run)
     json_name = os.path.basename(base) + ".json" if "json" in formats else None
     db, feed, notes = await start_feed(
         out_dir, run, lists_key(lists), json_name, policy, datetime.now(UTC)
@@ -112,13 +125,28 @@ async def publish(
         reports = await write_reports(
             base, formats, run, journal, store=feed, latest=_is_newest(base)
         )
+        if db is not None and roll_up_days is not None and not run.get("interrupted"):
+            await asyncio.to_thread(db.roll_up, None, roll_up_days)
     finally:
         if db is not None:
             db.close()
     journal.remove()
     # In the run index too, so that `checker history` lists it.
     await append_run(out_dir, index_entry(run, lists_key(lists), reports))
-    return reports, notes
+    return Published(reports, notes, feed.changes if feed is not None else [])
+
+
+def policy_of(run: dict[str, Any]) -> Policy:
+    """The alert policy a run was made with (its report's options)."""
+    options = run.get("options")
+    if not isinstance(options, dict):
+        options = {}
+    remind = options.get("remind_every_s")
+    return Policy(
+        alert_after=_int(options.get("alert_after"), 1),
+        remind_every=float(remind) if isinstance(remind, int | float) and remind > 0 else None,
+        warn_days=_int(options.get("cert_warn_days"), 14),
+    )
 
 
 async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:

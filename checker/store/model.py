@@ -164,6 +164,9 @@ class RunEntry:
     changes: int
     lists: tuple[str, ...]
     reports: tuple[str, ...]  # file names in the report folder
+    # A merge's shard runs, "K/N@<started_at>": a later merge takes none of
+    # them again (a shard whose job has not run since).
+    shard_runs: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -179,6 +182,8 @@ class RunEntry:
         if self.recovered:
             out["recovered"] = True
         out |= {"changes": self.changes, "lists": list(self.lists), "reports": list(self.reports)}
+        if self.shard_runs:
+            out["shard_runs"] = list(self.shard_runs)
         return out
 
     @classmethod
@@ -209,4 +214,5 @@ class RunEntry:
             changes=number("changes"),
             lists=names("lists"),
             reports=names("reports"),
+            shard_runs=names("shard_runs"),
         )

@@ -1,0 +1,315 @@
+"""`checker check --processes N`: N shard runs (`--shard K/N`) of the same
+lists, each a process with its own event loop, merged into one report.
+
+One Python process keeps one core busy; N shard processes keep N. The parent
+holds the report folder's lock, draws the one progress bar from the counts
+each shard writes on its stdout (checker.parallel.counts), and passes on each
+line a shard says on stderr once (N shards reading one list note the same
+things). Ctrl-C reaches every process of the terminal's group; a SIGTERM to
+the parent is passed on to the shards. Either way each shard stops as a run
+does, writing its report with its unfinished lines as "interrupted", and the
+merge keeps every row. A shard that dies without its report is recovered
+from its journal, as a killed run is; one that never started has its lines
+reported as not checked.
+
+The shards work in <out>/.shards/<report name>/<K>/, removed once merged. A
+parent killed outright leaves that folder (its shards stop with it, see
+worker): the next run in the folder merges what it holds, as an interrupted
+run (leftovers), before its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from checker.parallel import SHARDS_DIR, newest_report, shard_dirs
+from checker.parallel.counts import parse
+from checker.parallel.worker import Task
+from checker.reports.merge import Expected, MergeOptions, merge
+from checker.reports.recover import JOURNAL_SUFFIX, RecoverError, recover
+from checker.results import iso
+from checker.run import (
+    RunConfig,
+    RunError,
+    RunOutcome,
+    after_reports,
+    make_bar,
+    recover_all,
+    report_base,
+)
+from checker.targets import ListError, Shard, check_lists, list_notes
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as taskset and
+    containers' cpusets set it), not all the machine has."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutcome:
+    """`config` as N shard processes; `args` are the parsed options they run."""
+    n = config.processes
+    try:
+        entries = check_lists(config.lists, count=config.progress, wanted=config.list_format)
+        notes = list_notes(config.lists, config.list_format)
+    except ListError as exc:
+        raise RunError(str(exc)) from None
+    notes += await recover_all(config.out_dir, config.formats)
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    base = report_base(config.out_dir, started)
+    work = os.path.join(config.out_dir, SHARDS_DIR, os.path.basename(base))
+    os.makedirs(work)
+    # For a later run to merge these shards if this one is killed (leftovers).
+    parent = Parent(iso(started), config.options, list(config.lists), n)
+    await asyncio.to_thread(parent.write, work)
+
+    caught: list[int] = []
+    procs: list[asyncio.subprocess.Process] = []
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if not caught:
+            caught.append(signum)
+        for proc in procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    bar = make_bar(entries, config.progress, sys.stderr)
+    follow = _Follow(bar, n)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for k in range(1, n + 1):
+                    folder = os.path.join(work, str(k))
+                    os.mkdir(folder)
+                    task = Task(args, Shard(k, n), folder, n, os.getpid())
+                    proc = await _start(task)
+                    procs.append(proc)
+                    if caught:  # a signal while it started: it must stop too
+                        proc.send_signal(caught[0])
+                    group.create_task(follow.shard(k, proc))
+        finally:
+            if bar is not None:
+                bar.set_postfix_str(follow.postfix(), refresh=False)
+                bar.close()
+
+        reports, failed = [], []
+        for k in range(1, n + 1):
+            folder = os.path.join(work, str(k))
+            for journal in sorted(os.listdir(folder)):
+                if journal.endswith(JOURNAL_SUFFIX):
+                    with contextlib.suppress(RecoverError):
+                        await recover(os.path.join(folder, journal), ["json"])
+                        notes.append(f"shard {k}/{n} stopped before its report: recovered")
+            report = newest_report(folder)
+            if report is None:
+                code = procs[k - 1].returncode
+                failed.append(f"shard {k}/{n} left no report (exit code {code})")
+            else:
+                reports.append(report)
+        notes += follow.said
+        notes += [f"{line}: its lines are reported as not checked" for line in failed]
+        merged = await merge(
+            config.out_dir,
+            reports,
+            MergeOptions(
+                formats=config.formats,
+                partial=True,
+                alert_after=config.alert_after,
+                remind_every=config.remind_every,
+                roll_up_days=config.history_days,
+                options=config.options,
+                started=started,
+                duration_s=time.perf_counter() - t0,
+                interrupted=bool(caught or failed),
+                expected=Expected(list(config.lists), n, config.list_format),
+            ),
+        )
+    finally:
+        # Kept until the reports are written: a second Ctrl-C must not tear them.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(work))  # .shards, when no other run's is left
+    outcome = RunOutcome(
+        merged.stats,
+        merged.reports,
+        time.perf_counter() - t0,
+        bool(merged.run["interrupted"]),
+        caught[0] if caught else None,
+        notes=notes + merged.notes,
+        run=merged.run,
+        changes=merged.changes,
+    )
+    await after_reports(config.out_dir, config.channels, config.keep, config.keep_days, outcome)
+    return outcome
+
+
+async def _start(task: Task) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "checker.parallel.worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(pickle.dumps(task))
+    with contextlib.suppress(ConnectionError):
+        await proc.stdin.drain()
+    proc.stdin.close()
+    return proc
+
+
+class _Follow:
+    """Reads the shards' counts (for the bar) and what they say (once each)."""
+
+    def __init__(self, bar: Any, n: int) -> None:
+        self.bar = bar
+        self.rows = [0] * n
+        self.up = [0] * n
+        self.down = [0] * n
+        self.said: list[str] = []
+        self._seen: set[str] = set()
+        self._postfix = 0.0
+
+    async def shard(self, k: int, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._counts(k - 1, proc.stdout))
+            group.create_task(self._notes(proc.stderr))
+        await proc.wait()
+
+    async def _counts(self, i: int, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            counts = parse(line)
+            if counts is None:
+                continue
+            rows, self.up[i], self.down[i] = counts
+            if self.bar is not None and rows > self.rows[i]:
+                self.bar.update(rows - self.rows[i])
+                now = time.monotonic()
+                if now - self._postfix > 0.5:
+                    self._postfix = now
+                    self.bar.set_postfix_str(self.postfix(), refresh=False)
+            self.rows[i] = max(rows, self.rows[i])
+
+    def postfix(self) -> str:
+        return f"up {sum(self.up)} down {sum(self.down)}"
+
+    async def _notes(self, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line not in self._seen:
+                self._seen.add(line)
+                # Said as the shard said it, after the bar (in the notes).
+                self.said.append(line.removeprefix("checker: "))
+
+
+async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
+    """Merge the shards a killed --processes run left in `out_dir` (marked
+    interrupted: it never moves a state), once none of them still runs."""
+    from checker.lock import LockBusy, run_lock
+
+    notes = []
+    root = os.path.join(out_dir, SHARDS_DIR)
+    for work in await asyncio.to_thread(_runs_in, root):
+        parent = await asyncio.to_thread(Parent.read, work)
+        if parent is None:
+            # Killed before its shards started: no row was ever recorded.
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            continue
+        options = parent.options
+        folders = shard_dirs(work)
+        with contextlib.ExitStack() as held:
+            try:
+                for folder in folders:
+                    held.enter_context(run_lock(folder))
+            except LockBusy:
+                continue  # its shards are still stopping: a later run merges them
+            reports = []
+            for folder in folders:
+                for journal in sorted(os.listdir(folder)):
+                    if journal.endswith(JOURNAL_SUFFIX):
+                        with contextlib.suppress(RecoverError):
+                            await recover(os.path.join(folder, journal), ["json"])
+                report = newest_report(folder)
+                if report is not None:
+                    reports.append(report)
+            merged = await merge(
+                out_dir,
+                reports,
+                MergeOptions(
+                    formats=formats,
+                    partial=True,
+                    options=options,
+                    started=datetime.fromisoformat(parent.started_at.replace("Z", "+00:00")),
+                    interrupted=True,
+                    expected=Expected(
+                        parent.lists, parent.processes, str(options.get("list_format") or "auto")
+                    ),
+                ),
+            )
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        notes.append(f"a killed --processes run's shards became {', '.join(merged.reports)}")
+    with contextlib.suppress(OSError):
+        os.rmdir(root)
+    return notes
+
+
+def _runs_in(root: str) -> list[str]:
+    return [os.path.join(root, n) for n in sorted(os.listdir(root))] if os.path.isdir(root) else []
+
+
+@dataclass(frozen=True)
+class Parent:
+    """What a later run needs to merge the shards of a killed --processes
+    run: `parent.json` in its work folder."""
+
+    started_at: str
+    options: dict[str, Any]
+    lists: list[str]
+    processes: int
+
+    def write(self, work: str) -> None:
+        with open(os.path.join(work, "parent.json"), "w", encoding="utf-8") as f:
+            json.dump(dataclasses.asdict(self), f)
+
+    @classmethod
+    def read(cls, work: str) -> Parent | None:
+        try:
+            with open(os.path.join(work, "parent.json"), encoding="utf-8") as f:
+                data = json.load(f)
+            parent = cls(
+                str(data["started_at"]),
+                dict(data["options"]),
+                [str(p) for p in data["lists"]],
+                int(data["processes"]),
+            )
+            datetime.fromisoformat(parent.started_at.replace("Z", "+00:00"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return parent

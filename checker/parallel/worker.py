@@ -1,0 +1,107 @@
+"""One shard of a --processes run: `python -m checker.parallel.worker`.
+
+It reads its task (the parent's parsed options, its shard, its folder) from
+stdin, runs `checker check --shard K/N` in that folder with a JSON report
+and no history database (the parent's merge keeps the history), and writes
+its running counts on stdout. It is started only by the coordinator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import pickle
+import signal
+import sys
+from dataclasses import dataclass
+
+from checker.targets import Shard
+
+# A task's exit codes (the parent reads the report; these only explain a
+# shard that left none).
+DONE = 0
+FAILED = 2  # said on stderr
+
+
+@dataclass(frozen=True)
+class Task:
+    args: argparse.Namespace  # the parent's parsed `check` options
+    shard: Shard
+    out_dir: str
+    processes: int
+    parent: int  # its pid: a shard whose parent is already gone does nothing
+
+
+def shard_args(task: Task) -> argparse.Namespace:
+    """The parent's options as one shard runs them."""
+    args = argparse.Namespace(**vars(task.args))
+    args.shard = task.shard
+    args.out = task.out_dir
+    args.format = ["json"]  # what the merge reads; the parent writes the rest
+    args.quiet = True
+    args.no_progress = True
+    args.processes = 1
+    # The global cap is the parent's: each of N processes takes its share.
+    args.concurrency = max(1, math.ceil(args.concurrency / task.processes))
+    # Alerts and pruning are the merged run's.
+    args.notify_webhook = args.notify_email = None
+    args.keep = args.keep_days = None
+    return args
+
+
+def main() -> int:
+    _die_with_parent()
+    try:
+        task = pickle.load(sys.stdin.buffer)
+        if os.getppid() != task.parent:
+            return FAILED  # the parent died before this shard could follow it
+        return _run(task)
+    except KeyboardInterrupt:
+        # Ctrl-C before the run took over its signals: no journal yet, and the
+        # parent reports this shard's lines as not checked.
+        return 128 + signal.SIGINT
+
+
+def _run(task: Task) -> int:
+    from checker import loops
+    from checker.cli import check_config
+    from checker.lock import run_lock
+    from checker.parallel.counts import CountsPipe
+    from checker.run import RunError, run_check
+
+    try:
+        config, notes = check_config(shard_args(task))
+    except RunError as exc:
+        print(f"checker: error: shard {task.shard}: {exc}", file=sys.stderr)
+        return FAILED
+    for note in notes:
+        print(f"checker: {note}", file=sys.stderr)
+    config = dataclasses.replace(
+        config, history=False, counts=lambda stats: CountsPipe(sys.stdout.buffer, stats)
+    )
+    with run_lock(task.out_dir):
+        outcome = loops.run(run_check(config), config.options["loop"])
+    for note in outcome.notes:
+        print(f"checker: {note}", file=sys.stderr)
+    return DONE
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this shard when its parent dies (Linux): a parent killed
+    outright must not leave shards checking on their own. The shard then
+    stops as on Ctrl-C and writes its report, which the next run merges."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

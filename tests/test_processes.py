@@ -1,0 +1,284 @@
+"""--processes N: N shard processes under one command, merged into one report
+that has the rows of one unsharded run; one lock, one bar; Ctrl-C, SIGTERM,
+a shard killed and the parent killed all keep every row."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import sys
+import termios
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checker.parallel.coordinator import usable_cpus
+from tests.helpers import SwitchableSite, read_request
+from tests.test_cli import checker, one_error_line
+from tests.test_notify import WebhookSink
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class SlowSite:
+    """200 after `delay` seconds, keep-alive."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await asyncio.sleep(self.delay)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def hosts(handler: object, n: int) -> AsyncIterator[list[str]]:
+    """`n` servers, on 127.0.0.1 to 127.0.0.n (distinct hosts: the shards
+    split by host); yields their origins."""
+    servers = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)  # type: ignore[operator]
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    try:
+        for i in range(1, n + 1):
+            servers.append(await asyncio.start_server(serve, f"127.0.0.{i}", 0))
+        yield [
+            f"http://127.0.0.{i}:{s.sockets[0].getsockname()[1]}" for i, s in enumerate(servers, 1)
+        ]
+    finally:
+        for server in servers:
+            server.close()
+
+
+async def start(tmp_path: Path, *args: str, **how: Any) -> asyncio.subprocess.Process:
+    """`python -m checker check urls.txt ARGS` in `tmp_path`, not waited for."""
+    how.setdefault("stdout", asyncio.subprocess.PIPE)
+    how.setdefault("stderr", asyncio.subprocess.PIPE)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "checker", "check", "urls.txt", *args, cwd=tmp_path, **how
+    )
+
+
+def rows(folder: Path) -> list[tuple[str, int, str | None, str | None]]:
+    report = json.loads((folder / "latest.json").read_text())
+    return [(r["url"], r["line"], r["state"], r["error"]) for r in report["results"]]
+
+
+def run_header(folder: Path) -> dict[str, object]:
+    header = json.loads((folder / "latest.json").read_text())["run"]
+    assert isinstance(header, dict)
+    return header
+
+
+async def test_processes_give_the_rows_of_one_run(tmp_path: Path) -> None:
+    down = SwitchableSite(b"503 Service Unavailable")
+    async with hosts(SwitchableSite(), 12) as up, hosts(down, 1) as broken:
+        lines = [f"{o}/p{j}" for o in up for j in range(3)] + [f"{broken[0]}/x"]
+        lines += ["not a url", f"{up[3]}/p1", "# a comment"]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        args = ("check", "urls.txt", "--retries", "0")
+        code, _, err = await checker(*args, "--out", "one", cwd=tmp_path)
+        assert code == 1, err
+        code, out, err = await checker(*args, "--out", "three", "--processes", "3", cwd=tmp_path)
+    assert code == 1, err
+    assert err == ""  # no note said three times, no bar without a terminal
+    assert rows(tmp_path / "three") == rows(tmp_path / "one")
+    states = {(state, error) for _, _, state, error in rows(tmp_path / "three")}
+    assert states == {("up", None), ("down", None), (None, "invalid_url")}  # 503: a status
+    header = run_header(tmp_path / "three")
+    assert header["merged"] == ["1/3", "2/3", "3/3"] and header["shard"] is None
+    assert header["interrupted"] is False and header["duplicates"] == 1
+    assert header["options"]["processes"] == 3  # type: ignore[index]
+    assert out.startswith("checked 37 URLs in ")
+    three = tmp_path / "three"
+    assert (three / "latest.html").exists() and (three / "latest.csv").exists()
+    assert (three / "history.sqlite3").exists() and not (three / ".shards").exists()
+    assert [p.name for p in three.glob("*.journal.jsonl")] == []
+
+
+async def test_a_merged_run_alerts_once_and_only_on_a_change(tmp_path: Path) -> None:
+    site, hook = SwitchableSite(), WebhookSink()
+    async with hosts(site, 6) as origins, hosts(hook, 1) as hook_origin:
+        (tmp_path / "urls.txt").write_text("\n".join(f"{o}/" for o in origins) + "\n")
+        args = ("check", "urls.txt", "-q", "--retries", "0", "--processes", "2")
+        alert = ("--notify-webhook", f"{hook_origin[0]}/hook")
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)
+        assert code == 0, err
+        assert hook.requests == []  # the first run is the baseline
+        site.status = b"503 Service Unavailable"
+        code, _, err = await checker(*args, *alert, cwd=tmp_path)
+    assert code == 1, err
+    assert len(hook.requests) == 1  # once, from the merged run, not once a shard
+    body = json.loads(hook.requests[0][1])
+    assert sorted(c["url"] for c in body["changes"]) == sorted(f"{o}/" for o in origins)
+
+
+async def test_ctrl_c_stops_every_shard_and_keeps_every_row(tmp_path: Path) -> None:
+    async with hosts(SlowSite(0.4), 8) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(20)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        # Its own process group, as a terminal's foreground job: Ctrl-C is a
+        # SIGINT to the whole group, the parent and the shards alike.
+        proc = await start(tmp_path, "--processes", "2", "--per-host", "1", start_new_session=True)
+        try:
+            await asyncio.sleep(2.0)
+            os.killpg(proc.pid, signal.SIGINT)
+            async with asyncio.timeout(30):
+                out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err.decode()
+    got = rows(tmp_path / "reports")
+    assert [line for _, line, _, _ in got] == list(range(1, len(lines) + 1))
+    assert {(s, e) for _, _, s, e in got} == {("up", None), (None, "interrupted")}
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    stopped = [r for r in report["results"] if r["error"] == "interrupted"]
+    assert stopped and run_header(tmp_path / "reports")["interrupted"] is True
+    assert b"INTERRUPTED" in out
+    assert not (tmp_path / "reports" / ".shards").exists()
+
+
+async def test_a_killed_shard_is_recovered_from_its_journal(tmp_path: Path) -> None:
+    async with hosts(SlowSite(0.3), 8) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(15)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        proc = await start(tmp_path, "--processes", "2", "--per-host", "1")
+        try:
+            await asyncio.sleep(2.0)
+            shards = children(proc.pid)
+            assert len(shards) == 2
+            os.kill(shards[0], signal.SIGKILL)
+            async with asyncio.timeout(40):
+                _, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    text = err.decode()
+    assert proc.returncode == 1, text  # not all checked: no all-clear
+    assert "stopped before its report: recovered" in text and "Traceback" not in text
+    got = rows(tmp_path / "reports")
+    assert [line for _, line, _, _ in got] == list(range(1, len(lines) + 1))
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    killed = [r for r in report["results"] if r["error"] == "interrupted"]
+    assert killed and all("killed" in r["error_detail"] for r in killed)
+    assert report["run"]["interrupted"] is True
+
+
+async def test_a_killed_parent_stops_its_shards_and_the_next_run_merges_them(
+    tmp_path: Path,
+) -> None:
+    async with hosts(SlowSite(0.3), 6) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(15)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        proc = await start(
+            tmp_path,
+            *("--processes", "2", "--per-host", "1"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.sleep(2.0)
+        shards = children(proc.pid)
+        assert len(shards) == 2
+        proc.kill()
+        await proc.wait()
+        # The shards follow their parent (SIGTERM), each writing its report.
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in shards) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not any(alive(pid) for pid in shards)
+        assert (tmp_path / "reports" / ".shards").is_dir()
+        (tmp_path / "other.txt").write_text(f"{origins[0]}/\n")
+        code, _, err = await checker("check", "other.txt", "-q", cwd=tmp_path)
+    assert code == 0, err
+    assert "a killed --processes run's shards became" in err
+    assert not (tmp_path / "reports" / ".shards").exists()
+    killed = sorted((tmp_path / "reports").glob("status-*.json"))[0]
+    report = json.loads(killed.read_text())
+    assert [r["line"] for r in report["results"]] == list(range(1, len(lines) + 1))
+    assert report["run"]["interrupted"] is True
+    assert {r["state"] for r in report["results"]} >= {"up"}
+
+
+async def test_one_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    async with hosts(SwitchableSite(), 6) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(10)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        leader, follower = pty.openpty()
+        # 100 columns (a new terminal has none: tqdm would draw nothing).
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        proc = await start(
+            tmp_path, "--processes", "3", stdout=asyncio.subprocess.DEVNULL, stderr=follower
+        )
+        os.close(follower)
+        drawn = bytearray()
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(40):
+            while True:
+                try:
+                    chunk = await loop.run_in_executor(None, os.read, leader, 65536)
+                except OSError:  # EIO: the terminal's last writer is gone
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+            await proc.wait()
+        os.close(leader)
+    assert proc.returncode == 0
+    text = drawn.decode("utf-8", "replace")
+    assert "60/60" in text and "Traceback" not in text, text
+    assert "/20" not in text, repr(text)  # no shard's own bar (each has 20)
+    assert text.rstrip().endswith("up 60 down 0]"), repr(text)  # the final totals
+
+
+async def test_processes_usage_errors(tmp_path: Path) -> None:
+    (tmp_path / "urls.txt").write_text("http://127.0.0.1:9/\n")
+    for extra, says in [
+        (["--processes", "2", "--shard", "1/2"], "--processes and --shard"),
+        (["--processes", "0"], "from 1 to 256"),
+        (["--processes", "many"], "not a number or auto"),
+    ]:
+        code, _, err = await checker("check", "urls.txt", *extra, cwd=tmp_path)
+        assert code == 2 and says in one_error_line(err)
+    assert usable_cpus() == len(os.sched_getaffinity(0))
+
+
+def children(pid: int) -> list[int]:
+    """The pids of `pid`'s child processes (Linux)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(p) for p in text]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (not yet reaped by init) has stopped all the same.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
