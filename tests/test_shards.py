@@ -174,3 +174,27 @@ async def test_merge_max_age_takes_an_old_shard_report_for_a_missing_one(tmp_pat
     for bad in ("1", "soon", "0s"):
         code, _, err = await checker("merge", "m2", "--max-age", bad, *shards, cwd=tmp_path)
         assert code == 2 and "--max-age" in one_error_line(err)
+
+
+def test_a_rows_place_is_read_without_decoding_it(tmp_path: Path) -> None:
+    # The merge orders rows by (list, line), read from the start of each
+    # row's JSON; names with quotes, backslashes and non-ASCII included, and
+    # a row of another layout decoded whole.
+    from checker.reports.merge import _rows
+
+    sources = ['lists/a "b".txt', "c:\\d\\e.txt", "ünï.txt", "plain.txt"]
+    lines = [
+        json.dumps(
+            {"url": f'http://h{i}.example/"q"', "source": s, "line": 10 + i, "ok": True},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        for i, s in enumerate(sources)
+    ]
+    # Another layout (spaces after the separators): decoded whole.
+    lines.append(json.dumps({"url": "x", "source": "plain.txt", "line": 99}))
+    report = tmp_path / "r.json"
+    report.write_text('{"run":{},\n"results":[\n' + ",\n".join(lines) + "\n]}\n")
+    order = {s: i for i, s in enumerate(sources)}
+    got = [(k[0], k[1]) for k in _rows(str(report), order)]
+    assert got == [(0, 10), (1, 11), (2, 12), (3, 13), (3, 99)]

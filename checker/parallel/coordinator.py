@@ -128,7 +128,7 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                 failed.append(f"shard {k}/{n} left no report (exit code {code})")
             else:
                 reports.append(report)
-        notes += follow.said
+        notes += [line for line in follow.said if line not in notes]  # the parent's own too
         notes += [f"{line}: its lines are reported as not checked" for line in failed]
         merged = await merge(
             config.out_dir,

@@ -18,6 +18,8 @@ import dataclasses
 import heapq
 import json
 import os
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,8 +143,9 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         raise MergeError(f"shard {names} missing (--partial reports their lines as not checked)")
     order = {path: i for i, path in enumerate(list_paths)}
     streams = [_rows(path, order) for path in given.values()]
+    unchecked: Counter[str] = Counter()  # totals of the rows made for missing shards
     streams += [
-        _not_checked(list_paths, wanted, Shard(k, of), order, _why(k, stale, again))
+        _not_checked(list_paths, wanted, Shard(k, of), order, _why(k, stale, again), unchecked)
         for k in missing
     ]
     started = (
@@ -175,9 +178,11 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
     journal = Journal.reopen(journal_path)
     async with journal:
         pass
-    stats = Stats()
-    for seq, row in enumerate(journal.results()):
-        stats.add_row(seq, row)
+    # The totals, before the reports (their heads and the database's run row
+    # carry them): the shards' own, and the rows made for missing shards.
+    totals = Counter(unchecked)
+    for _, run, _ in runs:
+        totals.update({k: int(run.get(k) or 0) for k in _TOTALS})
     interrupted = (
         how.interrupted or bool(missing) or any(run.get("interrupted") for _, run, _ in runs)
     )
@@ -186,7 +191,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         **header,
         "finished_at": finished,
         "duration_s": round(how.duration_s if how.duration_s is not None else max(durations), 3),
-        **stats.totals(),
+        **{k: totals[k] for k in _TOTALS},
         "duplicates": sum(int(run.get("duplicates") or 0) for _, run, _ in runs),
         "interrupted": interrupted,
     }
@@ -196,6 +201,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         alert_after=how.alert_after or policy.alert_after,
         remind_every=policy.remind_every if how.remind_every is None else how.remind_every,
     )
+    stats = Stats()  # counted in the reports' one pass, for the summary
     done = await publish(
         journal,
         run_info,
@@ -204,6 +210,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         how.formats,
         policy=policy,
         roll_up_days=how.roll_up_days,
+        stats=stats,
     )
     notes = [
         f"{path}: started at {when}, older than --max-age: not merged"
@@ -212,6 +219,8 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
     notes += [
         f"{path}: merged already (into {into}): not merged again" for path, into in again.values()
     ]
+    if stats.totals() != {k: run_info[k] for k in _TOTALS}:
+        notes.append("the shard reports' totals disagree with their rows: the rows were merged")
     return Merged(done.reports, stats, run_info, notes + done.notes, done.changes)
 
 
@@ -260,6 +269,7 @@ def _stale(
 
 
 _Key = tuple[int, int, bytes]  # (list, line, the row's JSON)
+_TOTALS = ("total", "up", "degraded", "down", "not_checked", "invalid")
 
 
 def _write_journal(path: str, header: dict[str, Any], streams: list[Iterator[_Key]]) -> None:
@@ -270,16 +280,35 @@ def _write_journal(path: str, header: dict[str, Any], streams: list[Iterator[_Ke
             f.write(b'{"seq":%d,"result":' % seq + raw + b"}\n")
 
 
+# A row's JSON starts with its url, source and line (results.FIELDS): its
+# place in the list is read from there, not by decoding the whole row.
+_PLACE = re.compile(
+    rb'\{"url":(?:"(?:[^"\\]|\\.)*"|null),"source":("(?:[^"\\]|\\.)*"),"line":(\d+),'
+)
+
+
 def _rows(path: str, order: dict[str, int]) -> Iterator[_Key]:
     for _, line in report_rows(path):
-        row = json.loads(line)
-        yield order.get(str(row.get("source")), len(order)), int(row.get("line") or 0), line
+        found = _PLACE.match(line)
+        if found is not None:
+            source = found.group(1)
+            name = source[1:-1].decode() if b"\\" not in source else json.loads(source)
+            yield order.get(name, len(order)), int(found.group(2)), line
+        else:  # another layout (a report from another version): decode it
+            row = json.loads(line)
+            yield order.get(str(row.get("source")), len(order)), int(row.get("line") or 0), line
 
 
 def _not_checked(
-    lists: list[str], wanted: str, shard: Shard, order: dict[str, int], why: str
+    lists: list[str],
+    wanted: str,
+    shard: Shard,
+    order: dict[str, int],
+    why: str,
+    totals: Counter[str],
 ) -> Iterator[_Key]:
-    """The rows of a shard whose report was not given: read from the lists."""
+    """The rows of a shard whose report was not given: read from the lists
+    (counted in `totals` as they go)."""
     try:
         for item in read_targets(lists, wanted, shard):
             if isinstance(item, Target):
@@ -289,6 +318,7 @@ def _not_checked(
                     if item.url is None
                     else failed_result(item, NOT_CHECKED, detail)
                 )
+                totals.update(("total", "invalid" if item.url is None else "not_checked"))
                 yield order.get(item.source, len(order)), item.line, row.to_json().encode("utf-8")
     except ListError as exc:
         raise MergeError(

@@ -23,6 +23,7 @@ from checker.reports.atomic import Spool, publish_latest, write_atomic
 from checker.reports.journal import Journal
 from checker.store.feed import Feed
 from checker.store.model import Batch, Change
+from checker.summary import Stats
 
 FORMATS = ("csv", "json", "html", "prom")
 DEFAULT_FORMATS = ("csv", "json", "html")
@@ -38,8 +39,11 @@ async def write_reports(
     *,
     store: Feed | None = None,
     latest: bool = True,
+    stats: Stats | None = None,
 ) -> list[str]:
     """Write `base`.<fmt> for each format; point latest.<fmt> at it when `latest`.
+    With `stats`, every row is also counted there (a merge's summary, from
+    the one pass instead of one more).
 
     With a `store`, every row also goes into the history database; when it
     steps the URLs' states (a complete run) and there was an earlier complete
@@ -54,7 +58,7 @@ async def write_reports(
         for fmt in ("csv", "json", "html"):
             if fmt in formats:
                 spools[fmt] = await Spool.create(f"{base}.{fmt}")
-        page = await _one_pass(journal, spools, run_info, store)
+        page = await _one_pass(journal, spools, run_info, store, stats)
         listed: list[Change] = []
         if store is not None and store.policy is not None and run_info.get("previous_run"):
             listed = store.changes
@@ -94,6 +98,7 @@ async def _one_pass(
     spools: dict[str, Spool],
     run_info: dict[str, Any],
     store: Feed | None,
+    stats: Stats | None = None,
 ) -> Any:
     """Every row once: CSV, the JSON results, the HTML table and its figures,
     the history database (and the changes). Returns the HTML `Page` (or None).
@@ -111,7 +116,7 @@ async def _one_pass(
         not_up = int(run_info.get("total") or 0) - int(run_info.get("up") or 0)
         page = html_report.Page(run_info, not_up)
     json_rows: list[bytes] | None = [] if "json" in spools else None
-    decode = csv_out is not None or page is not None or store is not None
+    decode = csv_out is not None or page is not None or store is not None or stats is not None
     # Only a page with trends to show waits for the database's batches; else
     # the table rows go out at once and the database keeps its own pace
     # (one batch in flight, STORE_ROWS rows at a time: fewer, larger
@@ -167,6 +172,8 @@ async def _one_pass(
                 batch_rows.append((seq, row))
             if store is not None:
                 store.add(row)
+            if stats is not None:
+                stats.add_row(seq, row)
         if seq % BATCH == BATCH - 1:
             await flush()
     last = True

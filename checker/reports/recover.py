@@ -108,6 +108,7 @@ async def publish(
     *,
     policy: Policy | None = None,
     roll_up_days: int | None = None,
+    stats: Stats | None = None,
 ) -> Published:
     """Reports from a completed journal (a killed run's, or a merge's), into
     the history database and the run index; the journal is removed. A run
@@ -123,7 +124,7 @@ async def publish(
     )
     try:
         reports = await write_reports(
-            base, formats, run, journal, store=feed, latest=_is_newest(base)
+            base, formats, run, journal, store=feed, latest=_is_newest(base), stats=stats
         )
         if db is not None and roll_up_days is not None and not run.get("interrupted"):
             await asyncio.to_thread(db.roll_up, None, roll_up_days)
