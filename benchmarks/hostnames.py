@@ -13,8 +13,6 @@ run.py's setup (venv, nginx, sysctls) and measurement. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import atexit
-import datetime as dt
 import itertools
 import json
 import shlex
@@ -558,11 +556,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    command = shlex.join(["python3", "benchmarks/hostnames.py", *sys.argv[1:]])
-    started = dt.datetime.now(dt.UTC)
-    atexit.register(run._run_cleanups)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    command, started = run.begin("hostnames.py")
     run._cleanups.append(run._kill_current_child)
     preflight()
     setup = [run.ensure_venv(), ensure_aiodns(), run.ensure_nginx()]
@@ -641,8 +635,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted: nginx, the responder and the running contender stopped")
-        sys.exit(130)
+    run.entry(main, "nginx, the responder and the running contender stopped")

@@ -964,14 +964,30 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> int:
-    args = parse_args()
-    command = shlex.join(["python3", "benchmarks/run.py", *sys.argv[1:]])
+def begin(script: str) -> tuple[str, dt.datetime]:
+    """A benchmark script's command line and start time; its cleanups run at
+    exit, and SIGTERM/SIGHUP run them as Ctrl-C does (stop nginx, the child,
+    put the sysctls back)."""
+    command = shlex.join(["python3", f"benchmarks/{script}", *sys.argv[1:]])
     started = dt.datetime.now(dt.UTC)
     atexit.register(_run_cleanups)
-    # SIGTERM/SIGHUP run the same cleanups as Ctrl-C: stop nginx, the child, sysctls.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    return command, started
+
+
+def entry(main: Callable[[], int], stopped: str) -> None:
+    """Run a benchmark script's `main`; Ctrl-C says what its cleanups stopped."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # main's finally has already stopped everything
+        log(f"interrupted: {stopped}, sysctls restored")
+        sys.exit(130)
+
+
+def main() -> int:
+    args = parse_args()
+    command, started = begin("run.py")
     _cleanups.append(_kill_current_child)
 
     setup = [ensure_venv(), ensure_nginx()]
@@ -1066,8 +1082,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:  # main's finally has already stopped everything
-        log("interrupted: nginx and the running contender stopped, sysctls restored")
-        sys.exit(130)
+    entry(main, "nginx and the running contender stopped")

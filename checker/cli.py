@@ -12,6 +12,7 @@ Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -30,7 +31,7 @@ from checker.http.proxy import ProxyConfigError, ProxySettings
 from checker.http.resolver import SystemResolver, resolver_threads
 from checker.limits import fit_open_files, return_large_blocks
 from checker.lists import ListInputs
-from checker.lock import LockBusy, run_lock
+from checker.lock import LOCK_NAME, LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
 from checker.reports.output import DEFAULT_FORMATS, FORMATS
@@ -230,6 +231,13 @@ def build_parser() -> _Parser:
         "--keep", type=_positive_int, metavar="N", help="keep the last N merged runs' reports"
     )
     merge.add_argument("--keep-days", type=_seconds, metavar="D", help="and none older than D days")
+    merge.add_argument(
+        "--history-days",
+        type=_positive_int,
+        default=HISTORY_DAYS,
+        metavar="D",
+        help="keep every result this many days in OUT's history database (default: %(default)s)",
+    )
     merge.add_argument(
         "--ca-file", metavar="PEM", help="also trust these CA certificates (for the webhook)"
     )
@@ -540,6 +548,13 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     concurrency, note = fit_open_files(args.concurrency)
     if note:
         notes.append(note)
+    processes = args.processes
+    if processes > concurrency:
+        notes.append(
+            f"--processes {processes}: only {concurrency} checks at once"
+            f" (--concurrency {concurrency}): running {concurrency} processes"
+        )
+        processes = concurrency
     try:
         proxies = ProxySettings.from_environment(os.environ, args.proxy)
     except ProxyConfigError as exc:
@@ -573,7 +588,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         "formats": args.format,
         "list_format": args.list_format,
         "shard": str(args.shard) if args.shard else None,
-        "processes": args.processes,
+        "processes": processes,
         # Names only: a header's value may be a secret.
         "headers": [name for name, _ in args.headers],
         "max_body": args.max_body,
@@ -613,7 +628,8 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         keep_days=args.keep_days,
         list_format=args.list_format,
         shard=args.shard,
-        processes=args.processes,
+        processes=processes,
+        history=args.shard is None,
         history_days=args.history_days,
         webhook=args.notify_webhook or None,
         smtp=smtp_config(args),
@@ -663,16 +679,13 @@ def run_and_report(config: RunConfig, quiet: bool, args: argparse.Namespace) -> 
     return EXIT_UP if whole else EXIT_DOWN
 
 
-def _tell(
-    outcome: RunOutcome, quiet: bool, shard: str | None = None, lead: str | None = None
-) -> None:
+def _tell(outcome: RunOutcome, quiet: bool, shard: str | None = None) -> None:
     """The notes (and, unless quiet, the news and the summary) of a run or a merge."""
     for note in outcome.notes + ([] if quiet else outcome.info):
         print(f"checker: {note}", file=sys.stderr)
     if quiet:
         return
-    if lead:
-        print(lead)
+    merged = outcome.run.get("merged")
     print(
         format_summary(
             outcome.stats,
@@ -682,6 +695,8 @@ def _tell(
             changes=outcome.changes,
             changes_total=outcome.run.get("changes_total"),
             shard=shard,
+            merged=merged if isinstance(merged, list) else None,
+            stopped=outcome.signal is not None,
         )
     )
 
@@ -696,6 +711,7 @@ def merge_reports(args: argparse.Namespace) -> int:
         max_age=args.max_age,
         alert_after=args.alert_after,
         remind_every=args.remind_every,
+        roll_up_days=args.history_days,
     )
     try:
         channels = None
@@ -723,9 +739,7 @@ def merge_reports(args: argparse.Namespace) -> int:
         return outcome
 
     outcome = loops.run(merge_and_alert(), choose("auto"))
-    n = len(args.reports)
-    merged = ", ".join(outcome.run["merged"])
-    _tell(outcome, args.quiet, lead=f"merged {n} shard report{'s' if n != 1 else ''}: {merged}")
+    _tell(outcome, args.quiet)
     # Rows a merge could not fill in (--partial) make it no all-clear either.
     stats = outcome.stats
     whole = not (stats.down or stats.invalid or stats.not_checked)
@@ -912,9 +926,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "history":
             return show_history(args.out, args.url, args.last)
         if args.command == "merge":
+            made = not os.path.exists(args.out)
             ensure_out_dir(args.out)
-            with run_lock(args.out, args.wait_lock):
-                return merge_reports(args)
+            try:
+                with run_lock(args.out, args.wait_lock):
+                    return merge_reports(args)
+            except RunError:
+                if made:  # a refused merge leaves no folder behind
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(args.out, LOCK_NAME))
+                        os.rmdir(args.out)
+                raise
         if args.command == "report":
             if not os.path.exists(args.file):
                 raise RunError(f"{args.file}: no such file")

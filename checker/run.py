@@ -84,7 +84,7 @@ class RunConfig:
     list_format: str = "auto"  # auto (a header row naming url: CSV), plain or csv
     shard: Shard | None = None  # --shard K/N: only the URLs of that shard
     processes: int = 1  # --processes N: N shard runs under this one (checker.parallel)
-    history: bool = True  # the history database (a --processes shard keeps none)
+    history: bool = True  # the history database (a shard keeps none: its merge does)
     # In place of the bar: what hands the running counts on (a --processes
     # shard's parent draws the one bar).
     counts: Callable[[Stats], Any] | None = None
@@ -98,7 +98,8 @@ class RunConfig:
 
     @property
     def channels(self) -> Channels | None:
-        if not (self.webhook or self.smtp):
+        # A shard's changes are its merge's to send, once (README, "Shards").
+        if not (self.webhook or self.smtp) or self.shard is not None:
             return None
         return Channels(self.webhook, self.smtp, self.check.client)
 

@@ -155,6 +155,14 @@ def describe_change(change: Change) -> str:
     return f"{_KIND.get(kind, kind.upper()):6} {url} (line {change.line}): {what}"
 
 
+def _shards(merged: Sequence[str]) -> str:
+    """ "3 shards" when all of them were merged, else which ones ("1/3, 3/3 of 3")."""
+    of = merged[0].partition("/")[2] if merged else "0"
+    if len(merged) == int(of or 0):
+        return f"{len(merged)} shards"
+    return f"shards {', '.join(merged)} of {of}" if merged else f"no shard of {of}"
+
+
 def format_summary(
     stats: Stats,
     duration_s: float,
@@ -163,11 +171,17 @@ def format_summary(
     changes: Sequence[Change] = (),
     changes_total: int | None = None,
     shard: str | None = None,
+    merged: Sequence[str] | None = None,
+    stopped: bool = True,
 ) -> str:
-    """The closing summary; it leads with what changed since the last run."""
+    """The closing summary; it leads with what changed since the last run.
+    `merged`: the shards a merge took; `stopped`: whether what was not
+    checked is so because the run was stopped (else: see the notes)."""
     head = "INTERRUPTED: " if interrupted else ""
     if shard:
         head += f"shard {shard}: "
+    if merged is not None:
+        head += f"merged from {_shards(merged)}: "
     lines = []
     if changes_total is not None:
         if changes_total:
@@ -182,7 +196,8 @@ def format_summary(
     checked = stats.total - stats.not_checked - stats.invalid
     extra = []
     if stats.not_checked:
-        extra.append(f"{stats.not_checked} not checked, as the run was stopped")
+        why = "as the run was stopped" if stopped else "see the notes above"
+        extra.append(f"{stats.not_checked} not checked, {why}")
     if stats.invalid:
         extra.append(f"{stats.invalid} invalid line{'s' if stats.invalid != 1 else ''}")
     if stats.duplicates:

@@ -20,15 +20,21 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def checker(
-    *args: str, cwd: Path, stop_after: float | None = None, sig: int = signal.SIGINT
+    *args: str,
+    cwd: Path,
+    stop_after: float | None = None,
+    sig: int = signal.SIGINT,
+    env: dict[str, str] | None = None,
 ) -> tuple[int, str, str]:
-    """Run `python -m checker ARGS`; optionally send `sig` after `stop_after` seconds."""
+    """Run `python -m checker ARGS`; optionally send `sig` after `stop_after`
+    seconds; `env`: variables added to this process's environment."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "checker",
         *args,
         cwd=cwd,
+        env={**os.environ, **env} if env else None,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -15,7 +15,7 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,31 @@ async def start(tmp_path: Path, *args: str, **how: Any) -> asyncio.subprocess.Pr
     )
 
 
+async def act_then_wait(
+    proc: asyncio.subprocess.Process,
+    after: float,
+    act: Callable[[asyncio.subprocess.Process], None],
+) -> tuple[bytes, bytes]:
+    """`act` (a signal to send) `after` seconds, then the run's output once
+    it has ended (killed, with its group, if it does not end in time)."""
+    try:
+        await asyncio.sleep(after)
+        act(proc)
+        async with asyncio.timeout(40):
+            return await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
+            await proc.wait()
+
+
+def ctrl_c(proc: asyncio.subprocess.Process) -> None:
+    """The terminal's Ctrl-C: a SIGINT to the whole foreground process group."""
+    os.killpg(proc.pid, signal.SIGINT)
+
+
 def rows(folder: Path) -> list[tuple[str, int, str | None, str | None]]:
     report = json.loads((folder / "latest.json").read_text())
     return [(r["url"], r["line"], r["state"], r["error"]) for r in report["results"]]
@@ -107,7 +132,8 @@ async def test_processes_give_the_rows_of_one_run(tmp_path: Path) -> None:
     assert header["merged"] == ["1/3", "2/3", "3/3"] and header["shard"] is None
     assert header["interrupted"] is False and header["duplicates"] == 1
     assert header["options"]["processes"] == 3  # type: ignore[index]
-    assert out.startswith("checked 37 URLs in ")
+    assert out.startswith("merged from 3 shards: checked 37 URLs in ")
+    assert "(1 invalid line; 1 duplicate line skipped)" in out
     three = tmp_path / "three"
     assert (three / "latest.html").exists() and (three / "latest.csv").exists()
     assert (three / "history.sqlite3").exists() and not (three / ".shards").exists()
@@ -138,15 +164,7 @@ async def test_ctrl_c_stops_every_shard_and_keeps_every_row(tmp_path: Path) -> N
         # Its own process group, as a terminal's foreground job: Ctrl-C is a
         # SIGINT to the whole group, the parent and the shards alike.
         proc = await start(tmp_path, "--processes", "2", "--per-host", "1", start_new_session=True)
-        try:
-            await asyncio.sleep(2.0)
-            os.killpg(proc.pid, signal.SIGINT)
-            async with asyncio.timeout(30):
-                out, err = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        out, err = await act_then_wait(proc, 2.0, ctrl_c)
     assert proc.returncode == 130, err
     assert "Traceback" not in err.decode()
     got = rows(tmp_path / "reports")
@@ -164,17 +182,13 @@ async def test_a_killed_shard_is_recovered_from_its_journal(tmp_path: Path) -> N
         lines = [f"{o}/{j}" for o in origins for j in range(15)]
         (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
         proc = await start(tmp_path, "--processes", "2", "--per-host", "1")
-        try:
-            await asyncio.sleep(2.0)
+
+        def kill_a_shard(proc: asyncio.subprocess.Process) -> None:
             shards = children(proc.pid)
             assert len(shards) == 2
             os.kill(shards[0], signal.SIGKILL)
-            async with asyncio.timeout(40):
-                _, err = await proc.communicate()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+
+        _, err = await act_then_wait(proc, 2.0, kill_a_shard)
     text = err.decode()
     assert proc.returncode == 1, text  # not all checked: no all-clear
     assert "stopped before its report: recovered" in text and "Traceback" not in text
@@ -282,3 +296,70 @@ def alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+async def test_fewer_at_once_than_processes_lowers_the_processes(tmp_path: Path) -> None:
+    async with hosts(SwitchableSite(), 4) as origins:
+        (tmp_path / "urls.txt").write_text("\n".join(f"{o}/" for o in origins) + "\n")
+        args = ("check", "urls.txt", "--processes", "4", "--concurrency", "2")
+        code, out, err = await checker(*args, cwd=tmp_path)
+    assert code == 0, err
+    said = "--processes 4: only 2 checks at once (--concurrency 2): running 2 processes"
+    assert err == f"checker: {said}\n"
+    header = run_header(tmp_path / "reports")
+    assert header["merged"] == ["1/2", "2/2"]
+    assert "merged from 2 shards" in out
+
+
+async def test_an_early_ctrl_c_says_nothing_of_its_shards_starting(tmp_path: Path) -> None:
+    async with hosts(SlowSite(0.3), 6) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(10)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        for delay in (0.15, 0.35, 0.6):
+            out = f"r{delay}"
+            proc = await start(tmp_path, "--processes", "3", "--out", out, start_new_session=True)
+            _, err = await act_then_wait(proc, delay, ctrl_c)
+            text = err.decode()
+            assert proc.returncode == 130, text
+            for noise in ("Traceback", "Fatal Python error", "KeyboardInterrupt", "never awaited"):
+                assert noise not in text, text
+            if (tmp_path / out / "latest.json").exists():
+                got = rows(tmp_path / out)
+                assert [line for _, line, _, _ in got] == list(range(1, len(lines) + 1))
+            assert not (tmp_path / out / ".shards").exists()
+
+
+async def test_a_killed_run_whose_list_is_gone_is_merged_from_what_it_kept(
+    tmp_path: Path,
+) -> None:
+    # A parent killed as its shards started: shard 1 wrote its report, shard
+    # 2 nothing; then the list is deleted. The next run merges what is there,
+    # says what could not be accounted for, and goes on.
+    async with hosts(SwitchableSite(), 4) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(3)]
+        (tmp_path / "gone.txt").write_text("\n".join(lines) + "\n")
+        work = tmp_path / "reports" / ".shards" / "status-20261130T000000Z"
+        args = ("check", "gone.txt", "--shard", "1/2", "--out", str(work / "1"), "-q")
+        code, _, err = await checker(*args, "--format", "json", cwd=tmp_path)
+        assert code == 0, err
+        (work / "2").mkdir()
+        parent = {
+            "started_at": "2026-11-30T00:00:00.000Z",
+            "options": {"list_format": "auto", "processes": 2},
+            "lists": ["gone.txt"],
+            "processes": 2,
+        }
+        (work / "parent.json").write_text(json.dumps(parent))
+        shard1 = [
+            r["line"] for r in json.loads((work / "1" / "latest.json").read_text())["results"]
+        ]
+        (tmp_path / "gone.txt").unlink()
+        (tmp_path / "urls.txt").write_text(f"{origins[0]}/\n")
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)
+    assert code == 0, err
+    assert "Traceback" not in err and "gone.txt" in err
+    assert not (tmp_path / "reports" / ".shards").exists()
+    killed = sorted((tmp_path / "reports").glob("status-*.json"))[0]
+    report = json.loads(killed.read_text())
+    assert [r["line"] for r in report["results"]] == shard1
+    assert report["run"]["interrupted"] is True and report["run"]["recovered"] is True

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ async def test_shards_together_are_the_unsharded_run(tmp_path: Path) -> None:
     shards = [f"s{k}/latest.json" for k in (1, 2, 3)]
     code, out, err = await checker("merge", "merged", *shards, cwd=tmp_path)
     assert code == 1, err  # the bad line: an invalid line is exit 1, as for a run
-    assert out.startswith("merged 3 shard reports: 1/3, 2/3, 3/3\n")
+    assert out.startswith("merged from 3 shards: checked ")
     report = json.loads((tmp_path / "merged" / "latest.json").read_text())
     assert [(r["url"], r["line"], r["state"]) for r in report["results"]] == rows["all"]
     assert report["run"]["merged"] == ["1/3", "2/3", "3/3"] and not report["run"]["interrupted"]
@@ -170,7 +171,8 @@ async def test_merge_max_age_takes_an_old_shard_report_for_a_missing_one(tmp_pat
     assert code == 0, err
     await asyncio.sleep(1.1)
     code, _, err = await checker("merge", "m2", "--max-age", "1s", *shards, cwd=tmp_path)
-    assert code == 2 and "more than --max-age ago" in one_error_line(err)
+    assert code == 2 and "older than --max-age: s1/latest.json started at " in one_error_line(err)
+    assert not (tmp_path / "m2").exists()  # a refused merge leaves no folder
     for bad in ("1", "soon", "0s"):
         code, _, err = await checker("merge", "m2", "--max-age", bad, *shards, cwd=tmp_path)
         assert code == 2 and "--max-age" in one_error_line(err)
@@ -198,3 +200,89 @@ def test_a_rows_place_is_read_without_decoding_it(tmp_path: Path) -> None:
     order = {s: i for i, s in enumerate(sources)}
     got = [(k[0], k[1]) for k in _rows(str(report), order)]
     assert got == [(0, 10), (1, 11), (2, 12), (3, 13), (3, 99)]
+
+
+async def shard_reports(tmp_path: Path, lines: list[str], n: int, *extra: str) -> list[str]:
+    """Each shard of urls.txt checked into s<K>; their latest.json paths."""
+    (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+    for k in range(1, n + 1):
+        args = ("check", "urls.txt", "--shard", f"{k}/{n}", "--out", f"s{k}", "-q", *extra)
+        code, _, err = await checker(*args, cwd=tmp_path)
+        assert code in (0, 1), err
+    return [f"s{k}/latest.json" for k in range(1, n + 1)]
+
+
+async def test_a_damaged_shard_report_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://localhost:{port}/{i}" for i in range(30)]
+        lines += [f"http://127.0.0.1:{port}/{i}" for i in range(30)]
+        shards = await shard_reports(tmp_path, lines, 2)
+        cut = tmp_path / "cut.json"
+        data = (tmp_path / shards[0]).read_bytes()
+        cut.write_bytes(data[: len(data) * 2 // 3])  # a copy cut short
+        bad = tmp_path / "bad.json"
+        bad.write_bytes(re.sub(rb'"line":\d+,', b'"line":"abc",', data, count=1))
+        for damaged in ("cut.json", "bad.json"):
+            code, _, err = await checker("merge", "m", damaged, shards[1], cwd=tmp_path)
+            assert code == 2, err
+            assert damaged in one_error_line(err)
+            assert not list((tmp_path / "m").glob("*.journal.jsonl"))
+        # The folder still works: the next merge, and a run in it.
+        code, _, err = await checker("merge", "m", *shards, cwd=tmp_path)
+        assert code == 0, err
+        code, _, err = await checker("check", "urls.txt", "--out", "m", "-q", cwd=tmp_path)
+        assert code == 0 and err == "", err
+
+
+async def test_merged_already_holds_across_a_partial_merge_in_between(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://localhost:{port}/a", f"http://127.0.0.1:{port}/b"]
+        shards = await shard_reports(tmp_path, lines, 2)
+        code, _, err = await checker("merge", "m", *shards, "-q", cwd=tmp_path)
+        assert code == 0, err
+        await checker("check", "urls.txt", "--shard", "2/2", "--out", "s2", "-q", cwd=tmp_path)
+        code, _, err = await checker("merge", "m", "--partial", *shards, "-q", cwd=tmp_path)
+        assert code == 1 and "merged already" in err, err
+        await checker("check", "urls.txt", "--shard", "2/2", "--out", "s2", "-q", cwd=tmp_path)
+        # Shard 1's report is still the one the first merge took.
+        code, _, err = await checker("merge", "m", *shards, cwd=tmp_path)
+    assert code == 2 and "merged already" in one_error_line(err)
+
+
+async def test_merge_refuses_its_own_shard_folder_and_other_list_formats(
+    tmp_path: Path,
+) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://localhost:{port}/a", f"http://127.0.0.1:{port}/b"]
+        shards = await shard_reports(tmp_path, lines, 2)
+        code, _, err = await checker("merge", "s1", *shards, cwd=tmp_path)
+        assert code == 2 and "a shard's own folder" in one_error_line(err)
+        args = ("check", "urls.txt", "--shard", "2/2", "--out", "p2", "-q")
+        await checker(*args, "--list-format", "plain", cwd=tmp_path)
+        code, _, err = await checker("merge", "m", shards[0], "p2/latest.json", cwd=tmp_path)
+        assert code == 2 and "list format" in one_error_line(err)
+        # Other check options: merged, and said.
+        await checker(*args, "--timeout", "7", cwd=tmp_path)
+        code, _, err = await checker("merge", "m", shards[0], "p2/latest.json", cwd=tmp_path)
+    assert code == 0, err
+    assert "timeout" in err and "Traceback" not in err
+    report = json.loads((tmp_path / "m" / "latest.json").read_text())
+    assert report["run"]["options"]["shard"] is None
+
+
+async def test_a_shard_sends_no_alert_whatever_the_environment_says(tmp_path: Path) -> None:
+    from tests.test_notify import WebhookSink
+
+    site, hook = SwitchableSite(), WebhookSink()
+    async with raw_server(site) as port, raw_server(hook) as hook_port:
+        lines = [f"http://localhost:{port}/a", f"http://127.0.0.1:{port}/b"]
+        env = {"CHECKER_NOTIFY_WEBHOOK": f"http://127.0.0.1:{hook_port}/hook"}
+        await shard_reports(tmp_path, lines, 2)
+        site.status = b"503 Service Unavailable"
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        for k in (1, 2):
+            args = ("check", "urls.txt", "--shard", f"{k}/2", "--out", f"s{k}", "-q")
+            code, _, err = await checker(*args, "--retries", "0", cwd=tmp_path, env=env)
+            assert code == 1 and err == "", err
+    assert hook.requests == []
+    assert not (tmp_path / "s1" / "history.sqlite3").exists()  # the merge's to keep

@@ -39,8 +39,8 @@ from typing import Any
 from checker.parallel import SHARDS_DIR, newest_report, shard_dirs
 from checker.parallel.counts import parse
 from checker.parallel.worker import Task
-from checker.reports.merge import Expected, MergeOptions, merge
-from checker.reports.recover import JOURNAL_SUFFIX, RecoverError, recover
+from checker.reports.merge import Expected, MergeError, MergeOptions, merge
+from checker.reports.recover import JOURNAL_SUFFIX, KILLED, RecoverError, recover
 from checker.results import iso
 from checker.run import (
     RunConfig,
@@ -85,16 +85,22 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
     procs: list[asyncio.subprocess.Process] = []
     loop = asyncio.get_running_loop()
 
-    def on_signal(signum: int) -> None:
-        if not caught:
-            caught.append(signum)
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signum)
-
     bar = make_bar(entries, config.progress, sys.stderr)
     follow = _Follow(bar, n)
+
+    def on_signal(signum: int) -> None:
+        # The shards are in process groups of their own: Ctrl-C reaches this
+        # process only, and is passed on from here.
+        if not caught:
+            caught.append(signum)
+        for k, proc in enumerate(procs, 1):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    # A shard still starting would die half-way through its
+                    # imports, saying so at length: it is stopped outright
+                    # (it has checked nothing; its lines are "not checked").
+                    proc.send_signal(signum if k in follow.ready else signal.SIGKILL)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
@@ -103,11 +109,12 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                 for k in range(1, n + 1):
                     folder = os.path.join(work, str(k))
                     os.mkdir(folder)
-                    task = Task(args, Shard(k, n), folder, n, os.getpid())
+                    share = config.pool.concurrency // n + (k <= config.pool.concurrency % n)
+                    task = Task(args, Shard(k, n), folder, share, os.getpid())
                     proc = await _start(task)
                     procs.append(proc)
-                    if caught:  # a signal while it started: it must stop too
-                        proc.send_signal(caught[0])
+                    if caught:  # a signal while it started: it must not start
+                        proc.send_signal(signal.SIGKILL)
                     group.create_task(follow.shard(k, proc))
         finally:
             if bar is not None:
@@ -123,13 +130,21 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                         await recover(os.path.join(folder, journal), ["json"])
                         notes.append(f"shard {k}/{n} stopped before its report: recovered")
             report = newest_report(folder)
+            code = procs[k - 1].returncode
             if report is None:
-                code = procs[k - 1].returncode
-                failed.append(f"shard {k}/{n} left no report (exit code {code})")
+                if not caught:  # (a stopped run's shards that never started: said below)
+                    failed.append(f"shard {k}/{n} left no report ({_exit(code)})")
+                else:
+                    failed.append("")
             else:
                 reports.append(report)
+                if not caught and code is not None and (code < 0 or code >= 128):
+                    notes.append(
+                        f"shard {k}/{n} was stopped ({_exit(code)}): its unfinished lines"
+                        " are reported as not checked"
+                    )
         notes += [line for line in follow.said if line not in notes]  # the parent's own too
-        notes += [f"{line}: its lines are reported as not checked" for line in failed]
+        notes += [f"{line}: its lines are reported as not checked" for line in failed if line]
         merged = await merge(
             config.out_dir,
             reports,
@@ -143,6 +158,12 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                 started=started,
                 duration_s=time.perf_counter() - t0,
                 interrupted=bool(caught or failed),
+                missing_detail=(
+                    "not checked: the run was stopped first"
+                    if caught
+                    else "not checked: its shard's process failed (see the notes)"
+                ),
+                lenient=True,
                 expected=Expected(list(config.lists), n, config.list_format),
             ),
         )
@@ -150,6 +171,8 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
         # Kept until the reports are written: a second Ctrl-C must not tear them.
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+    if caught and not merged.run["interrupted"]:
+        notes.append("stopped once every check was done: the reports were written whole")
     shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(work))  # .shards, when no other run's is left
@@ -175,6 +198,7 @@ async def _start(task: Task) -> asyncio.subprocess.Process:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # a process group of its own: see on_signal
     )
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(task))
@@ -193,6 +217,7 @@ class _Follow:
         self.up = [0] * n
         self.down = [0] * n
         self.said: list[str] = []
+        self.ready: set[int] = set()  # shards whose first counts came: their run has begun
         self._seen: set[str] = set()
         self._postfix = 0.0
 
@@ -208,6 +233,7 @@ class _Follow:
             counts = parse(line)
             if counts is None:
                 continue
+            self.ready.add(i + 1)
             rows, self.up[i], self.down[i] = counts
             if self.bar is not None and rows > self.rows[i]:
                 self.bar.update(rows - self.rows[i])
@@ -259,25 +285,46 @@ async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
                 report = newest_report(folder)
                 if report is not None:
                     reports.append(report)
-            merged = await merge(
-                out_dir,
-                reports,
-                MergeOptions(
-                    formats=formats,
-                    partial=True,
-                    options=options,
-                    started=datetime.fromisoformat(parent.started_at.replace("Z", "+00:00")),
-                    interrupted=True,
-                    expected=Expected(
-                        parent.lists, parent.processes, str(options.get("list_format") or "auto")
-                    ),
+            how = MergeOptions(
+                formats=formats,
+                partial=True,
+                options=options,
+                started=datetime.fromisoformat(parent.started_at.replace("Z", "+00:00")),
+                interrupted=True,
+                missing_detail=KILLED,
+                recovered=True,
+                lenient=True,
+                expected=Expected(
+                    parent.lists, parent.processes, str(options.get("list_format") or "auto")
                 ),
             )
+            try:
+                merged = await merge(out_dir, reports, how)
+            except MergeError as exc:
+                # Never in the way of the runs to come: set aside, and said.
+                aside = os.path.join(out_dir, SHARDS_DIR + "-unmerged", os.path.basename(work))
+                await asyncio.to_thread(shutil.move, work, aside)
+                notes.append(
+                    f"could not merge a killed --processes run's shards ({exc}): in {aside}"
+                )
+                continue
         await asyncio.to_thread(shutil.rmtree, work, True)
         notes.append(f"a killed --processes run's shards became {', '.join(merged.reports)}")
+        notes += merged.notes
     with contextlib.suppress(OSError):
         os.rmdir(root)
     return notes
+
+
+def _exit(code: int | None) -> str:
+    """How a shard ended, in words: a signal by its name."""
+    if code is None:
+        return "still running"
+    signum = -code if code < 0 else code - 128 if code > 128 else 0
+    if signum:
+        with contextlib.suppress(ValueError):
+            return f"stopped by {signal.Signals(signum).name}"
+    return f"exit code {code}"
 
 
 def _runs_in(root: str) -> list[str]:

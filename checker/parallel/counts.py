@@ -21,7 +21,8 @@ class CountsPipe:
         self.out = out
         self.stats = stats
         self.rows = 0
-        self._last = 0.0
+        self._last = time.monotonic()
+        self._send()  # at once: the parent knows this run has begun (its signals are set)
 
     def update(self, n: int) -> None:
         self.rows += n

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import pickle
 import signal
@@ -31,7 +30,7 @@ class Task:
     args: argparse.Namespace  # the parent's parsed `check` options
     shard: Shard
     out_dir: str
-    processes: int
+    concurrency: int  # this shard's share of the run's --concurrency
     parent: int  # its pid: a shard whose parent is already gone does nothing
 
 
@@ -45,7 +44,7 @@ def shard_args(task: Task) -> argparse.Namespace:
     args.no_progress = True
     args.processes = 1
     # The global cap is the parent's: each of N processes takes its share.
-    args.concurrency = max(1, math.ceil(args.concurrency / task.processes))
+    args.concurrency = task.concurrency
     # Alerts and pruning are the merged run's.
     args.notify_webhook = args.notify_email = None
     args.keep = args.keep_days = None
@@ -86,6 +85,8 @@ def _run(task: Task) -> int:
         outcome = loops.run(run_check(config), config.options["loop"])
     for note in outcome.notes:
         print(f"checker: {note}", file=sys.stderr)
+    if outcome.interrupted and outcome.signal:
+        return 128 + outcome.signal  # (its report is written: the parent says so)
     return DONE
 
 

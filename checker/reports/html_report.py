@@ -436,9 +436,22 @@ def _headline(
         f'<p class="meta">Checked {esc(_when(run.get("finished_at")))}'
         f" · lists: {lists or '—'}"
         + (f" · shard {esc(run.get('shard'))}" if run.get("shard") else "")
+        + _merged(run.get("merged"))
         + f" · checker {esc(run.get('checker_version'))}</p>"
         f'<div class="stats">{cards}</div>{down_now}{_changes(run, changes)}</header>'
     )
+
+
+def _merged(merged: object) -> str:
+    """Which shards a merged run took, and which it lacks (their lines not checked)."""
+    if not isinstance(merged, list):
+        return ""
+    of = str(merged[0]).partition("/")[2] if merged else ""
+    taken = {str(m) for m in merged}
+    count = int(of) if of.isdigit() else 0
+    lacking = [f"{k}/{of}" for k in range(1, count + 1) if f"{k}/{of}" not in taken]
+    lacking_text = f" ({esc(', '.join(lacking))} not checked)" if lacking else ""
+    return f" · merged from shards {esc(', '.join(map(str, merged)))}{lacking_text}"
 
 
 def _changes(run: dict[str, Any], changes: Sequence[Change]) -> str:

@@ -27,8 +27,15 @@ from typing import Any
 
 from checker import __version__
 from checker.check import failed_result
+from checker.reports import json_report
 from checker.reports.journal import Journal, header_line
-from checker.reports.recover import RecoverError, policy_of, publish, read_report_header
+from checker.reports.recover import (
+    RecoverError,
+    policy_of,
+    publish,
+    read_report_header,
+    seconds_between,
+)
 from checker.results import INVALID, NOT_CHECKED, iso
 from checker.store.db import HISTORY_DAYS
 from checker.store.index import read_runs, report_rows
@@ -74,30 +81,22 @@ class MergeOptions:
     started: datetime | None = None
     duration_s: float | None = None
     interrupted: bool = False  # the run was stopped (or killed) whatever the shards say
+    # What the missing shards' rows say (default: why their report was not
+    # taken), and whether the run is a killed one's, recovered.
+    missing_detail: str | None = None
+    recovered: bool = False
+    lenient: bool = False  # lists gone for the missing shards' lines: said, not refused
     expected: Expected | None = None
 
 
 async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged:
-    runs = []
-    for path in paths:
-        try:
-            run, _ = read_report_header(path)
-        except RecoverError as exc:
-            raise MergeError(str(exc)) from None
-        text = run.get("shard")
-        if not isinstance(text, str):
-            raise MergeError(f"{path}: not a shard's report (its run had no --shard)")
-        try:
-            runs.append((path, run, Shard.parse(text)))
-        except ValueError as exc:
-            raise MergeError(f"{path}: {exc}") from None
+    runs = [_shard_report(path, out_dir) for path in paths]
     if how.expected is not None:
         expected = how.expected
         ref, version, shard_options = "this run's", __version__, how.options or {}
     elif runs:
         first_path, first, shard = runs[0]
-        found = first.get("options")
-        shard_options = found if isinstance(found, dict) else {}
+        shard_options = _options(first)
         lists = first.get("lists")
         expected = Expected(
             [str(p) for p in lists] if isinstance(lists, list) else [],
@@ -109,21 +108,27 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         raise MergeError("no shard reports to merge")
     of, list_paths, wanted = expected.of, expected.lists, expected.list_format
     given: dict[int, str] = {}
+    notes: list[str] = []
     for path, run, part in runs:
         if part.of != of:
             raise MergeError(f"{path}: shard {part} of another count than {ref}")
         if run.get("lists") != list_paths:
-            raise MergeError(f"{path}: a report of other lists than {ref}")
+            raise MergeError(
+                f"{path}: a report of other lists ({_shown(run.get('lists'))}) than {ref}"
+                f" ({_shown(list_paths)})"
+            )
+        if str(_options(run).get("list_format") or "auto") != wanted:
+            raise MergeError(f"{path}: its lists were read with another list format than {ref}")
         if part.number in given:
             raise MergeError(f"shard {part} given twice: {given[part.number]} and {path}")
         given[part.number] = path
+    notes += _other_options(runs)
     now = datetime.now(UTC)
     stale = _stale(runs, now, how.max_age)
     if stale and not how.partial:
-        path, started = next(iter(stale.values()))
+        said = "; ".join(f"{path} started at {when}" for path, when in stale.values())
         raise MergeError(
-            f"{path}: its run started at {started}, more than --max-age ago"
-            " (--partial reports its lines as not checked)"
+            f"older than --max-age: {said} (--partial reports their lines as not checked)"
         )
     again = _merged_before(out_dir, runs)
     if again and not how.partial:
@@ -140,14 +145,20 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
     missing = [k for k in range(1, of + 1) if k not in given]
     if missing and not how.partial:
         names = ", ".join(f"{k}/{of}" for k in missing)
-        raise MergeError(f"shard {names} missing (--partial reports their lines as not checked)")
+        its = "its lines" if len(missing) == 1 else "their lines"
+        raise MergeError(f"shard {names} missing (--partial reports {its} as not checked)")
     order = {path: i for i, path in enumerate(list_paths)}
     streams = [_rows(path, order) for path in given.values()]
     unchecked: Counter[str] = Counter()  # totals of the rows made for missing shards
-    streams += [
-        _not_checked(list_paths, wanted, Shard(k, of), order, _why(k, stale, again), unchecked)
-        for k in missing
-    ]
+    unreadable: list[str] = []  # lists that could not be read for them (lenient)
+    for k in missing:
+        detail = how.missing_detail or (
+            f"not checked: shard {k}/{of}'s report {_why(k, stale, again)}"
+        )
+        lenient = unreadable if how.lenient else None
+        streams.append(
+            _not_checked(list_paths, wanted, Shard(k, of), order, detail, unchecked, lenient)
+        )
     started = (
         iso(how.started)
         if how.started
@@ -157,7 +168,8 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
     header = {
         "started_at": started,
         "checker_version": version,
-        "options": how.options if how.options is not None else shard_options,
+        # The options the shards ran with, but for the one that made them shards.
+        "options": {**(how.options if how.options is not None else shard_options), "shard": None},
         "lists": list_paths,
         "shard": None,
         "merged": [f"{k}/{of}" for k in sorted(given)],
@@ -175,6 +187,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         with contextlib.suppress(OSError):
             os.unlink(journal_path)
         raise
+    notes += [f"{why}: the lines of the missing shards are not in the report" for why in unreadable]
     journal = Journal.reopen(journal_path)
     async with journal:
         pass
@@ -187,13 +200,18 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         how.interrupted or bool(missing) or any(run.get("interrupted") for _, run, _ in runs)
     )
     durations = [float(run.get("duration_s") or 0) for _, run, _ in runs] or [0.0]
+    duration = how.duration_s if how.duration_s is not None else max(durations)
+    if how.recovered:
+        duration = seconds_between(started, finished) or 0.0
+    duplicates = sum(int(run.get("duplicates") or 0) for _, run, _ in runs)
     run_info = {
         **header,
         "finished_at": finished,
-        "duration_s": round(how.duration_s if how.duration_s is not None else max(durations), 3),
+        "duration_s": round(duration, 3),
         **{k: totals[k] for k in _TOTALS},
-        "duplicates": sum(int(run.get("duplicates") or 0) for _, run, _ in runs),
+        "duplicates": duplicates,
         "interrupted": interrupted,
+        **({"recovered": True} if how.recovered else {}),
     }
     policy = policy_of(run_info)
     policy = dataclasses.replace(
@@ -202,17 +220,25 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         remind_every=policy.remind_every if how.remind_every is None else how.remind_every,
     )
     stats = Stats()  # counted in the reports' one pass, for the summary
-    done = await publish(
-        journal,
-        run_info,
-        list_paths,
-        base,
-        how.formats,
-        policy=policy,
-        roll_up_days=how.roll_up_days,
-        stats=stats,
-    )
-    notes = [
+    try:
+        done = await publish(
+            journal,
+            run_info,
+            list_paths,
+            base,
+            how.formats,
+            policy=policy,
+            roll_up_days=how.roll_up_days,
+            stats=stats,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        # A row that looked whole but is not JSON of a result (the checks
+        # above read only the start of each): no report, and no journal left
+        # for the next run to stumble on.
+        journal.remove()
+        raise MergeError(f"a row of the shard reports cannot be read ({exc})") from None
+    stats.duplicates = duplicates
+    notes += [
         f"{path}: started at {when}, older than --max-age: not merged"
         for path, when in stale.values()
     ]
@@ -222,6 +248,76 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
     if stats.totals() != {k: run_info[k] for k in _TOTALS}:
         notes.append("the shard reports' totals disagree with their rows: the rows were merged")
     return Merged(done.reports, stats, run_info, notes + done.notes, done.changes)
+
+
+def _shard_report(path: str, out_dir: str) -> tuple[str, dict[str, Any], Shard]:
+    """A shard's JSON report, whole (a copy cut short is refused here, not
+    half merged), and not in `out_dir` itself."""
+    try:
+        run, _ = read_report_header(path)
+    except RecoverError as exc:
+        raise MergeError(str(exc)) from None
+    text = run.get("shard")
+    if not isinstance(text, str):
+        raise MergeError(f"{path}: not a shard's report (its run had no --shard)")
+    try:
+        shard = Shard.parse(text)
+    except ValueError as exc:
+        raise MergeError(f"{path}: {exc}") from None
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - len(json_report.TAIL)))
+        if f.read() != json_report.TAIL:
+            raise MergeError(f"{path}: the report ends early (a copy cut short?)")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(out_dir) and os.path.samefile(folder, out_dir):
+        raise MergeError(f"{out_dir}: a shard's own folder ({path}); give the merge its own")
+    return path, run, shard
+
+
+def _options(run: dict[str, Any]) -> dict[str, Any]:
+    found = run.get("options")
+    return found if isinstance(found, dict) else {}
+
+
+# Options of a check whose difference between shards is said (the merged
+# report shows the first shard's).
+_COMPARED = (
+    "method",
+    "timeout",
+    "connect_timeout",
+    "retries",
+    "follow_redirects",
+    "max_redirects",
+    "insecure",
+    "ca_file",
+    "headers",
+    "max_body",
+    "per_host",
+    "host_interval",
+)
+
+
+def _other_options(runs: list[tuple[str, dict[str, Any], Shard]]) -> list[str]:
+    if not runs:
+        return []
+    first_path, first, _ = runs[0]
+    notes = []
+    for name in _COMPARED:
+        mine = _options(first).get(name)
+        for path, run, _ in runs[1:]:
+            theirs = _options(run).get(name)
+            if theirs != mine:
+                flag = "--" + name.replace("_", "-")
+                notes.append(
+                    f"{path} ran with {flag} {theirs}, {first_path} with {mine}:"
+                    " the merged report shows the latter"
+                )
+                break
+    return notes
+
+
+def _shown(lists: object) -> str:
+    return ", ".join(map(str, lists)) if isinstance(lists, list) else "none"
 
 
 def _why(k: int, stale: dict[int, tuple[str, str]], again: dict[int, tuple[str, str]]) -> str:
@@ -235,17 +331,17 @@ def _why(k: int, stale: dict[int, tuple[str, str]], again: dict[int, tuple[str, 
 def _merged_before(
     out_dir: str, runs: list[tuple[str, dict[str, Any], Shard]]
 ) -> dict[int, tuple[str, str]]:
-    """The shard runs the previous merge in `out_dir` took already: merged
+    """The shard runs an earlier merge in `out_dir` took already: merged
     again, a run would count one observation twice (--alert-after)."""
-    previous = next((r for r in reversed(read_runs(out_dir)) if r.shard_runs), None)
-    if previous is None:
-        return {}
-    into = previous.reports[0] if previous.reports else previous.started_at
-    taken = set(previous.shard_runs)
+    taken: dict[str, str] = {}  # shard run -> the merged report that took it
+    for entry in read_runs(out_dir):
+        report = next((n for n in entry.reports if n.endswith(".json")), None)
+        into = os.path.join(out_dir, report) if report else f"the run of {entry.started_at}"
+        taken.update(dict.fromkeys(entry.shard_runs, into))
     return {
-        part.number: (path, into)
+        part.number: (path, taken[key])
         for path, run, part in runs
-        if f"{part}@{run.get('started_at')}" in taken
+        if (key := f"{part}@{run.get('started_at')}") in taken
     }
 
 
@@ -288,15 +384,20 @@ _PLACE = re.compile(
 
 
 def _rows(path: str, order: dict[str, int]) -> Iterator[_Key]:
-    for _, line in report_rows(path):
-        found = _PLACE.match(line)
+    for offset, line in report_rows(path):
+        found = _PLACE.match(line) if line.endswith(b"}") else None
         if found is not None:
             source = found.group(1)
             name = source[1:-1].decode() if b"\\" not in source else json.loads(source)
             yield order.get(name, len(order)), int(found.group(2)), line
-        else:  # another layout (a report from another version): decode it
+            continue
+        # Another layout (a report from another version): decode it whole.
+        try:
             row = json.loads(line)
-            yield order.get(str(row.get("source")), len(order)), int(row.get("line") or 0), line
+            key = order.get(str(row["source"]), len(order)), int(row["line"]), line
+        except (ValueError, KeyError, TypeError):
+            raise MergeError(f"{path}: a damaged row at byte {offset}") from None
+        yield key
 
 
 def _not_checked(
@@ -304,15 +405,16 @@ def _not_checked(
     wanted: str,
     shard: Shard,
     order: dict[str, int],
-    why: str,
+    detail: str,
     totals: Counter[str],
+    unreadable: list[str] | None = None,
 ) -> Iterator[_Key]:
     """The rows of a shard whose report was not given: read from the lists
-    (counted in `totals` as they go)."""
+    (counted in `totals` as they go). With `unreadable`, lists that cannot
+    be read are said there instead of refused."""
     try:
         for item in read_targets(lists, wanted, shard):
             if isinstance(item, Target):
-                detail = f"not checked: shard {shard}'s report {why}"
                 row = (
                     failed_result(item, INVALID, item.error or "")
                     if item.url is None
@@ -321,6 +423,9 @@ def _not_checked(
                 totals.update(("total", "invalid" if item.url is None else "not_checked"))
                 yield order.get(item.source, len(order)), item.line, row.to_json().encode("utf-8")
     except ListError as exc:
-        raise MergeError(
-            f"--partial needs the lists to read shard {shard}'s lines: {exc}"
-        ) from None
+        if unreadable is None:
+            raise MergeError(
+                f"--partial needs the lists to read shard {shard}'s lines: {exc}"
+            ) from None
+        if str(exc) not in unreadable:
+            unreadable.append(str(exc))

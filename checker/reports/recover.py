@@ -80,7 +80,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     run = dict(journal.header)
     run.update(
         finished_at=finished,
-        duration_s=_seconds_between(run.get("started_at"), finished),
+        duration_s=seconds_between(run.get("started_at"), finished),
         **stats.totals(),
         duplicates=stats.duplicates,
         interrupted=True,
@@ -160,6 +160,13 @@ async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
             if "still going" not in str(exc):
                 notes.append(f"could not recover {path}: {exc}")
             continue
+        except (ValueError, KeyError, TypeError) as exc:
+            # A journal whose rows are not what a run writes (damaged on
+            # disk): set aside, so that it is not in the way of every run to come.
+            aside = path + ".unreadable"
+            os.replace(path, aside)
+            notes.append(f"could not recover {path} ({exc}): moved to {aside}")
+            continue
         notes.append(f"a killed run's journal became {', '.join(done.reports)}")
         if done.note:
             notes.append(done.note)
@@ -211,7 +218,7 @@ def _is_newest(base: str) -> bool:
     return True
 
 
-def _seconds_between(start: object, end: object) -> float | None:
+def seconds_between(start: object, end: object) -> float | None:
     try:
         a = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
         b = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
