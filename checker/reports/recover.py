@@ -119,8 +119,10 @@ async def publish(
     if policy is None:
         policy = policy_of(run)
     json_name = os.path.basename(base) + ".json" if "json" in formats else None
-    db, feed, notes = await start_feed(
-        out_dir, run, lists_key(lists), json_name, policy, datetime.now(UTC)
+    db, feed, notes = (
+        await start_feed(out_dir, run, lists_key(lists), json_name, policy, datetime.now(UTC))
+        if not run.get("shard")  # a shard keeps no history: its merge does
+        else (None, None, [])
     )
     try:
         reports = await write_reports(
