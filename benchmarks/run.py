@@ -964,6 +964,29 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def shards_section() -> list[str]:
+    """The latest `processes.py` tables (shards, `--processes`, merge), carried
+    into RESULTS.md so that every figure of record is in one file."""
+    source = BENCH / "RESULTS-processes.md"
+    if not source.exists():
+        return []
+    text = source.read_text()
+    date = re.search(r"^Date: (.*?)\.", text, re.M)
+    body = text.split("\n## Results\n", 1)[-1] if "\n## Results\n" in text else ""
+    if not body:
+        return []
+    deeper = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)  # its sections under this one
+    return [
+        "## Shards and processes",
+        "",
+        f"From `python3 benchmarks/processes.py` ({date.group(1) if date else 'date unknown'};"
+        " `RESULTS-processes.md` has its setup):",
+        "",
+        *deeper.splitlines(),
+        "",
+    ]
+
+
 def begin(script: str) -> tuple[str, dt.datetime]:
     """A benchmark script's command line and start time; its cleanups run at
     exit, and SIGTERM/SIGHUP run them as Ctrl-C does (stop nginx, the child,
@@ -1066,6 +1089,7 @@ def main() -> int:
                 " its tables are in `RESULTS-hostnames.md`.",
                 "",
             ]
+        report += shards_section()
         text = "\n".join(report)
         print(text)
         out = RESULTS.with_name("RESULTS-quick.md") if args.quick else RESULTS
