@@ -12,6 +12,7 @@ Exit codes (README, "Exit codes"):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -550,10 +551,9 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         notes.append(note)
     processes = args.processes
     if processes > concurrency:
-        notes.append(
-            f"--processes {processes}: only {concurrency} checks at once"
-            f" (--concurrency {concurrency}): running {concurrency} processes"
-        )
+        at_once = f"{concurrency} check{'s' if concurrency != 1 else ''} at once"
+        running = f"{concurrency} process{'es' if concurrency != 1 else ''}"
+        notes.append(f"--processes {processes}: at most {at_once}: running {running}")
         processes = concurrency
     try:
         proxies = ProxySettings.from_environment(os.environ, args.proxy)
@@ -669,7 +669,10 @@ def run_and_report(config: RunConfig, quiet: bool, args: argparse.Namespace) -> 
         work = run_processes(config, argparse.Namespace(**{**vars(args), "lists": config.lists}))
     else:
         work = run_check(config)
-    outcome = loops.run(work, config.options["loop"])
+    try:
+        outcome = loops.run(work, config.options["loop"])
+    finally:
+        work.close()  # (a Ctrl-C as the loop began: it never ran, and says nothing)
     _tell(outcome, quiet, shard=str(config.shard) if config.shard else None)
     if outcome.interrupted and outcome.signal:
         return 128 + outcome.signal
@@ -677,6 +680,28 @@ def run_and_report(config: RunConfig, quiet: bool, args: argparse.Namespace) -> 
     # all-clear either.
     whole = not (outcome.stats.down or outcome.stats.invalid or outcome.interrupted)
     return EXIT_UP if whole else EXIT_DOWN
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (None: it does)."""
+    missing = None
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def _remove_made(path: str, top: str) -> None:
+    """Remove what ensure_out_dir made of `path`, up to `top`, if it holds
+    nothing but the lock."""
+    path = os.path.abspath(path)
+    with contextlib.suppress(OSError):
+        os.unlink(os.path.join(path, LOCK_NAME))
+        while True:
+            os.rmdir(path)
+            if path == top:
+                break
+            path = os.path.dirname(path)
 
 
 def _tell(outcome: RunOutcome, quiet: bool, shard: str | None = None) -> None:
@@ -727,10 +752,21 @@ def merge_reports(args: argparse.Namespace) -> int:
         raise RunError(str(exc)) from None
 
     async def merge_and_alert() -> RunOutcome:
+        # A merge is written whole or not at all: Ctrl-C (or SIGTERM) waits
+        # for it, and is said after (it takes seconds, a minute at a million).
+        caught: list[int] = []
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, caught.append, signum)
         try:
             done = await merge(args.out, args.reports, how)
         except MergeError as exc:
             raise RunError(str(exc)) from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        if caught:
+            done.notes.append("stopped while merging: the merge was finished first")
         duration = float(done.run.get("duration_s") or 0.0)
         interrupted = bool(done.run["interrupted"])
         outcome = RunOutcome(done.stats, done.reports, duration, interrupted, None)
@@ -926,16 +962,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "history":
             return show_history(args.out, args.url, args.last)
         if args.command == "merge":
-            made = not os.path.exists(args.out)
+            made = _first_missing(args.out)
             ensure_out_dir(args.out)
             try:
                 with run_lock(args.out, args.wait_lock):
                     return merge_reports(args)
             except RunError:
-                if made:  # a refused merge leaves no folder behind
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(args.out, LOCK_NAME))
-                        os.rmdir(args.out)
+                if made is not None:  # a refused merge leaves no folder behind
+                    _remove_made(args.out, made)
                 raise
         if args.command == "report":
             if not os.path.exists(args.file):

@@ -156,3 +156,73 @@ def now_iso() -> str:
     if second != _second[0]:
         _second[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
     return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
+
+
+_TEXT = frozenset(
+    (
+        "reason",
+        "error",
+        "error_detail",
+        "method",
+        "http_version",
+        "final_url",
+        "ip",
+        "checked_at",
+        "server",
+        "tls_version",
+        "tls_cipher",
+        "cert_subject",
+        "cert_issuer",
+        "cert_not_after",
+        "name",
+        "banner",
+    )
+)
+_WHOLE = frozenset(("status", "head_status", "attempts", "content_length", "cert_days_left"))
+_MS = frozenset(("dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms"))
+_TEXTS = frozenset(("warnings", "reasons", "tags", "duplicates"))
+STATES = (None, "up", "degraded", "down")
+
+
+def row_problem(row: Any) -> str | None:
+    """What is wrong with a result read back from a file (a report from
+    elsewhere), or None: the fields every reader relies on, of their types."""
+    if not isinstance(row, dict):
+        return "not an object"
+    for name in ("url", "source"):
+        if not isinstance(row.get(name), str):
+            return f"{name} is not text"
+    line = row.get("line")
+    if type(line) is not int or line < 1:
+        return "line is not a line number"
+    if type(row.get("ok")) is not bool:
+        return "ok is not true or false"
+    if row.get("state") not in STATES:
+        return "state is not up, degraded or down"
+    for name, value in row.items():
+        if value is None:
+            continue
+        if name in _TEXT and not isinstance(value, str):
+            return f"{name} is not text"
+        if name in _WHOLE and type(value) is not int:
+            return f"{name} is not a whole number"
+        if name in _MS and (type(value) not in (int, float)):
+            return f"{name} is not a number"
+        if name == "reused" and type(value) is not bool:
+            return "reused is not true or false"
+        if name in _TEXTS and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return f"{name} is not a list of text"
+        if name == "redirects" and not (
+            isinstance(value, list)
+            and all(
+                isinstance(h, dict)
+                and type(h.get("status")) is int
+                and isinstance(h.get("url"), str)
+                and isinstance(h.get("location"), str)
+                for h in value
+            )
+        ):
+            return "redirects are not hops"
+    return None

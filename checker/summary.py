@@ -157,10 +157,12 @@ def describe_change(change: Change) -> str:
 
 def _shards(merged: Sequence[str]) -> str:
     """ "3 shards" when all of them were merged, else which ones ("1/3, 3/3 of 3")."""
-    of = merged[0].partition("/")[2] if merged else "0"
-    if len(merged) == int(of or 0):
+    if not merged:
+        return "no shard (every line not checked)"
+    of = merged[0].partition("/")[2]
+    if of.isdigit() and len(merged) == int(of):
         return f"{len(merged)} shards"
-    return f"shards {', '.join(merged)} of {of}" if merged else f"no shard of {of}"
+    return f"shards {', '.join(merged)} of {of}"
 
 
 def format_summary(

@@ -304,7 +304,7 @@ async def test_fewer_at_once_than_processes_lowers_the_processes(tmp_path: Path)
         args = ("check", "urls.txt", "--processes", "4", "--concurrency", "2")
         code, out, err = await checker(*args, cwd=tmp_path)
     assert code == 0, err
-    said = "--processes 4: only 2 checks at once (--concurrency 2): running 2 processes"
+    said = "--processes 4: at most 2 checks at once: running 2 processes"
     assert err == f"checker: {said}\n"
     header = run_header(tmp_path / "reports")
     assert header["merged"] == ["1/2", "2/2"]

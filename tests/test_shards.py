@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -194,12 +195,13 @@ def test_a_rows_place_is_read_without_decoding_it(tmp_path: Path) -> None:
         for i, s in enumerate(sources)
     ]
     # Another layout (spaces after the separators): decoded whole.
-    lines.append(json.dumps({"url": "x", "source": "plain.txt", "line": 99}))
+    lines.append(json.dumps({"url": "x", "source": "plain.txt", "line": 99, "ok": False}))
     report = tmp_path / "r.json"
     report.write_text('{"run":{},\n"results":[\n' + ",\n".join(lines) + "\n]}\n")
     order = {s: i for i, s in enumerate(sources)}
-    got = [(k[0], k[1]) for k in _rows(str(report), order)]
-    assert got == [(0, 10), (1, 11), (2, 12), (3, 13), (3, 99)]
+    for trusted in (True, False):
+        got = [(k[0], k[1]) for k in _rows(str(report), order, trusted)]
+        assert got == [(0, 10), (1, 11), (2, 12), (3, 13), (3, 99)]
 
 
 async def shard_reports(tmp_path: Path, lines: list[str], n: int, *extra: str) -> list[str]:
@@ -222,14 +224,33 @@ async def test_a_damaged_shard_report_is_one_line_and_leaves_nothing(tmp_path: P
         cut.write_bytes(data[: len(data) * 2 // 3])  # a copy cut short
         bad = tmp_path / "bad.json"
         bad.write_bytes(re.sub(rb'"line":\d+,', b'"line":"abc",', data, count=1))
-        for damaged in ("cut.json", "bad.json"):
+        # Damage found only by reading the whole row: broken JSON in its
+        # middle, a field of the wrong type, a row that is not an object.
+        broken = tmp_path / "broken.json"
+        broken.write_bytes(re.sub(rb'"ok":true,', b'"ok":tru,', data, count=1))
+        typed = tmp_path / "typed.json"
+        typed.write_bytes(re.sub(rb'"total_ms":[0-9.]+', b'"total_ms":"fast"', data, count=1))
+        states = tmp_path / "states.json"
+        states.write_bytes(re.sub(rb'"state":"up"', b'"state":7', data, count=1))
+        for damaged in ("cut.json", "bad.json", "broken.json", "typed.json", "states.json"):
             code, _, err = await checker("merge", "m", damaged, shards[1], cwd=tmp_path)
             assert code == 2, err
             assert damaged in one_error_line(err)
-            assert not list((tmp_path / "m").glob("*.journal.jsonl"))
+            assert not (tmp_path / "m").exists()  # nothing written, not even the folder
         # The folder still works: the next merge, and a run in it.
         code, _, err = await checker("merge", "m", *shards, cwd=tmp_path)
         assert code == 0, err
+        # Refused into a folder with history (new shard runs, one damaged):
+        # its database is not touched.
+        shards = await shard_reports(tmp_path, lines, 2)
+        data = (tmp_path / shards[0]).read_bytes()
+        typed.write_bytes(re.sub(rb'"total_ms":[0-9.]+', b'"total_ms":"fast"', data, count=1))
+        history = sqlite3.connect(tmp_path / "m" / "history.sqlite3")
+        runs = history.execute("SELECT count(*) FROM runs").fetchone()
+        code, _, err = await checker("merge", "m", "typed.json", shards[1], cwd=tmp_path)
+        assert code == 2 and "total_ms is not a number" in one_error_line(err)
+        assert history.execute("SELECT count(*) FROM runs").fetchone() == runs
+        history.close()
         code, _, err = await checker("check", "urls.txt", "--out", "m", "-q", cwd=tmp_path)
         assert code == 0 and err == "", err
 
@@ -260,7 +281,7 @@ async def test_merge_refuses_its_own_shard_folder_and_other_list_formats(
         args = ("check", "urls.txt", "--shard", "2/2", "--out", "p2", "-q")
         await checker(*args, "--list-format", "plain", cwd=tmp_path)
         code, _, err = await checker("merge", "m", shards[0], "p2/latest.json", cwd=tmp_path)
-        assert code == 2 and "list format" in one_error_line(err)
+        assert code == 2 and "--list-format plain" in one_error_line(err)
         # Other check options: merged, and said.
         await checker(*args, "--timeout", "7", cwd=tmp_path)
         code, _, err = await checker("merge", "m", shards[0], "p2/latest.json", cwd=tmp_path)
@@ -286,3 +307,35 @@ async def test_a_shard_sends_no_alert_whatever_the_environment_says(tmp_path: Pa
             assert code == 1 and err == "", err
     assert hook.requests == []
     assert not (tmp_path / "s1" / "history.sqlite3").exists()  # the merge's to keep
+
+
+def grown(report: Path, rows: int) -> None:
+    """`report` (a shard's, of a 2-line list) made `rows` rows long: its one
+    row again and again, on lines of the same parity, as if its list were
+    long; its header's totals to match."""
+    from checker.reports.recover import read_report_header
+    from checker.store.index import report_rows
+
+    head, _ = read_report_header(str(report))
+    row = json.loads(next(line for _, line in report_rows(str(report))))
+    head.update(total=rows, up=rows, down=0, degraded=0, not_checked=0, invalid=0)
+    body = ",\n".join(
+        json.dumps({**row, "line": row["line"] + 2 * i}, separators=(",", ":")) for i in range(rows)
+    )
+    text = '{"run":' + json.dumps(head) + ',\n"changes":[],\n"results":[\n' + body + "\n]}\n"
+    report.write_text(text)
+
+
+async def test_ctrl_c_during_a_merge_waits_for_it(tmp_path: Path) -> None:
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://localhost:{port}/a", f"http://127.0.0.1:{port}/b"]
+        shards = await shard_reports(tmp_path, lines, 2)
+    for shard in shards:
+        grown(tmp_path / shard, 40_000)
+    code, _, err = await checker("merge", "m", *shards, cwd=tmp_path, stop_after=1.0)
+    assert "stopped while merging: the merge was finished first" in err, err
+    assert code == 0 and "Traceback" not in err
+    report = json.loads((tmp_path / "m" / "latest.json").read_text())
+    assert len(report["results"]) == 80_000 and report["run"]["interrupted"] is False
+    assert [r["line"] for r in report["results"][:4]] == [1, 2, 3, 4]
+    assert not list((tmp_path / "m").glob("*.journal.jsonl"))

@@ -127,20 +127,22 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
             for journal in sorted(os.listdir(folder)):
                 if journal.endswith(JOURNAL_SUFFIX):
                     with contextlib.suppress(RecoverError):
-                        await recover(os.path.join(folder, journal), ["json"])
+                        done = await recover(os.path.join(folder, journal), ["json"])
                         notes.append(f"shard {k}/{n} stopped before its report: recovered")
+                        if done.note:
+                            notes.append(f"shard {k}/{n}: {done.note}")
             report = newest_report(folder)
             code = procs[k - 1].returncode
             if report is None:
                 if not caught:  # (a stopped run's shards that never started: said below)
-                    failed.append(f"shard {k}/{n} left no report ({_exit(code)})")
+                    failed.append(f"shard {k}/{n} left no report (it {_exit(code)})")
                 else:
                     failed.append("")
             else:
                 reports.append(report)
                 if not caught and code is not None and (code < 0 or code >= 128):
                     notes.append(
-                        f"shard {k}/{n} was stopped ({_exit(code)}): its unfinished lines"
+                        f"shard {k}/{n} was {_exit(code)}: its unfinished lines"
                         " are reported as not checked"
                     )
         notes += [line for line in follow.said if line not in notes]  # the parent's own too
@@ -164,6 +166,7 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                     else "not checked: its shard's process failed (see the notes)"
                 ),
                 lenient=True,
+                trusted=True,
                 expected=Expected(list(config.lists), n, config.list_format),
             ),
         )
@@ -201,8 +204,10 @@ async def _start(task: Task) -> asyncio.subprocess.Process:
         start_new_session=True,  # a process group of its own: see on_signal
     )
     assert proc.stdin is not None
-    proc.stdin.write(pickle.dumps(task))
-    with contextlib.suppress(ConnectionError):
+    # A shard stopped as it starts (an early Ctrl-C) has closed its end:
+    # it then has no task, and no report, which is said where it ends.
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        proc.stdin.write(pickle.dumps(task))
         await proc.stdin.drain()
     proc.stdin.close()
     return proc
@@ -281,7 +286,9 @@ async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
                 for journal in sorted(os.listdir(folder)):
                     if journal.endswith(JOURNAL_SUFFIX):
                         with contextlib.suppress(RecoverError):
-                            await recover(os.path.join(folder, journal), ["json"])
+                            done = await recover(os.path.join(folder, journal), ["json"])
+                            if done.note:
+                                notes.append(f"{os.path.basename(folder)}: {done.note}")
                 report = newest_report(folder)
                 if report is not None:
                     reports.append(report)
@@ -294,6 +301,7 @@ async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
                 missing_detail=KILLED,
                 recovered=True,
                 lenient=True,
+                trusted=True,
                 expected=Expected(
                     parent.lists, parent.processes, str(options.get("list_format") or "auto")
                 ),
@@ -324,7 +332,7 @@ def _exit(code: int | None) -> str:
     if signum:
         with contextlib.suppress(ValueError):
             return f"stopped by {signal.Signals(signum).name}"
-    return f"exit code {code}"
+    return f"ended with exit code {code}"
 
 
 def _runs_in(root: str) -> list[str]:

@@ -446,7 +446,9 @@ def _merged(merged: object) -> str:
     """Which shards a merged run took, and which it lacks (their lines not checked)."""
     if not isinstance(merged, list):
         return ""
-    of = str(merged[0]).partition("/")[2] if merged else ""
+    if not merged:
+        return " · merged from no shard (every line not checked)"
+    of = str(merged[0]).partition("/")[2]
     taken = {str(m) for m in merged}
     count = int(of) if of.isdigit() else 0
     lacking = [f"{k}/{of}" for k in range(1, count + 1) if f"{k}/{of}" not in taken]

@@ -36,7 +36,7 @@ from checker.reports.recover import (
     read_report_header,
     seconds_between,
 )
-from checker.results import INVALID, NOT_CHECKED, iso
+from checker.results import INVALID, NOT_CHECKED, iso, row_problem
 from checker.store.db import HISTORY_DAYS
 from checker.store.index import read_runs, report_rows
 from checker.store.model import Change
@@ -86,6 +86,7 @@ class MergeOptions:
     missing_detail: str | None = None
     recovered: bool = False
     lenient: bool = False  # lists gone for the missing shards' lines: said, not refused
+    trusted: bool = False  # reports its own shards just wrote (--processes): not re-read
     expected: Expected | None = None
 
 
@@ -117,8 +118,11 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
                 f"{path}: a report of other lists ({_shown(run.get('lists'))}) than {ref}"
                 f" ({_shown(list_paths)})"
             )
-        if str(_options(run).get("list_format") or "auto") != wanted:
-            raise MergeError(f"{path}: its lists were read with another list format than {ref}")
+        theirs = str(_options(run).get("list_format") or "auto")
+        if theirs != wanted:
+            raise MergeError(
+                f"{path}: its lists were read as --list-format {theirs}, {ref} as {wanted}"
+            )
         if part.number in given:
             raise MergeError(f"shard {part} given twice: {given[part.number]} and {path}")
         given[part.number] = path
@@ -132,10 +136,11 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         )
     again = _merged_before(out_dir, runs)
     if again and not how.partial:
-        path, previous = next(iter(again.values()))
+        said = "; ".join(f"{path} (into {into})" for path, into in again.values())
+        its = "its shard has" if len(again) == 1 else "their shards have"
         raise MergeError(
-            f"{path}: merged already (into {previous}); its shard has not run since"
-            " (--partial reports its lines as not checked)"
+            f"merged already: {said}; {its} not run since"
+            " (--partial reports their lines as not checked)"
         )
     for number in {**stale, **again}:
         del given[number]
@@ -148,7 +153,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         its = "its lines" if len(missing) == 1 else "their lines"
         raise MergeError(f"shard {names} missing (--partial reports {its} as not checked)")
     order = {path: i for i, path in enumerate(list_paths)}
-    streams = [_rows(path, order) for path in given.values()]
+    streams = [_rows(path, order, how.trusted) for path in given.values()]
     unchecked: Counter[str] = Counter()  # totals of the rows made for missing shards
     unreadable: list[str] = []  # lists that could not be read for them (lenient)
     for k in missing:
@@ -280,21 +285,21 @@ def _options(run: dict[str, Any]) -> dict[str, Any]:
 
 
 # Options of a check whose difference between shards is said (the merged
-# report shows the first shard's).
-_COMPARED = (
-    "method",
-    "timeout",
-    "connect_timeout",
-    "retries",
-    "follow_redirects",
-    "max_redirects",
-    "insecure",
-    "ca_file",
-    "headers",
-    "max_body",
-    "per_host",
-    "host_interval",
-)
+# report shows the first shard's), with the flag that sets each.
+_COMPARED = {
+    "method": "--method",
+    "timeout": "--timeout",
+    "connect_timeout": "--connect-timeout",
+    "retries": "--retries",
+    "follow_redirects": "--no-follow",
+    "max_redirects": "--max-redirects",
+    "insecure": "--insecure",
+    "ca_file": "--ca-file",
+    "headers": "-H",
+    "max_body": "--max-body",
+    "per_host": "--per-host",
+    "host_interval": "--host-interval",
+}
 
 
 def _other_options(runs: list[tuple[str, dict[str, Any], Shard]]) -> list[str]:
@@ -302,15 +307,14 @@ def _other_options(runs: list[tuple[str, dict[str, Any], Shard]]) -> list[str]:
         return []
     first_path, first, _ = runs[0]
     notes = []
-    for name in _COMPARED:
+    for name, flag in _COMPARED.items():
         mine = _options(first).get(name)
         for path, run, _ in runs[1:]:
             theirs = _options(run).get(name)
             if theirs != mine:
-                flag = "--" + name.replace("_", "-")
                 notes.append(
-                    f"{path} ran with {flag} {theirs}, {first_path} with {mine}:"
-                    " the merged report shows the latter"
+                    f"{path} and {first_path} ran with other {flag} ({name}: {theirs!r}"
+                    f" and {mine!r}): the merged report shows the latter's options"
                 )
                 break
     return notes
@@ -383,21 +387,27 @@ _PLACE = re.compile(
 )
 
 
-def _rows(path: str, order: dict[str, int]) -> Iterator[_Key]:
+def _rows(path: str, order: dict[str, int], trusted: bool) -> Iterator[_Key]:
+    """Each row of a shard's report with its place in the lists. A report
+    from elsewhere (`checker merge`) has every row read and checked first: a
+    damaged one is refused before anything is written. The reports a
+    --processes run's shards wrote a moment ago are `trusted`: only the place
+    is read, from the start of the row."""
     for offset, line in report_rows(path):
-        found = _PLACE.match(line) if line.endswith(b"}") else None
+        found = _PLACE.match(line) if trusted and line.endswith(b"}") else None
         if found is not None:
             source = found.group(1)
             name = source[1:-1].decode() if b"\\" not in source else json.loads(source)
             yield order.get(name, len(order)), int(found.group(2)), line
             continue
-        # Another layout (a report from another version): decode it whole.
         try:
             row = json.loads(line)
-            key = order.get(str(row["source"]), len(order)), int(row["line"]), line
-        except (ValueError, KeyError, TypeError):
-            raise MergeError(f"{path}: a damaged row at byte {offset}") from None
-        yield key
+        except ValueError:
+            row = None
+        problem = row_problem(row)
+        if problem is not None:
+            raise MergeError(f"{path}: a damaged row at byte {offset} ({problem})")
+        yield order.get(row["source"], len(order)), row["line"], line
 
 
 def _not_checked(
