@@ -538,6 +538,10 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     notes: list[str] = []
     if args.processes > 1 and args.shard:
         raise RunError("--processes and --shard: give one (a run is one shard, or makes N)")
+    if args.shard and _given_here(args):
+        # (From a CHECKER_* variable, as a crontab sets for every line, it is
+        # quietly the merge's: see the README.)
+        notes.append("--shard: a shard sends no alerts; its merge does (checker merge)")
     try:
         ssl_context = make_ssl_context(insecure=args.insecure, ca_file=args.ca_file)
     except (OSError, ssl.SSLError) as exc:
@@ -635,6 +639,16 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         smtp=smtp_config(args),
     )
     return config, notes
+
+
+def _given_here(args: argparse.Namespace) -> bool:
+    """Whether an alert channel was asked for on the command line (or in the
+    config file), not only by its CHECKER_* variable."""
+    for name in ("notify_webhook", "notify_email"):
+        value = getattr(args, name, None)
+        if value and value != os.environ.get("CHECKER_" + name.upper()):
+            return True
+    return False
 
 
 def smtp_config(args: argparse.Namespace) -> SMTPConfig | None:

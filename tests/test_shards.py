@@ -305,6 +305,12 @@ async def test_a_shard_sends_no_alert_whatever_the_environment_says(tmp_path: Pa
             args = ("check", "urls.txt", "--shard", f"{k}/2", "--out", f"s{k}", "-q")
             code, _, err = await checker(*args, "--retries", "0", cwd=tmp_path, env=env)
             assert code == 1 and err == "", err
+        # Asked for on the command line: still none, and said.
+        again = ("check", "urls.txt", "--shard", "1/2", "--out", "s1", "-q", "--retries", "0")
+        hook_url = f"http://127.0.0.1:{hook_port}/hook"
+        code, _, err = await checker(*again, "--notify-webhook", hook_url, cwd=tmp_path)
+        assert code == 1
+        assert err == "checker: --shard: a shard sends no alerts; its merge does (checker merge)\n"
     assert hook.requests == []
     assert not (tmp_path / "s1" / "history.sqlite3").exists()  # the merge's to keep
 
