@@ -7,10 +7,14 @@ rows of one unsharded run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import getpass
 import json
 import os
 import shutil
+import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +123,88 @@ async def test_the_cron_recipe(tmp_path: Path) -> None:
         # The next merge before the shards ran again: one line, which cron mails.
         code, out = await sh(merge, tmp_path, env)
     assert code == 2 and "merged already" in out and len(out.splitlines()) == 1, out
+
+
+SSHD = "/usr/sbin/sshd"
+
+
+@contextlib.asynccontextmanager
+async def sshd(folder: Path, said: list[str]) -> AsyncIterator[str]:
+    """An sshd of this test's own on 127.0.0.1 (a free port, a key of its
+    own, this user only); yields the ssh command that logs in to it, and
+    leaves what sshd said in `said` once stopped."""
+    for name in ("host", "key"):
+        keygen = await asyncio.create_subprocess_exec(
+            "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)
+        )
+        assert await keygen.wait() == 0
+    (folder / "authorized_keys").write_bytes((folder / "key.pub").read_bytes())
+    with socket.socket() as probe:  # sshd takes no port 0: a free one, just before
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = folder / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host'}\n"
+        f"PidFile {folder / 'sshd.pid'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "StrictModes no\nPermitRootLogin prohibit-password\n"
+        f"AllowUsers {getpass.getuser()}\n"
+    )
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # its privilege separation folder
+    proc = await asyncio.create_subprocess_exec(
+        SSHD, "-D", "-e", "-f", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    env = dict(os.environ)
+    ssh = (
+        f"ssh -p {port} -i {folder / 'key'} -o StrictHostKeyChecking=no"
+        " -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
+    )
+    try:
+        async with asyncio.timeout(10):  # until it takes a login
+            while (await sh(f"{ssh} {getpass.getuser()}@127.0.0.1 true", folder, env))[0]:
+                assert proc.returncode is None, "sshd did not start"
+                await asyncio.sleep(0.1)
+        yield ssh
+    finally:
+        proc.terminate()
+        assert proc.stderr is not None
+        said += (await proc.stderr.read()).decode(errors="replace").splitlines()
+        await proc.wait()
+
+
+@pytest.mark.skipif(
+    shutil.which("parallel") is None or not os.path.exists(SSHD) or shutil.which("ssh") is None,
+    reason="GNU parallel, or sshd and ssh (openssh-server), not installed",
+)
+async def test_the_gnu_parallel_recipe_over_ssh(tmp_path: Path) -> None:
+    # The README's ssh recipe as written, but for its hosts: this machine, by
+    # an sshd of the test's own, and /srv/checker a folder of the test's.
+    shared = tmp_path / "srv-checker"
+    shared.mkdir()
+    script = recipe("gnu-parallel-ssh").replace("/srv/checker", str(shared))
+    down = SwitchableSite(b"503 Service Unavailable")
+    said: list[str] = []
+    async with (
+        raw_server(SwitchableSite()) as port,
+        raw_server(down) as down_port,
+        sshd(tmp_path, said) as ssh,
+    ):
+        # The remote side finds this venv's checker (the recipe wants it installed).
+        login = f"--ssh '{ssh}' --sshlogin {getpass.getuser()}@127.0.0.1 --env PATH"
+        assert "--sshlogin host1,host2" in script
+        script = script.replace("--sshlogin host1,host2", login)
+        (shared / "urls.txt").write_text(a_list(port, down_port))
+        code, out = await sh(script, tmp_path, with_checker_on_path())
+        assert code == 1, out  # the merge's: a URL is down
+        args = ("check", str(shared / "urls.txt"), "--out", "one", "-q")
+        code, _, err = await checker(*args, cwd=tmp_path)
+    assert code == 1, err
+    merged = shared / "reports" / "latest.json"
+    assert rows(merged) == rows(tmp_path / "one" / "latest.json")
+    assert json.loads(merged.read_text())["run"]["merged"] == ["1/4", "2/4", "3/4", "4/4"]
+    # The shards went through ssh: a login for each job at least (and the probe's).
+    assert sum("Accepted publickey" in line for line in said) >= 5, said
 
 
 def manifests() -> list[dict[str, Any]]:
