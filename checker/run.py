@@ -175,14 +175,16 @@ def report_base(out_dir: str, started: datetime) -> str:
 
 
 async def recover_all(out_dir: str, formats: Sequence[str]) -> list[str]:
-    """Reports for what killed runs left in `out_dir`: their journals, and the
-    shards of a --processes run (merged). Say what was done."""
-    notes = await recover_leftovers(out_dir, formats)
+    """Reports for what killed runs left in `out_dir`: the shards of a
+    --processes run (merged), and their journals. Say what was done. (The
+    shards first: a parent killed as it merged left a merged journal that
+    the shards' reports make whole again.)"""
+    notes: list[str] = []
     if await asyncio.to_thread(os.path.isdir, os.path.join(out_dir, SHARDS_DIR)):
         from checker.parallel.coordinator import merge_leftovers
 
         notes += await merge_leftovers(out_dir, formats)
-    return notes
+    return notes + await recover_leftovers(out_dir, formats)
 
 
 def validate_lists(lists: Sequence[str], wanted: str = "auto") -> None:

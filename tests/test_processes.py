@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import pty
+import shutil
 import signal
 import struct
 import sys
@@ -363,3 +364,51 @@ async def test_a_killed_run_whose_list_is_gone_is_merged_from_what_it_kept(
     report = json.loads(killed.read_text())
     assert [r["line"] for r in report["results"]] == shard1
     assert report["run"]["interrupted"] is True and report["run"]["recovered"] is True
+
+
+async def test_a_parent_killed_as_it_merged_is_merged_once(tmp_path: Path) -> None:
+    # Its shards had their reports; it had begun the merged journal. The next
+    # run remakes the merge from the shards (every row), once, and drops the
+    # half journal; a parent killed after publishing leaves only its folder.
+    from checker.reports.journal import header_line
+
+    async with hosts(SwitchableSite(), 4) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(3)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        started = "2026-11-30T00:00:00.000Z"
+        work = tmp_path / "reports" / ".shards" / "status-20261130T000000Z"
+        for k in (1, 2):
+            args = ("check", "urls.txt", "--shard", f"{k}/2", "--out", str(work / str(k)))
+            code, _, err = await checker(*args, "-q", "--format", "json", cwd=tmp_path)
+            assert code == 0, err
+        parent = {
+            "started_at": started,
+            "options": {"list_format": "auto", "processes": 2},
+            "lists": ["urls.txt"],
+            "processes": 2,
+        }
+        (work / "parent.json").write_text(json.dumps(parent))
+        saved = tmp_path / "saved"
+        shutil.copytree(work, saved)
+        half = tmp_path / "reports" / "status-20261130T000000Z.journal.jsonl"
+        head = {**parent, "shard": None, "merged": ["1/2", "2/2"]}
+        first = (work / "1" / "latest.json").read_text().splitlines()[3].rstrip(",")
+        half.write_bytes(header_line(head) + b'{"seq":0,"result":' + first.encode() + b"}\n")
+        (tmp_path / "other.txt").write_text(f"{origins[0]}/\n")
+        code, _, err = await checker("check", "other.txt", "-q", cwd=tmp_path)
+        assert code == 0, err
+        killed = sorted((tmp_path / "reports").glob("status-20261130T000000Z*.json"))
+        assert [p.name for p in killed] == ["status-20261130T000000Z.json"], err
+        report = json.loads(killed[0].read_text())
+        assert [r["line"] for r in report["results"]] == list(range(1, len(lines) + 1))
+        assert {r["state"] for r in report["results"]} == {"up"}  # every row from its shard
+        assert report["run"]["recovered"] is True
+        assert not list((tmp_path / "reports").glob("*.journal.jsonl"))
+        # Killed after publishing: only its folder was left, and goes.
+        shutil.copytree(saved, work)
+        runs = (tmp_path / "reports" / "runs.jsonl").read_text()
+        code, _, err = await checker("check", "other.txt", "-q", cwd=tmp_path)
+    assert code == 0 and err == "", err
+    assert not (tmp_path / "reports" / ".shards").exists()
+    after = (tmp_path / "reports" / "runs.jsonl").read_text()
+    assert after.startswith(runs) and after.count("\n") == runs.count("\n") + 1  # its own only

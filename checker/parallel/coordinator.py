@@ -51,6 +51,7 @@ from checker.run import (
     recover_all,
     report_base,
 )
+from checker.store.index import read_runs
 from checker.targets import ListError, Shard, check_lists, list_notes
 
 
@@ -281,6 +282,14 @@ async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
                     held.enter_context(run_lock(folder))
             except LockBusy:
                 continue  # its shards are still stopping: a later run merges them
+            # Killed as it merged: once its reports were published, the merge
+            # is done (the folder was all that was left); before, its merged
+            # journal is remade from the shards, which have every row.
+            if any(r.started_at == parent.started_at for r in read_runs(out_dir)):
+                await asyncio.to_thread(shutil.rmtree, work, True)
+                continue
+            for stale in await asyncio.to_thread(_merged_journals, out_dir, parent.started_at):
+                os.unlink(stale)
             reports = []
             for folder in folders:
                 for journal in sorted(os.listdir(folder)):
@@ -333,6 +342,20 @@ def _exit(code: int | None) -> str:
         with contextlib.suppress(ValueError):
             return f"stopped by {signal.Signals(signum).name}"
     return f"ended with exit code {code}"
+
+
+def _merged_journals(out_dir: str, started_at: str) -> list[str]:
+    """The journal a parent started merging into `out_dir` (its header says
+    when the run started, and which shards it merged)."""
+    found = []
+    for name in os.listdir(out_dir):
+        if name.startswith("status-") and name.endswith(JOURNAL_SUFFIX):
+            path = os.path.join(out_dir, name)
+            with contextlib.suppress(OSError, ValueError), open(path, "rb") as f:
+                head = json.loads(f.readline()).get("run", {})
+                if head.get("started_at") == started_at and "merged" in head:
+                    found.append(path)
+    return found
 
 
 def _runs_in(root: str) -> list[str]:
