@@ -54,7 +54,10 @@ def shard_args(task: Task) -> argparse.Namespace:
 def main() -> int:
     _die_with_parent()
     try:
-        task = pickle.load(sys.stdin.buffer)
+        try:
+            task = pickle.load(sys.stdin.buffer)
+        except (EOFError, pickle.UnpicklingError):
+            return FAILED  # stopped by its parent before it had its task
         if os.getppid() != task.parent:
             return FAILED  # the parent died before this shard could follow it
         return _run(task)
