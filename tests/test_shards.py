@@ -83,8 +83,10 @@ async def test_shards_together_are_the_unsharded_run(tmp_path: Path) -> None:
     code, _, err = await checker("merge", "merged2", *shards[:2], cwd=tmp_path)
     assert code == 2 and "shard 3/3 missing" in one_error_line(err)
     assert not (tmp_path / "merged2" / "latest.json").exists()
-    code, _, err = await checker("merge", "merged2", "--partial", *shards[:2], cwd=tmp_path)
+    code, out, err = await checker("merge", "merged2", "--partial", *shards[:2], cwd=tmp_path)
     assert code == 1, err
+    assert err == "checker: no report of shard 3/3: its lines are reported as not checked\n"
+    assert "not checked, see the notes above" in out
     partial = json.loads((tmp_path / "merged2" / "latest.json").read_text())
     assert [r["line"] for r in partial["results"]] == [r[1] for r in rows["all"]]
     skipped = [r for r in partial["results"] if r["error"] == "interrupted"]

@@ -250,6 +250,10 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
     notes += [
         f"{path}: merged already (into {into}): not merged again" for path, into in again.values()
     ]
+    absent = [f"{k}/{of}" for k in missing if k not in stale and k not in again]
+    if absent and how.missing_detail is None:  # (a --processes run says why itself)
+        its = "its lines are" if len(absent) == 1 else "their lines are"
+        notes.append(f"no report of shard {', '.join(absent)}: {its} reported as not checked")
     if stats.totals() != {k: run_info[k] for k in _TOTALS}:
         notes.append("the shard reports' totals disagree with their rows: the rows were merged")
     return Merged(done.reports, stats, run_info, notes + done.notes, done.changes)
