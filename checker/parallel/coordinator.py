@@ -122,35 +122,12 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                 bar.set_postfix_str(follow.postfix(), refresh=False)
                 bar.close()
 
-        reports, failed = [], []
-        for k in range(1, n + 1):
-            folder = os.path.join(work, str(k))
-            for journal in sorted(os.listdir(folder)):
-                if journal.endswith(JOURNAL_SUFFIX):
-                    with contextlib.suppress(RecoverError):
-                        done = await recover(os.path.join(folder, journal), ["json"])
-                        notes.append(f"shard {k}/{n} stopped before its report: recovered")
-                        if done.note:
-                            notes.append(f"shard {k}/{n}: {done.note}")
-            report = newest_report(folder)
-            code = procs[k - 1].returncode
-            if report is None:
-                if not caught:  # (a stopped run's shards that never started: said below)
-                    failed.append(f"shard {k}/{n} left no report (it {_exit(code)})")
-                else:
-                    failed.append("")
-            else:
-                reports.append(report)
-                if not caught and code is not None and (code < 0 or code >= 128):
-                    notes.append(
-                        f"shard {k}/{n} was {_exit(code)}: its unfinished lines"
-                        " are reported as not checked"
-                    )
+        shards = await _collect(work, procs, stopped=bool(caught))
+        notes += shards.notes
         notes += [line for line in follow.said if line not in notes]  # the parent's own too
-        notes += [f"{line}: its lines are reported as not checked" for line in failed if line]
         merged = await merge(
             config.out_dir,
-            reports,
+            shards.reports,
             MergeOptions(
                 formats=config.formats,
                 partial=True,
@@ -160,7 +137,7 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                 options=config.options,
                 started=started,
                 duration_s=time.perf_counter() - t0,
-                interrupted=bool(caught or failed),
+                interrupted=bool(caught) or shards.failed,
                 missing_detail=(
                     "not checked: the run was stopped first"
                     if caught
@@ -192,6 +169,47 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
     )
     await after_reports(config.out_dir, config.channels, config.keep, config.keep_days, outcome)
     return outcome
+
+
+@dataclass
+class _Collected:
+    reports: list[str]  # the shards' JSON reports
+    failed: bool  # a shard left no report (its lines are not checked)
+    notes: list[str]
+
+
+async def _collect(work: str, procs: list[asyncio.subprocess.Process], stopped: bool) -> _Collected:
+    """Each shard's JSON report, as it wrote it or recovered from its journal;
+    and what to say of those that were stopped or failed (of a `stopped`
+    run's shards, those that never started need no word)."""
+    n = len(procs)
+    found = _Collected([], False, [])
+    for k, proc in enumerate(procs, 1):
+        folder = os.path.join(work, str(k))
+        for journal in sorted(os.listdir(folder)):
+            if journal.endswith(JOURNAL_SUFFIX):
+                with contextlib.suppress(RecoverError):
+                    done = await recover(os.path.join(folder, journal), ["json"])
+                    found.notes.append(f"shard {k}/{n} stopped before its report: recovered")
+                    if done.note:
+                        found.notes.append(f"shard {k}/{n}: {done.note}")
+        report = newest_report(folder)
+        code = proc.returncode
+        if report is None:
+            found.failed = True
+            if not stopped:
+                found.notes.append(
+                    f"shard {k}/{n} left no report (it {_exit(code)}):"
+                    " its lines are reported as not checked"
+                )
+        else:
+            found.reports.append(report)
+            if not stopped and code is not None and (code < 0 or code >= 128):
+                found.notes.append(
+                    f"shard {k}/{n} was {_exit(code)}: its unfinished lines"
+                    " are reported as not checked"
+                )
+    return found
 
 
 async def _start(task: Task) -> asyncio.subprocess.Process:
