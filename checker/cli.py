@@ -542,10 +542,7 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         # (From a CHECKER_* variable, as a crontab sets for every line, it is
         # quietly the merge's: see the README.)
         notes.append("--shard: a shard sends no alerts; its merge does (checker merge)")
-    try:
-        ssl_context = make_ssl_context(insecure=args.insecure, ca_file=args.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise RunError(f"--ca-file {args.ca_file}: cannot load CA certificates: {exc}") from None
+    ssl_context, proxies = _tls_and_proxies(args.ca_file, args.insecure, args.proxy)
     try:
         loop = choose(args.loop)
     except LoopError as exc:
@@ -559,10 +556,6 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         running = f"{concurrency} process{'es' if concurrency != 1 else ''}"
         notes.append(f"--processes {processes}: at most {at_once}: running {running}")
         processes = concurrency
-    try:
-        proxies = ProxySettings.from_environment(os.environ, args.proxy)
-    except ProxyConfigError as exc:
-        raise RunError(str(exc)) from None
     client = ClientConfig(
         proxies=proxies,
         ssl_context=ssl_context,
@@ -639,6 +632,21 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         smtp=smtp_config(args),
     )
     return config, notes
+
+
+def _tls_and_proxies(
+    ca_file: str | None, insecure: bool, proxy: str | None
+) -> tuple[ssl.SSLContext, ProxySettings]:
+    """The client's TLS context and proxies (for the checks, or for a merge's
+    webhook), each failure one line for the user."""
+    try:
+        ssl_context = make_ssl_context(insecure=insecure, ca_file=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise RunError(f"--ca-file {ca_file}: cannot load CA certificates: {exc}") from None
+    try:
+        return ssl_context, ProxySettings.from_environment(os.environ, proxy)
+    except ProxyConfigError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _given_here(args: argparse.Namespace) -> bool:
@@ -752,18 +760,11 @@ def merge_reports(args: argparse.Namespace) -> int:
         remind_every=args.remind_every,
         roll_up_days=args.history_days,
     )
-    try:
-        channels = None
-        if args.notify_webhook or args.notify_email:
-            client = ClientConfig(
-                ssl_context=make_ssl_context(ca_file=args.ca_file),
-                proxies=ProxySettings.from_environment(os.environ, None),
-            )
-            channels = Channels(args.notify_webhook or None, smtp_config(args), client)
-    except (OSError, ssl.SSLError) as exc:
-        raise RunError(f"--ca-file {args.ca_file}: cannot load CA certificates: {exc}") from None
-    except ProxyConfigError as exc:
-        raise RunError(str(exc)) from None
+    channels = None
+    if args.notify_webhook or args.notify_email:
+        ssl_context, proxies = _tls_and_proxies(args.ca_file, insecure=False, proxy=None)
+        client = ClientConfig(ssl_context=ssl_context, proxies=proxies)
+        channels = Channels(args.notify_webhook or None, smtp_config(args), client)
 
     async def merge_and_alert() -> RunOutcome:
         # A merge is written whole or not at all: Ctrl-C (or SIGTERM) waits

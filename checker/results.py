@@ -6,9 +6,11 @@ result; the README's schema table documents the same list.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import time
+import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -158,30 +160,53 @@ def now_iso() -> str:
     return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
-_TEXT = frozenset(
-    (
-        "reason",
-        "error",
-        "error_detail",
-        "method",
-        "http_version",
-        "final_url",
-        "ip",
-        "checked_at",
-        "server",
-        "tls_version",
-        "tls_cipher",
-        "cert_subject",
-        "cert_issuer",
-        "cert_not_after",
-        "name",
-        "banner",
-    )
-)
-_WHOLE = frozenset(("status", "head_status", "attempts", "content_length", "cert_days_left"))
-_MS = frozenset(("dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms"))
-_TEXTS = frozenset(("warnings", "reasons", "tags", "duplicates"))
 STATES = (None, "up", "degraded", "down")
+
+
+@functools.cache
+def _kinds() -> dict[str, str]:
+    """Each field's kind, read from `Result`'s annotations (so that a field
+    added there is checked as it is declared): "text", "whole", "number",
+    "flag", "texts" or "hops". Only a merge of reports from elsewhere asks."""
+    kinds = {}
+    simple = {str: "text", bool: "flag", int: "whole", float: "number"}
+    for name, hint in typing.get_type_hints(Result).items():
+        if typing.get_origin(hint) is tuple:  # tuple[str, ...] or tuple[Hop, ...]
+            kinds[name] = "texts" if typing.get_args(hint)[0] is str else "hops"
+            continue
+        (kind,) = set(typing.get_args(hint)) - {type(None)} or {hint}  # one type, or it | None
+        kinds[name] = simple[kind]
+    return kinds
+
+
+def _of_kind(kind: str, value: Any) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "flag":
+        return type(value) is bool
+    if kind == "whole":
+        return type(value) is int
+    if kind == "number":
+        return type(value) in (int, float)
+    if kind == "texts":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, list) and all(  # hops
+        isinstance(h, dict)
+        and type(h.get("status")) is int
+        and isinstance(h.get("url"), str)
+        and isinstance(h.get("location"), str)
+        for h in value
+    )
+
+
+_SAID = {
+    "text": "is not text",
+    "flag": "is not true or false",
+    "whole": "is not a whole number",
+    "number": "is not a number",
+    "texts": "is not a list of text",
+    "hops": "are not hops",
+}
 
 
 def row_problem(row: Any) -> str | None:
@@ -199,30 +224,9 @@ def row_problem(row: Any) -> str | None:
         return "ok is not true or false"
     if row.get("state") not in STATES:
         return "state is not up, degraded or down"
+    kinds = _kinds()
     for name, value in row.items():
-        if value is None:
-            continue
-        if name in _TEXT and not isinstance(value, str):
-            return f"{name} is not text"
-        if name in _WHOLE and type(value) is not int:
-            return f"{name} is not a whole number"
-        if name in _MS and (type(value) not in (int, float)):
-            return f"{name} is not a number"
-        if name == "reused" and type(value) is not bool:
-            return "reused is not true or false"
-        if name in _TEXTS and not (
-            isinstance(value, list) and all(isinstance(v, str) for v in value)
-        ):
-            return f"{name} is not a list of text"
-        if name == "redirects" and not (
-            isinstance(value, list)
-            and all(
-                isinstance(h, dict)
-                and type(h.get("status")) is int
-                and isinstance(h.get("url"), str)
-                and isinstance(h.get("location"), str)
-                for h in value
-            )
-        ):
-            return "redirects are not hops"
+        kind = kinds.get(name)
+        if value is not None and kind is not None and not _of_kind(kind, value):
+            return f"{name} {_SAID[kind]}"
     return None

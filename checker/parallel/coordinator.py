@@ -39,6 +39,7 @@ from typing import Any
 from checker.parallel import SHARDS_DIR, newest_report, shard_dirs
 from checker.parallel.counts import parse
 from checker.parallel.worker import Task
+from checker.reports.journal import run_of
 from checker.reports.merge import Expected, MergeError, MergeOptions, merge
 from checker.reports.recover import JOURNAL_SUFFIX, KILLED, RecoverError, recover
 from checker.results import iso
@@ -122,7 +123,8 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                 bar.set_postfix_str(follow.postfix(), refresh=False)
                 bar.close()
 
-        shards = await _collect(work, procs, stopped=bool(caught))
+        codes = None if caught else {k: p.returncode for k, p in enumerate(procs, 1)}
+        shards = await _collect(work, n, codes)
         notes += shards.notes
         notes += [line for line in follow.said if line not in notes]  # the parent's own too
         merged = await merge(
@@ -178,14 +180,14 @@ class _Collected:
     notes: list[str]
 
 
-async def _collect(work: str, procs: list[asyncio.subprocess.Process], stopped: bool) -> _Collected:
-    """Each shard's JSON report, as it wrote it or recovered from its journal;
-    and what to say of those that were stopped or failed (of a `stopped`
-    run's shards, those that never started need no word)."""
-    n = len(procs)
+async def _collect(work: str, n: int, codes: dict[int, int | None] | None) -> _Collected:
+    """Each shard's JSON report in `work`, as it wrote it or recovered from
+    its journal. `codes`: how each shard process ended, to say of those that
+    were stopped or failed; None when there is nothing to say of them (a
+    stopped run's shards, or a killed run's left over)."""
     found = _Collected([], False, [])
-    for k, proc in enumerate(procs, 1):
-        folder = os.path.join(work, str(k))
+    for folder in shard_dirs(work):
+        k = int(os.path.basename(folder))
         for journal in sorted(os.listdir(folder)):
             if journal.endswith(JOURNAL_SUFFIX):
                 with contextlib.suppress(RecoverError):
@@ -194,17 +196,17 @@ async def _collect(work: str, procs: list[asyncio.subprocess.Process], stopped: 
                     if done.note:
                         found.notes.append(f"shard {k}/{n}: {done.note}")
         report = newest_report(folder)
-        code = proc.returncode
+        code = codes.get(k) if codes is not None else None
         if report is None:
             found.failed = True
-            if not stopped:
+            if codes is not None:
                 found.notes.append(
                     f"shard {k}/{n} left no report (it {_exit(code)}):"
                     " its lines are reported as not checked"
                 )
         else:
             found.reports.append(report)
-            if not stopped and code is not None and (code < 0 or code >= 128):
+            if code is not None and (code < 0 or code >= 128):
                 found.notes.append(
                     f"shard {k}/{n} was {_exit(code)}: its unfinished lines"
                     " are reported as not checked"
@@ -308,17 +310,8 @@ async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
                 continue
             for stale in await asyncio.to_thread(_merged_journals, out_dir, parent.started_at):
                 os.unlink(stale)
-            reports = []
-            for folder in folders:
-                for journal in sorted(os.listdir(folder)):
-                    if journal.endswith(JOURNAL_SUFFIX):
-                        with contextlib.suppress(RecoverError):
-                            done = await recover(os.path.join(folder, journal), ["json"])
-                            if done.note:
-                                notes.append(f"{os.path.basename(folder)}: {done.note}")
-                report = newest_report(folder)
-                if report is not None:
-                    reports.append(report)
+            shards = await _collect(work, parent.processes, None)
+            notes += shards.notes
             how = MergeOptions(
                 formats=formats,
                 partial=True,
@@ -334,7 +327,7 @@ async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
                 ),
             )
             try:
-                merged = await merge(out_dir, reports, how)
+                merged = await merge(out_dir, shards.reports, how)
             except MergeError as exc:
                 # Never in the way of the runs to come: set aside, and said.
                 aside = os.path.join(out_dir, SHARDS_DIR + "-unmerged", os.path.basename(work))
@@ -369,9 +362,9 @@ def _merged_journals(out_dir: str, started_at: str) -> list[str]:
     for name in os.listdir(out_dir):
         if name.startswith("status-") and name.endswith(JOURNAL_SUFFIX):
             path = os.path.join(out_dir, name)
-            with contextlib.suppress(OSError, ValueError), open(path, "rb") as f:
-                head = json.loads(f.readline()).get("run", {})
-                if head.get("started_at") == started_at and "merged" in head:
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                head = run_of(f.readline())
+                if head is not None and head.get("started_at") == started_at and "merged" in head:
                     found.append(path)
     return found
 

@@ -45,7 +45,8 @@ def shard_args(task: Task) -> argparse.Namespace:
     args.processes = 1
     # The global cap is the parent's: each of N processes takes its share.
     args.concurrency = task.concurrency
-    # Alerts and pruning are the merged run's.
+    # Alerts and pruning are the merged run's (a shard would send none, but
+    # would say so on every run).
     args.notify_webhook = args.notify_email = None
     args.keep = args.keep_days = None
     return args
@@ -81,9 +82,8 @@ def _run(task: Task) -> int:
         return FAILED
     for note in notes:
         print(f"checker: {note}", file=sys.stderr)
-    config = dataclasses.replace(
-        config, history=False, counts=lambda stats: CountsPipe(sys.stdout.buffer, stats)
-    )
+    # (No history: a shard keeps none, check_config says so from --shard.)
+    config = dataclasses.replace(config, counts=lambda stats: CountsPipe(sys.stdout.buffer, stats))
     with run_lock(task.out_dir):
         outcome = loops.run(run_check(config), config.options["loop"])
     for note in outcome.notes:

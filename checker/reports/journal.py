@@ -98,13 +98,10 @@ class Journal:
             journal = cls(path)
             with open(fd, "rb", closefd=False) as f:
                 first = f.readline()
-                try:
-                    header = json.loads(first)
-                except ValueError:
-                    header = None
-                if not isinstance(header, dict) or header.get("journal") != 1:
+                header = run_of(first)
+                if header is None:
                     raise ValueError(f"{path}: not a checker journal")
-                journal.header = header.get("run", {})
+                journal.header = header
                 position = len(first)
                 for line in f:
                     if not line.endswith(b"\n"):
@@ -316,6 +313,19 @@ class BlockReader:
 
 def header_line(run: dict[str, Any]) -> bytes:
     return json.dumps({"journal": 1, "run": run}, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def run_of(first: bytes) -> dict[str, Any] | None:
+    """The run header of a journal's first line (`header_line`), or None:
+    the file is not a journal."""
+    try:
+        header = json.loads(first)
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or header.get("journal") != 1:
+        return None
+    run = header.get("run", {})
+    return run if isinstance(run, dict) else {}
 
 
 def _lock(fd: int, path: str) -> None:
