@@ -161,6 +161,17 @@ class Outcome:
     rows_per_shard: list[object] = field(default_factory=list)
     error: str | None = None
 
+    @classmethod
+    def of(cls, result: run.RunResult) -> Outcome:
+        """The figures of one measured command (run.py's RunResult)."""
+        return cls(
+            result.wall,
+            result.cpu,
+            result.rss_mib * 1024,
+            result.server_share * result.wall,
+            result.other_share,
+        )
+
 
 def _measure(
     cmd: list[str], step_dir: Path, server: Server, limit: float
@@ -189,13 +200,7 @@ def run_processes(
     cmd = [str(CHECKER_BIN), "check", str(list_file), "--out", str(out), "-q"]
     cmd += ["--processes", processes]
     result, code, stderr = _measure(cmd, run_dir / "check", server, limit)
-    outcome = Outcome(
-        result.wall,
-        result.cpu,
-        result.rss_mib * 1024,
-        result.server_share * result.wall,
-        result.other_share,
-    )
+    outcome = Outcome.of(result)
     problems = [p for p in (result.error,) if p]
     if code != 0:
         problems.append(f"exit code {code} (0 expected: every URL is up)")
@@ -223,14 +228,8 @@ def run_parallel(
     keys = [str(k) for k in range(1, PARALLEL_SHARDS + 1)]
     cmd = [str(PARALLEL), "--will-cite", job, ":::", *keys]
     first, code, stderr = _measure(cmd, run_dir / "step-shards", server, limit)
-    outcome = Outcome(
-        first.wall,
-        first.cpu,
-        first.rss_mib * 1024,
-        first.server_share * first.wall,
-        first.other_share,
-        shards_wall=first.wall,
-    )
+    outcome = Outcome.of(first)
+    outcome.shards_wall = first.wall
     problems: list[str] = []
     for key in keys:
         header, _ = check_report(shards / key / "latest.json", urls, rows=False)
