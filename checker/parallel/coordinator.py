@@ -116,7 +116,9 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                     proc = await _start(task)
                     procs.append(proc)
                     if caught:  # a signal while it started: it must not start
-                        proc.send_signal(signal.SIGKILL)
+                        # (It may be gone already: the loop then knows it has exited.)
+                        with contextlib.suppress(ProcessLookupError):
+                            proc.send_signal(signal.SIGKILL)
                     group.create_task(follow.shard(k, proc))
         finally:
             if bar is not None:
