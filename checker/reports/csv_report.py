@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from checker.results import FIELDS
@@ -43,19 +43,25 @@ _FORMULA_CHARS = frozenset(_FORMULA_START)
 
 def cells(row: dict[str, Any]) -> list[str | int | float]:
     """`cell` over a whole row, with the common types inline (this runs once per
-    row of a report that may have millions)."""
+    row of a report that may have millions): text, nothing, numbers, flags and
+    empty lists never call `cell`."""
     out: list[str | int | float] = []
-    for name in FIELDS:
-        value = row.get(name)
+    append = out.append
+    get: Callable[[str], Any] = row.get
+    for name, value in zip(FIELDS, map(get, FIELDS), strict=True):
         kind = type(value)
-        if value is None:
-            out.append("")
-        elif kind is str:
-            out.append("'" + value if value[:1] in _FORMULA_CHARS else value)
+        if kind is str:
+            append("'" + value if value[:1] in _FORMULA_CHARS else value)
+        elif value is None:
+            append("")
         elif kind is int or kind is float:
-            out.append(value)
+            append(value)
+        elif kind is bool:
+            append("true" if value else "false")
+        elif kind is list and not value:
+            append("")
         else:
-            out.append(cell(name, value))
+            append(cell(name, value))
     return out
 
 
