@@ -133,7 +133,7 @@ def _shard(text: str) -> Shard:
 def _processes(text: str) -> int:
     """N, or `auto`: the CPUs this process may use."""
     if text.strip().lower() == "auto":
-        from checker.parallel.coordinator import usable_cpus
+        from checker.parallel import usable_cpus
 
         return usable_cpus()
     try:

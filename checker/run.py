@@ -25,7 +25,8 @@ from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
 from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
-from checker.reports.recover import recover_leftovers
+from checker.reports.recover import recover_leftovers, remove_spools
+from checker.reports.reporter import End, Reporter, Start, wanted
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.feed import start_feed
@@ -256,35 +257,95 @@ async def _run(
         # This run's part of its lists (the rest is other shards'), or none.
         "shard": str(config.shard) if config.shard else None,
     }
-    try:
-        async with Journal(base + ".journal.jsonl", header) as journal:
-            pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
-            try:
-                targets = read_targets(config.lists, config.list_format, config.shard)
-                interrupted = await pool.run(targets, stop)
-            except ListError as exc:
-                raise RunError(str(exc)) from None
-    finally:
-        if bar is not None:
-            # The totals as they ended (the throttled postfix may be older).
-            bar.set_postfix_str(f"up {stats.up} down {stats.down}", refresh=False)
-            bar.close()
-
-    finished = datetime.now(UTC)
-    duration = time.perf_counter() - t0
-    run_info = {
-        **header,
-        "finished_at": iso(finished),
-        "duration_s": round(duration, 3),
-        **stats.totals(),
-        "duplicates": stats.duplicates,
-        "interrupted": interrupted,
-    }
     lists = lists_key(config.lists)
+    reporter: Reporter | None = None
+    try:
+        try:
+            async with Journal(base + ".journal.jsonl", header) as journal:
+                if wanted(config.lists, config.shard):
+                    reporter = await Reporter.start(
+                        Start(
+                            journal.path,
+                            base,
+                            tuple(config.formats),
+                            header,
+                            tuple(config.lists),
+                            config.list_format,
+                            config.history,
+                            config.policy,
+                            lists,
+                            started,
+                            config.history_days,
+                        )
+                    )
+                    if reporter is not None:
+                        journal.on_flush = reporter.flushed
+                pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
+                try:
+                    targets = read_targets(config.lists, config.list_format, config.shard)
+                    interrupted = await pool.run(targets, stop)
+                except ListError as exc:
+                    raise RunError(str(exc)) from None
+        finally:
+            if bar is not None:
+                # The totals as they ended (the throttled postfix may be older).
+                bar.set_postfix_str(f"up {stats.up} down {stats.down}", refresh=False)
+                bar.close()
+
+        finished = datetime.now(UTC)
+        duration = time.perf_counter() - t0
+        run_info = {
+            **header,
+            "finished_at": iso(finished),
+            "duration_s": round(duration, 3),
+            **stats.totals(),
+            "duplicates": stats.duplicates,
+            "interrupted": interrupted,
+        }
+        notes: list[str] = []
+        done = await reporter.finish(End(run_info, journal.size)) if reporter else None
+        if done is not None and done.ok:
+            written, changes, db_notes = done.written, done.changes, done.notes
+            run_info.update(done.run)
+        else:
+            if done is not None:
+                remove_spools(journal.path)  # what a reporter that is gone left
+            if done is not None and done.reason:
+                notes.append(
+                    f"reports: the report process gave up ({done.reason});"
+                    " they were written after the checks instead"
+                )
+            written, changes, db_notes = await _write_after(
+                config, run_info, journal, base, started
+            )
+        # The reports are in place: the journal has done its job. (Removed before
+        # the run index is written, so that a failure there cannot make the next
+        # run take this complete run for a killed one.)
+        journal.remove()
+        await append_run(config.out_dir, index_entry(run_info, lists, written))
+        outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
+        outcome.notes += notes + db_notes
+        outcome.run = run_info
+        outcome.changes = changes
+        await after_reports(config.out_dir, config.channels, config.keep, config.keep_days, outcome)
+        return outcome
+    finally:
+        if reporter is not None:
+            await reporter.close()  # (its roll-up of old results, after the alerts)
+
+
+async def _write_after(
+    config: RunConfig, run_info: dict[str, Any], journal: Journal, base: str, started: datetime
+) -> tuple[list[str], list[Change], list[str]]:
+    """The reports and the history, from the journal, once the checks are
+    over (without a reporter, or when it gave up): the reports written, the
+    changes, and what to say about the history."""
     changes: list[Change] = []
     json_name = os.path.basename(base) + ".json" if "json" in config.formats else None
     db, feed, db_notes = (
-        await start_feed(config.out_dir, run_info, lists, json_name, config.policy, finished)
+        await start_feed(
+            config.out_dir, run_info, lists_key(config.lists), json_name, config.policy, started
+        )
         if config.history
         else (None, None, [])
     )
@@ -292,23 +353,13 @@ async def _run(
         written = await write_reports(base, config.formats, run_info, journal, store=feed)
         if feed is not None:
             changes = feed.changes
-        if db is not None and not interrupted:
+        if db is not None and not run_info.get("interrupted"):
             # A bounded share of old results rolled up per run (store.db).
             await asyncio.to_thread(db.roll_up, None, config.history_days)
     finally:
         if db is not None:
             db.close()
-    # The reports are in place: the journal has done its job. (Removed before
-    # the run index is written, so that a failure there cannot make the next
-    # run take this complete run for a killed one.)
-    journal.remove()
-    await append_run(config.out_dir, index_entry(run_info, lists, written))
-    outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
-    outcome.notes += db_notes
-    outcome.run = run_info
-    outcome.changes = changes
-    await after_reports(config.out_dir, config.channels, config.keep, config.keep_days, outcome)
-    return outcome
+    return written, changes, db_notes
 
 
 async def after_reports(

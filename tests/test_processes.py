@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from checker.parallel.coordinator import usable_cpus
+from checker.parallel import usable_cpus
 from tests.helpers import SwitchableSite, read_request
 from tests.test_cli import checker, one_error_line
 from tests.test_notify import WebhookSink

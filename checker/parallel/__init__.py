@@ -1,10 +1,13 @@
 """`checker check --processes N`: one machine's cores, as N shard runs of one
-list under one command (see coordinator)."""
+list under one command (see coordinator); and what every helper process of a
+run shares (the CPUs it may use, dying with its parent)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
 
 SHARDS_DIR = ".shards"  # <out>/.shards/<report name>/<K>/: a --processes run's shards
 
@@ -19,3 +22,26 @@ def newest_report(folder: str) -> str | None:
     """The JSON report a shard wrote in its folder (the newest, if several)."""
     found = sorted(glob.glob(os.path.join(glob.escape(folder), "status-*.json")))
     return found[-1] if found else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as taskset and
+    containers' cpusets set it), not all the machine has."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def die_with_parent(signum: int) -> None:
+    """Have the kernel send `signum` to this process when its parent dies
+    (Linux's PR_SET_PDEATHSIG): a run killed outright must not leave its
+    helpers working on their own."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signum)

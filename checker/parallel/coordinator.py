@@ -56,15 +56,6 @@ from checker.store.index import read_runs
 from checker.targets import ListError, Shard, check_lists, list_notes
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, as taskset and
-    containers' cpusets set it), not all the machine has."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutcome:
     """`config` as N shard processes; `args` are the parsed options they run."""
     n = config.processes

@@ -9,7 +9,6 @@ its running counts on stdout. It is started only by the coordinator.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import pickle
@@ -17,6 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from checker.parallel import die_with_parent
 from checker.targets import Shard
 
 # A task's exit codes (the parent reads the report; these only explain a
@@ -53,7 +53,10 @@ def shard_args(task: Task) -> argparse.Namespace:
 
 
 def main() -> int:
-    _die_with_parent()
+    # A parent killed outright must not leave its shards checking on their
+    # own: SIGTERM stops a shard as Ctrl-C does, and it writes its report,
+    # which the next run merges.
+    die_with_parent(signal.SIGTERM)
     try:
         try:
             task = pickle.load(sys.stdin.buffer)
@@ -91,20 +94,6 @@ def _run(task: Task) -> int:
     if outcome.interrupted and outcome.signal:
         return 128 + outcome.signal  # (its report is written: the parent says so)
     return DONE
-
-
-def _die_with_parent() -> None:
-    """SIGTERM this shard when its parent dies (Linux): a parent killed
-    outright must not leave shards checking on their own. The shard then
-    stops as on Ctrl-C and writes its report, which the next run merges."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
@@ -69,11 +69,24 @@ class Spool:
             except OSError as exc:  # name the file (a full disk says only ENOSPC)
                 raise OSError(exc.errno, exc.strerror, self.path) from None
 
-    async def pieces(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def pieces(
+        self, size: int = 1 << 20, skip: Sequence[tuple[int, int]] = ()
+    ) -> AsyncIterator[bytes]:
+        """What was written, in pieces of at most `size` bytes, without the
+        byte ranges [start, end) of `skip` (sorted, apart)."""
         await self._file.flush()
         async with aiofiles.open(self.path, "rb") as f:
-            while piece := await f.read(size):
-                yield piece
+            position = 0
+            for start, end in (*skip, (-1, -1)):
+                while start < 0 or position < start:
+                    want = size if start < 0 else min(size, start - position)
+                    piece = await f.read(want)
+                    if not piece:
+                        return
+                    position += len(piece)
+                    yield piece
+                await f.seek(end)
+                position = end
 
     async def publish(self, path: str) -> None:
         await self._file.flush()

@@ -118,6 +118,8 @@ def esc(value: Any) -> str:
     """Text from a list or a server, safe in text and in quoted attributes."""
     if value is None:
         return ""
+    if type(value) is int:  # a status, a line number: nothing to escape
+        return str(value)
     return html.escape(str(value), quote=True)
 
 
@@ -186,13 +188,23 @@ class Page:
     """The page in one pass over the rows, for a report written with others.
 
     Feed every row in input order to `row()`: it updates the aggregates and
-    returns the row's table HTML, or None when the table leaves it out (which
-    needs the number of down rows up front: the run counted them). The part
-    before the table needs the aggregates, so `head()` comes last and the
+    returns the row's table HTML, or None when the table leaves it out. The
+    part before the table needs the aggregates, so `head()` comes last and the
     caller puts it first.
+
+    Down rows always make the cut; up rows fill what is left, in input order.
+    With the number of down rows known up front (`down`), an up row is left
+    out as soon as there is no room left for it. Without it (a page written
+    while the run goes, before anyone knows), an up row takes a place while
+    there is one, and a down row that finds the table full takes the place of
+    the latest up row still in it: `evicted` then lists those rows' places in
+    the table (the order `row()` returned them), for the caller to leave out.
+    Both ways give the same table.
     """
 
-    def __init__(self, run: dict[str, Any], down: int, agg: Aggregates | None = None) -> None:
+    def __init__(
+        self, run: dict[str, Any], down: int | None = None, agg: Aggregates | None = None
+    ) -> None:
         self.run = run
         self._aggregate = agg is None
         self.agg = agg if agg is not None else Aggregates()
@@ -200,18 +212,21 @@ class Page:
         warn = options.get("cert_warn_days") if isinstance(options, dict) else None
         self.warn_days = warn if isinstance(warn, int) else CERT_WARN_DAYS
         self.multi = len(run.get("lists") or ()) > 1
-        # Down rows always make the cut; up rows fill what is left, in input order.
-        self.up_room = max(0, TABLE_MAX_ROWS - down)
-        self.shown = self.ups = 0
+        self.up_room = max(0, TABLE_MAX_ROWS - down) if down is not None else TABLE_MAX_ROWS
+        self.shown = self.ups = 0  # rows in the table now, and of them up
+        self.placed = 0  # rows `row()` has returned
+        self._up_places: list[int] = []  # the places of the up rows in the table now
+        self.evicted: list[int] = []
         self._down_now: list[tuple[str, int, str, str]] = []
 
     def row(self, seq: int, row: dict[str, Any], trend: Trend | None = None) -> str | None:
         if self._aggregate:
             self.agg.add(seq, row)
+        ok = row.get("ok")
         if (
             trend is not None
             and trend.down_since
-            and not row.get("ok")
+            and not ok
             and row.get("error") not in NOT_A_CHECK
         ):
             entry = (trend.down_since, -seq, str(row.get("url", "")), _outcome(row))
@@ -220,13 +235,19 @@ class Page:
             self._down_now.append(entry)
             if len(self._down_now) > 2 * DOWN_NOW:
                 self._down_now = sorted(self._down_now)[:DOWN_NOW]
-        if self.shown >= TABLE_MAX_ROWS:
-            return None
-        if row.get("ok"):
-            if self.ups >= self.up_room:
+        if ok:
+            if self.shown >= TABLE_MAX_ROWS or self.ups >= self.up_room:
                 return None
+            self._up_places.append(self.placed)
             self.ups += 1
+        elif self.shown >= TABLE_MAX_ROWS:
+            if not self._up_places:
+                return None
+            self.evicted.append(self._up_places.pop())  # the latest up row makes room
+            self.ups -= 1
+            self.shown -= 1
         self.shown += 1
+        self.placed += 1
         return _row(row, self.multi, self.warn_days, trend)
 
     def head(self, changes: Sequence[Change], incidents: Sequence[Incident] = ()) -> bytes:
@@ -702,28 +723,34 @@ def _history_svg(recent: Sequence[tuple[bool, float | None]]) -> str:
     if not recent:
         return ""
     recent = recent[-len(_BARS) :]
-    ups = "".join([_BARS[i] for i, (ok, _) in enumerate(recent) if ok])
-    downs = "".join([_BARS[i] for i, (ok, _) in enumerate(recent) if not ok])
-    n_up = sum(1 for ok, _ in recent if ok)
-    label = f"last {len(recent)}: {n_up} up, {len(recent) - n_up} down"
-    parts = [f'<svg class="hist" viewBox="0 0 {len(recent) * 4} 16" role="img" aria-label="']
-    times = [(i, ms) for i, (ok, ms) in enumerate(recent) if ok and ms is not None]
+    # One walk over the results (this runs for every row of a page with history).
+    ups: list[str] = []
+    downs: list[str] = []
+    times: list[tuple[int, float]] = []
+    for i, (ok, ms) in enumerate(recent):
+        if ok:
+            ups.append(_BARS[i])
+            if ms is not None:
+                times.append((i, ms))
+        else:
+            downs.append(_BARS[i])
+    label = f"last {len(recent)}: {len(ups)} up, {len(downs)} down"
     line = ""
     if times:
-        low = min(ms for _, ms in times)
-        high = max(ms for _, ms in times)
+        low = min([ms for _, ms in times])
+        high = max([ms for _, ms in times])
         scale = 8 / ((high - low) or 1.0)
         # Whole pixels: the line is 16 px high, finer steps would not show.
         points = " ".join([f"{i * 4 + 2},{9 - round((ms - low) * scale)}" for i, ms in times])
         line = f'<polyline points="{points}"/>'
         label += f"; {_ms(low)} to {_ms(high)} ms"
-    parts.append(label + '">')
-    if ups:
-        parts.append(f'<path class="su" d="{ups}"/>')
-    if downs:
-        parts.append(f'<path class="sd" d="{downs}"/>')
-    parts.append(line + "</svg>")
-    return "".join(parts)
+    return (
+        f'<svg class="hist" viewBox="0 0 {len(recent) * 4} 16" role="img" aria-label="{label}">'
+        + (f'<path class="su" d="{"".join(ups)}"/>' if ups else "")
+        + (f'<path class="sd" d="{"".join(downs)}"/>' if downs else "")
+        + line
+        + "</svg>"
+    )
 
 
 # Colours from a GitHub-like palette. The big table scrolls in its own box, so

@@ -73,6 +73,9 @@ class Journal:
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
         self.rows = 0
+        # Told each time lines reach the file: how far it now runs (the
+        # reporter reads the rows as they come, checker.reports.reporter).
+        self.on_flush: Callable[[int], None] | None = None
 
     async def __aenter__(self) -> Journal:
         if self._fd is None:
@@ -211,11 +214,14 @@ class Journal:
             if not self._buffer or self._file is None:
                 return
             batch, self._buffer = self._buffer, []
+            end = self._position
             try:
                 await self._file.write(b"".join(batch))
                 await self._file.flush()
             except OSError as exc:  # name the file (a full disk says only ENOSPC)
                 raise OSError(exc.errno, exc.strerror, self.path) from None
+            if self.on_flush is not None:
+                self.on_flush(end)
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Callable[[int], dict[str, Any]]]:
@@ -252,17 +258,41 @@ class Journal:
             for seq, off in enumerate(self._offsets):
                 if off < 0:
                     continue
-                line = read(off)
-                # Unwrap {"seq":N,"result":{...}}\n down to the {...}.
-                row = line[line.index(_RESULT_KEY) + len(_RESULT_KEY) : -2]
-                dups = self._duplicates.get(seq)
-                if dups:
-                    # "duplicates" is the last field: splice the list in.
-                    cut = row.rindex(b'"duplicates":')
-                    row = row[:cut] + b'"duplicates":' + json.dumps(dups).encode() + b"}"
-                yield row
+                yield unwrap(read(off), self._duplicates.get(seq))
         finally:
             os.close(fd)
+
+    def follow(self, fd: int, upto: int) -> None:
+        """Index what a live run's journal (open as `fd`) holds up to byte
+        `upto`: the view of a process that reads it as it is written. The
+        first line, the header, is passed over as no row."""
+        while self._position < upto:
+            data = os.pread(fd, min(upto - self._position, 1 << 20), self._position)
+            if not data:
+                raise ValueError(f"{self.path}: ends at {self._position}, before {upto}")
+            end = data.rfind(b"\n") + 1
+            if end == 0:  # one line longer than the piece read: read it whole
+                end = len(BlockReader(fd).line(self._position))
+                data = os.pread(fd, end, self._position)
+            start = 0
+            while start < end:
+                stop = data.index(b"\n", start) + 1
+                self._index(data[start:stop], self._position + start)
+                start = stop
+            self._position += end
+
+    @property
+    def size(self) -> int:
+        """Where the file ends once every line added is written."""
+        return self._position
+
+    def duplicates(self) -> dict[int, list[str]]:
+        """Each row's later lines naming the same URL ("file:line")."""
+        return self._duplicates
+
+    def offset(self, seq: int) -> int:
+        """Where row `seq`'s line starts (-1: not recorded yet)."""
+        return self._offsets[seq] if seq < len(self._offsets) else -1
 
     def remove(self) -> None:
         os.unlink(self.path)
@@ -297,6 +327,12 @@ class BlockReader:
             self._cache.move_to_end(first)
         start = offset - first * self.size
         end = block.find(b"\n", start)
+        if end < 0 and len(block) < self.size:
+            # A short block is the end of a file that may have grown since (a
+            # journal read while its run writes it): read the block again.
+            block = os.pread(self.fd, self.size, first * self.size)
+            self._cache[first] = block
+            end = block.find(b"\n", start)
         if end >= 0:
             return block[start : end + 1]
         # It runs past this block (rare): read on from it until its newline.
@@ -309,6 +345,17 @@ class BlockReader:
             if len(data) < want:
                 return data  # a torn last line: the caller's JSON decoding says so
             want *= 2
+
+
+def unwrap(line: bytes, duplicates: list[str] | None) -> bytes:
+    """A result line {"seq":N,"result":{...}}\\n down to the {...}, with the
+    later lines that named the same URL spliced in."""
+    row = line[line.index(_RESULT_KEY) + len(_RESULT_KEY) : -2]
+    if duplicates:
+        # "duplicates" is the last field: splice the list in.
+        cut = row.rindex(b'"duplicates":')
+        row = row[:cut] + b'"duplicates":' + json.dumps(duplicates).encode() + b"}"
+    return row
 
 
 def header_line(run: dict[str, Any]) -> bytes:

@@ -12,8 +12,10 @@ only written on request).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -50,37 +52,203 @@ async def write_reports(
     run (`run_info["previous_run"]`), the changes it found go into the
     reports, and `run_info["changes_total"]` is set before they are written.
     """
-    unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"unknown format {sorted(unknown)[0]}")
-    spools: dict[str, Spool] = {}
+    not_up = int(run_info.get("total") or 0) - int(run_info.get("up") or 0)
+    writer = await ReportWriter.open(base, formats, run_info, store=store, stats=stats, down=not_up)
     try:
-        for fmt in ("csv", "json", "html"):
-            if fmt in formats:
-                spools[fmt] = await Spool.create(f"{base}.{fmt}")
-        page = await _one_pass(journal, spools, run_info, store, stats)
-        listed: list[Change] = []
+        for raw in journal.rows_in_order():
+            await writer.add(raw)
+        return await writer.finish(run_info, journal, latest=latest)
+    finally:
+        await writer.discard()
+
+
+class ReportWriter:
+    """Every row once, in input order: CSV, the JSON results, the HTML table
+    and its figures, the history database (and the changes). `finish` writes
+    what only the whole pass knows and puts the reports in place.
+
+    The page's rows show each URL's trend (uptime, its last results), which
+    the database works out for a batch as it stores it; so a batch's table
+    rows are rendered when its findings come back, while the database thread
+    stores the next batch. At most two batches of rows wait for that.
+
+    `down`: the run's rows that are not up, when known before the rows come
+    (see `html_report.Page`); a writer fed while the run goes has None.
+    """
+
+    def __init__(
+        self,
+        base: str,
+        formats: Sequence[str],
+        spools: dict[str, Spool],
+        run_info: dict[str, Any],
+        store: Feed | None,
+        stats: Stats | None,
+        down: int | None,
+    ) -> None:
+        self.base = base
+        self.formats = formats
+        self.spools = spools
+        self.store = store
+        self.stats = stats
+        self.csv_out = csv_report.Writer() if "csv" in spools else None
+        self.page = None
+        if "html" in spools:
+            from checker.reports import html_report  # the largest renderer: only when asked
+
+            self.page = html_report.Page(run_info, down)
+        # The encoded length of each row of the page's table, in table order:
+        # a row the table takes out again (`Page.evicted`) is left out by it.
+        self.table_lengths = array("Q")
+        self.json_rows: list[bytes] | None = [] if "json" in spools else None
+        self.decode = (
+            self.csv_out is not None
+            or self.page is not None
+            or store is not None
+            or stats is not None
+        )
+        # Only a page with trends to show waits for the database's batches; else
+        # the table rows go out at once and the database keeps its own pace
+        # (one batch in flight, STORE_ROWS rows at a time: fewer, larger
+        # transactions).
+        self.trends = self.page is not None and store is not None and store.trends
+        self.first = True
+        self.seq = 0
+        self.listed: list[Change] = []  # the changes the reports list (end_pass)
+        self.waiting: deque[list[tuple[int, dict[str, Any]]]] = deque()  # rows for the table
+        self.batch_rows: list[tuple[int, dict[str, Any]]] = []
+
+    @classmethod
+    async def open(
+        cls,
+        base: str,
+        formats: Sequence[str],
+        run_info: dict[str, Any],
+        *,
+        store: Feed | None = None,
+        stats: Stats | None = None,
+        down: int | None = None,
+    ) -> ReportWriter:
+        unknown = set(formats) - set(FORMATS)
+        if unknown:
+            raise ValueError(f"unknown format {sorted(unknown)[0]}")
+        spools: dict[str, Spool] = {}
+        try:
+            for fmt in ("csv", "json", "html"):
+                if fmt in formats:
+                    spools[fmt] = await Spool.create(f"{base}.{fmt}")
+        except BaseException:
+            for spool in spools.values():
+                await spool.discard()
+            raise
+        return cls(base, formats, spools, run_info, store, stats, down)
+
+    async def add(self, raw: bytes) -> None:
+        """The next row in input order: its result's JSON object."""
+        seq = self.seq
+        self.seq += 1
+        if self.json_rows is not None:
+            self.json_rows.append(raw)
+        if self.decode:
+            row = json.loads(raw)
+            if self.csv_out is not None:
+                self.csv_out.row(row)
+            if self.page is not None:
+                self.batch_rows.append((seq, row))
+            if self.store is not None:
+                self.store.add(row)
+            if self.stats is not None:
+                self.stats.add_row(seq, row)
+        if seq % BATCH == BATCH - 1:
+            await self._flush(last=False)
+
+    async def _render(self, found: Batch | None) -> None:
+        """The table rows of the oldest waiting batch, with `found`'s trends."""
+        rows = self.waiting.popleft()
+        if self.page is None:
+            return
+        from checker.reports import html_report
+
+        trends = found.trends if found is not None else {}
+        table = []
+        for seq, row in rows:
+            html_row = self.page.row(seq, row, trends.get(str(row.get("url"))))
+            if html_row is not None:
+                data = html_report.encode(html_row)
+                self.table_lengths.append(len(data))
+                table.append(data)
+        if table:
+            await self.spools["html"].write(b"".join(table))
+
+    async def _flush(self, last: bool) -> None:
+        if self.csv_out is not None:
+            await self.spools["csv"].write(self.csv_out.take())
+        if self.json_rows:
+            rows = b",\n".join(self.json_rows)
+            await self.spools["json"].write((b"\n" if self.first else b",\n") + rows)
+            self.first = False
+            self.json_rows.clear()
+        self.waiting.append(self.batch_rows)
+        self.batch_rows = []
+        store = self.store
+        if store is None or not self.trends:
+            await self._render(None)
+            if store is not None and (store.batched >= STORE_ROWS or last):
+                await store.send()
+        else:
+            found = await store.send()  # this batch goes; the one before comes back
+            if found is not None:
+                await self._render(found)
+
+    async def finish(
+        self, run_info: dict[str, Any], journal: Journal, *, latest: bool = True
+    ) -> list[str]:
+        """The rest of the pass, then every report in place; `run_info` is the
+        run's header as it ended (the page's and the JSON report's)."""
+        await self.end_pass(run_info)
+        return await self.publish(run_info, journal, latest=latest)
+
+    async def end_pass(self, run_info: dict[str, Any]) -> None:
+        """The rows still waiting, and the database's last batch. When it
+        steps states after an earlier complete run, the changes are known
+        now: `run_info["changes_total"]` is set."""
+        await self._flush(last=True)
+        store = self.store
+        if store is not None:
+            found = await store.close()
+            if self.trends:
+                await self._render(found)
         if store is not None and store.policy is not None and run_info.get("previous_run"):
-            listed = store.changes
+            self.listed = store.changes
             run_info["changes_total"] = store.changes_total
+
+    async def publish(
+        self, run_info: dict[str, Any], journal: Journal, *, latest: bool = True
+    ) -> list[str]:
+        """Every report in place (after `end_pass`)."""
+        store = self.store
+        listed = self.listed
         written: list[str] = []
-        for fmt in formats:
+        base = self.base
+        for fmt in self.formats:
             path = f"{base}.{fmt}"
             if fmt == "csv":
-                await spools.pop("csv").publish(path)
+                await self.spools.pop("csv").publish(path)
             elif fmt == "json":
-                body = spools["json"]
+                body = self.spools["json"].pieces()
                 await write_atomic(
                     path, _assemble(json_report.head(run_info, listed), body, json_report.TAIL)
                 )
             elif fmt == "html":
                 from checker.reports import html_report
 
+                page = self.page
                 assert page is not None
+                page.run = run_info
                 incidents = store.incidents if store is not None else []
+                body = self.spools["html"].pieces(skip=_places(self.table_lengths, page.evicted))
                 await write_atomic(
-                    path,
-                    _assemble(page.head(listed, incidents), spools["html"], html_report.tail()),
+                    path, _assemble(page.head(listed, incidents), body, html_report.tail())
                 )
             else:
                 await write_atomic(path, prom_report.render(run_info, journal.results))
@@ -88,105 +256,25 @@ async def write_reports(
                 publish_latest(path, os.path.join(os.path.dirname(base), f"latest.{fmt}"))
             written.append(path)
         return written
-    finally:
-        for spool in spools.values():
+
+    async def discard(self) -> None:
+        """Throw away what is not in place (every spool, after `finish`)."""
+        for spool in self.spools.values():
             await spool.discard()
+        self.spools.clear()
 
 
-async def _one_pass(
-    journal: Journal,
-    spools: dict[str, Spool],
-    run_info: dict[str, Any],
-    store: Feed | None,
-    stats: Stats | None = None,
-) -> Any:
-    """Every row once: CSV, the JSON results, the HTML table and its figures,
-    the history database (and the changes). Returns the HTML `Page` (or None).
-
-    The page's rows show each URL's trend (uptime, its last results), which
-    the database works out for a batch as it stores it; so a batch's table
-    rows are rendered when its findings come back, while the database thread
-    stores the next batch. At most two batches of rows wait for that.
-    """
-    csv_out = csv_report.Writer() if "csv" in spools else None
-    page = None
-    if "html" in spools:
-        from checker.reports import html_report  # the largest renderer: only when asked
-
-        not_up = int(run_info.get("total") or 0) - int(run_info.get("up") or 0)
-        page = html_report.Page(run_info, not_up)
-    json_rows: list[bytes] | None = [] if "json" in spools else None
-    decode = csv_out is not None or page is not None or store is not None or stats is not None
-    # Only a page with trends to show waits for the database's batches; else
-    # the table rows go out at once and the database keeps its own pace
-    # (one batch in flight, STORE_ROWS rows at a time: fewer, larger
-    # transactions).
-    trends = page is not None and store is not None and store.trends
-    first = True
-    waiting: deque[list[tuple[int, dict[str, Any]]]] = deque()  # rows for the table
-    batch_rows: list[tuple[int, dict[str, Any]]] = []
-
-    async def render(found: Batch | None) -> None:
-        """The table rows of the oldest waiting batch, with `found`'s trends."""
-        rows = waiting.popleft()
-        if page is None:
-            return
-        trends = found.trends if found is not None else {}
-        table = []
-        for seq, row in rows:
-            html_row = page.row(seq, row, trends.get(str(row.get("url"))))
-            if html_row is not None:
-                table.append(html_row)
-        if table:
-            await spools["html"].write(html_report.encode("".join(table)))
-
-    last = False
-
-    async def flush() -> None:
-        nonlocal first, batch_rows
-        if csv_out is not None:
-            await spools["csv"].write(csv_out.take())
-        if json_rows:
-            await spools["json"].write((b"\n" if first else b",\n") + b",\n".join(json_rows))
-            first = False
-            json_rows.clear()
-        waiting.append(batch_rows)
-        batch_rows = []
-        if store is None or not trends:
-            await render(None)
-            if store is not None and (store.batched >= STORE_ROWS or last):
-                await store.send()
-        else:
-            found = await store.send()  # this batch goes; the one before comes back
-            if found is not None:
-                await render(found)
-
-    for seq, raw in enumerate(journal.rows_in_order()):
-        if json_rows is not None:
-            json_rows.append(raw)
-        if decode:
-            row = json.loads(raw)
-            if csv_out is not None:
-                csv_out.row(row)
-            if page is not None:
-                batch_rows.append((seq, row))
-            if store is not None:
-                store.add(row)
-            if stats is not None:
-                stats.add_row(seq, row)
-        if seq % BATCH == BATCH - 1:
-            await flush()
-    last = True
-    await flush()
-    if store is not None:
-        found = await store.close()
-        if trends:
-            await render(found)
-    return page
+def _places(lengths: array[int], evicted: Sequence[int]) -> list[tuple[int, int]]:
+    """The byte ranges of the table rows at places `evicted` (in a spool of
+    rows of `lengths`)."""
+    if not evicted:
+        return []
+    starts = [0, *itertools.accumulate(lengths)]
+    return [(starts[place], starts[place + 1]) for place in sorted(evicted)]
 
 
-async def _assemble(head: bytes, body: Spool, tail: bytes) -> AsyncIterator[bytes]:
+async def _assemble(head: bytes, body: AsyncIterator[bytes], tail: bytes) -> AsyncIterator[bytes]:
     yield head
-    async for piece in body.pieces():
+    async for piece in body:
         yield piece
     yield tail

@@ -10,6 +10,7 @@ the note says what could not be accounted for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import json
 import os
@@ -88,6 +89,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     )
     base = path[: -len(JOURNAL_SUFFIX)]
     done = await publish(journal, run, lists, base, formats)
+    remove_spools(path)
     notes = done.notes
     return Recovered(done.reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
 
@@ -173,6 +175,16 @@ async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
         if done.note:
             notes.append(done.note)
     return notes
+
+
+def remove_spools(journal: str) -> None:
+    """The half-written reports a killed run left (`.status-<stamp>.csv.XXXX`:
+    a reporter writes them while the run goes, see reporter.py)."""
+    stem = os.path.basename(journal).removesuffix(JOURNAL_SUFFIX)
+    folder = os.path.dirname(journal) or "."
+    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.*")):
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
 
 
 def _fill(journal: Journal, item: Target | Duplicate) -> None:

@@ -18,11 +18,11 @@ worker thread (`asyncio.to_thread`), one batch, one transaction at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from checker.results import iso
@@ -127,6 +127,7 @@ class HistoryDB:
     def __init__(self, path: str) -> None:
         self.path = path
         self.created = not os.path.exists(path)
+        self._in_run = False
         # One connection, used by one thread at a time (the run awaits each
         # call before the next), from whichever worker thread asyncio picks.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -179,6 +180,50 @@ class HistoryDB:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def finish_run(
+        self, run_id: int, complete: bool, totals: dict[str, int], finished_at: str
+    ) -> None:
+        """What `add_run` could not know yet, when the run was added as it began."""
+        self._db.execute(
+            "UPDATE runs SET complete = ?, total = ?, up = ?, down = ?, not_checked = ?,"
+            " invalid = ?, finished_at = ? WHERE id = ?",
+            (
+                int(complete),
+                *(totals.get(k, 0) for k in ("total", "up", "down", "not_checked", "invalid")),
+                finished_at,
+                run_id,
+            ),
+        )
+
+    # A run whose reports are written while it goes (checker.reports.reporter)
+    # is one transaction from `begin` to `commit`: every batch's results and
+    # states are stepped as if the run will end complete, and a run that ends
+    # stopped is rolled back whole (its reports are then written afterwards,
+    # as a stopped run's are).
+
+    def begin(self) -> None:
+        self._db.execute("BEGIN")
+        self._in_run = True
+
+    def commit(self) -> None:
+        self._in_run = False
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._in_run = False
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A batch's transaction, or a part of the run's (`begin`)."""
+        if self._in_run:
+            yield
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            yield
+
     def add_results(
         self,
         run_id: int,
@@ -193,8 +238,7 @@ class HistoryDB:
         returned; the new states (and the day's counts) are kept only with
         `save_states` (a complete run: a stopped one reports what it saw, but
         is never the baseline of the next)."""
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO urls (url) VALUES (?)", ((r.url,) for r in rows)
             )
@@ -405,12 +449,15 @@ class HistoryDB:
         out: dict[int, State] = {}
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
-            for url_id, *values, degraded in self._db.execute(
+            for url_id, *values in self._db.execute(
                 f"SELECT url_id, {_STATE_COLUMNS} FROM url_state"
                 f" WHERE url_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
-                out[url_id] = replace(State(*values), degraded=bool(degraded))
+                # The stored 0/1 made a bool. (Not dataclasses.replace: a
+                # second record, and the slowest way to make one, per URL.)
+                values[-1] = bool(values[-1])
+                out[url_id] = State(*values)
         return out
 
     def _upgrade_from_1(self) -> None:

@@ -205,12 +205,18 @@ async def start_feed(
     json_name: str | None,
     policy: Policy,
     now: datetime,
+    *,
+    one_transaction: bool = False,
 ) -> tuple[HistoryDB | None, Feed | None, list[str]]:
     """The run in the folder's database, and the feed for its rows (None when
-    the database cannot be used; the notes say why). Close the database."""
+    the database cannot be used; the notes say why). Close the database.
+    With `one_transaction`, the run is added in a transaction that lasts
+    until the caller commits it or rolls it back (`HistoryDB.begin`)."""
     db, notes = await asyncio.to_thread(open_history, out_dir)
     if db is None:
         return None, None, notes
+    if one_transaction:
+        db.begin()
     complete = not run_info.get("interrupted")
     run_id = await asyncio.to_thread(
         db.add_run,

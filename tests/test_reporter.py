@@ -1,0 +1,471 @@
+"""The reporter: reports written while the checks go on are the reports a run
+writes after them, byte for byte; and whatever goes wrong, the run still gets
+its reports (checker/reports/reporter.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import pickle
+import random
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from checker.demo.fleet import Fleet, Route
+from checker.reports import html_report, reporter
+from checker.reports.atomic import Spool
+from checker.reports.journal import Journal
+from checker.reports.output import write_reports
+from checker.reports.reporter import End, Outcome, Start
+from checker.results import Result, iso
+from checker.store.feed import start_feed
+from checker.store.index import lists_key
+from checker.store.model import Policy
+from checker.summary import Stats
+from checker.targets import Duplicate, Target, read_targets
+from tests.test_cli import checker
+
+pytestmark = pytest.mark.timeout(120)
+
+FORMATS = ("csv", "json", "html", "prom")
+
+
+# --- the page's table, with and without the down rows known up front ---------
+
+
+def table(oks: Sequence[bool], down_known: bool) -> list[int]:
+    """The rows (by seq) the page's table shows."""
+    page = html_report.Page({}, sum(1 for ok in oks if not ok) if down_known else None)
+    placed: list[int] = []
+    for seq, ok in enumerate(oks):
+        row = {"url": f"https://h{seq}.example/", "ok": ok, "line": seq + 1}
+        if page.row(seq, row) is not None:
+            placed.append(seq)
+    evicted = set(page.evicted)
+    return [seq for place, seq in enumerate(placed) if place not in evicted]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.booleans(), max_size=40), st.integers(min_value=0, max_value=12))
+def test_a_page_written_as_the_rows_come_keeps_the_same_rows(oks: list[bool], cap: int) -> None:
+    with mock.patch.object(html_report, "TABLE_MAX_ROWS", cap):
+        same_rows(oks, cap)
+
+
+def same_rows(oks: list[bool], cap: int) -> None:
+    known = table(oks, down_known=True)
+    assert table(oks, down_known=False) == known
+    downs = [seq for seq, ok in enumerate(oks) if not ok]
+    # Down rows first (in input order, as many as fit), then the first up rows.
+    assert [s for s in known if not oks[s]] == downs[:cap]
+    assert len(known) == min(cap, len(oks))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=300), max_size=12))
+def test_a_spool_is_read_back_without_the_ranges_asked(data: bytes, cuts: list[int]) -> None:
+    points = sorted(set(min(c, len(data)) for c in cuts))
+    skip = [(points[i], points[i + 1]) for i in range(0, len(points) - 1, 2)]
+
+    async def read(size: int) -> bytes:
+        spool = await Spool.create(os.path.join(folder, "x.csv"))
+        try:
+            await spool.write(data)
+            return b"".join([p async for p in spool.pieces(size=size, skip=skip)])
+        finally:
+            await spool.discard()
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        expected = bytearray(data)
+        for start, end in reversed(skip):
+            del expected[start:end]
+        for size in (1, 7, 1 << 20):
+            assert asyncio.run(read(size)) == bytes(expected)
+
+
+# --- the same reports, byte for byte ------------------------------------------
+
+
+class Answer(io.BytesIO):
+    def close(self) -> None:  # the reporter closes its answer: keep what it said
+        self.said = self.getvalue()
+
+
+class Frames:
+    """What a run would send: its start, the journal as it grew, its end."""
+
+    def __init__(self, frames: list[tuple[bytes, bytes]]) -> None:
+        self._frames = iter(frames)
+
+    async def next(self) -> tuple[bytes, bytes]:
+        return next(self._frames)
+
+
+def make_list(folder: Path, n: int, seed: int) -> Path:
+    rnd = random.Random(seed)
+    lines = ["# a list", ""]
+    urls = [f"https://h{i}.example/p?i={i}" for i in range(n)]
+    for i in range(n):
+        lines.append(urls[i])
+        if rnd.random() < 0.2:  # a duplicate of an earlier line, near or far
+            lines.append(urls[rnd.randrange(i + 1)])
+        if rnd.random() < 0.03:
+            lines.append("not a url at all")
+    path = folder / "urls.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def result_of(target: Target, rnd: random.Random, moment: datetime) -> Result:
+    if target.url is None:
+        return Result(target.text, target.source, target.line, False, error="invalid_url")
+    ok = rnd.random() < 0.7
+    return Result(
+        url=target.text,
+        source=target.source,
+        line=target.line,
+        ok=ok,
+        state="up" if ok else "down",
+        status=200 if ok else None,
+        error=None if ok else rnd.choice(["timeout", "refused", "dns"]),
+        error_detail=None if ok else "what the server did",
+        method="HEAD",
+        final_url=str(target.url),
+        attempts=1,
+        total_ms=round(rnd.uniform(1, 900), 3),
+        checked_at=iso(moment + timedelta(milliseconds=target.seq)),
+        warnings=("a warning",) if rnd.random() < 0.1 else (),
+    )
+
+
+async def write_journal(
+    path: Path, lists: list[str], header: dict[str, Any], seed: int, moment: datetime
+) -> tuple[list[int], dict[str, Any]]:
+    """A journal as a run writes it: results out of order, duplicates as the
+    list is read. Returns the line boundaries of the file, and the run header
+    as the run ended."""
+    rnd = random.Random(seed)
+    items = list(read_targets(lists))
+    stats = Stats()
+    pending: list[Target] = []
+    async with Journal(str(path), header) as journal:
+        for item in items:
+            if isinstance(item, Duplicate):
+                journal.add_duplicate(item)
+                stats.duplicates += 1
+                continue
+            pending.append(item)
+            if len(pending) > 5 or rnd.random() < 0.3:  # some finish, in any order
+                done = pending.pop(rnd.randrange(len(pending)))
+                result = result_of(done, rnd, moment)
+                journal.add(done.seq, result)
+                stats.add(done.seq, result)
+        rnd.shuffle(pending)
+        for done in pending:
+            result = result_of(done, rnd, moment)
+            journal.add(done.seq, result)
+            stats.add(done.seq, result)
+    data = await asyncio.to_thread(path.read_bytes)
+    ends = [i + 1 for i, b in enumerate(data) if b == 0x0A]
+    run = {
+        **header,
+        "finished_at": iso(moment + timedelta(seconds=30)),
+        "duration_s": 30.0,
+        **stats.totals(),
+        "duplicates": stats.duplicates,
+        "interrupted": False,
+    }
+    return ends, run
+
+
+async def classic(
+    out: Path, lists: list[str], run: dict[str, Any], journal: Path, now: datetime
+) -> None:
+    """The reports a run writes after its checks (no reporter)."""
+    base = str(out / journal.name.removesuffix(".journal.jsonl"))
+    json_name = os.path.basename(base) + ".json"
+    db, feed, _ = await start_feed(str(out), run, lists_key(lists), json_name, Policy(), now)
+    try:
+        await write_reports(base, FORMATS, run, Journal.reopen(str(journal)), store=feed)
+    finally:
+        if db is not None:
+            db.close()
+
+
+async def with_reporter(
+    out: Path,
+    lists: list[str],
+    header: dict[str, Any],
+    run: dict[str, Any],
+    journal: Path,
+    ends: list[int],
+    now: datetime,
+    seed: int,
+) -> Outcome:
+    base = str(out / journal.name.removesuffix(".journal.jsonl"))
+    start = Start(
+        str(journal),
+        base,
+        FORMATS,
+        header,
+        tuple(lists),
+        "auto",
+        True,
+        Policy(),
+        lists_key(lists),
+        now,
+        14,
+    )
+    rnd = random.Random(seed)
+    marks = sorted(rnd.sample(ends, min(len(ends), 12)))  # as the file grew
+    frames = [(b"S", pickle.dumps(start))]
+    frames += [(b"P", b"%d" % mark) for mark in marks]
+    frames.append((b"E", pickle.dumps(End(run, ends[-1]))))
+    answer = Answer()
+    await reporter._serve(Frames(frames), answer)  # type: ignore[arg-type]
+    outcome = pickle.loads(answer.said)
+    assert isinstance(outcome, Outcome)
+    return outcome
+
+
+def reports(out: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(out.glob("status-*"))
+        if not p.name.endswith(".journal.jsonl")
+    }
+
+
+def db_rows(out: Path) -> dict[str, list[tuple[Any, ...]]]:
+    db = sqlite3.connect(out / "history.sqlite3")
+    try:
+        return {
+            table: sorted(db.execute(f"SELECT * FROM {table}"))
+            for table in ("runs", "urls", "results", "daily", "hourly", "url_state", "incidents")
+        }
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_reporter_writes_the_reports_and_history_a_run_writes_after_its_checks(
+    tmp_path: Path, seed: int
+) -> None:
+    lists = [str(make_list(tmp_path, 400 + 150 * seed, seed))]
+    a, b = tmp_path / "after", tmp_path / "reporter"
+    a.mkdir()
+    b.mkdir()
+    start = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    for n in range(3):  # three runs: the second and third have trends and changes
+        moment = start + timedelta(hours=n)
+        header: dict[str, Any] = {
+            "started_at": iso(moment),
+            "options": {},
+            "lists": lists,
+            "shard": None,
+        }
+        name = f"status-2026113{n}T100000Z.journal.jsonl"
+        ends, run = await write_journal(a / name, lists, header, seed * 10 + n, moment)
+        (b / name).write_bytes((a / name).read_bytes())
+        outcome = await with_reporter(b, lists, header, dict(run), b / name, ends, moment, seed)
+        assert outcome.ok, outcome.reason
+        await classic(a, lists, run, a / name, moment)
+        assert reports(b) == reports(a)
+        assert db_rows(b) == db_rows(a)
+        assert outcome.run.get("previous_run") == run.get("previous_run")
+        assert outcome.run.get("changes_total") == run.get("changes_total")
+        if n:
+            assert run["changes_total"] > 0  # the runs differ: something changed
+        assert sorted(p.name for p in b.iterdir() if p.name.startswith(".")) == []
+
+
+async def one_run(
+    tmp_path: Path, seed: int
+) -> tuple[Path, list[str], dict[str, Any], Path, list[int], dict[str, Any]]:
+    """A list, and the journal of a run over it: (list, lists, header,
+    journal, its line ends, the run as it ended)."""
+    path = make_list(tmp_path, 300, seed)
+    lists = [str(path)]
+    moment = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    header: dict[str, Any] = {
+        "started_at": iso(moment),
+        "options": {},
+        "lists": lists,
+        "shard": None,
+    }
+    journal = tmp_path / "out" / "status-20261130T100000Z.journal.jsonl"
+    journal.parent.mkdir()
+    ends, run = await write_journal(journal, lists, header, seed, moment)
+    return path, lists, header, journal, ends, run
+
+
+async def test_a_stopped_run_leaves_nothing_of_the_reporters_work(tmp_path: Path) -> None:
+    _, lists, header, journal, ends, run = await one_run(tmp_path, 7)
+    run["interrupted"] = True
+    moment = datetime.fromisoformat(header["started_at"])
+    outcome = await with_reporter(journal.parent, lists, header, run, journal, ends, moment, 7)
+    assert (outcome.ok, outcome.reason) == (False, None)
+    assert reports(journal.parent) == {}
+    assert db_rows(journal.parent)["runs"] == []  # rolled back: no half of the run
+    assert [p.name for p in journal.parent.iterdir() if p.name.startswith(".status")] == []
+
+
+async def test_lists_changed_under_the_run_make_the_reporter_give_up(tmp_path: Path) -> None:
+    path, lists, header, journal, ends, run = await one_run(tmp_path, 8)
+    text = path.read_text()
+    path.write_text(text + text.splitlines()[2] + "\n")  # one more duplicate now
+    moment = datetime.fromisoformat(header["started_at"])
+    outcome = await with_reporter(journal.parent, lists, header, run, journal, ends, moment, 8)
+    assert not outcome.ok and outcome.reason == "the lists changed while the run read them"
+    assert reports(journal.parent) == {}
+    assert db_rows(journal.parent)["runs"] == []
+
+
+# --- through the command ------------------------------------------------------
+
+
+def timing_free(report: bytes) -> list[dict[str, Any]]:
+    rows = json.loads(report)["results"]
+    keep = ("url", "line", "ok", "state", "status", "error", "duplicates", "method")
+    return [{k: r[k] for k in keep} for r in rows]
+
+
+async def test_a_run_with_a_reporter_reports_what_one_without_reports(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/down": Route(status=404)}) as fleet:
+        lines = []
+        for i in range(600):
+            lines.append(fleet.url(f"/ok?{i}") if i % 5 else fleet.url(f"/down?{i}"))
+            if i % 97 == 3:
+                lines.append(fleet.url("/ok?1"))  # a duplicate of a line far back
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        got = {}
+        for setting in ("on", "off"):
+            os.environ["CHECKER_REPORTER"] = setting
+            try:
+                code, _, err = await checker(
+                    "check", "urls.txt", "--out", setting, "--retries", "0", "-q", cwd=tmp_path
+                )
+            finally:
+                del os.environ["CHECKER_REPORTER"]
+            assert code == 1, err  # some are down
+            assert err == ""  # (the reporter did not give up)
+            got[setting] = (tmp_path / setting / "latest.json").read_bytes()
+    assert timing_free(got["on"]) == timing_free(got["off"])
+    assert len(timing_free(got["on"])) == 600
+
+
+async def start_run(tmp_path: Path, *options: str) -> asyncio.subprocess.Process:
+    """`checker check urls.txt -q` with a reporter, in the background."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "checker",
+        "check",
+        "urls.txt",
+        "-q",
+        *options,
+        cwd=tmp_path,
+        env={**os.environ, "CHECKER_REPORTER": "on"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_a_killed_run_and_its_reporter_leave_a_journal_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    async with Fleet({"/ok": Route(), "/hang": Route(delay=60)}) as fleet:
+        lines = [fleet.url(f"/ok?{i}") for i in range(50)] + [
+            fleet.url(f"/hang?{i}") for i in range(20)
+        ]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        proc = await start_run(tmp_path, "--timeout", "50")
+        try:
+            async with asyncio.timeout(30):
+                while True:
+                    await asyncio.sleep(0.1)
+                    journals = list((tmp_path / "reports").glob("*.journal.jsonl"))
+                    if journals and journals[0].read_bytes().count(b'"ok":true') >= 50:
+                        break
+            spools = list((tmp_path / "reports").glob(".status-*"))
+            assert spools  # the reporter is writing the reports as the run goes
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await asyncio.sleep(0.5)  # the reporter follows its run (PR_SET_PDEATHSIG)
+        db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
+        try:
+            assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)  # rolled back
+        finally:
+            db.close()
+        (tmp_path / "urls.txt").write_text("\n".join(lines[:3]) + "\n")
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)
+    assert code == 0, err
+    assert "a killed run's journal became" in err
+    assert list((tmp_path / "reports").glob(".status-*")) == []  # its spools cleared away
+    runs = [
+        json.loads(line) for line in (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()
+    ]
+    assert [r["interrupted"] for r in runs] == [True, False]
+    assert runs[0]["up"] == 50
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+async def test_a_run_whose_reporter_is_killed_writes_its_reports_itself(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/slow": Route(delay=1.5)}) as fleet:
+        lines = [fleet.url(f"/ok?{i}") for i in range(100)] + [fleet.url("/slow")]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        proc = await start_run(tmp_path)
+        try:
+            async with asyncio.timeout(30):
+                while not (reporters := children_of(proc.pid)):
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)  # it has begun (the slow URL holds the run)
+                for pid in reporters:
+                    os.kill(pid, signal.SIGKILL)
+                _, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, err
+    assert "reports: the report process gave up" in err.decode()
+    report = json.loads((tmp_path / "reports" / "latest.json").read_bytes())
+    assert len(report["results"]) == 101 and all(r["ok"] for r in report["results"])
+    db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
+    try:
+        assert db.execute("SELECT COUNT(*), SUM(complete) FROM runs").fetchone() == (1, 1)
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone() == (101,)
+    finally:
+        db.close()
+    assert list((tmp_path / "reports").glob(".status-*")) == []
