@@ -527,6 +527,22 @@ def _whole(block: bytes) -> object:
 
 _LINE = st.one_of(
     st.sampled_from([b"A: 1", b"Server: x", b" folded", b"\tmore", b"bad line", b"X : y", b""]),
+    # Values the whole-section scan must take as the line rules do: OWS on
+    # either side, none at all, bytes that are or are not allowed in a value.
+    st.sampled_from(
+        [
+            b"X-A:  spaced value \t",
+            b"X-Tab:\tv",
+            b"Empty:",
+            b"Empty2:   ",
+            b"X-Nul: a\x00b",
+            b"X-Cr: a\rb",
+            b"X-Del: a\x7fb",
+            b"X-Latin: caf\xe9",
+            b": no name",
+            b"X-Colons: a:b:c",
+        ]
+    ),
     st.binary(max_size=12).filter(lambda b: b"\n" not in b),
 )
 
