@@ -536,6 +536,12 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
 def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     """The run's configuration from parsed arguments, plus notes for the user."""
     notes: list[str] = []
+    from checker.reports.reporter import setting as reporter_setting
+
+    try:
+        reporter_setting()  # (refused before the report folder is touched)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     if args.processes > 1 and args.shard:
         raise RunError("--processes and --shard: give one (a run is one shard, or makes N)")
     if args.shard and _given_here(args):

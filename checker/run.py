@@ -25,7 +25,7 @@ from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
 from checker.reports.journal import Journal
 from checker.reports.output import FORMATS, write_reports
-from checker.reports.recover import recover_leftovers, remove_spools
+from checker.reports.recover import JOURNAL_SUFFIX, recover_leftovers, remove_spools
 from checker.reports.reporter import End, Reporter, Start, wanted
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
@@ -261,7 +261,7 @@ async def _run(
     reporter: Reporter | None = None
     try:
         try:
-            async with Journal(base + ".journal.jsonl", header) as journal:
+            async with Journal(base + JOURNAL_SUFFIX, header) as journal:
                 if wanted(config.lists, config.shard):
                     reporter = await Reporter.start(
                         Start(
@@ -332,6 +332,9 @@ async def _run(
     finally:
         if reporter is not None:
             await reporter.close()  # (its roll-up of old results, after the alerts)
+            # A run that failed stopped its reporter: what it was writing
+            # goes (its journal stays, for the next run to recover).
+            remove_spools(base + JOURNAL_SUFFIX)
 
 
 async def _write_after(

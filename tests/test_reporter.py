@@ -469,3 +469,113 @@ async def test_a_run_whose_reporter_is_killed_writes_its_reports_itself(tmp_path
     finally:
         db.close()
     assert list((tmp_path / "reports").glob(".status-*")) == []
+
+
+def committed_runs(folder: Path) -> int:
+    """Complete runs in a folder's database, read as `checker history` would
+    (while a reporter may hold its write transaction)."""
+    try:
+        db = sqlite3.connect(f"file:{folder / 'history.sqlite3'}?mode=ro", uri=True, timeout=0.1)
+    except sqlite3.Error:
+        return 0
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
+
+
+async def test_history_can_be_read_while_a_reporter_holds_the_run(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/slow": Route(delay=3)}) as fleet:
+        lines = [fleet.url(f"/ok?{i}") for i in range(50)] + [fleet.url("/slow")]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)  # some history
+        assert code == 0, err
+        proc = await start_run(tmp_path)
+        try:
+            await asyncio.sleep(1.5)  # the reporter holds the run's transaction now
+            assert children_of(proc.pid)
+            code, out, err = await checker("history", fleet.url("/ok?1"), cwd=tmp_path)
+            assert (code, err) == (0, "")
+            assert "up" in out
+            assert proc.returncode is None  # all that while the run was going
+        finally:
+            async with asyncio.timeout(30):
+                await proc.communicate()
+    assert proc.returncode == 0
+
+
+async def test_a_run_killed_as_its_reporter_commits_is_not_counted_twice(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route()}) as fleet:
+        lines = [fleet.url(f"/ok?{i}") for i in range(3000)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        proc = await start_run(tmp_path)
+        try:
+            async with asyncio.timeout(60):
+                while committed_runs(tmp_path / "reports") == 0 and proc.returncode is None:
+                    await asyncio.sleep(0.002)
+            proc.send_signal(signal.SIGKILL)  # the moment the history has the run
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        (tmp_path / "urls.txt").write_text("\n".join(lines[:5]) + "\n")
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)
+    assert code == 0, err
+    assert "a killed run's journal became" not in err  # the journal went with the commit
+    db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
+    try:
+        assert db.execute("SELECT COUNT(*), SUM(complete) FROM runs").fetchone() == (2, 2)
+    finally:
+        db.close()
+    first = sorted((tmp_path / "reports").glob("status-*.json"))[0]
+    assert len(json.loads(first.read_bytes())["results"]) == 3000
+
+
+async def test_a_run_that_fails_leaves_no_half_written_reports(tmp_path: Path) -> None:
+    async with Fleet({"/ok": Route(), "/slow": Route(delay=0.3)}) as fleet:
+        first = [fleet.url(f"/slow?{i}") for i in range(30)]
+        (tmp_path / "a.txt").write_text("\n".join(first) + "\n")
+        (tmp_path / "b.txt").write_text(fleet.url("/ok?b") + "\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "checker",
+            "check",
+            "a.txt",
+            "b.txt",
+            "--concurrency",
+            "4",
+            "-q",
+            cwd=tmp_path,
+            env={**os.environ, "CHECKER_REPORTER": "on"},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # Four at a time, 0.3 s each: the second list is read after about 2 s.
+        await asyncio.sleep(0.7)
+        assert children_of(proc.pid)  # its reporter is writing
+        (tmp_path / "b.txt").unlink()
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    assert proc.returncode == 2 and "b.txt" in err.decode(), err
+    assert list((tmp_path / "reports").glob(".status-*")) == []
+    assert len(list((tmp_path / "reports").glob("*.journal.jsonl"))) == 1  # for the next run
+
+
+async def test_checker_reporter_takes_on_off_auto_and_refuses_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "urls.txt").write_text("not a url\n")
+    code, _, err = await checker(
+        "check", "urls.txt", "-q", cwd=tmp_path, env={"CHECKER_REPORTER": "maybe"}
+    )
+    assert code == 2
+    assert err == "checker: error: CHECKER_REPORTER='maybe': use on, off or auto\n"
+    assert not (tmp_path / "reports").exists()
+    for value in ("0", "No", "OFF", "1", "yes", "Auto"):
+        os.environ["CHECKER_REPORTER"] = value
+        try:
+            assert reporter.setting() in ("on", "off", "auto")
+        finally:
+            del os.environ["CHECKER_REPORTER"]

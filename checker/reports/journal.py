@@ -295,7 +295,10 @@ class Journal:
         return self._offsets[seq] if seq < len(self._offsets) else -1
 
     def remove(self) -> None:
-        os.unlink(self.path)
+        """Gone once its rows are in the reports (a reporter may have removed
+        it already, as it committed the run's history)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 class BlockReader:

@@ -94,15 +94,32 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+_SETTINGS = {
+    **dict.fromkeys(("on", "1", "true", "yes"), "on"),
+    **dict.fromkeys(("off", "0", "false", "no"), "off"),
+    **dict.fromkeys(("auto", ""), "auto"),
+}
+
+
+def setting() -> str:
+    """CHECKER_REPORTER as "on", "off" or "auto" (unset); ValueError for
+    anything else, which the run refuses before it starts."""
+    raw = os.environ.get("CHECKER_REPORTER", "auto")
+    value = _SETTINGS.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(f"CHECKER_REPORTER={raw!r}: use on, off or auto")
+    return value
+
+
 def wanted(lists: Sequence[str], shard: object | None) -> bool:
     """Whether a run writes its reports with a reporter: it may use a second
     CPU, its lists are large enough for the head start to matter, and it is
     not a shard (whose parent's processes have the CPUs already).
     CHECKER_REPORTER=on or off overrides the size and the CPUs."""
-    setting = os.environ.get("CHECKER_REPORTER", "auto")
-    if setting == "off" or shard is not None:
+    chosen = setting()
+    if chosen == "off" or shard is not None:
         return False
-    if setting == "on":
+    if chosen == "on":
         return True
     from checker.parallel import usable_cpus
 
@@ -227,29 +244,31 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
     if kind != b"S":
         raise ValueError("no start")
     start: Start = pickle.loads(payload)
-    dups, rows = _duplicates(start.lists, start.list_format)
-    run: dict[str, Any] = {**start.header, "interrupted": False}
     db = feed = None
+    writer: ReportWriter | None = None
+    fd: int | None = None
     notes: list[str] = []
-    if start.history:
-        from checker.store.feed import start_feed
-
-        json_name = os.path.basename(start.base) + ".json" if "json" in start.formats else None
-        db, feed, notes = await start_feed(
-            os.path.dirname(start.base) or ".",
-            run,
-            start.lists_key,
-            json_name,
-            start.policy,
-            start.now,
-            one_transaction=True,
-        )
-    writer = await ReportWriter.open(start.base, start.formats, run, store=feed)
-    journal = Journal(start.journal, start.header)
-    fd = os.open(start.journal, os.O_RDONLY)
     outcome = Outcome(False, "the run ended in the middle")
     committed = False
     try:
+        dups, rows = _duplicates(start.lists, start.list_format)
+        run: dict[str, Any] = {**start.header, "interrupted": False}
+        if start.history:
+            from checker.store.feed import start_feed
+
+            json_name = os.path.basename(start.base) + ".json" if "json" in start.formats else None
+            db, feed, notes = await start_feed(
+                os.path.dirname(start.base) or ".",
+                run,
+                start.lists_key,
+                json_name,
+                start.policy,
+                start.now,
+                one_transaction=True,
+            )
+        writer = await ReportWriter.open(start.base, start.formats, run, store=feed)
+        journal = Journal(start.journal, start.header)
+        fd = os.open(start.journal, os.O_RDONLY)
         read = BlockReader(fd).line
         done = 0
 
@@ -272,10 +291,8 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
             return
         journal.follow(fd, end.position)
         await advance()
-        if done != rows or journal.rows != rows:
-            outcome = Outcome(False, f"the lists now hold {rows} rows, the run had {journal.rows}")
-            return
-        if journal.duplicates() != dups:
+        if done != rows or journal.rows != rows or journal.duplicates() != dups:
+            # (Its own reading of the lists is not the run's.)
             outcome = Outcome(False, "the lists changed while the run read them")
             return
         final = {**end.run}
@@ -286,8 +303,10 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
         written = await writer.publish(final, journal)
         # The history last: until it is committed, a reporter that fails
         # leaves nothing there, and the run writes its reports (again) and
-        # its history itself. (Killed between this commit and its answer,
-        # the run would add itself twice: a window of one write.)
+        # its history itself. Once it is, the journal has done its job and
+        # goes at once: a run killed now must not be recovered from it and
+        # counted twice (the run would take tens of milliseconds to hear of
+        # the commit and remove it).
         if db is not None and feed is not None:
             from checker.store.feed import totals
 
@@ -299,6 +318,7 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
             )
             db.commit()
         committed = True
+        journal.remove()
         added: dict[str, Any] = {
             k: final[k] for k in ("previous_run", "changes_total") if k in final
         }
@@ -307,8 +327,10 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
     except Exception as exc:  # the run writes its reports itself: say why
         outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
     finally:
-        os.close(fd)
-        await writer.discard()
+        if fd is not None:
+            os.close(fd)
+        if writer is not None:
+            await writer.discard()
         if db is not None and not committed:
             db.rollback()
         answer.write(pickle.dumps(outcome))
@@ -332,7 +354,10 @@ def main() -> int:
     # Killed with its run: its transaction is rolled back, and the next run
     # recovers the journal as a killed run's.
     die_with_parent(signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's to handle
+    # Ctrl-C and a service manager's SIGTERM to the whole group are the
+    # run's to handle: a stopped run tells its reporter to give up.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         asyncio.run(_main())
     except (asyncio.IncompleteReadError, BrokenPipeError):

@@ -138,11 +138,15 @@ class HistoryDB:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"{path}: made by a newer checker (schema {version})")
-            with self._db:
-                self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
-                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            if 0 < version < 2:
-                self._upgrade_from_1()
+            # Only a database of an older schema (or a new one) is written
+            # here: opening one to read it (`checker history`) must not wait
+            # for the write transaction of a run going on (reporter.py).
+            if version < SCHEMA_VERSION:
+                with self._db:
+                    self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                if 0 < version < 2:
+                    self._upgrade_from_1()
         except BaseException:
             self._db.close()
             raise
