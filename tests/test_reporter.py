@@ -368,14 +368,16 @@ async def test_a_run_with_a_reporter_reports_what_one_without_reports(tmp_path: 
     assert len(timing_free(got["on"])) == 600
 
 
-async def start_run(tmp_path: Path, *options: str) -> asyncio.subprocess.Process:
-    """`checker check urls.txt -q` with a reporter, in the background."""
+async def start_run(
+    tmp_path: Path, *options: str, lists: Sequence[str] = ("urls.txt",)
+) -> asyncio.subprocess.Process:
+    """`checker check LISTS -q` with a reporter, in the background."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "checker",
         "check",
-        "urls.txt",
+        *lists,
         "-q",
         *options,
         cwd=tmp_path,
@@ -539,21 +541,7 @@ async def test_a_run_that_fails_leaves_no_half_written_reports(tmp_path: Path) -
         first = [fleet.url(f"/slow?{i}") for i in range(30)]
         (tmp_path / "a.txt").write_text("\n".join(first) + "\n")
         (tmp_path / "b.txt").write_text(fleet.url("/ok?b") + "\n")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "checker",
-            "check",
-            "a.txt",
-            "b.txt",
-            "--concurrency",
-            "4",
-            "-q",
-            cwd=tmp_path,
-            env={**os.environ, "CHECKER_REPORTER": "on"},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await start_run(tmp_path, "--concurrency", "4", lists=("a.txt", "b.txt"))
         # Four at a time, 0.3 s each: the second list is read after about 2 s.
         await asyncio.sleep(0.7)
         assert children_of(proc.pid)  # its reporter is writing
