@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import json.encoder
+import math
 import operator
 import time
 import typing
@@ -18,6 +20,8 @@ from typing import Any
 from checker.http.errors import Interrupted, InvalidURL
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_STRING = json.encoder.encode_basestring  # the encoder's own escaper (C), as _ENCODE uses
+_FINITE = math.isfinite  # NaN and the infinities: as the encoder writes them
 
 # Rows that are not the outcome of checking a URL, and so never "down": a row
 # its run never finished (stopped or killed), and a line that is not a URL.
@@ -141,15 +145,46 @@ class Result:
         return row
 
     def to_json(self) -> str:
-        """One line of JSON, keys in `FIELDS` order. (Straight from the values:
-        the encoder writes tuples as lists, so only hops need a dict each, and
-        most rows have none. This runs once per row, into the journal.)"""
-        row = dict(zip(FIELDS, _VALUES(self), strict=True))
-        if self.redirects:
-            row["redirects"] = [
-                {"status": h.status, "url": h.url, "location": h.location} for h in self.redirects
-            ]
-        return _ENCODE(row)
+        """One line of JSON, keys in `FIELDS` order: what `json.dumps` makes of
+        `to_dict()` (ensure_ascii off, no spaces), byte for byte.
+
+        Made here a value at a time: this runs for every result, into the
+        journal, and the keys are the same every time. Encoding the whole
+        dict made the encoder escape all 37 keys anew (6.5 us; this, 3.9).
+        Strings go through the encoder's own string escaper."""
+        out: list[str] = []
+        append = out.append
+        for i, value in enumerate(_VALUES(self)):
+            if value is None:
+                append(_NULL[i])
+                continue
+            kind = type(value)
+            if kind is str:
+                append(_KEY[i] + _STRING(value))
+            elif kind is bool:
+                append(_TRUE[i] if value else _FALSE[i])
+            elif kind is int:
+                append(_KEY[i] + int.__repr__(value))
+            elif kind is float and _FINITE(value):
+                append(_KEY[i] + float.__repr__(value))
+            elif kind is tuple and not value:
+                append(_EMPTY[i])
+            elif kind is tuple and type(value[0]) is Hop:
+                hops = [{"status": h.status, "url": h.url, "location": h.location} for h in value]
+                append(_KEY[i] + _ENCODE(hops))
+            else:
+                append(_KEY[i] + _ENCODE(value))
+        append("}")
+        return "".join(out)
+
+
+# What `to_json` puts before each value (`{"url":`, `,"source":`, ...), and
+# before the values that are always written the same.
+_KEY = tuple(("{" if i == 0 else ",") + _STRING(name) + ":" for i, name in enumerate(FIELDS))
+_NULL = tuple(key + "null" for key in _KEY)
+_TRUE = tuple(key + "true" for key in _KEY)
+_FALSE = tuple(key + "false" for key in _KEY)
+_EMPTY = tuple(key + "[]" for key in _KEY)
 
 
 def iso(moment: datetime) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,3 +56,36 @@ def test_to_json_is_asdict_in_field_order() -> None:
 def test_csv_fast_path_matches_cell(row: dict[str, object]) -> None:
     row["redirects"] = [{"status": 301, "url": "=a", "location": "b"}]
     assert cells(row) == [cell(name, row.get(name)) for name in FIELDS]
+
+
+_TEXT = st.text(max_size=6)  # any code point: quotes, controls, lone surrogates, emoji
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            name: st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(min_value=-(2**70), max_value=2**70),
+                st.floats(),  # NaN and the infinities too
+                _TEXT,
+                st.tuples(_TEXT),
+                st.tuples(),
+                st.tuples(st.builds(Hop, st.integers(100, 599), _TEXT, _TEXT)),
+            )
+            for name in FIELDS
+        }
+    )
+)
+@settings(max_examples=300, database=None)
+def test_to_json_is_what_the_json_encoder_makes_of_the_record(values: dict[str, Any]) -> None:
+    record = Result(**values)  # any values: the encoding is what is checked
+
+    def plain(value: object) -> object:
+        if isinstance(value, tuple) and value and isinstance(value[0], Hop):
+            return [dataclasses.asdict(hop) for hop in value]
+        return value
+
+    row = {name: plain(values[name]) for name in FIELDS}
+    assert record.to_json() == json.dumps(row, ensure_ascii=False, separators=(",", ":"))
