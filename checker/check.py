@@ -6,7 +6,6 @@ Retries and concurrency live in `pool`; sockets live in `http.client`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from checker.expect import DEGRADED, DOWN, PLAIN, Expect, Observed, verdict
 from checker.http.body import MAX_BODY, Body, BodySink, decode
 from checker.http.client import ClientConfig, Trace, open_service, request_head
 from checker.http.connections import ConnectionPool
+from checker.http.deadline import Deadline
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
@@ -122,7 +122,7 @@ async def attempt_check(
     method = expect.method or ("GET" if expect.needs_body else opts.method)
     out = Attempt(method=method, final_url=url, expect=expect)
     try:
-        async with asyncio.timeout(opts.timeout) as deadline:
+        with Deadline(opts.timeout) as deadline:
             token = check_deadline.set(deadline)
             try:
                 await _follow(url, method, opts, out, connections)
@@ -156,7 +156,7 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
     deadline, and the first line when an expectation is about it."""
     out = Attempt(method=url.scheme.upper(), final_url=url, expect=expect)
     try:
-        async with asyncio.timeout(opts.timeout) as deadline:
+        with Deadline(opts.timeout) as deadline:
             token = check_deadline.set(deadline)
             try:
                 if url.scheme in SESSIONS:

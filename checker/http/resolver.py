@@ -45,6 +45,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from checker.http.deadline import Deadline
 from checker.http.errors import DNSError
 
 # (address family, address): what a connection attempt needs besides the port.
@@ -53,7 +54,7 @@ GetAddrInfo = Callable[..., list[tuple[Any, ...]]]
 
 # The deadline of the check now running in this task, if any: waiting for a
 # resolver thread is not charged to it (see `SystemResolver._wait`).
-check_deadline: ContextVar[asyncio.Timeout | None] = ContextVar("check_deadline", default=None)
+check_deadline: ContextVar[Deadline | None] = ContextVar("check_deadline", default=None)
 
 # A thread that has had no lookup for this long ends; the next one starts anew.
 THREAD_IDLE_EXIT = 10.0

@@ -1,0 +1,166 @@
+"""An attempt's deadline (checker/http/deadline.py) keeps asyncio.timeout's
+rules: a block that outlives it ends in TimeoutError, at most TICK late; a
+cancel from elsewhere stays a cancel; the resolver can hold it off."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+import uvloop
+
+from checker.http import deadline as module
+from checker.http.deadline import TICK, Deadline
+
+pytestmark = pytest.mark.timeout(30)
+
+LOOPS: list[Factory] = [asyncio.new_event_loop, uvloop.new_event_loop]
+
+
+T = TypeVar("T")
+Factory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def run(factory: Factory, coro: Coroutine[Any, Any, T]) -> T:
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def sweeping(loop: asyncio.AbstractEventLoop) -> bool:
+    sweeper = module._SWEEPERS.get(loop)
+    return sweeper is not None and sweeper._timer is not None
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_a_block_that_outlives_its_deadline_ends_in_timeout_error(factory: Factory) -> None:
+    async def main() -> tuple[float, int, bool]:
+        task = asyncio.current_task()
+        assert task is not None
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError), Deadline(0.2) as deadline:
+            await asyncio.sleep(5)
+        assert deadline.expired()
+        took = time.perf_counter() - start
+        await asyncio.sleep(TICK * 2)
+        return took, task.cancelling(), sweeping(asyncio.get_running_loop())
+
+    took, cancelling, still = run(factory, main())
+    assert 0.2 <= took <= 0.2 + TICK + 0.1  # at most TICK late (and a loaded machine)
+    assert cancelling == 0  # its own cancel undone
+    assert not still  # nothing open: no timer left on the loop
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_a_block_that_ends_in_time_is_left_alone(factory: Factory) -> None:
+    async def main() -> list[int]:
+        done = []
+        for i in range(200):
+            with Deadline(0.05):
+                await asyncio.sleep(0.0005)
+            done.append(i)
+        return done
+
+    assert run(factory, main()) == list(range(200))
+
+
+async def ending(task: asyncio.Task[None]) -> str:
+    """How an attempt's task ended."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        return "cancelled"
+    except TimeoutError:
+        return "timeout"
+    return "finished"
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_a_cancel_from_elsewhere_stays_a_cancel(factory: Factory) -> None:
+    async def main() -> str:
+        async def attempt() -> None:
+            with Deadline(0.3):
+                await asyncio.sleep(5)
+
+        task = asyncio.create_task(attempt())
+        await asyncio.sleep(0.1)
+        task.cancel()  # the pool stopping, before the deadline
+        return await ending(task)
+
+    assert run(factory, main()) == "cancelled"
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_cancelled_from_elsewhere_as_it_passes_is_a_cancel(factory: Factory) -> None:
+    async def main() -> str:
+        async def attempt() -> None:
+            with Deadline(0.0) as deadline:
+                deadline._expire()  # it passed: the task is cancelled once...
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()  # ...and once from elsewhere
+                await asyncio.sleep(5)
+
+        return await ending(asyncio.create_task(attempt()))
+
+    assert run(factory, main()) == "cancelled"
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_a_deadline_held_off_and_moved_on(factory: Factory) -> None:
+    async def main() -> float:
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError), Deadline(0.1) as deadline:
+            when = deadline.when()
+            assert when is not None
+            deadline.reschedule(None)  # held off while a lookup waits for a thread
+            await asyncio.sleep(0.3)
+            deadline.reschedule(when + 0.3)  # moved on by the time waited
+            await asyncio.sleep(5)
+        return time.perf_counter() - start
+
+    took = run(factory, main())
+    assert 0.4 <= took <= 0.4 + TICK + 0.1
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_an_inner_asyncio_timeout_keeps_its_own(factory: Factory) -> None:
+    async def main() -> tuple[str, str]:
+        inner = outer = "none"
+        with Deadline(0.5):
+            try:
+                async with asyncio.timeout(0.05):  # a connect timeout, shorter
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                inner = "inner"
+        try:
+            with Deadline(0.1):
+                async with asyncio.timeout(5):  # longer than the deadline
+                    await asyncio.sleep(5)
+        except TimeoutError:
+            outer = "deadline"
+        return inner, outer
+
+    assert run(factory, main()) == ("inner", "deadline")
+
+
+def test_outside_a_task_it_says_so() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(1)
+        await loop.run_in_executor(None, lambda: None)
+        handle: list[BaseException] = []
+
+        def callback() -> None:
+            try:
+                deadline.__enter__()
+            except RuntimeError as exc:
+                handle.append(exc)
+
+        loop.call_soon(callback)
+        await asyncio.sleep(0.01)
+        assert handle and "task" in str(handle[0])
+
+    asyncio.run(main())
