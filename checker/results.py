@@ -82,6 +82,10 @@ class Hop:
     url: str
     location: str
 
+    def to_dict(self) -> dict[str, Any]:
+        """As the reports write it (the `redirects` field's items)."""
+        return {"status": self.status, "url": self.url, "location": self.location}
+
 
 # Not frozen: a frozen dataclass sets each of these 37 fields through
 # object.__setattr__, 2.7 us a record against 0.5 (one record a check). Nothing
@@ -135,9 +139,7 @@ class Result:
         """Keys in `FIELDS` order. (Not dataclasses.asdict: its deep copy was the
         largest cost of the hot path in a profile.)"""
         row = dict(zip(FIELDS, _VALUES(self), strict=True))
-        row["redirects"] = [
-            {"status": h.status, "url": h.url, "location": h.location} for h in self.redirects
-        ]
+        row["redirects"] = [hop.to_dict() for hop in self.redirects]
         row["warnings"] = list(self.warnings)
         row["duplicates"] = list(self.duplicates)
         row["reasons"] = list(self.reasons)
@@ -170,8 +172,7 @@ class Result:
             elif kind is tuple and not value:
                 append(_EMPTY[i])
             elif kind is tuple and type(value[0]) is Hop:
-                hops = [{"status": h.status, "url": h.url, "location": h.location} for h in value]
-                append(_KEY[i] + _ENCODE(hops))
+                append(_KEY[i] + _ENCODE([hop.to_dict() for hop in value]))
             else:
                 append(_KEY[i] + _ENCODE(value))
         append("}")

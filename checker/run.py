@@ -24,12 +24,11 @@ from checker.http.client import ClientConfig
 from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
 from checker.reports.journal import Journal
-from checker.reports.output import FORMATS, write_reports
-from checker.reports.recover import JOURNAL_SUFFIX, recover_leftovers, remove_spools
+from checker.reports.output import FORMATS
+from checker.reports.recover import JOURNAL_SUFFIX, publish, recover_leftovers, remove_spools
 from checker.reports.reporter import End, Reporter, Start, wanted
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
-from checker.store.feed import start_feed
 from checker.store.index import (
     append_run,
     index_entry,
@@ -307,22 +306,30 @@ async def _run(
         if done is not None and done.ok:
             written, changes, db_notes = done.written, done.changes, done.notes
             run_info.update(done.run)
+            # The reports are in place: the journal has done its job. (Removed
+            # before the run index is written, so that a failure there cannot
+            # make the next run take this complete run for a killed one.)
+            journal.remove()
+            await append_run(config.out_dir, index_entry(run_info, lists, written))
         else:
-            if done is not None:
-                remove_spools(journal.path)  # what a reporter that is gone left
             if done is not None and done.reason:
                 notes.append(
                     f"reports: the report process gave up ({done.reason});"
                     " they were written after the checks instead"
                 )
-            written, changes, db_notes = await _write_after(
-                config, run_info, journal, base, started
+            # After the checks, from the journal: as a killed run's are.
+            published = await publish(
+                journal,
+                run_info,
+                list(config.lists),
+                base,
+                config.formats,
+                policy=config.policy,
+                roll_up_days=config.history_days,
+                now=started,
+                latest=True,
             )
-        # The reports are in place: the journal has done its job. (Removed before
-        # the run index is written, so that a failure there cannot make the next
-        # run take this complete run for a killed one.)
-        journal.remove()
-        await append_run(config.out_dir, index_entry(run_info, lists, written))
+            written, changes, db_notes = published.reports, published.changes, published.notes
         outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
         outcome.notes += notes + db_notes
         outcome.run = run_info
@@ -335,34 +342,6 @@ async def _run(
             # A run that failed stopped its reporter: what it was writing
             # goes (its journal stays, for the next run to recover).
             remove_spools(base + JOURNAL_SUFFIX)
-
-
-async def _write_after(
-    config: RunConfig, run_info: dict[str, Any], journal: Journal, base: str, started: datetime
-) -> tuple[list[str], list[Change], list[str]]:
-    """The reports and the history, from the journal, once the checks are
-    over (without a reporter, or when it gave up): the reports written, the
-    changes, and what to say about the history."""
-    changes: list[Change] = []
-    json_name = os.path.basename(base) + ".json" if "json" in config.formats else None
-    db, feed, db_notes = (
-        await start_feed(
-            config.out_dir, run_info, lists_key(config.lists), json_name, config.policy, started
-        )
-        if config.history
-        else (None, None, [])
-    )
-    try:
-        written = await write_reports(base, config.formats, run_info, journal, store=feed)
-        if feed is not None:
-            changes = feed.changes
-        if db is not None and not run_info.get("interrupted"):
-            # A bounded share of old results rolled up per run (store.db).
-            await asyncio.to_thread(db.roll_up, None, config.history_days)
-    finally:
-        if db is not None:
-            db.close()
-    return written, changes, db_notes
 
 
 async def after_reports(

@@ -212,12 +212,16 @@ async def test_a_failed_run_index_leaves_no_journal_to_mistake_for_a_killed_run(
     # 4 in the CLI), but its journal is gone already, so the next run does not
     # "recover" this complete run as a killed one.
     from checker import run as run_module
+    from checker.reports import recover
     from checker.run import RunConfig, run_check
 
     async def refused(out_dir: str, entry: dict[str, Any]) -> None:
         raise PermissionError(13, "Permission denied", f"{out_dir}/runs.jsonl")
 
+    # (A run writes its index line itself after a reporter; after its checks,
+    # as a killed run's reports are written: recover.publish.)
     monkeypatch.setattr(run_module, "append_run", refused)
+    monkeypatch.setattr(recover, "append_run", refused)
     async with raw_server(SwitchableSite()) as port:
         lst = tmp_path / "urls.txt"
         lst.write_text(f"http://127.0.0.1:{port}/\n")

@@ -4,6 +4,7 @@ run shares (the CPUs it may use, dying with its parent)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -45,3 +46,18 @@ def die_with_parent(signum: int) -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signum)
+
+
+async def start_helper(module: str, stderr: int | None) -> asyncio.subprocess.Process:
+    """`python -m module`, this interpreter and this checker, talked to over
+    its stdin and stdout, in a session of its own: not in the terminal's
+    process group, so that Ctrl-C is the run's to handle and to pass on."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from checker.parallel import SHARDS_DIR, newest_report, shard_dirs
+from checker.parallel import SHARDS_DIR, newest_report, shard_dirs, start_helper
 from checker.parallel.counts import parse
 from checker.parallel.worker import Task
 from checker.reports.journal import run_of
@@ -208,15 +208,8 @@ async def _collect(work: str, n: int, codes: dict[int, int | None] | None) -> _C
 
 
 async def _start(task: Task) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "checker.parallel.worker",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # a process group of its own: see on_signal
-    )
+    # (A process group of its own: see on_signal.)
+    proc = await start_helper("checker.parallel.worker", asyncio.subprocess.PIPE)
     assert proc.stdin is not None
     # A shard stopped as it starts (an early Ctrl-C) has closed its end:
     # it then has no task, and no report, which is said where it ends.

@@ -214,7 +214,6 @@ class Page:
         self.multi = len(run.get("lists") or ()) > 1
         self.up_room = max(0, TABLE_MAX_ROWS - down) if down is not None else TABLE_MAX_ROWS
         self.shown = self.ups = 0  # rows in the table now, and of them up
-        self.placed = 0  # rows `row()` has returned
         self._up_places: list[int] = []  # the places of the up rows in the table now
         self.evicted: list[int] = []
         self._down_now: list[tuple[str, int, str, str]] = []
@@ -238,7 +237,8 @@ class Page:
         if ok:
             if self.shown >= TABLE_MAX_ROWS or self.ups >= self.up_room:
                 return None
-            self._up_places.append(self.placed)
+            # Its place: the rows `row()` has returned before it.
+            self._up_places.append(self.shown + len(self.evicted))
             self.ups += 1
         elif self.shown >= TABLE_MAX_ROWS:
             if not self._up_places:
@@ -247,7 +247,6 @@ class Page:
             self.ups -= 1
             self.shown -= 1
         self.shown += 1
-        self.placed += 1
         return _row(row, self.multi, self.warn_days, trend)
 
     def head(self, changes: Sequence[Change], incidents: Sequence[Incident] = ()) -> bytes:

@@ -111,24 +111,32 @@ async def publish(
     policy: Policy | None = None,
     roll_up_days: int | None = None,
     stats: Stats | None = None,
+    now: datetime | None = None,
+    latest: bool | None = None,
 ) -> Published:
-    """Reports from a completed journal (a killed run's, or a merge's), into
-    the history database and the run index; the journal is removed. A run
-    with `interrupted` set is never the baseline of a change. The `policy`
-    is the run's own options' unless given; `roll_up_days` rolls up a share
-    of old results, as a complete run does."""
+    """Reports from a completed journal (a killed run's, a merge's, or a run's
+    own after its checks), into the history database and the run index; the
+    journal is removed. A run with `interrupted` set is never the baseline of
+    a change. The `policy` is the run's own options' unless given;
+    `roll_up_days` rolls up a share of old results, as a complete run does;
+    `now` is when the states and trends are as of (default: now); `latest`
+    points latest.* at the reports (default: when no later report exists)."""
     out_dir = os.path.dirname(base) or "."
     if policy is None:
         policy = policy_of(run)
     json_name = os.path.basename(base) + ".json" if "json" in formats else None
     db, feed, notes = (
-        await start_feed(out_dir, run, lists_key(lists), json_name, policy, datetime.now(UTC))
+        await start_feed(
+            out_dir, run, lists_key(lists), json_name, policy, now or datetime.now(UTC)
+        )
         if not run.get("shard")  # a shard keeps no history: its merge does
         else (None, None, [])
     )
     try:
+        if latest is None:
+            latest = _is_newest(base)
         reports = await write_reports(
-            base, formats, run, journal, store=feed, latest=_is_newest(base), stats=stats
+            base, formats, run, journal, store=feed, latest=latest, stats=stats
         )
         if db is not None and roll_up_days is not None and not run.get("interrupted"):
             await asyncio.to_thread(db.roll_up, None, roll_up_days)

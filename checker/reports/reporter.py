@@ -42,13 +42,14 @@ import os
 import pickle
 import signal
 import struct
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from subprocess import DEVNULL
 from typing import IO, Any
 
+from checker.parallel import start_helper
 from checker.reports.journal import BlockReader, Journal, unwrap
 from checker.reports.output import ReportWriter
 from checker.store.model import Change, Policy
@@ -147,19 +148,11 @@ class Reporter:
         """The reporter, started; None when it cannot be (the run then writes
         its reports itself)."""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "checker.reports.reporter",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                # Its own errors come back in its outcome (a developer sees
-                # its stderr with CHECKER_REPORTER_DEBUG=1).
-                stderr=None if os.environ.get("CHECKER_REPORTER_DEBUG") else subprocess.DEVNULL,
-                # Not in the terminal's process group: Ctrl-C is the run's to
-                # handle (a stopped run tells its reporter to give up).
-                start_new_session=True,
-            )
+            # Its own errors come back in its outcome (a developer sees its
+            # stderr with CHECKER_REPORTER_DEBUG=1). A stopped run tells it
+            # to give up.
+            debug = os.environ.get("CHECKER_REPORTER_DEBUG")
+            proc = await start_helper("checker.reports.reporter", None if debug else DEVNULL)
         except OSError:
             return None
         reporter = cls(proc)
@@ -296,9 +289,8 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
             outcome = Outcome(False, "the lists changed while the run read them")
             return
         final = {**end.run}
-        for key in ("previous_run",):
-            if key in run:
-                final[key] = run[key]
+        if "previous_run" in run:  # (start_feed found it as the run began)
+            final["previous_run"] = run["previous_run"]
         await writer.end_pass(final)
         written = await writer.publish(final, journal)
         # The history last: until it is committed, a reporter that fails

@@ -220,7 +220,8 @@ class HistoryDB:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """A batch's transaction, or a part of the run's (`begin`)."""
+        """One transaction (BEGIN to COMMIT, or ROLLBACK on an error), or a
+        part of the run's when a run holds one (`begin`)."""
         if self._in_run:
             yield
             return
@@ -467,8 +468,7 @@ class HistoryDB:
     def _upgrade_from_1(self) -> None:
         """A database of schema 1: daily rows were only written by the
         roll-up (with a marker row at the last URL of a half-done day)."""
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO rollup_progress (day, upto)"
                 " SELECT d.day, MAX(d.url_id) FROM daily d WHERE d.day IN"
@@ -481,8 +481,7 @@ class HistoryDB:
     def count_days(self) -> None:
         """The daily counts of the raw results not rolled up yet, from scratch
         (after an import of old reports, or an upgrade): one pass over them."""
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO daily (url_id, day, checks, up, down)"
                 " SELECT x.url_id, substr(r.started_at, 1, 10), COUNT(*), SUM(x.ok),"
@@ -508,8 +507,7 @@ class HistoryDB:
         """States from the newest complete run, for a database that has
         results but no states yet (made by an older checker, or just filled
         from JSON reports): the next run's changes are then against it."""
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._transaction():
             if self._db.execute("SELECT 1 FROM url_state LIMIT 1").fetchone():
                 return 0
             return self._db.execute(
@@ -536,8 +534,7 @@ class HistoryDB:
     def hold(self, channel: str, changes: Sequence[Change], now: datetime) -> None:
         """Keep what `channel` failed to deliver (the newest HELD of them)."""
         kept = list(changes)[-HELD:]
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO outbox (channel, changes, since) VALUES (?, ?, ?)"
                 " ON CONFLICT (channel) DO UPDATE SET changes = excluded.changes",
@@ -545,8 +542,7 @@ class HistoryDB:
             )
 
     def delivered(self, channel: str) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.execute("DELETE FROM outbox WHERE channel = ?", (channel,))
 
     def previous_complete(self, run_id: int) -> str | None:
@@ -619,8 +615,7 @@ class HistoryDB:
         ]
         marks = ",".join("?" * len(run_ids))
         done = 0
-        with self._db:
-            self._db.execute("BEGIN")
+        with self._transaction():
             if urls:
                 hi = urls[-1]
                 # By the primary key: each URL's rows of the day are one range
