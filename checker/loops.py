@@ -8,9 +8,10 @@ project's benchmark it is the larger part of the speed-up over plain asyncio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,17 +41,25 @@ def run(main: Coroutine[Any, Any, T], loop: str) -> T:
         import uvloop
 
         factory = uvloop.new_event_loop
-    tune_gc()
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with tuned_gc(), asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
 
 
-def tune_gc() -> None:
-    """Fewer, cheaper collections for a run that makes a few short-lived
-    objects per check (2-3% of a run's CPU went to the collector). What is
-    alive now (modules, classes: nearly every object there is) is frozen out
-    of the collector's view: it lives as long as the process. And the youngest
-    generation is collected every 10,000 allocations, not 700: the records of
-    a check die young, and cycles are rare among them."""
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """Fewer, cheaper collections while a run goes, which makes a few
+    short-lived objects per check (2-3% of a run's CPU went to the collector).
+    What is alive when it starts (modules, classes: nearly every object there
+    is) is frozen out of the collector's view: it lives as long as the run.
+    And the youngest generation is collected every 10,000 allocations, not
+    700: the records of a check die young, and cycles are rare among them.
+    Both are undone after the run: the process may go on (`cli.main` called
+    from a program, or the tests), and must not find its collector changed."""
+    threshold = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()

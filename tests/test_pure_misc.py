@@ -557,3 +557,19 @@ def test_large_blocks_go_back_to_the_system() -> None:
     took = return_large_blocks()
     if platform.libc_ver()[0] == "glibc":
         assert took is True
+
+
+def test_a_run_tunes_the_collector_and_leaves_it_as_it_found_it() -> None:
+    import gc
+
+    from checker import loops
+
+    async def during() -> tuple[tuple[int, ...], int]:
+        return gc.get_threshold(), gc.get_freeze_count()
+
+    before = gc.get_threshold()
+    threshold, frozen = loops.run(during(), "asyncio")
+    assert threshold == (10_000, 10, 10) and frozen > 0
+    # The process goes on (cli.main from a program, the tests) as it was.
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
