@@ -27,7 +27,7 @@ from checker.check import CheckOptions
 from checker.config import ConfigError, FileConfig
 from checker.expect import CellError, parse_header
 from checker.http.body import MAX_BODY
-from checker.http.client import ClientConfig, make_ssl_context
+from checker.http.client import ClientConfig, LazyContext
 from checker.http.proxy import ProxyConfigError, ProxySettings
 from checker.http.resolver import SystemResolver, resolver_threads
 from checker.limits import fit_open_files, return_large_blocks
@@ -642,11 +642,13 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 
 def _tls_and_proxies(
     ca_file: str | None, insecure: bool, proxy: str | None
-) -> tuple[ssl.SSLContext, ProxySettings]:
-    """The client's TLS context and proxies (for the checks, or for a merge's
-    webhook), each failure one line for the user."""
+) -> tuple[LazyContext, ProxySettings]:
+    """The client's TLS context (made at its first handshake) and proxies
+    (for the checks, or for a merge's webhook), each failure one line for the
+    user."""
+    ssl_context = LazyContext(insecure=insecure, ca_file=ca_file)
     try:
-        ssl_context = make_ssl_context(insecure=insecure, ca_file=ca_file)
+        ssl_context.check()
     except (OSError, ssl.SSLError) as exc:
         raise RunError(f"--ca-file {ca_file}: cannot load CA certificates: {exc}") from None
     try:

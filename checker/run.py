@@ -278,7 +278,7 @@ async def _run(
                         )
                     )
                     if reporter is not None:
-                        journal.on_flush = reporter.flushed
+                        journal.followed_by(reporter.flushed)
                 pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
                 try:
                     targets = read_targets(config.lists, config.list_format, config.shard)

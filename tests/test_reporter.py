@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from checker.demo.fleet import Fleet, Route
 from checker.reports import html_report, reporter
+from checker.reports import journal as reporter_journal
 from checker.reports.atomic import Spool
 from checker.reports.journal import Journal
 from checker.reports.output import write_reports
@@ -291,6 +292,38 @@ async def test_the_reporter_writes_the_reports_and_history_a_run_writes_after_it
         if n:
             assert run["changes_total"] > 0  # the runs differ: something changed
         assert sorted(p.name for p in b.iterdir() if p.name.startswith(".")) == []
+
+
+async def test_a_followed_journal_says_how_far_it_runs_in_small_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the reporter has left when the checks end is the last write's rows."""
+    # Only a full batch makes a write here, not the timer (it would at any size).
+    monkeypatch.setattr(reporter_journal, "FLUSH_SECONDS", 600.0)
+    batch = reporter_journal.FOLLOWED_FLUSH_ROWS
+    rnd = random.Random(5)
+    targets = [t for t in read_targets([str(make_list(tmp_path, 700, 5))]) if isinstance(t, Target)]
+    told: list[int] = []
+    path = tmp_path / "status-20261130T100000Z.journal.jsonl"
+    async with Journal(str(path), {"started_at": "x"}) as journal:
+        journal.followed_by(told.append)
+        waiting = 1  # the header line
+        for target in targets:
+            journal.add(target.seq, result_of(target, rnd, datetime(2026, 11, 30, tzinfo=UTC)))
+            waiting += 1
+            if waiting == batch:  # written now, without waiting for more
+                writes = len(told)
+                async with asyncio.timeout(10):
+                    while len(told) == writes:
+                        await asyncio.sleep(0.001)
+                waiting = 0
+        await journal.flush()
+    data = path.read_bytes()
+    assert told == sorted(told) and told[-1] == len(data)
+    starts = [0, *told]
+    rows = [data[a:b].count(b"\n") for a, b in zip(starts, told, strict=False)]
+    assert sum(rows) == len(targets) + 1
+    assert rows[:-1] == [batch] * (len(rows) - 1) and 0 < rows[-1] <= batch
 
 
 async def one_run(

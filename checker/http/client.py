@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +45,6 @@ from checker.http.errors import (
 from checker.http.eyeballs import connect_first
 from checker.http.proxy import Proxy, ProxySettings
 from checker.http.resolver import Address, Resolver, SystemResolver
-from checker.http.sender import sender
 from checker.url import TLS_SCHEMES, URL
 
 # Body bytes read to keep a connection for the next request; past this a new
@@ -58,7 +58,8 @@ BODY_PIECE = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    ssl_context: ssl.SSLContext
+    # A LazyContext (what a run uses) is made at the first handshake.
+    ssl_context: ssl.SSLContext | LazyContext
     # Bounds the name lookup (from when the system is asked), and then the TCP
     # connect and TLS handshake together.
     connect_timeout: float = 5.0
@@ -115,6 +116,40 @@ def make_ssl_context(*, insecure: bool = False, ca_file: str | None = None) -> s
         ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+class LazyContext:
+    """make_ssl_context's context, made at the first TLS handshake of a run.
+
+    Loading the system's CA certificates takes about 15 ms: a sixth of a
+    run's start-up, which a list without https:// never needed. A `ca_file`
+    is tried at once (`check`), so that a bad one is still the user's error
+    before any check; the context itself is made off the event loop, once,
+    whichever handshake comes first.
+    """
+
+    def __init__(self, *, insecure: bool = False, ca_file: str | None = None) -> None:
+        self._insecure = insecure
+        self._ca_file = ca_file
+        self._made: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raise what make_ssl_context would for the ca_file (OSError, SSLError)."""
+        if self._ca_file:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=self._ca_file)
+
+    async def get(self) -> ssl.SSLContext:
+        made = self._made
+        if made is None:
+            made = await asyncio.to_thread(self._make)
+        return made
+
+    def _make(self) -> ssl.SSLContext:
+        with self._lock:  # several first handshakes at once make one context
+            if self._made is None:
+                self._made = make_ssl_context(insecure=self._insecure, ca_file=self._ca_file)
+            return self._made
 
 
 async def request_head(
@@ -223,7 +258,7 @@ async def _exchange(
             if body:
                 conn.writer.writelines((request, body))
             else:
-                sender().send(conn.writer, request)  # written later in this turn of the loop
+                conn.sender.send(conn.writer, request)  # written later in this turn of the loop
             await conn.writer.drain()
             sent = time.perf_counter()
             head = await read_head(conn.reader, trace, sent)
@@ -318,12 +353,15 @@ async def _connect(
     if proxy is not None:
         return await _connect_via(proxy, url, config, trace)
     addresses = await _resolve(url.host, config, trace)
+    # (Made before connecting: a server that speaks first must find the
+    # handshake begun, see _start_tls_or_close.)
+    context = await _tls_context(config) if url.scheme in TLS_SCHEMES else None
     start = time.perf_counter()
     try:
         async with asyncio.timeout(config.connect_timeout):
             reader, writer = await _open(addresses, url.port, trace, start)
-            if url.scheme in TLS_SCHEMES:
-                await _start_tls_or_close(writer, url, config, trace)
+            if context is not None:
+                await _start_tls_or_close(reader, writer, url, context, trace)
             return reader, writer
     except TimeoutError as exc:
         if isinstance(exc, CheckError):
@@ -348,7 +386,7 @@ async def upgrade(
 ) -> None:
     """TLS on a connection that started in plain text (STARTTLS), the
     certificate checked against the URL's host and recorded in `trace`."""
-    await _start_tls(writer, url, config, trace)
+    await _start_tls(writer, url, await _tls_context(config), trace)
 
 
 async def open_service(
@@ -405,12 +443,13 @@ async def _connect_via(
     """A connection to `proxy`; for https, a CONNECT tunnel through it to the
     URL's origin, upgraded to TLS in place (the certificate checked against
     the URL's host). What goes wrong before the tunnel stands is the proxy's."""
+    context = await _tls_context(config) if url.scheme == "https" else None
     start = time.perf_counter()
     try:
         async with asyncio.timeout(config.connect_timeout):
             addresses = await _resolve(proxy.host, config, trace)
             reader, writer = await _open(addresses, proxy.port, trace, start)
-            if url.scheme != "https":
+            if context is None:
                 return reader, writer
             try:
                 await _tunnel(reader, writer, proxy, url)
@@ -427,7 +466,7 @@ async def _connect_via(
         raise
     except CheckError as exc:
         raise ProxyError(f"proxy {proxy.shown}: {exc}") from None
-    await _start_tls_or_close(writer, url, config, trace)
+    await _start_tls_or_close(reader, writer, url, context, trace)
     return reader, writer
 
 
@@ -459,24 +498,40 @@ def _classify(exc: BaseException) -> CheckError:
     raise exc  # pragma: no cover - map_exceptions maps every Exception it gets
 
 
+async def _tls_context(config: ClientConfig) -> ssl.SSLContext:
+    context = config.ssl_context
+    return await context.get() if isinstance(context, LazyContext) else context
+
+
 async def _start_tls_or_close(
-    writer: asyncio.StreamWriter, url: URL, config: ClientConfig, trace: Trace
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    url: URL,
+    context: ssl.SSLContext,
+    trace: Trace,
 ) -> None:
-    """`_start_tls`, the connection closed at once if it fails (or is cancelled)."""
+    """`_start_tls` on a new connection, closed at once if it fails (or is cancelled)."""
     try:
-        await _start_tls(writer, url, config, trace)
+        if buffered(reader):
+            # A TLS server waits for the client's hello. Bytes already read
+            # are a plain-text server speaking first (a banner), and they
+            # would be lost to the handshake, which then waited out the
+            # deadline: a timeout instead of what it is.
+            said = bytes(unread(reader)[:40])
+            raise TLSError(f"TLS handshake failed: the server spoke first, in plain text: {said!r}")
+        await _start_tls(writer, url, context, trace)
     except BaseException:
         await close_stream(writer, abort=True)
         raise
 
 
 async def _start_tls(
-    writer: asyncio.StreamWriter, url: URL, config: ClientConfig, trace: Trace
+    writer: asyncio.StreamWriter, url: URL, context: ssl.SSLContext, trace: Trace
 ) -> None:
     start = time.perf_counter()
     try:
         with map_exceptions("TLS handshake"):
-            await writer.start_tls(config.ssl_context, server_hostname=url.host)
+            await writer.start_tls(context, server_hostname=url.host)
     except (ConnectionReset, IncompleteResponse) as exc:
         # TCP worked; the peer dropped us mid-handshake, which is how many
         # servers say "no protocol version or cipher in common".

@@ -28,12 +28,12 @@ TICK = 0.05  # seconds between sweeps: how late a deadline may pass, at most
 class Deadline:
     """`with Deadline(seconds):` around one attempt, inside its task."""
 
-    __slots__ = ("_cancelling", "_expired", "_sweeper", "_task", "_when")
+    __slots__ = ("_cancelling", "_delay", "_expired", "_sweeper", "_task", "_when")
 
     def __init__(self, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._when: float | None = loop.time() + delay
-        self._sweeper = _sweeper_of(loop)
+        self._delay = delay
+        self._when: float | None = None
+        self._sweeper: _Sweeper | None = None
         self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
         self._expired = False
@@ -49,11 +49,16 @@ class Deadline:
         return self._expired
 
     def __enter__(self) -> Deadline:
+        # The loop through the task: each asyncio.get_running_loop() is a
+        # getpid() system call, and current_task() makes one already.
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a Deadline is for the block of a task")
+        loop = task.get_loop()
+        self._when = loop.time() + self._delay
         self._task = task
         self._cancelling = task.cancelling()
+        self._sweeper = _sweeper_of(loop)
         self._sweeper.open(self)
         return self
 
@@ -63,6 +68,7 @@ class Deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        assert self._sweeper is not None
         self._sweeper.close(self)
         if self._expired:
             assert self._task is not None

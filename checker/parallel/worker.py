@@ -16,7 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from checker.parallel import die_with_parent
+from checker.parallel import close_inherited, die_with_parent
 from checker.targets import Shard
 
 # A task's exit codes (the parent reads the report; these only explain a
@@ -57,6 +57,7 @@ def main() -> int:
     # own: SIGTERM stops a shard as Ctrl-C does, and it writes its report,
     # which the next run merges.
     die_with_parent(signal.SIGTERM)
+    close_inherited()
     try:
         try:
             task = pickle.load(sys.stdin.buffer)

@@ -85,6 +85,8 @@ class ReportWriter:
         store: Feed | None,
         stats: Stats | None,
         down: int | None,
+        batch: int,
+        store_rows: int,
     ) -> None:
         self.base = base
         self.formats = formats
@@ -109,8 +111,10 @@ class ReportWriter:
         )
         # Only a page with trends to show waits for the database's batches; else
         # the table rows go out at once and the database keeps its own pace
-        # (one batch in flight, STORE_ROWS rows at a time: fewer, larger
+        # (one batch in flight, `store_rows` rows at a time: fewer, larger
         # transactions).
+        self.store_rows = store_rows
+        self.batch = batch
         self.trends = self.page is not None and store is not None and store.trends
         self.first = True
         self.seq = 0
@@ -128,7 +132,14 @@ class ReportWriter:
         store: Feed | None = None,
         stats: Stats | None = None,
         down: int | None = None,
+        batch: int = BATCH,
+        store_rows: int = STORE_ROWS,
     ) -> ReportWriter:
+        """`batch`: rows between writes (and a batch of the history database
+        when the page waits for its trends); `store_rows`: rows a batch of
+        the history database otherwise. A writer fed while the run goes (the
+        reporter) takes smaller ones of both: what is left when the checks
+        end is at most a batch or two, and it is the run's wait."""
         unknown = set(formats) - set(FORMATS)
         if unknown:
             raise ValueError(f"unknown format {sorted(unknown)[0]}")
@@ -141,7 +152,7 @@ class ReportWriter:
             for spool in spools.values():
                 await spool.discard()
             raise
-        return cls(base, formats, spools, run_info, store, stats, down)
+        return cls(base, formats, spools, run_info, store, stats, down, batch, store_rows)
 
     async def add(self, raw: bytes) -> None:
         """The next row in input order: its result's JSON object."""
@@ -159,7 +170,7 @@ class ReportWriter:
                 self.store.add(row)
             if self.stats is not None:
                 self.stats.add_row(seq, row)
-        if seq % BATCH == BATCH - 1:
+        if seq % self.batch == self.batch - 1:
             await self._flush(last=False)
 
     async def _render(self, found: Batch | None) -> None:
@@ -193,7 +204,7 @@ class ReportWriter:
         store = self.store
         if store is None or not self.trends:
             await self._render(None)
-            if store is not None and (store.batched >= STORE_ROWS or last):
+            if store is not None and (store.batched >= self.store_rows or last):
                 await store.send()
         else:
             found = await store.send()  # this batch goes; the one before comes back
