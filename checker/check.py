@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from checker.expect import DEGRADED, DOWN, PLAIN, Expect, Observed, verdict
+from checker.expect import DEGRADED, DOWN, PLAIN, UP, Expect, Observed, verdict
 from checker.http.body import MAX_BODY, Body, BodySink, decode
 from checker.http.client import ClientConfig, Trace, open_service, request_head
 from checker.http.connections import ConnectionPool
@@ -87,6 +87,14 @@ class Attempt:
             return verdict(self.expect, seen)
         if self.head is None:
             return DOWN, ()
+        expect = self.expect
+        if (
+            expect.max_ms is None
+            and expect.cert_min_days is None
+            and not expect.needs_body
+            and self.head.status in expect.statuses
+        ):
+            return UP, ()  # what verdict says when only the status is asked about (most rows)
         return verdict(
             self.expect,
             Observed(
@@ -190,7 +198,7 @@ async def _follow(
     url: URL, method: str, opts: CheckOptions, out: Attempt, connections: ConnectionPool | None
 ) -> None:
     """Request `url`, following redirects; leaves the last response in `out`."""
-    seen = {str(url)}
+    seen: set[str] = set()  # (the URLs visited, once there is a redirect)
     current = url
     while True:
         out.final_url = current
@@ -229,6 +237,8 @@ async def _follow(
         out.redirects.append(Hop(out.head.status, str(current), str(nxt)))
         if current.scheme == "https" and nxt.scheme == "http":
             out.warnings.append(f"redirected from https down to http: {nxt}")
+        if not seen:
+            seen.add(str(url))
         if str(nxt) in seen:
             raise TooManyRedirects(f"redirect loop: {nxt} was already visited")
         if len(out.redirects) > opts.max_redirects:
@@ -286,7 +296,7 @@ def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
         reused=trace.reused,
         ip=trace.ip,
         banner=_printable(attempt.banner),
-        warnings=tuple(dict.fromkeys(attempt.warnings)),
+        warnings=tuple(dict.fromkeys(attempt.warnings)) if attempt.warnings else (),
     )
 
 

@@ -1057,4 +1057,9 @@ def entry() -> None:
         # own flush at exit does not complain again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_BROKEN_PIPE
-    sys.exit(code)
+    # Every file of the run is closed and its helpers have exited: what the
+    # interpreter's own exit would still do is free what the run held, which
+    # took 10-20 ms after a 10,000-URL run. (A bug's traceback does not come
+    # this way: it leaves through the interpreter's exit, as ever.)
+    sys.stderr.flush()
+    os._exit(code)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from checker.check import Attempt
 from checker.expect import (
     CellError,
     ColumnError,
     Expect,
     Observed,
+    StatusSet,
     from_cells,
     parse_auth,
     parse_headers,
     parse_statuses,
     verdict,
 )
+from checker.http.wire import ResponseHead
+from checker.url import parse_url
 
 
 @pytest.mark.parametrize(
@@ -162,3 +168,40 @@ def test_an_auth_cell_adds_the_authorization_header(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("API_TOKEN", "abc")
     expect = from_cells({"url": "u", "headers": "X-A: 1", "auth": "bearer:API_TOKEN"})
     assert expect.headers == (("X-A", "1"), ("Authorization", "Bearer abc"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ranges=st.lists(
+        st.tuples(st.integers(100, 599), st.integers(0, 99)), min_size=1, max_size=3
+    ).map(lambda rs: tuple((lo, lo + span) for lo, span in rs)),
+    status=st.integers(100, 599),
+    max_ms=st.none() | st.floats(0, 2000),
+    cert_min_days=st.none() | st.integers(0, 60),
+    contains=st.none() | st.sampled_from(["ok", "healthy"]),
+    total_ms=st.floats(0, 3000),
+    cert_days=st.none() | st.integers(-5, 400),
+)
+def test_an_attempts_state_is_the_verdict(
+    ranges: tuple[tuple[int, int], ...],
+    status: int,
+    max_ms: float | None,
+    cert_min_days: int | None,
+    contains: str | None,
+    total_ms: float,
+    cert_days: int | None,
+) -> None:
+    """Attempt.state's shortcut for a status-only expectation says what verdict says."""
+    expect = Expect(
+        statuses=StatusSet("x", ranges),
+        max_ms=max_ms,
+        cert_min_days=cert_min_days,
+        contains=contains,
+    )
+    attempt = Attempt(method="HEAD", final_url=parse_url("http://a.example/"), expect=expect)
+    attempt.head = ResponseHead("1.1", status, "R", ())
+    attempt.total_ms = total_ms
+    attempt.trace.cert_days_left = cert_days
+    seen = Observed(status, None, False, total_ms, cert_days, 1)
+    assert attempt.state == verdict(expect, seen)
+    assert (status in expect.statuses) == any(lo <= status <= hi for lo, hi in ranges)
