@@ -345,3 +345,32 @@ async def test_more_than_max_interim_responses(way: str) -> None:
     exc, _trace = await read_fails(data, way)
     assert type(exc) is ProtocolError
     assert f"more than {wire.MAX_INTERIM} interim" in str(exc)
+
+
+async def test_kept_parses_are_the_parses_and_errors_are_never_kept() -> None:
+    """Heads a server repeats are parsed once (client.CACHED_HEAD); the same
+    bytes must read the same every time, and a bad head fail every time."""
+    from checker.http import client
+
+    good = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n"
+    first = (await read(good, "whole"))[0]
+    second = (await read(good, "whole"))[0]
+    assert (
+        first
+        == second
+        == wire.ResponseHead(
+            "1.1", 200, "OK", (("server", "nginx"), ("content-length", "0"), ("x-a", "1"))
+        )
+    )
+    bad = b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n"
+    for _ in range(2):
+        with pytest.raises(ProtocolError):
+            await read(bad, "whole")
+    long_value = b"y" * (client.CACHED_HEAD + 10)  # past the cache: parsed each time
+    big = b"HTTP/1.1 200 OK\r\nX-Big: " + long_value + b"\r\n\r\n"
+    for _ in range(2):
+        head = (await read(big, "whole"))[0]
+        assert head.get("x-big") == long_value.decode()
+    long_reason = b"HTTP/1.1 404 " + b"R" * client.CACHED_LINE + b"\r\n\r\n"
+    for _ in range(2):
+        assert (await read(long_reason, "whole"))[0].reason == "R" * client.CACHED_LINE

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import threading
@@ -586,7 +587,8 @@ async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> 
             raise IncompleteResponse("server closed the connection without sending a response")
         if not line.endswith(b"\n"):
             raise IncompleteResponse("connection closed in the middle of the status line")
-        status = wire.parse_status_line(wire.strip_eol(line))
+        line = wire.strip_eol(line)
+        status = _status_line(line) if len(line) <= CACHED_LINE else wire.parse_status_line(line)
         headers = await read_headers(reader)
         # 1xx are interim (100 Continue, 103 Early Hints): the real answer
         # follows. 101 ends HTTP on this connection, so it is the final one.
@@ -596,12 +598,24 @@ async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> 
     raise ProtocolError(f"more than {wire.MAX_INTERIM} interim (1xx) responses")
 
 
+# A server answers a list's URLs with the same few heads, byte for byte,
+# until its Date changes: their parses are kept (pure functions of the
+# bytes, immutable results; errors are not kept). Only short heads, so that
+# the cache stays under a megabyte whatever servers send.
+CACHED_HEAD = 1024
+CACHED_LINE = 128
+_status_line = functools.lru_cache(maxsize=256)(wire.parse_status_line)
+_header_block = functools.lru_cache(maxsize=512)(wire.parse_header_block)
+
+
 async def read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], ...]:
     # Nearly always the whole head came in one segment and sits in the
     # reader's buffer: take it in one read and parse it whole (a readline()
     # per header line was the largest cost of a check). When it has not all
     # arrived, line by line; both go through the same rules (wire.HeaderLines).
     end = wire.head_end(unread(reader))
+    if 0 < end <= CACHED_HEAD:
+        return _header_block(await reader.readexactly(end))
     if 0 < end <= wire.MAX_HEAD:
         return wire.parse_header_block(await reader.readexactly(end))
     lines = wire.HeaderLines()
