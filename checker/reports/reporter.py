@@ -55,7 +55,10 @@ from checker.reports.output import ReportWriter
 from checker.store.model import Change, Policy
 
 _FRAME = struct.Struct("!cI")  # kind, length of what follows
-LIST_BYTES = 64 * 1024  # lists smaller than this are written after the checks
+# Lists smaller than this are written after the checks: measured on one host,
+# 1,000 URLs (29 KB) took 0.20 s with a reporter and 0.19 without, 1,500
+# (44 KB) 0.245 and 0.252, 2,000 (59 KB) 0.27 and 0.29.
+LIST_BYTES = 40 * 1024
 ANSWER_TIMEOUT = 3600.0  # seconds the run waits for the reporter's outcome, at most
 # Rows between the reporter's writes (and its batches of the history
 # database): what is left of the rows' work after the checks end is the
