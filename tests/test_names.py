@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from checker.http.errors import DNSError
+from checker.http.errors import CheckError, DNSError
 from checker.http.resolver import Address, Resolved, SystemResolver
 from checker.pool import PoolOptions
 from tests.helpers import KeepAliveServer, ok, raw_server
@@ -259,3 +259,42 @@ async def test_waiting_for_a_resolver_thread_is_not_charged_to_the_check() -> No
     assert "no answer from the resolver within 0.3s" in str(dead.error)
     assert healthy.ok, healthy.error
     assert healthy.total_ms > 1000  # it did wait for the thread, uncharged
+
+
+# --- one address: the attempt itself, no race (eyeballs.connect_first) --------
+
+
+async def test_one_address_refused_is_classified() -> None:
+    from checker.http.client import _classify
+    from checker.http.eyeballs import connect_first
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CheckError) as info:
+        await connect_first(((socket.AF_INET, "127.0.0.1"),), port, _classify)
+    assert info.value.category == "refused"
+
+
+@needs_ipv6
+async def test_one_address_cancelled_leaves_no_socket() -> None:
+    import os
+
+    from checker.http.client import _classify
+    from checker.http.eyeballs import connect_first
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with blackhole6(port):
+        before = open_fds()
+        attempt = asyncio.ensure_future(connect_first(((socket.AF_INET6, "::1"),), port, _classify))
+        await asyncio.sleep(0.2)  # connecting, and never answered
+        assert not attempt.done() and open_fds() == before + 1
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+        assert open_fds() == before
