@@ -323,8 +323,14 @@ def test_map_exceptions(exc: BaseException, expected: type[CheckError], detail: 
 
 @pytest.mark.parametrize(
     "exc",
-    [asyncio.CancelledError(), CheckTimeout("mine"), ProtocolError("mine")],
-    ids=["CancelledError", "CheckTimeout", "ProtocolError"],
+    [
+        asyncio.CancelledError(),
+        CheckTimeout("mine"),
+        ProtocolError("mine"),
+        ValueError("a bug, not the I/O edge's"),
+        KeyboardInterrupt(),
+    ],
+    ids=["CancelledError", "CheckTimeout", "ProtocolError", "ValueError", "KeyboardInterrupt"],
 )
 def test_map_exceptions_lets_through(exc: BaseException) -> None:
     assert _mapped(exc) is exc

@@ -12,15 +12,15 @@ adds the connect deadline (DNS + TCP + TLS) of `ClientConfig.connect_timeout`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import Literal
 
 from checker.http import wire
 from checker.http.body import BodySink
@@ -190,7 +190,9 @@ async def request_head(
                     )
                 trace.restart()
     reader, writer = await _connect(url, config, trace)
-    conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
+    # (Plain HTTP has no TLS fields to report again on each reuse.)
+    tls = _tls_fields(trace) if trace.tls_version is not None else {}
+    conn = Connection(url.origin, reader, writer, tls=tls, ip=trace.ip)
     proxy = config.proxies.for_url(url) if url.scheme == "http" else None
     if proxy is not None:
         conn.via_proxy = proxy.authorization or ""
@@ -267,7 +269,12 @@ async def _exchange(
             kept = await _keep_body(conn.reader, head, method, sink, trace)
             reusable = keep and _persistent(head) and kept
         else:
-            reusable = keep and _persistent(head) and await _drain(conn.reader, head, method)
+            # (A HEAD response has no body to drain: no coroutine for it.)
+            reusable = (
+                keep
+                and _persistent(head)
+                and (method == "HEAD" or await _drain(conn.reader, head, method))
+            )
     except BaseException:
         # Errors, timeouts and cancellation: nothing more is owed to this peer.
         await close_stream(conn.writer, abort=True)
@@ -700,35 +707,57 @@ async def _readline(reader: asyncio.StreamReader) -> bytes:
         raise ProtocolError(f"response line longer than {wire.MAX_LINE // 1024} KiB") from None
 
 
-@contextlib.contextmanager
-def map_exceptions(tls_phase: str = "TLS") -> Iterator[None]:
+class map_exceptions:
     """Turn the standard library's exceptions into the checker's, in one place.
 
-    `tls_phase` names what a TLS error interrupted, for its detail.
+    `tls_phase` names what a TLS error interrupted, for its detail. (A class,
+    not a @contextmanager generator: it is entered for every request, and
+    the generator's machinery cost three times as much.)
     """
-    try:
-        yield
-    except (CheckError, asyncio.CancelledError):
-        raise
-    except ssl.SSLCertVerificationError as exc:
-        raise TLSError(_describe_verify_error(exc)) from None
-    except ssl.SSLError as exc:
+
+    __slots__ = ("_tls_phase",)
+
+    def __init__(self, tls_phase: str = "TLS") -> None:
+        self._tls_phase = tls_phase
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, CheckError):
+            return False  # (CancelledError is a BaseException: it goes on as it is)
+        mapped = _mapped(exc, self._tls_phase)
+        if mapped is None:
+            return False  # not the I/O edge's to map: as it was
+        raise mapped from None
+
+
+def _mapped(exc: Exception, tls_phase: str) -> CheckError | None:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TLSError(_describe_verify_error(exc))
+    if isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "reason", None) or str(exc)
         hint = " (is this port speaking plain HTTP?)" if reason == "WRONG_VERSION_NUMBER" else ""
-        raise TLSError(f"{tls_phase} failed: {reason}{hint}") from None
-    except socket.gaierror as exc:
-        raise DNSError(f"name resolution failed: {exc.strerror or exc}") from None
-    except asyncio.IncompleteReadError:
-        raise IncompleteResponse("connection closed before the response was complete") from None
-    except ConnectionRefusedError:
-        raise ConnectionRefused("connection refused") from None
-    except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-        raise ConnectionReset(f"connection reset by peer ({exc.strerror or exc})") from None
-    except TimeoutError:
+        return TLSError(f"{tls_phase} failed: {reason}{hint}")
+    if isinstance(exc, socket.gaierror):
+        return DNSError(f"name resolution failed: {exc.strerror or exc}")
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return IncompleteResponse("connection closed before the response was complete")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectionRefused("connection refused")
+    if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return ConnectionReset(f"connection reset by peer ({exc.strerror or exc})")
+    if isinstance(exc, TimeoutError):
         # Our deadlines are outside this block, so this is the kernel's ETIMEDOUT.
-        raise CheckTimeout("connection timed out (by the operating system)") from None
-    except OSError as exc:
-        raise Unreachable(exc.strerror or str(exc)) from None
+        return CheckTimeout("connection timed out (by the operating system)")
+    if isinstance(exc, OSError):
+        return Unreachable(exc.strerror or str(exc))
+    return None
 
 
 # OpenSSL's X509_V_ERR_* codes, grouped the way a site owner fixes them.
