@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from checker.expect import DEGRADED, DOWN, PLAIN, UP, Expect, Observed, verdict
 from checker.http.body import MAX_BODY, Body, BodySink, decode
-from checker.http.client import ClientConfig, Trace, open_service, request_head
+from checker.http.client import ClientConfig, Trace, open_service, request_head, tls_ready
 from checker.http.connections import ConnectionPool
 from checker.http.deadline import Deadline
 from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
@@ -22,7 +22,7 @@ from checker.http.wire import ResponseHead, parse_content_length
 from checker.protocols.replies import ReplyRefused
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
-from checker.url import URL, URLError, resolve_location
+from checker.url import TLS_SCHEMES, URL, URLError, resolve_location
 
 if TYPE_CHECKING:
     from checker.protocols.session import Outcome
@@ -123,6 +123,8 @@ async def attempt_check(
     With `connections`, requests may reuse kept-alive connections. `expect`:
     a CSV list row's expectations (a body check is a GET that reads the body).
     """
+    if url.scheme in TLS_SCHEMES:
+        await tls_ready(opts.client)  # (the run's to wait for, not this URL's)
     start = time.perf_counter()
     expect = expect or PLAIN
     if url.is_service:

@@ -643,12 +643,13 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 def _tls_and_proxies(
     ca_file: str | None, insecure: bool, proxy: str | None
 ) -> tuple[LazyContext, ProxySettings]:
-    """The client's TLS context (made at its first handshake) and proxies
-    (for the checks, or for a merge's webhook), each failure one line for the
-    user."""
+    """The client's TLS context (the ca_file read now, the rest made in a
+    thread from now on) and proxies (for the checks, or for a merge's
+    webhook), each failure one line for the user."""
     ssl_context = LazyContext(insecure=insecure, ca_file=ca_file)
     try:
         ssl_context.check()
+        ssl_context.start()
     except (OSError, ssl.SSLError) as exc:
         raise RunError(f"--ca-file {ca_file}: cannot load CA certificates: {exc}") from None
     try:
@@ -1045,21 +1046,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_IO
 
 
+def _standard_descriptors() -> None:
+    """Point a closed stdin, stdout or stderr (`>&- 2>&-`) at /dev/null, as
+    daemons do: left closed, the next file or socket opened takes its
+    number, and what is written to stderr lands in it (with both closed,
+    the event loop aborted the process; with stderr closed, the progress bar
+    ended the run)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    # Python left their streams None: the progress bar and the messages
+    # write to them, so they get the descriptors back.
+    if sys.stdin is None:
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+
+
 def entry() -> None:
     """The console script."""
+    _standard_descriptors()
     return_large_blocks()
     try:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
         # `checker history | head -1`: the reader has what it wanted. Quiet, as
-        # the Unix tools are; stdout goes to /dev/null so that the interpreter's
-        # own flush at exit does not complain again.
+        # the Unix tools are; stdout goes to /dev/null so that nothing later
+        # writes to the broken pipe again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_BROKEN_PIPE
     # Every file of the run is closed and its helpers have exited: what the
     # interpreter's own exit would still do is free what the run held, which
     # took 10-20 ms after a 10,000-URL run. (A bug's traceback does not come
     # this way: it leaves through the interpreter's exit, as ever.)
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):  # (a stderr whose reader went away)
+        sys.stderr.flush()
     os._exit(code)

@@ -299,3 +299,24 @@ def test_history_says_not_checked_and_invalid_not_down() -> None:
     assert _verdict(False, "refused", None) == "DOWN refused"
     assert _verdict(False, None, 503) == "DOWN 503"
     assert _verdict(True, None, 200) == "up 200"
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-", "<&- >&- 2>&-"])
+async def test_closed_standard_streams(tmp_path: Path, closed: str) -> None:
+    """From cron or a service manager the standard streams may be closed: the
+    run goes on, exits as it should, and writes its reports. (With both
+    closed it was aborted; with stdout closed it ended in a traceback.)"""
+    async with Fleet({"/": Route()}) as fleet:
+        (tmp_path / "urls.txt").write_text(fleet.url("/") + "\n")
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            f'exec "$0" -m checker check urls.txt --retries 0 {closed}',
+            sys.executable,
+            cwd=tmp_path,
+        )
+        async with asyncio.timeout(45):
+            code = await proc.wait()
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert [row["state"] for row in rows] == ["up"], rows
+    assert code == 0

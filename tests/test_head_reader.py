@@ -371,6 +371,12 @@ async def test_kept_parses_are_the_parses_and_errors_are_never_kept() -> None:
     for _ in range(2):
         head = (await read(big, "whole"))[0]
         assert head.get("x-big") == long_value.decode()
+    many = b"".join(b"X-F%d: v\r\n" % i for i in range(client.CACHED_FIELDS + 1))
+    kept = client._header_block.cache_info().currsize
+    for _ in range(2):  # short, but too many fields to keep
+        head = (await read(b"HTTP/1.1 200 OK\r\n" + many + b"\r\n", "whole"))[0]
+        assert len(head.headers) == client.CACHED_FIELDS + 1
+    assert client._header_block.cache_info().currsize == kept
     long_reason = b"HTTP/1.1 404 " + b"R" * client.CACHED_LINE + b"\r\n\r\n"
     for _ in range(2):
         assert (await read(long_reason, "whole"))[0].reason == "R" * client.CACHED_LINE

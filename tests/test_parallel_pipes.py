@@ -9,6 +9,7 @@ them), so without `close_inherited` the end came only with the helper's exit:
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,3 +53,20 @@ def test_the_answer_ends_the_pipe_before_the_helper_exits(loop: str) -> None:
     assert b"this goes to stderr now" in err
     assert returncode is None  # the end came while it was still there
     assert waited < 15
+
+
+def test_close_inherited_closes_what_is_open_above_stderr() -> None:
+    code = (
+        "import os\n"
+        "opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(5)]\n"
+        "high = os.dup2(opened[0], 900)\n"
+        "from checker.parallel import close_inherited\n"
+        "close_inherited()\n"
+        "left = sorted(int(n) for n in os.listdir('/proc/self/fd'))\n"
+        "print(left[:3], len(left))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
+    ).stdout
+    # 0, 1, 2, and the descriptor of that last listing itself
+    assert out.strip() == "[0, 1, 2] 4"

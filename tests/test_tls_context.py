@@ -4,17 +4,25 @@ and the start of a handshake."""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import os
 import ssl
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from checker.check import attempt_check
+from checker import cli
+from checker.check import CheckOptions, attempt_check
 from checker.demo.fleet import Fleet, Route
 from checker.http import client
 from checker.http.client import ClientConfig, LazyContext
+from checker.http.errors import TLSError
 from checker.url import parse_url
-from tests.helpers import check_options, raw_server, run_list_file
+from tests.helpers import check_options, raw_server
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -56,18 +64,111 @@ async def test_https_check_through_a_lazy_context(ca_file: str, server_tls: ssl.
     assert att.trace.cert_issuer is not None
 
 
-async def test_a_list_without_https_never_makes_one(
+def test_a_run_does_not_wait_for_the_systems_certificates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(*_: object) -> None:
-        raise AssertionError("the system's CAs were loaded for a list without https://")
+    """They are loaded in a thread from the run's start: a list without
+    https:// never waits for them (here they take until the test ends).
+    In this process (cli.main), so that the patch holds for the run."""
+    release = threading.Event()
+    loading = threading.Event()
+    real = ssl.SSLContext.load_default_certs
 
-    # The 15 ms this saves: loading the system's CA certificates.
-    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", refuse)
-    async with Fleet({"/": Route()}) as fleet:
-        rows = await run_list_file(tmp_path, [fleet.url("/")])
-    (row,) = rows.values()
-    assert row["state"] == "up"
+    def slow(self: ssl.SSLContext, *args: Any) -> None:
+        loading.set()
+        release.wait(20)
+        real(self, *args)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", slow)
+    monkeypatch.chdir(tmp_path)
+    try:
+        (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{server.server_port}/\n")
+        started = time.monotonic()
+        assert cli.main(["check", "urls.txt", "-q", "--retries", "0", "--timeout", "5"]) == 0
+        assert time.monotonic() - started < 15
+        assert loading.is_set() and not release.is_set()  # still loading, and the run is over
+        rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+        assert [row["state"] for row in rows] == ["up"]
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_check_is_not_timed_waiting_for_the_context(
+    ca_file: str, server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ssl.SSLContext.load_default_certs
+
+    def slow(self: ssl.SSLContext, *args: object) -> None:
+        time.sleep(0.5)
+        real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", slow)
+    lazy = LazyContext(ca_file=ca_file)
+    lazy.check()
+    lazy.start()
+    config = ClientConfig(ssl_context=lazy, connect_timeout=2.0, user_agent="checker/test")
+    opts = CheckOptions(client=config, timeout=3.0)
+    async with Fleet({"/": Route()}, https_context=server_tls) as fleet:
+        att = await attempt_check(parse_url(fleet.https_url("/")), opts)
+    assert att.ok, att.error
+    assert att.total_ms < 400  # its own time, not the 500 ms the context took
+
+
+async def test_the_ca_file_is_read_once(
+    tmp_path: Path, ca_file: str, server_tls: ssl.SSLContext
+) -> None:
+    """A file given as <(cat ca.pem) can be read once; one removed during the
+    run must not fail its checks."""
+    pem = await asyncio.to_thread(Path(ca_file).read_bytes)
+    read, write = os.pipe()
+    os.write(write, pem)
+    os.close(write)
+    copy = tmp_path / "ca.pem"
+    await asyncio.to_thread(copy.write_bytes, pem)
+    try:
+        piped = LazyContext(ca_file=f"/proc/self/fd/{read}")
+        piped.check()
+        removed = LazyContext(ca_file=str(copy))
+        removed.check()
+        await asyncio.to_thread(copy.unlink)
+        for lazy in (piped, removed):
+            config = ClientConfig(ssl_context=lazy, connect_timeout=2.0, user_agent="checker/test")
+            async with Fleet({"/": Route()}, https_context=server_tls) as fleet:
+                att = await attempt_check(
+                    parse_url(fleet.https_url("/")), CheckOptions(client=config, timeout=3.0)
+                )
+            assert att.ok, att.error
+    finally:
+        os.close(read)
+
+
+async def test_a_context_that_cannot_be_made_is_a_tls_error_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: ssl.SSLContext, *args: object) -> None:
+        raise ssl.SSLError("no system certificates today")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", broken)
+    lazy = LazyContext()
+    for _ in range(2):  # (and the second handshake is told the same)
+        with pytest.raises(TLSError, match="cannot make the TLS context"):
+            await lazy.get()
+    config = ClientConfig(ssl_context=lazy, connect_timeout=2.0, user_agent="checker/test")
+    async with Fleet({"/": Route()}) as fleet:  # (plain port: the context fails first)
+        port = fleet.http_port
+        att = await attempt_check(
+            parse_url(f"https://127.0.0.1:{port}/"), CheckOptions(client=config, timeout=3.0)
+        )
+    assert att.error is not None and att.error.category == "tls", att.error
 
 
 @pytest.mark.parametrize("scheme", ["https", "tls"])

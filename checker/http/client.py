@@ -12,6 +12,7 @@ adds the connect deadline (DNS + TCP + TLS) of `ClientConfig.connect_timeout`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import ssl
@@ -112,6 +113,10 @@ def make_ssl_context(*, insecure: bool = False, ca_file: str | None = None) -> s
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
+    return _client_settings(ctx, insecure)
+
+
+def _client_settings(ctx: ssl.SSLContext, insecure: bool) -> ssl.SSLContext:
     if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -120,27 +125,46 @@ def make_ssl_context(*, insecure: bool = False, ca_file: str | None = None) -> s
 
 
 class LazyContext:
-    """make_ssl_context's context, made at the first TLS handshake of a run.
+    """make_ssl_context's context for a run, finished in a thread from its start.
 
-    Loading the system's CA certificates takes about 15 ms: a sixth of a
-    run's start-up, which a list without https:// never needed. A `ca_file`
-    is tried at once (`check`), so that a bad one is still the user's error
-    before any check; the context itself is made off the event loop, once,
-    whichever handshake comes first.
+    Loading the system's CA certificates takes about 15 ms, a sixth of a
+    run's start-up, and OpenSSL lets go of the GIL while it reads them: so
+    the run does not wait for them (`start`), and a TLS connection waits
+    only if it comes first (`tls_ready`, before its check's clock starts).
+
+    The `ca_file` is read once, by `check`, as the run starts, into the
+    context that the system's certificates are then added to: a bad file is
+    the user's error before any check, a file given as `<(cat ca.pem)` is
+    not read twice, and one removed during the run fails nothing.
     """
 
     def __init__(self, *, insecure: bool = False, ca_file: str | None = None) -> None:
         self._insecure = insecure
         self._ca_file = ca_file
+        self._with_file: ssl.SSLContext | None = None  # the ca_file's certificates alone
         self._made: ssl.SSLContext | None = None
+        self._failed: str | None = None  # why it could not be made
         self._lock = threading.Lock()
 
     def check(self) -> None:
-        """Raise what make_ssl_context would for the ca_file (OSError, SSLError)."""
-        if self._ca_file:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=self._ca_file)
+        """Read the ca_file; raise what loading it raises (OSError, SSLError)."""
+        if self._ca_file and self._with_file is None:
+            # (create_default_context loads no system certificates when given a file.)
+            self._with_file = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH, cafile=self._ca_file
+            )
+
+    def start(self) -> None:
+        """Begin making the context in a thread of its own (a daemon: a run
+        that ends first need not wait for it)."""
+        threading.Thread(target=self._make, name="checker-tls-context", daemon=True).start()
+
+    @property
+    def ready(self) -> bool:
+        return self._made is not None
 
     async def get(self) -> ssl.SSLContext:
+        """The context; a TLSError (the check's, not a crash) if it cannot be made."""
         made = self._made
         if made is None:
             made = await asyncio.to_thread(self._make)
@@ -148,9 +172,29 @@ class LazyContext:
 
     def _make(self) -> ssl.SSLContext:
         with self._lock:  # several first handshakes at once make one context
+            if self._made is None and self._failed is None:
+                try:
+                    self.check()
+                    if self._with_file is not None:
+                        ctx = self._with_file
+                        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+                    else:
+                        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+                    self._made = _client_settings(ctx, self._insecure)
+                except (OSError, ssl.SSLError, ValueError) as exc:
+                    self._failed = f"cannot make the TLS context: {exc}"
             if self._made is None:
-                self._made = make_ssl_context(insecure=self._insecure, ca_file=self._ca_file)
+                raise TLSError(self._failed or "no TLS context")
             return self._made
+
+
+async def tls_ready(config: ClientConfig) -> None:
+    """Wait for the run's TLS context if it is still being made, so that the
+    wait is not timed as part of a check (call before its clock starts)."""
+    context = config.ssl_context
+    if isinstance(context, LazyContext) and not context.ready:
+        with contextlib.suppress(TLSError):  # (the connection reports it)
+            await context.get()
 
 
 async def request_head(
@@ -606,13 +650,17 @@ async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> 
 
 
 # A server answers a list's URLs with the same few heads, byte for byte,
-# until its Date changes: their parses are kept (pure functions of the
-# bytes, immutable results; errors are not kept). Only short heads, so that
-# the cache stays under a megabyte whatever servers send.
+# until its Date changes once a second: their parses are kept (pure
+# functions of the bytes, immutable results; errors are not kept). Only
+# short heads of few fields, and not many of them: at most 128 blocks of
+# 1 KiB and 24 fields and 128 status lines of 128 bytes (0.8 MB with their
+# parses, by tracemalloc, for blocks of 24 fields of 35 bytes). Across many
+# hosts they seldom repeat, and a miss costs a lookup.
 CACHED_HEAD = 1024
+CACHED_FIELDS = 24
 CACHED_LINE = 128
-_status_line = functools.lru_cache(maxsize=256)(wire.parse_status_line)
-_header_block = functools.lru_cache(maxsize=512)(wire.parse_header_block)
+_status_line = functools.lru_cache(maxsize=128)(wire.parse_status_line)
+_header_block = functools.lru_cache(maxsize=128)(wire.parse_header_block)
 
 
 async def read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], ...]:
@@ -621,10 +669,11 @@ async def read_headers(reader: asyncio.StreamReader) -> tuple[tuple[str, str], .
     # per header line was the largest cost of a check). When it has not all
     # arrived, line by line; both go through the same rules (wire.HeaderLines).
     end = wire.head_end(unread(reader))
-    if 0 < end <= CACHED_HEAD:
-        return _header_block(await reader.readexactly(end))
     if 0 < end <= wire.MAX_HEAD:
-        return wire.parse_header_block(await reader.readexactly(end))
+        block = await reader.readexactly(end)
+        if end <= CACHED_HEAD and block.count(b"\n") <= CACHED_FIELDS + 1:
+            return _header_block(block)
+        return wire.parse_header_block(block)
     lines = wire.HeaderLines()
     while True:
         line = await _readline(reader)

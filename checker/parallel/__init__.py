@@ -41,7 +41,19 @@ def close_inherited() -> None:
     of their own pipes among them): a copy of stdout left open keeps the
     pipe from ending when the helper closes its answer, and the run waited
     for the helper's exit instead (20 ms and more at the end of each run)."""
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    # The descriptors open, not every number up to the limit: without the
+    # close_range system call (older kernels, some seccomp profiles),
+    # closerange closes each number in turn, and limits of a million and
+    # more are common in containers.
+    try:
+        open_now = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in open_now:
+        if fd > 2:
+            with contextlib.suppress(OSError):  # (the listing's own, closed already)
+                os.close(fd)
 
 
 def answer_pipe() -> BinaryIO:

@@ -380,5 +380,7 @@ if __name__ == "__main__":
     # Its files are closed and its answer given; the run waits for this
     # process to end, and tearing down an interpreter that held a run's rows
     # took it 20 ms more. (Python's own exit does nothing else for it.)
-    sys.stderr.flush()
+    if sys.stderr is not None:  # (None when the run's stderr was closed)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
     os._exit(code)
