@@ -643,13 +643,12 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 def _tls_and_proxies(
     ca_file: str | None, insecure: bool, proxy: str | None
 ) -> tuple[LazyContext, ProxySettings]:
-    """The client's TLS context (the ca_file read now, the rest made in a
-    thread from now on) and proxies (for the checks, or for a merge's
-    webhook), each failure one line for the user."""
+    """The client's TLS context (the ca_file read now, the rest at the first
+    TLS check) and proxies (for the checks, or for a merge's webhook), each
+    failure one line for the user."""
     ssl_context = LazyContext(insecure=insecure, ca_file=ca_file)
     try:
         ssl_context.check()
-        ssl_context.start()
     except (OSError, ssl.SSLError) as exc:
         raise RunError(f"--ca-file {ca_file}: cannot load CA certificates: {exc}") from None
     try:
