@@ -60,7 +60,7 @@ BODY_PIECE = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
-    # A LazyContext (what a run uses) is made at the first handshake.
+    # A LazyContext (what a run uses) is finished at the first TLS check.
     ssl_context: ssl.SSLContext | LazyContext
     # Bounds the name lookup (from when the system is asked), and then the TCP
     # connect and TLS handshake together.
