@@ -30,7 +30,7 @@ from checker.http.body import MAX_BODY
 from checker.http.client import ClientConfig, LazyContext
 from checker.http.proxy import ProxyConfigError, ProxySettings
 from checker.http.resolver import SystemResolver, resolver_threads
-from checker.limits import fit_open_files, return_large_blocks
+from checker.limits import exit_now, fit_open_files, return_large_blocks
 from checker.lists import ListInputs
 from checker.lock import LOCK_NAME, LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
@@ -1082,10 +1082,7 @@ def entry() -> None:
         # writes to the broken pipe again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = EXIT_BROKEN_PIPE
-    # Every file of the run is closed and its helpers have exited: what the
-    # interpreter's own exit would still do is free what the run held, which
-    # took 10-20 ms after a 10,000-URL run. (A bug's traceback does not come
-    # this way: it leaves through the interpreter's exit, as ever.)
-    with contextlib.suppress(OSError, ValueError):  # (a stderr whose reader went away)
-        sys.stderr.flush()
-    os._exit(code)
+    # Every file of the run is closed and its helpers have exited. (A bug's
+    # traceback does not come this way: it leaves through the interpreter's
+    # exit, as ever.)
+    exit_now(code)

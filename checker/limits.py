@@ -1,9 +1,13 @@
-"""The process's limits: open files raised to fit the concurrency, and how the C
-allocator gives memory back."""
+"""The process's limits: open files raised to fit the concurrency, how the C
+allocator gives memory back, and an exit without the interpreter's teardown."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import sys
+from typing import NoReturn
 
 # File descriptors a run needs besides one socket per check: stdio, the journal
 # and reports, the event loop's own, resolver threads.
@@ -60,3 +64,14 @@ def return_large_blocks() -> bool:
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):
         return False
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process once its work is done and its files are closed,
+    without the interpreter's teardown: all it would still do is free what a
+    run held, 10-20 ms after 10,000 URLs (the command, and its reporter,
+    which the run waits for). Only stderr may still hold a line."""
+    if sys.stderr is not None:  # (None when the process was given none)
+        with contextlib.suppress(OSError, ValueError):  # (a reader that went away)
+            sys.stderr.flush()
+    os._exit(code)

@@ -165,3 +165,21 @@ async def run_list_file(
     assert "Traceback" not in err
     rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
     return {r["url"]: r for r in rows}
+
+
+async def journal_with(folder: Path, ok_rows: int = 1, timeout: float = 20) -> Path:
+    """The journal of the run going on in `folder`, once it holds `ok_rows`
+    results that are up (polled: the run is another process)."""
+
+    def found() -> Path | None:
+        journals = list(folder.glob("*.journal.jsonl"))
+        if journals and journals[0].read_bytes().count(b'"ok":true') >= ok_rows:
+            return journals[0]
+        return None
+
+    async with asyncio.timeout(timeout):
+        while True:
+            await asyncio.sleep(0.1)
+            journal = await asyncio.to_thread(found)
+            if journal is not None:
+                return journal

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SwitchableSite, raw_server
+from tests.helpers import SwitchableSite, journal_with, raw_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,12 +152,7 @@ async def test_a_killed_piped_run_is_recovered_with_its_own_list(tmp_path: Path)
         proc.stdin.write(("\n".join(first) + "\n").encode())
         proc.stdin.close()
         try:
-            async with asyncio.timeout(20):
-                while True:
-                    await asyncio.sleep(0.1)
-                    journals = list((tmp_path / "out").glob("*.journal.jsonl"))
-                    if journals and b'"ok":true' in journals[0].read_bytes():
-                        break
+            await journal_with(tmp_path / "out")
         finally:
             proc.kill()
             await proc.wait()

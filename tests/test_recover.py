@@ -13,6 +13,7 @@ import pytest
 
 from checker.demo.fleet import Fleet, Route
 from checker.results import FIELDS
+from tests.helpers import journal_with
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,14 +40,9 @@ async def start_and_kill(tmp_path: Path, fleet: Fleet) -> Path:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with asyncio.timeout(20):
-            while True:
-                await asyncio.sleep(0.1)
-                journals = list((tmp_path / "reports").glob("*.journal.jsonl"))
-                if journals and b'"ok":true' in journals[0].read_bytes():
-                    break
+        journal = await journal_with(tmp_path / "reports")
         # While it runs, its folder and journal are locked: nobody may turn it into reports.
-        code, _, err = await checker("report", str(journals[0]), cwd=tmp_path)
+        code, _, err = await checker("report", str(journal), cwd=tmp_path)
         assert code == 3 and "another checker run" in err
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
@@ -56,7 +52,7 @@ async def start_and_kill(tmp_path: Path, fleet: Fleet) -> Path:
             await proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "reports" / "latest.json").exists()
-    return journals[0]
+    return journal
 
 
 def check_rows(report: dict[str, object]) -> None:

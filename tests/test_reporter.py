@@ -36,6 +36,7 @@ from checker.store.index import lists_key
 from checker.store.model import Policy
 from checker.summary import Stats
 from checker.targets import Duplicate, Target, read_targets
+from tests.helpers import journal_with
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(120)
@@ -430,12 +431,7 @@ async def test_a_killed_run_and_its_reporter_leave_a_journal_for_the_next_run(
         (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
         proc = await start_run(tmp_path, "--timeout", "50")
         try:
-            async with asyncio.timeout(30):
-                while True:
-                    await asyncio.sleep(0.1)
-                    journals = list((tmp_path / "reports").glob("*.journal.jsonl"))
-                    if journals and journals[0].read_bytes().count(b'"ok":true') >= 50:
-                        break
+            await journal_with(tmp_path / "reports", ok_rows=50, timeout=30)
             spools = list((tmp_path / "reports").glob(".status-*"))
             assert spools  # the reporter is writing the reports as the run goes
             proc.send_signal(signal.SIGKILL)

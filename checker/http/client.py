@@ -230,9 +230,7 @@ async def request_head(
                     )
                 trace.restart()
     reader, writer = await _connect(url, config, trace)
-    # (Plain HTTP has no TLS fields to report again on each reuse.)
-    tls = _tls_fields(trace) if trace.tls_version is not None else {}
-    conn = Connection(url.origin, reader, writer, tls=tls, ip=trace.ip)
+    conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
     proxy = config.proxies.for_url(url) if url.scheme == "http" else None
     if proxy is not None:
         conn.via_proxy = proxy.authorization or ""
@@ -388,6 +386,10 @@ async def _keep_body(
 
 
 def _tls_fields(trace: Trace) -> dict[str, object]:
+    """What a connection's handshake said, to report again on each reuse
+    (nothing for plain HTTP: no six None fields set on every check)."""
+    if trace.tls_version is None:
+        return {}
     names = ("tls_version", "tls_cipher", "cert_subject", "cert_issuer")
     fields = {name: getattr(trace, name) for name in names}
     fields.update(cert_not_after=trace.cert_not_after, cert_days_left=trace.cert_days_left)

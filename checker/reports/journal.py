@@ -77,7 +77,7 @@ class Journal:
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
         self.rows = 0
-        # Told each time lines reach the file: how far it now runs (see `follow`).
+        # Told each time lines reach the file: how far it now runs (see `followed_by`).
         self.on_flush: Callable[[int], None] | None = None
         self.flush_rows = FLUSH_ROWS
 

@@ -374,13 +374,8 @@ def main() -> int:
 if __name__ == "__main__":
     # Run as the module itself, not as __main__: the Outcome it pickles must
     # be the class the run unpickles.
+    from checker.limits import exit_now
     from checker.reports import reporter
 
-    code = reporter.main()
-    # Its files are closed and its answer given; the run waits for this
-    # process to end, and tearing down an interpreter that held a run's rows
-    # took it 20 ms more. (Python's own exit does nothing else for it.)
-    if sys.stderr is not None:  # (None when the run's stderr was closed)
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-    os._exit(code)
+    # Its files are closed and its answer given; the run waits for it to end.
+    exit_now(reporter.main())
