@@ -5,6 +5,7 @@ cancel from elsewhere stays a cancel; the resolver can hold it off."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -51,6 +52,35 @@ def test_a_block_that_outlives_its_deadline_ends_in_timeout_error(factory: Facto
     assert 0.2 <= took <= 0.2 + TICK + 0.1  # at most TICK late (and a loaded machine)
     assert cancelling == 0  # its own cancel undone
     assert not still  # nothing open: no timer left on the loop
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_no_deadline_passes_early(factory: Factory) -> None:
+    # uvloop's loop.time() counts whole milliseconds: a deadline set from it
+    # passed up to 1 ms early whenever a sweep fell in that millisecond (CI:
+    # 0.19998 s for 0.2). 400 deadlines opened at scattered instants, so
+    # that some sweep falls just before some deadline.
+    async def attempt(tooks: list[float]) -> None:
+        start = time.perf_counter()
+        with contextlib.suppress(TimeoutError), Deadline(0.1):
+            await asyncio.sleep(5)
+        tooks.append(time.perf_counter() - start)
+
+    async def main() -> list[float]:
+        tooks: list[float] = []
+        async with asyncio.TaskGroup() as group:
+            for i in range(400):
+                group.create_task(attempt(tooks))
+                spin = time.perf_counter() + (i % 7) * 0.0001  # 0 to 0.6 ms apart
+                while time.perf_counter() < spin:
+                    pass
+                await asyncio.sleep(0)
+        return tooks
+
+    tooks = run(factory, main())
+    assert len(tooks) == 400
+    assert min(tooks) >= 0.1
+    assert max(tooks) <= 0.1 + TICK + 0.2  # (a loaded machine)
 
 
 @pytest.mark.parametrize("factory", LOOPS)

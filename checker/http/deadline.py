@@ -19,10 +19,17 @@ did asyncio.timeout's.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from types import TracebackType
 
 TICK = 0.05  # seconds between sweeps: how late a deadline may pass, at most
+
+# The clock of deadlines: time.monotonic, not the loop's time(). uvloop's is
+# libuv's, in whole milliseconds and read once per loop iteration, so a
+# deadline set from it could pass a millisecond or more early (CI saw 0.19998 s
+# for 0.2). A sweep that comes before a deadline leaves it to the next one.
+clock = time.monotonic
 
 
 class Deadline:
@@ -39,7 +46,7 @@ class Deadline:
         self._expired = False
 
     def when(self) -> float | None:
-        """The loop time it passes at (None: held off)."""
+        """The `clock()` time it passes at (None: held off)."""
         return self._when
 
     def reschedule(self, when: float | None) -> None:
@@ -55,7 +62,7 @@ class Deadline:
         if task is None:
             raise RuntimeError("a Deadline is for the block of a task")
         loop = task.get_loop()
-        self._when = loop.time() + self._delay
+        self._when = clock() + self._delay
         self._task = task
         self._cancelling = task.cancelling()
         self._sweeper = _sweeper_of(loop)
@@ -100,7 +107,7 @@ class _Sweeper:
         self._open.pop(deadline, None)  # (the timer stops itself once none is open)
 
     def _sweep(self) -> None:
-        now = self._loop.time()
+        now = clock()
         due = [d for d in self._open if d._when is not None and d._when <= now]
         for deadline in due:
             del self._open[deadline]

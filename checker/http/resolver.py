@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from checker.http.deadline import Deadline
+from checker.http.deadline import clock as deadline_clock
 from checker.http.errors import DNSError
 
 # (address family, address): what a connection attempt needs besides the port.
@@ -203,13 +204,12 @@ async def _uncharged(started: asyncio.Future[float]) -> float:
     when = deadline.when() if deadline is not None else None
     if deadline is None or when is None:
         return await asyncio.shield(started)
-    loop = asyncio.get_running_loop()
-    since = loop.time()
+    since = deadline_clock()
     deadline.reschedule(None)
     try:
         return await asyncio.shield(started)
     finally:
-        deadline.reschedule(when + (loop.time() - since))
+        deadline.reschedule(when + (deadline_clock() - since))
 
 
 class _Threads:
