@@ -662,7 +662,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="checker-processes-"))
     run._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
     scale = 10 if args.quick else 1
-    auto = len(os.sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0))
+    auto = cpus if cpus > 2 else 1  # as checker's own `auto` (cli._processes)
     try:
         server = run.start_nginx(tmp)
         log(f"nginx pid {server.proc.pid if server.proc else '?'}, ports {server.ports}")
@@ -722,7 +723,8 @@ def main() -> int:
                 else []
             ),
             *[f"- {line}" for line in sysctls.changed],
-            f"- `--processes auto` is {auto} here (the CPUs this process may use).",
+            f"- `--processes auto` is {auto} here ({cpus} usable CPUs: one per CPU, or 1 where"
+            " there are two or fewer).",
             "- nginx: run.py's, 1 worker; `nginx CPU s` is its master + worker user + system"
             " time during the run (from /proc), `checker CPU s` the user + system time of the"
             " whole process tree (os.wait4: the shards and, for GNU parallel, perl and the"

@@ -131,11 +131,16 @@ def _shard(text: str) -> Shard:
 
 
 def _processes(text: str) -> int:
-    """N, or `auto`: the CPUs this process may use."""
+    """N, or `auto`: the CPUs this process may use, or 1 where they are two
+    or fewer. One process uses two already (its reporter writes the reports
+    on the second), and shards write theirs only in the merge, after the
+    last of them: on 2 CPUs `--processes 2` had 0.96x the checks per second
+    of one process on 10,000 hosts, 0.91x on one host (RESULTS-processes.md)."""
     if text.strip().lower() == "auto":
         from checker.parallel import usable_cpus
 
-        return usable_cpus()
+        cpus = usable_cpus()
+        return cpus if cpus > 2 else 1
     try:
         n = int(text)
     except ValueError:
@@ -359,7 +364,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="run N shards of the lists at once, one process each, merged into one report"
-        " (auto: one per usable CPU; default: %(default)s)",
+        " (auto: one per usable CPU, or 1 where there are two or fewer;"
+        " default: %(default)s)",
     )
     p.add_argument(
         "--list-format",

@@ -279,6 +279,20 @@ async def test_processes_usage_errors(tmp_path: Path) -> None:
     assert usable_cpus() == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.parametrize(("cpus", "chosen"), [(1, 1), (2, 1), (3, 3), (8, 8)])
+def test_processes_auto_is_one_on_two_cpus_or_fewer(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, chosen: int
+) -> None:
+    # On two CPUs one process and its reporter beat two shards and their
+    # merge (benchmarks/RESULTS-processes.md).
+    import checker.parallel
+    from checker import cli
+
+    monkeypatch.setattr(checker.parallel, "usable_cpus", lambda: cpus)
+    assert cli._processes("auto") == cli._processes(" AUTO ") == chosen
+    assert cli._processes("2") == 2  # a number is taken as it is
+
+
 def children(pid: int) -> list[int]:
     """The pids of `pid`'s child processes (Linux)."""
     found = []
