@@ -117,6 +117,16 @@ class RunOutcome:
     changes: list[Change] = field(default_factory=list)  # since the previous run
 
 
+def _placed_by_reporter(journal: Journal, base: str, formats: Sequence[str]) -> list[str]:
+    """The reports a reporter put in place before it ended without answering
+    (none if it did not get that far). It removes the journal only once the
+    reports are in place and the history committed, so a journal gone means
+    it did."""
+    if os.path.exists(journal.path):
+        return []
+    return [path for path in (f"{base}.{fmt}" for fmt in formats) if os.path.exists(path)]
+
+
 class _Recorder:
     """The pool's sink: journal, running totals, progress bar."""
 
@@ -310,6 +320,16 @@ async def _run(
             # before the run index is written, so that a failure there cannot
             # make the next run take this complete run for a killed one.)
             journal.remove()
+            await append_run(config.out_dir, index_entry(run_info, lists, written))
+        elif done is not None and (placed := _placed_by_reporter(journal, base, config.formats)):
+            # Writing the reports again would count the run twice in the
+            # history (and there is no journal to write them from): the run
+            # is recorded as it is, without the changes the answer carried.
+            written, changes, db_notes = placed, [], []
+            notes.append(
+                "reports: the report process put the reports and the history in place, then"
+                f" ended before its answer ({done.reason}): no alerts were sent for this run"
+            )
             await append_run(config.out_dir, index_entry(run_info, lists, written))
         else:
             if done is not None and done.reason:

@@ -5,6 +5,7 @@ its reports (checker/reports/reporter.py)."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import random
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -563,6 +565,62 @@ async def test_a_run_killed_as_its_reporter_commits_is_not_counted_twice(tmp_pat
         db.close()
     first = sorted((tmp_path / "reports").glob("status-*.json"))[0]
     assert len(json.loads(first.read_bytes())["results"]) == 3000
+
+
+def test_a_reporter_that_ends_after_its_commit_without_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reporter puts the reports in place, commits the history, removes
+    the journal, and is gone before its answer reaches the run (killed, its
+    pipe broken). The run must neither fail (it did: exit 4, "journal: No
+    such file or directory", the run missing from the run index) nor write
+    the reports and the history again: it records the run as it is."""
+    from checker import cli
+
+    real = reporter.Reporter.finish
+
+    async def answer_lost(self: reporter.Reporter, end: End) -> Outcome:
+        outcome = await real(self, end)
+        assert outcome.ok  # it did all its work...
+        return Outcome(False, "the report process ended with code 9")  # ...and said nothing
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CHECKER_REPORTER", "on")
+    monkeypatch.chdir(tmp_path)
+    try:
+        urls = [f"http://127.0.0.1:{server.server_port}/?{i}" for i in range(300)]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        with monkeypatch.context() as patched:
+            patched.setattr(reporter.Reporter, "finish", answer_lost)
+            assert cli.main(["check", "urls.txt", "-q", "--retries", "0"]) == 0
+        err = capsys.readouterr().err
+        assert "no alerts were sent for this run" in err and "error" not in err, err
+        out = tmp_path / "reports"
+        index = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+        assert len(index) == 1 and index[0]["total"] == 300
+        first = sorted(out.glob("status-*.json"))
+        assert len(first) == 1 and [Path(p).name for p in index[0]["reports"]] == [
+            first[0].with_suffix(f".{fmt}").name for fmt in ("csv", "json", "html")
+        ]
+        assert len(json.loads(first[0].read_bytes())["results"]) == 300
+        assert list(out.glob("*.journal.jsonl")) == []
+        # The next run finds nothing to recover, and the history has each run once.
+        assert cli.main(["check", "urls.txt", "-q", "--retries", "0"]) == 0
+        assert "journal" not in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+    db = sqlite3.connect(out / "history.sqlite3")
+    try:
+        assert db.execute("SELECT COUNT(*), SUM(complete) FROM runs").fetchone() == (2, 2)
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone() == (600,)
+    finally:
+        db.close()
 
 
 async def test_a_run_that_fails_leaves_no_half_written_reports(tmp_path: Path) -> None:
