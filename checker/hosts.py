@@ -24,11 +24,16 @@ of a million distinct hosts leaves no million entries behind.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from checker.targets import Target
+
+# The clock of the pace: "at least S seconds between starts" on a clock that
+# counts finer than uvloop's (whole milliseconds, read once an iteration).
+clock = time.monotonic
 
 Origin = tuple[str, str, int]
 
@@ -41,7 +46,8 @@ class _Host:
     active: int = 0
     backlog: deque[Target] = field(default_factory=deque)
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
-    next_at: float = 0.0  # loop time the next request may start
+    next_at: float = 0.0  # clock() time the next request may start
+    started: float = float("-inf")  # clock() time the last paced request started
     penalty: float = 0.0  # seconds added between requests after 429/503
 
 
@@ -106,12 +112,16 @@ class HostGate:
         gap = self.interval + (host.penalty if host is not None else 0.0)
         if host is None or (gap <= 0 and host.next_at <= 0):
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = clock()
         start = max(now, host.next_at)
         host.next_at = start + gap
-        if start > now:
-            await asyncio.sleep(start - now)
+        # The booked start, and `gap` after the one before really started: a
+        # loop held up by other work wakes the sleepers of several starts in
+        # one turn, and uvloop's timers (whole milliseconds) may end early.
+        while (wait := max(start, host.started + gap) - clock()) > 0:
+            await asyncio.sleep(wait)
+        host.started = clock()
+        host.next_at = max(host.next_at, host.started + gap)
 
     def told(self, key: Origin, status: int | None, retry_after: float | None) -> None:
         """What the host answered: slow down after 429/503, speed up again after."""
@@ -121,8 +131,7 @@ class HostGate:
         if status in SLOW_DOWN:
             wanted = max(FIRST_PENALTY, 2 * host.penalty, retry_after or 0.0)
             host.penalty = min(self.cap, wanted)
-            now = asyncio.get_running_loop().time()
-            host.next_at = max(host.next_at, now + host.penalty)
+            host.next_at = max(host.next_at, clock() + host.penalty)
         elif host.penalty:
             host.penalty = host.penalty / 2 if host.penalty > 0.1 else 0.0
 
@@ -141,7 +150,7 @@ class HostGate:
         if host.active or host.backlog or host.waiters:
             return
         self._calls += 1
-        now = asyncio.get_running_loop().time()
+        now = clock()
         if host.next_at <= now and not host.penalty:
             del self._hosts[key]
         elif self._calls % 1024 == 0:

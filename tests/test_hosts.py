@@ -5,10 +5,14 @@ goes at full speed."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from checker.hosts import HostGate
 from checker.targets import Target
@@ -67,6 +71,61 @@ async def test_the_pace_between_requests() -> None:
     for _ in range(3):
         await gate.pace(KEY)
     assert loop.time() - start >= 0.1 - 0.005  # three starts, two intervals between
+
+
+Factory = Callable[[], asyncio.AbstractEventLoop]
+LOOPS: list[Factory] = [asyncio.new_event_loop, uvloop.new_event_loop]
+SLACK = 5e-6  # the starts are read just after the gate lets each go
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_the_pace_is_never_shorter_than_the_interval(
+    factory: Factory,
+) -> None:
+    # "At least S seconds between the starts" (README), also on uvloop, whose
+    # timers count whole milliseconds: 11.5 ms was sometimes 11.1.
+    async def main() -> list[float]:
+        gate = HostGate(limit=4, interval=0.0115)
+        assert await gate.enter(KEY, target(0))
+        starts = []
+        for _ in range(25):
+            await gate.pace(KEY)
+            starts.append(time.monotonic())
+        return starts
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        starts = runner.run(main())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.0115 - SLACK, gaps
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_a_loop_held_up_does_not_start_the_paced_requests_together(
+    factory: Factory,
+) -> None:
+    # Four requests booked 20 ms apart, then 100 ms of other work on the
+    # loop: all four were due when it ended, and started in one turn.
+    async def main() -> list[float]:
+        gate = HostGate(limit=4, interval=0.02)
+        for i in range(4):
+            assert await gate.enter(KEY, target(i))
+        starts: list[float] = []
+
+        async def one() -> None:
+            await gate.pace(KEY)
+            starts.append(time.monotonic())
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(4):
+                group.create_task(one())
+            await asyncio.sleep(0)  # each has booked its start
+            time.sleep(0.1)  # noqa: ASYNC251 (the loop held up: what this test is about)
+        return starts
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        starts = runner.run(main())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert len(starts) == 4 and min(gaps) >= 0.02 - SLACK, gaps
 
 
 async def test_429_and_503_slow_a_host_down_and_good_answers_speed_it_up() -> None:
