@@ -16,13 +16,20 @@ from checker.http.body import MAX_BODY, Body, BodySink, decode
 from checker.http.client import ClientConfig, Trace, open_service, request_head, tls_ready
 from checker.http.connections import ConnectionPool
 from checker.http.deadline import Deadline
-from checker.http.errors import BadRedirect, CheckError, CheckTimeout, TooManyRedirects
+from checker.http.errors import (
+    BadRedirect,
+    CheckError,
+    CheckTimeout,
+    ConnectionReset,
+    ProtocolError,
+    TooManyRedirects,
+)
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
 from checker.protocols.replies import ReplyRefused
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
-from checker.url import TLS_SCHEMES, URL, URLError, resolve_location
+from checker.url import TLS_SCHEMES, URL, URLError, is_clean, resolve_location
 
 if TYPE_CHECKING:
     from checker.protocols.session import Outcome
@@ -112,16 +119,26 @@ class Attempt:
         return self.state[0] != DOWN
 
 
+# HEAD's failures after which a GET decides: the server took the request and
+# then did something wrong with it (no answer, a cut or broken one, a reset).
+# Not the failures to reach the host at all (dns, refused, tls...): a GET
+# would meet the same.
+_HEAD_FAILURES = (ProtocolError, ConnectionReset)
+
+
 async def attempt_check(
     url: URL,
     opts: CheckOptions,
     connections: ConnectionPool | None = None,
     expect: Expect | None = None,
+    method: str | None = None,
 ) -> Attempt:
     """Run one attempt under the check's deadline; never raises a CheckError.
 
     With `connections`, requests may reuse kept-alive connections. `expect`:
     a CSV list row's expectations (a body check is a GET that reads the body).
+    `method`: this attempt's, over the options' (the pool retries with GET
+    after a HEAD that got no answer in time).
     """
     if url.scheme in TLS_SCHEMES:
         await tls_ready(opts.client)  # (the run's to wait for, not this URL's)
@@ -129,23 +146,31 @@ async def attempt_check(
     expect = expect or PLAIN
     if url.is_service:
         return await _probe(url, opts, expect, start)
-    method = expect.method or ("GET" if expect.needs_body else opts.method)
+    method = method or expect.method or ("GET" if expect.needs_body else opts.method)
     out = Attempt(method=method, final_url=url, expect=expect)
     try:
         with Deadline(opts.timeout) as deadline:
             token = check_deadline.set(deadline)
             try:
-                await _follow(url, method, opts, out, connections)
-                if (
-                    method == "HEAD"
-                    and out.head is not None
-                    and out.head.status not in (expect.statuses)
+                failed: CheckError | None = None
+                try:
+                    await _follow(url, method, opts, out, connections)
+                except _HEAD_FAILURES as exc:
+                    if method != "HEAD":
+                        raise
+                    failed = exc
+                if method == "HEAD" and (
+                    failed is not None
+                    or (out.head is not None and out.head.status not in expect.statuses)
                 ):
                     # Many servers answer HEAD wrongly (405, 501, even 404 or
-                    # 500): one GET decides before the URL is called down.
-                    head_status = out.head.status
+                    # 500, or not at all): one GET decides before the URL is
+                    # called down.
+                    head_status = out.head.status if failed is None and out.head else None
                     # What HEAD's server did wrong stays said (a body after HEAD).
                     warnings = out.warnings
+                    if failed is not None:
+                        warnings.append(f"HEAD failed ({failed.category}: {failed}); GET decided")
                     out = Attempt(
                         method="GET", final_url=url, head_status=head_status, expect=expect
                     )
@@ -236,6 +261,11 @@ async def _follow(
             nxt = resolve_location(current, location[0])
         except URLError as exc:
             raise BadRedirect(f"{exc}: Location {location[0][:200]!r}") from None
+        if not is_clean(location[0]):
+            out.warnings.append(
+                f"a Location with spaces or control characters ({location[0][:200]!r}),"
+                " followed as browsers do"
+            )
         out.redirects.append(Hop(out.head.status, str(current), str(nxt)))
         if current.scheme == "https" and nxt.scheme == "http":
             out.warnings.append(f"redirected from https down to http: {nxt}")

@@ -22,7 +22,7 @@ from typing import Protocol
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
 from checker.hosts import HostGate
 from checker.http.connections import ConnectionPool
-from checker.http.errors import Interrupted, InvalidURL
+from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
 from checker.results import Result
 from checker.targets import Duplicate, Target
 
@@ -197,13 +197,16 @@ class Pool:
     async def _check(self, target: Target, key: tuple[str, str, int]) -> Result:
         assert target.url is not None
         n = 1
+        method: str | None = None
         while True:
             # The host's pace (--host-interval, slower after 429/503) is kept
             # before the attempt: waiting for it does not eat into its deadline.
             await self.hosts.pace(key)
             attempt = await attempt_check(
-                target.url, self.check_opts, self.connections, target.expect
+                target.url, self.check_opts, self.connections, target.expect, method
             )
+            if method is not None:
+                attempt.warnings.insert(0, "HEAD got no answer in time; a GET was tried next")
             head = attempt.head
             if head is not None:
                 asked = parse_retry_after(head.get("retry-after"))
@@ -212,6 +215,11 @@ class Pool:
                 )
             if n > self.opts.retries or not should_retry(attempt):
                 return make_result(target, attempt, n)
+            if attempt.method == "HEAD" and isinstance(attempt.error, CheckTimeout):
+                # A HEAD with no answer in time: the GET that confirms a down
+                # URL had no time left in that attempt, so the next is a GET
+                # (servers that never answer HEAD exist).
+                method = "GET"
             await asyncio.sleep(retry_delay(n, attempt, self.opts))
             n += 1
 

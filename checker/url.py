@@ -105,6 +105,8 @@ _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 # Any byte that may end a request line or start a header line (and the space).
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+_TAB_OR_NEWLINE = re.compile(r"[\t\n\r]")
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
 
 
 def _refuse_unsafe_chars(text: str) -> None:
@@ -134,9 +136,24 @@ def parse_url(text: str) -> URL:
     return _parse_absolute(text)
 
 
+def clean_location(location: str) -> str:
+    """A Location as browsers take it (the WHATWG URL parser): spaces and
+    control characters around it dropped, tabs and line breaks in it removed.
+    A space or control character left inside is percent-encoded when the
+    URL is made (a host cannot hold one: that stays refused)."""
+    return _TAB_OR_NEWLINE.sub("", location.strip(_C0_AND_SPACE))
+
+
+def is_clean(text: str) -> bool:
+    """No space or control character in `text`."""
+    return _UNSAFE.search(text) is None
+
+
 def resolve_location(base: URL, location: str) -> URL:
-    """Resolve a Location field against the URL that returned it (RFC 3986 5.2)."""
-    _refuse_unsafe_chars(location)
+    """Resolve a Location field against the URL that returned it (RFC 3986
+    5.2), after `clean_location`: a redirect to "/a b" is followed to
+    "/a%20b", as a browser and curl do."""
+    location = clean_location(location)
     if not location:
         raise URLError("empty Location")
     scheme, authority, path, query, _fragment = _split(location)
