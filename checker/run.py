@@ -117,16 +117,6 @@ class RunOutcome:
     changes: list[Change] = field(default_factory=list)  # since the previous run
 
 
-def _placed_by_reporter(journal: Journal, base: str, formats: Sequence[str]) -> list[str]:
-    """The reports a reporter put in place before it ended without answering
-    (none if it did not get that far). It removes the journal only once the
-    reports are in place and the history committed, so a journal gone means
-    it did."""
-    if os.path.exists(journal.path):
-        return []
-    return [path for path in (f"{base}.{fmt}" for fmt in formats) if os.path.exists(path)]
-
-
 class _Recorder:
     """The pool's sink: journal, running totals, progress bar."""
 
@@ -316,27 +306,13 @@ async def _run(
         if done is not None and done.ok:
             written, changes, db_notes = done.written, done.changes, done.notes
             run_info.update(done.run)
-            # The reports are in place: the journal has done its job. (Removed
-            # before the run index is written, so that a failure there cannot
-            # make the next run take this complete run for a killed one.)
+            # The reports are in place and the history has the run: into the
+            # run index, and then the journal goes. (A run killed in between
+            # leaves a journal that the next run finds recorded: it indexes
+            # the run if need be and keeps its reports, recover.publish.)
+            await append_run(config.out_dir, index_entry(run_info, lists, written))
             journal.remove()
-            await append_run(config.out_dir, index_entry(run_info, lists, written))
-        elif done is not None and (placed := _placed_by_reporter(journal, base, config.formats)):
-            # Writing the reports again would count the run twice in the
-            # history (and there is no journal to write them from): the run
-            # is recorded as it is, without the changes the answer carried.
-            written, changes, db_notes = placed, [], []
-            notes.append(
-                "reports: the report process put the reports and the history in place, then"
-                f" ended before its answer ({done.reason}): no alerts were sent for this run"
-            )
-            await append_run(config.out_dir, index_entry(run_info, lists, written))
         else:
-            if done is not None and done.reason:
-                notes.append(
-                    f"reports: the report process gave up ({done.reason});"
-                    " they were written after the checks instead"
-                )
             # After the checks, from the journal: as a killed run's are.
             published = await publish(
                 journal,
@@ -350,6 +326,17 @@ async def _run(
                 latest=True,
             )
             written, changes, db_notes = published.reports, published.changes, published.notes
+            if done is not None and published.recorded_before:
+                # It committed, and ended before its answer reached the run.
+                db_notes = [
+                    "reports: the report process put the reports and the history in place,"
+                    f" then ended before its answer ({done.reason}); they are kept as they are"
+                ]
+            elif done is not None and done.reason:
+                notes.append(
+                    f"reports: the report process gave up ({done.reason});"
+                    " they were written after the checks instead"
+                )
         outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
         outcome.notes += notes + db_notes
         outcome.run = run_info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from checker.demo.fleet import Fleet, Route
 from checker.results import FIELDS
-from tests.helpers import journal_with
+from tests.helpers import SwitchableSite, journal_with, raw_server
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
@@ -168,3 +169,80 @@ def test_block_reader_finds_lines_across_blocks(tmp_path: Path) -> None:
         assert reader.line(6 + 20) == b"b" * 10 + b"\n"  # from the middle of a long line
     finally:
         os.close(fd)
+
+
+# A run that writes its reports after its checks (no reporter) and is killed
+# while its rows go into the history: found by a review, the batches written
+# before the kill were committed one by one, so 716 of 2,000 URLs had gone
+# down in the states of a run that was then recovered as killed (and added
+# again): the next complete run saw no change, and no alert went out.
+KILLED_IN_THE_HISTORY = """
+import os, sys
+from checker.reports import output
+from checker.store import feed
+
+# Many batches of a short list.
+output.ReportWriter.open.__func__.__kwdefaults__.update(batch=8, store_rows=8)
+sends = 0
+real = feed.Feed.send
+
+async def send(self):
+    global sends
+    found = await real(self)  # (the batch before this one is written now)
+    sends += 1
+    if sends == 3:
+        os._exit(9)  # as SIGKILL: nothing more runs
+    return found
+
+feed.Feed.send = send
+from checker import cli
+sys.argv = ["checker", *sys.argv[1:]]
+cli.entry()
+"""
+
+
+async def test_a_run_killed_in_its_history_leaves_none_of_it(tmp_path: Path) -> None:
+    site = SwitchableSite()
+    async with raw_server(site) as port:
+        (tmp_path / "urls.txt").write_text(
+            "".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60))
+        )
+        off = {"CHECKER_REPORTER": "off"}
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path, env=off)
+        assert code == 0, err
+        # Now they are all down, and the run is killed in its history's third batch.
+        site.status = b"404 Not Found"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            KILLED_IN_THE_HISTORY,
+            "check",
+            "urls.txt",
+            "-q",
+            cwd=tmp_path,
+            env={**os.environ, **off},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(45):
+            _, err_b = await proc.communicate()
+        assert proc.returncode == 9, err_b
+        db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
+        try:
+            # Nothing of the killed run: not a row, not a state moved.
+            assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+            assert db.execute("SELECT COUNT(*) FROM url_state WHERE state != 'up'").fetchone() == (
+                0,
+            )
+        finally:
+            db.close()
+        # The next run recovers it (once), and, complete, finds all 60 down.
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path, env=off)
+    assert code == 1 and "a killed run's journal became" in err, err
+    db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
+    try:
+        assert db.execute("SELECT complete FROM runs ORDER BY id").fetchall() == [(1,), (0,), (1,)]
+        assert db.execute("SELECT COUNT(*) FROM url_state WHERE state = 'down'").fetchone() == (60,)
+    finally:
+        db.close()
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    assert report["run"]["changes_total"] == 60

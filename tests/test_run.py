@@ -207,35 +207,55 @@ async def test_stopping_a_long_list_streams_the_unchecked_rows() -> None:
     assert sink.most_unflushed <= FLUSH_EVERY + 100
 
 
-async def test_a_failed_run_index_leaves_no_journal_to_mistake_for_a_killed_run(
+async def test_a_failed_run_index_leaves_a_journal_the_next_run_completes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The reports are written, then runs.jsonl cannot be: the run fails (exit
-    # 4 in the CLI), but its journal is gone already, so the next run does not
-    # "recover" this complete run as a killed one.
+    # The reports and the history are written, then runs.jsonl cannot be:
+    # the run fails (exit 4 in the CLI) and its journal stays. The next run
+    # finds that run in the history already: it indexes it and keeps its
+    # reports, instead of "recovering" a complete run as a killed one (and
+    # counting it twice).
+    import sqlite3
+
     from checker import run as run_module
     from checker.reports import recover
+    from checker.reports.recover import recover_leftovers
     from checker.run import RunConfig, run_check
 
     async def refused(out_dir: str, entry: dict[str, Any]) -> None:
         raise PermissionError(13, "Permission denied", f"{out_dir}/runs.jsonl")
 
-    # (A run writes its index line itself after a reporter; after its checks,
-    # as a killed run's reports are written: recover.publish.)
-    monkeypatch.setattr(run_module, "append_run", refused)
-    monkeypatch.setattr(recover, "append_run", refused)
+    out = tmp_path / "out"
     async with raw_server(SwitchableSite()) as port:
         lst = tmp_path / "urls.txt"
         lst.write_text(f"http://127.0.0.1:{port}/\n")
         config = RunConfig(
             lists=[str(lst)],
-            out_dir=str(tmp_path / "out"),
+            out_dir=str(out),
             formats=["json"],
             check=check_options(),
             pool=PoolOptions(concurrency=2),
         )
-        with pytest.raises(PermissionError):
-            await run_check(config)
-    assert list((tmp_path / "out").glob("*.journal.jsonl")) == []
-    report = json.loads((tmp_path / "out" / "latest.json").read_text())
-    assert report["run"]["interrupted"] is False
+        # (A run writes its index line itself after a reporter; after its
+        # checks, as a killed run's reports are written: recover.publish.)
+        with monkeypatch.context() as patched:
+            patched.setattr(run_module, "append_run", refused)
+            patched.setattr(recover, "append_run", refused)
+            with pytest.raises(PermissionError):
+                await run_check(config)
+    (journal,) = out.glob("*.journal.jsonl")
+    first = json.loads((out / "latest.json").read_text())
+    assert first["run"]["interrupted"] is False
+    notes = await recover_leftovers(str(out), ["json"])
+    assert notes == [
+        f"a run killed at its very end was completed: {journal}".replace(".journal.jsonl", ".json")
+    ], notes
+    assert list(out.glob("*.journal.jsonl")) == []
+    assert json.loads((out / "latest.json").read_text()) == first  # kept as it was
+    (entry,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert (entry["started_at"], entry["interrupted"]) == (first["run"]["started_at"], False)
+    db = sqlite3.connect(out / "history.sqlite3")
+    try:
+        assert db.execute("SELECT COUNT(*), SUM(complete) FROM runs").fetchone() == (1, 1)
+    finally:
+        db.close()

@@ -26,8 +26,8 @@ from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy
 from checker.reports.output import write_reports
 from checker.results import NOT_A_CHECK
-from checker.store.feed import start_feed
-from checker.store.index import append_run, index_entry, lists_key, report_rows
+from checker.store.feed import recorded_report, start_feed
+from checker.store.index import append_run, index_entry, lists_key, read_runs, report_rows
 from checker.store.model import Change, Policy
 from checker.store.prune import stamp_order
 from checker.summary import Stats
@@ -47,6 +47,7 @@ class Recovered:
     stats: Stats
     run: dict[str, Any]
     note: str | None
+    recorded_before: bool = False  # killed after its reports and history were in place
 
 
 async def recover(path: str, formats: Sequence[str]) -> Recovered:
@@ -90,6 +91,8 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     base = path[: -len(JOURNAL_SUFFIX)]
     done = await publish(journal, run, lists, base, formats)
     remove_spools(path)
+    if done.recorded_before:
+        return Recovered(done.reports, stats, run, None, recorded_before=True)
     notes = done.notes
     return Recovered(done.reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
 
@@ -99,6 +102,9 @@ class Published:
     reports: list[str]
     notes: list[str]  # for the user: the history database could not be used
     changes: list[Change]  # since the previous complete run in the folder
+    # The history had the run already (see `publish`): these reports were in
+    # place, and nothing was written again.
+    recorded_before: bool = False
 
 
 async def publish(
@@ -120,14 +126,33 @@ async def publish(
     a change. The `policy` is the run's own options' unless given;
     `roll_up_days` rolls up a share of old results, as a complete run does;
     `now` is when the states and trends are as of (default: now); `latest`
-    points latest.* at the reports (default: when no later report exists)."""
+    points latest.* at the reports (default: when no later report exists).
+
+    The history takes the run in one transaction, committed once the reports
+    are in place; then the run index; the journal goes last. A run killed
+    before the commit leaves nothing in the history, and its journal is
+    recovered. One killed after it (or a reporter that committed and died
+    before its answer) leaves a journal whose run the history has already:
+    its reports are in place, so they stay as they are, the run is indexed if
+    it is not yet, and it is never counted twice."""
     out_dir = os.path.dirname(base) or "."
+    keyed = lists_key(lists)
+    if not run.get("shard"):
+        name = await asyncio.to_thread(recorded_report, out_dir, run, keyed)
+        if name is not None:
+            return await _recorded_before(journal, run, keyed, base, formats, name)
     if policy is None:
         policy = policy_of(run)
     json_name = os.path.basename(base) + ".json" if "json" in formats else None
     db, feed, notes = (
         await start_feed(
-            out_dir, run, lists_key(lists), json_name, policy, now or datetime.now(UTC)
+            out_dir,
+            run,
+            keyed,
+            json_name,
+            policy,
+            now or datetime.now(UTC),
+            one_transaction=True,
         )
         if not run.get("shard")  # a shard keeps no history: its merge does
         else (None, None, [])
@@ -138,15 +163,49 @@ async def publish(
         reports = await write_reports(
             base, formats, run, journal, store=feed, latest=latest, stats=stats
         )
-        if db is not None and roll_up_days is not None and not run.get("interrupted"):
-            await asyncio.to_thread(db.roll_up, None, roll_up_days)
+        if db is not None:
+            await asyncio.to_thread(db.commit)
+            if roll_up_days is not None and not run.get("interrupted"):
+                await asyncio.to_thread(db.roll_up, None, roll_up_days)
     finally:
         if db is not None:
+            db.rollback()  # (nothing, once committed)
             db.close()
-    journal.remove()
     # In the run index too, so that `checker history` lists it.
-    await append_run(out_dir, index_entry(run, lists_key(lists), reports))
+    await append_run(out_dir, index_entry(run, keyed, reports))
+    journal.remove()
     return Published(reports, notes, feed.changes if feed is not None else [])
+
+
+async def _recorded_before(
+    journal: Journal,
+    run: dict[str, Any],
+    lists: list[str],
+    base: str,
+    formats: Sequence[str],
+    json_name: str,
+) -> Published:
+    out_dir = os.path.dirname(base) or "."
+    reports = _in_place(base, formats)
+    changes: list[Change] = []
+    if json_name:
+        # The run as it was recorded (complete, its totals), and the changes
+        # it found, from its own report.
+        with contextlib.suppress(RecoverError):
+            run, changes = read_report_header(os.path.join(out_dir, json_name))
+    started = str(run.get("started_at"))
+    if not any(entry.started_at == started for entry in read_runs(out_dir)):
+        await append_run(out_dir, index_entry(run, lists, reports))
+    journal.remove()
+    note = (
+        f"the run of {started} was in the history already, its reports in place:"
+        " they were kept as they are"
+    )
+    return Published(reports, [note], changes, recorded_before=True)
+
+
+def _in_place(base: str, formats: Sequence[str]) -> list[str]:
+    return [path for path in (f"{base}.{fmt}" for fmt in formats) if os.path.exists(path)]
 
 
 def policy_of(run: dict[str, Any]) -> Policy:
@@ -178,6 +237,11 @@ async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
             aside = path + ".unreadable"
             os.replace(path, aside)
             notes.append(f"could not recover {path} ({exc}): moved to {aside}")
+            continue
+        if done.recorded_before:
+            # Killed after its reports and history were in place: only its
+            # line in the run index and its journal's removal were left.
+            notes.append(f"a run killed at its very end was completed: {', '.join(done.reports)}")
             continue
         notes.append(f"a killed run's journal became {', '.join(done.reports)}")
         if done.note:

@@ -304,10 +304,10 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
         written = await writer.publish(final, journal)
         # The history last: until it is committed, a reporter that fails
         # leaves nothing there, and the run writes its reports (again) and
-        # its history itself. Once it is, the journal has done its job and
-        # goes at once: a run killed now must not be recovered from it and
-        # counted twice (the run would take tens of milliseconds to hear of
-        # the commit and remove it).
+        # its history itself. Once it is, a journal left behind (the run
+        # killed before it indexed the run and removed the journal) is found
+        # recorded by the next run, which indexes the run and keeps these
+        # reports (recover.publish): never counted twice.
         if db is not None and feed is not None:
             from checker.store.feed import totals
 
@@ -319,7 +319,6 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
             )
             db.commit()
         committed = True
-        journal.remove()
         added: dict[str, Any] = {
             k: final[k] for k in ("previous_run", "changes_total") if k in final
         }

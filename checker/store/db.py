@@ -545,6 +545,18 @@ class HistoryDB:
         with self._transaction():
             self._db.execute("DELETE FROM outbox WHERE channel = ?", (channel,))
 
+    def recorded(self, started_at: str, lists: str) -> str | None:
+        """The JSON report's name ("" without one) of the run that started at
+        `started_at` on `lists`, if it is in the history already (None: it
+        is not). A run is added in the transaction that holds its results,
+        its states and its reports' names, committed once its reports are in
+        place: recorded means the run's work is done."""
+        row = self._db.execute(
+            "SELECT report FROM runs WHERE started_at = ? AND lists = ? ORDER BY id LIMIT 1",
+            (started_at, lists),
+        ).fetchone()
+        return None if row is None else str(row[0] or "")
+
     def previous_complete(self, run_id: int) -> str | None:
         """When the newest complete run before `run_id` started, if any."""
         row = self._db.execute(

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from checker.results import NOT_A_CHECK
-from checker.store.db import HistoryDB
+from checker.store.db import NAME, HistoryDB
 from checker.store.index import MAX_CHANGES, read_runs, report_rows
 from checker.store.model import Batch, Change, Incident, Policy, Row, RunEntry
 
@@ -196,6 +196,25 @@ def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
             if imported:
                 notes.append(f"history: started from the {imported} earlier reports in {out_dir}")
     return db, notes
+
+
+def recorded_report(out_dir: str, run_info: dict[str, Any], lists: list[str]) -> str | None:
+    """`HistoryDB.recorded` for a run in the folder's database: the JSON
+    report's name if the run is there already, None if not (or there is no
+    database, or it cannot be read: then the run is written as usual)."""
+    path = os.path.join(out_dir, NAME)
+    if not os.path.exists(path):
+        return None
+    try:
+        db = HistoryDB(path)
+    except sqlite3.Error:
+        return None
+    try:
+        return db.recorded(str(run_info["started_at"]), json.dumps(lists))
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
 
 
 async def start_feed(
