@@ -766,6 +766,11 @@ def merge_reports(args: argparse.Namespace) -> int:
     from checker.reports.merge import MergeError, MergeOptions, merge
     from checker.run import Channels, after_reports
 
+    channels = None
+    if args.notify_webhook or args.notify_email:
+        ssl_context, proxies = _tls_and_proxies(args.ca_file, insecure=False, proxy=None)
+        client = ClientConfig(ssl_context=ssl_context, proxies=proxies)
+        channels = Channels(args.notify_webhook or None, smtp_config(args), client)
     how = MergeOptions(
         formats=args.format,
         partial=args.partial,
@@ -773,12 +778,8 @@ def merge_reports(args: argparse.Namespace) -> int:
         alert_after=args.alert_after,
         remind_every=args.remind_every,
         roll_up_days=args.history_days,
+        alert=channels.names if channels is not None else (),
     )
-    channels = None
-    if args.notify_webhook or args.notify_email:
-        ssl_context, proxies = _tls_and_proxies(args.ca_file, insecure=False, proxy=None)
-        client = ClientConfig(ssl_context=ssl_context, proxies=proxies)
-        channels = Channels(args.notify_webhook or None, smtp_config(args), client)
 
     async def merge_and_alert() -> RunOutcome:
         # A merge is written whole or not at all: Ctrl-C (or SIGTERM) waits

@@ -66,6 +66,11 @@ class Channels:
     smtp: SMTPConfig | None
     client: ClientConfig
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The channels, as the history's outbox names them."""
+        return (("webhook",) if self.webhook else ()) + (("mail",) if self.smtp else ())
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -102,6 +107,12 @@ class RunConfig:
         if not (self.webhook or self.smtp) or self.shard is not None:
             return None
         return Channels(self.webhook, self.smtp, self.check.client)
+
+    @property
+    def alert(self) -> tuple[str, ...]:
+        """The channels this run's changes are queued for (none: it sends none)."""
+        channels = self.channels
+        return channels.names if channels is not None else ()
 
 
 @dataclass
@@ -275,6 +286,7 @@ async def _run(
                             lists,
                             started,
                             config.history_days,
+                            config.alert,
                         )
                     )
                     if reporter is not None:
@@ -320,6 +332,7 @@ async def _run(
                 list(config.lists),
                 base,
                 config.formats,
+                alert=config.alert,
                 policy=config.policy,
                 roll_up_days=config.history_days,
                 now=started,
@@ -331,6 +344,7 @@ async def _run(
                 db_notes = [
                     "reports: the report process put the reports and the history in place,"
                     f" then ended before its answer ({done.reason}); they are kept as they are"
+                    + (", its alerts sent from the history's outbox" if config.alert else "")
                 ]
             elif done is not None and done.reason:
                 notes.append(
@@ -389,11 +403,15 @@ async def after_reports(
 async def send_alerts(
     out_dir: str, to: Channels, changes: list[Change], run: dict[str, Any]
 ) -> list[str]:
-    """Send the changes to each channel, with what it failed to deliver
-    before (kept in the history database's outbox); keep what fails now."""
+    """Send each channel what the history's outbox holds for it: what it
+    did not deliver before, and this run's `changes`, which went in with the
+    states that made them (`HistoryDB.add_results`), before any channel was
+    tried. A channel's go once it delivered them; a channel that fails keeps
+    them for the next complete run, and so does a run killed while it sends
+    (at least once: one killed after a webhook's 200, before the outbox is
+    told, sends them again)."""
     from checker.notify import notify
 
-    channels = (["webhook"] if to.webhook else []) + (["mail"] if to.smtp else [])
     db: HistoryDB | None
     try:
         db = await asyncio.to_thread(HistoryDB.in_folder, out_dir)
@@ -401,31 +419,33 @@ async def send_alerts(
         db = None  # said already: no history this run; alerts still go out
     lines: list[str] = []
     try:
-        for channel in channels:
-            held = await asyncio.to_thread(db.held, channel) if db is not None else []
-            if not held and not changes:
+        for channel in to.names:
+            # (Without the database, this run's changes, kept nowhere.)
+            held = await asyncio.to_thread(db.held, channel) if db is not None else changes
+            if not held:
                 continue
             sent = await notify(
-                held + changes,
+                held,
                 run,
                 webhook=to.webhook if channel == "webhook" else None,
                 webhook_client=to.client,
                 smtp=to.smtp if channel == "mail" else None,
             )
             failed = any(": failed: " in line for line in sent)
+            # This run's are the newest; the rest are earlier runs'.
+            earlier = max(0, len(held) - len(changes))
             if db is not None:
                 if failed:
-                    await asyncio.to_thread(db.hold, channel, held + changes, datetime.now(UTC))
                     sent = [
-                        f"{line}; its {len(held) + len(changes)} changes will be sent again"
-                        " by the next run"
+                        f"{line}; its {len(held)} changes will be sent again by the next run"
                         if ": failed: " in line
                         else line
                         for line in sent
                     ]
-                elif held:
-                    await asyncio.to_thread(db.delivered, channel)
-                    sent = [f"{line} (with {len(held)} held from earlier runs)" for line in sent]
+                else:
+                    await asyncio.to_thread(db.delivered, channel, len(held))
+                    if earlier:
+                        sent = [f"{line} (with {earlier} held from earlier runs)" for line in sent]
             lines += sent
     finally:
         if db is not None:

@@ -3,16 +3,19 @@ change, and a webhook and a mail about it arrive at local servers."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
+import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
 from checker.demo.fleet import Fleet, Route
-from tests.helpers import SwitchableSite, raw_server
+from tests.helpers import SwitchableSite, raw_server, read_request
 from tests.test_cli import checker
 from tests.test_notify import StartSMTP, WebhookSink, smtp_server  # noqa: F401 (fixture)
 
@@ -237,3 +240,72 @@ async def test_an_alert_that_could_not_go_out_goes_out_with_the_next_run(tmp_pat
     assert len(hook.requests) == 1  # once, not again
     (change,) = json.loads(hook.requests[0][1])["changes"]
     assert (change["kind"], change["after"]) == ("down", 503)
+
+
+class StallingHook(WebhookSink):
+    """A webhook that, while `stall` is set, takes the POST and never answers:
+    the run that sent it is in the middle of its alert."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall = True
+        self.stalled = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.stall:
+            return await super().__call__(reader, writer)
+        await read_request(reader)
+        self.stalled.set()
+        await reader.read()  # until the run's end of the connection goes (killed)
+
+
+@pytest.mark.parametrize(
+    ("how", "reporter"),
+    [([], "off"), ([], "on"), (["--processes", "2"], "off")],
+    ids=["after-the-checks", "reporter", "processes"],
+)
+async def test_a_run_killed_while_its_webhook_hangs_leaves_the_changes_to_the_next(
+    tmp_path: Path, how: list[str], reporter: str
+) -> None:
+    # Found by a review: the states were kept before the alert, the changes
+    # only if it failed; a run SIGKILLed during the POST lost them for good.
+    site = SwitchableSite()
+    hook = StallingHook()
+    env = {"CHECKER_REPORTER": reporter}
+    async with raw_server(site) as port, raw_server(hook) as hook_port:
+        urls = [f"http://127.0.0.1:{port}/{name}" for name in ("a", "b")]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        args = ("check", "urls.txt", "-q", "--retries", "0", *how)
+        args += ("--notify-webhook", f"http://127.0.0.1:{hook_port}/hook")
+        code, _, err = await checker(*args, cwd=tmp_path, env=env)
+        assert code == 0, err
+        site.status = b"503 Service Unavailable"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "checker",
+            *args,
+            cwd=tmp_path,
+            env={**os.environ, **env},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            async with asyncio.timeout(30):
+                await hook.stalled.wait()
+        finally:
+            proc.kill()
+            await proc.wait()
+        assert hook.requests == []  # nothing went out
+        hook.stall = False
+        # Still down: no change of its own, but the killed run's go out.
+        code, _, err = await checker(*args, cwd=tmp_path, env=env)
+        assert code == 1 and err == "", err
+        assert len(hook.requests) == 1
+        code, _, err = await checker(*args, cwd=tmp_path, env=env)
+        assert code == 1 and err == "", err
+    assert len(hook.requests) == 1  # once, not again
+    sent = json.loads(hook.requests[0][1])["changes"]
+    assert sorted((c["url"], c["kind"], c["after"]) for c in sent) == [
+        (url, "down", 503) for url in urls
+    ]

@@ -44,6 +44,7 @@ from tests.test_cli import checker
 pytestmark = pytest.mark.timeout(120)
 
 FORMATS = ("csv", "json", "html", "prom")
+ALERT = ("webhook", "mail")  # the changes queued for both, by either way
 
 
 # --- the page's table, with and without the down rows known up front ---------
@@ -202,7 +203,9 @@ async def classic(
     """The reports a run writes after its checks (no reporter)."""
     base = str(out / journal.name.removesuffix(".journal.jsonl"))
     json_name = os.path.basename(base) + ".json"
-    db, feed, _ = await start_feed(str(out), run, lists_key(lists), json_name, Policy(), now)
+    db, feed, _ = await start_feed(
+        str(out), run, lists_key(lists), json_name, Policy(), now, alert=ALERT
+    )
     try:
         await write_reports(base, FORMATS, run, Journal.reopen(str(journal)), store=feed)
     finally:
@@ -233,6 +236,7 @@ async def with_reporter(
         lists_key(lists),
         now,
         14,
+        ALERT,
     )
     rnd = random.Random(seed)
     marks = sorted(rnd.sample(ends, min(len(ends), 12)))  # as the file grew
@@ -259,7 +263,16 @@ def db_rows(out: Path) -> dict[str, list[tuple[Any, ...]]]:
     try:
         return {
             table: sorted(db.execute(f"SELECT * FROM {table}"))
-            for table in ("runs", "urls", "results", "daily", "hourly", "url_state", "incidents")
+            for table in (
+                "runs",
+                "urls",
+                "results",
+                "daily",
+                "hourly",
+                "url_state",
+                "incidents",
+                "outbox",  # the changes queued for the alerts
+            )
         }
     finally:
         db.close()
@@ -294,6 +307,7 @@ async def test_the_reporter_writes_the_reports_and_history_a_run_writes_after_it
         assert outcome.run.get("changes_total") == run.get("changes_total")
         if n:
             assert run["changes_total"] > 0  # the runs differ: something changed
+            assert db_rows(a)["outbox"]  # and it is queued
         assert sorted(p.name for p in b.iterdir() if p.name.startswith(".")) == []
 
 
@@ -575,6 +589,21 @@ async def test_a_run_killed_as_its_reporter_commits_is_not_counted_twice(tmp_pat
     assert len(first["results"]) == 3000 and first["run"]["interrupted"] is False
 
 
+_FINISH = reporter.Reporter.finish
+
+
+async def answer_lost(self: reporter.Reporter, end: End) -> Outcome:
+    """`Reporter.finish` as when the reporter is gone after its commit."""
+    outcome = await _FINISH(self, end)
+    assert outcome.ok  # it did all its work...
+    return Outcome(False, "the report process ended with code 9")  # ...and said nothing
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 def test_a_reporter_that_ends_after_its_commit_without_answering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -584,17 +613,6 @@ def test_a_reporter_that_ends_after_its_commit_without_answering(
     the run missing from the run index) nor write the reports and the history
     again: it keeps the reports, indexes the run once, removes the journal."""
     from checker import cli
-
-    real = reporter.Reporter.finish
-
-    async def answer_lost(self: reporter.Reporter, end: End) -> Outcome:
-        outcome = await real(self, end)
-        assert outcome.ok  # it did all its work...
-        return Outcome(False, "the report process ended with code 9")  # ...and said nothing
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -630,6 +648,51 @@ def test_a_reporter_that_ends_after_its_commit_without_answering(
         assert db.execute("SELECT COUNT(*) FROM results").fetchone() == (600,)
     finally:
         db.close()
+
+
+def test_a_reporter_gone_after_its_commit_leaves_the_alerts_to_the_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The changes the lost answer carried went into the outbox with the
+    reporter's commit: the run sends them from there (it used to send none,
+    and the next run had no change left to send)."""
+    from checker import cli
+
+    posted: list[bytes] = []
+
+    class Hook(Quiet):
+        def do_POST(self) -> None:
+            posted.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CHECKER_REPORTER", "on")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "www").mkdir()
+    try:
+        port = server.server_port
+        urls = [f"http://127.0.0.1:{port}/www/?{i}" for i in range(40)]
+        (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+        args = ["check", "urls.txt", "-q", "--retries", "0"]
+        args += ["--notify-webhook", f"http://127.0.0.1:{port}/hook"]
+        assert cli.main(args) == 0
+        (tmp_path / "www").rmdir()  # every URL is 404 now
+        with monkeypatch.context() as patched:
+            patched.setattr(reporter.Reporter, "finish", answer_lost)
+            assert cli.main(args) == 1
+        err = capsys.readouterr().err
+        assert "they are kept as they are, its alerts sent from the history's outbox" in err
+        assert len(posted) == 1
+        sent = json.loads(posted[0])["changes"]
+        assert sorted(c["url"] for c in sent) == sorted(urls)
+        assert cli.main(args) == 1
+        assert len(posted) == 1  # sent once
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def test_a_run_that_fails_leaves_no_half_written_reports(tmp_path: Path) -> None:

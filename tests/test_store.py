@@ -203,6 +203,49 @@ def test_states_step_only_with_a_policy_and_are_kept_only_when_saved(tmp_path: P
     db.close()
 
 
+def test_a_complete_runs_changes_are_queued_with_its_states_until_delivered(
+    tmp_path: Path,
+) -> None:
+    """The outbox gets a run's changes in the transaction that keeps the
+    states they came from (so no moment after it loses them), per channel,
+    and loses them only as a channel reports them delivered."""
+    db = HistoryDB(str(tmp_path / "h.sqlite3"))
+    a, b = "https://a.example/", "https://b.example/"
+    both = ("webhook", "mail")
+
+    def step_run(ok: bool, save: bool = True, urls: tuple[str, ...] = (a,)) -> int:
+        run_id = db.add_run(iso(NOW), "[]", save, {"total": 1}, iso(NOW), None)
+        rows = [row(u, ok) for u in urls]
+        db.add_results(run_id, rows, Policy(), NOW, save_states=save, alert=both)
+        return run_id
+
+    def kinds(channel: str) -> list[tuple[str, str]]:
+        return [(c.url, c.kind) for c in db.held(channel)]
+
+    step_run(True, urls=(a, b))
+    assert kinds("webhook") == []  # first sight: no change
+    step_run(False, save=False)
+    assert kinds("webhook") == []  # a stopped run's changes are never alerted
+    step_run(False)
+    assert kinds("webhook") == kinds("mail") == [(a, "down")]
+    db.delivered("webhook", 1)  # the webhook took it; the mail did not
+    assert kinds("webhook") == [] and kinds("mail") == [(a, "down")]
+    # The run's own transaction (a reporter's): queued at its commit, or never.
+    for commit in (False, True):  # b goes down in both; the first is rolled back
+        db.begin()
+        step_run(False, urls=(b,))
+        assert kinds("webhook") == []  # (not before the commit)
+        (db.commit if commit else db.rollback)()
+    assert kinds("webhook") == [(b, "down")] and kinds("mail") == [(a, "down"), (b, "down")]
+    db.delivered("mail", 1)  # what it was sent, not what came since
+    assert kinds("mail") == [(b, "down")]
+    # A limit: the first `room` of a batch's changes (what the run's alert lists).
+    run_id = db.add_run(iso(NOW), "[]", True, {"total": 2}, iso(NOW), None)
+    db.add_results(run_id, [row(a, True), row(b, True)], Policy(), NOW, alert=("mail",), room=1)
+    assert kinds("mail") == [(b, "down"), (a, "up")] and kinds("webhook") == [(b, "down")]
+    db.close()
+
+
 def test_a_database_from_before_states_is_seeded_from_its_last_complete_run(
     tmp_path: Path,
 ) -> None:

@@ -141,6 +141,7 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                 lenient=True,
                 trusted=True,
                 expected=Expected(list(config.lists), n, config.list_format),
+                alert=config.alert,
             ),
         )
     finally:

@@ -88,6 +88,9 @@ class MergeOptions:
     lenient: bool = False  # lists gone for the missing shards' lines: said, not refused
     trusted: bool = False  # reports its own shards just wrote (--processes): not re-read
     expected: Expected | None = None
+    # The alert channels that will send the merge's changes (after_reports):
+    # queued for them with the states, as a run's are (run.send_alerts).
+    alert: tuple[str, ...] = ()
 
 
 async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged:
@@ -232,6 +235,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
             list_paths,
             base,
             how.formats,
+            alert=how.alert,
             policy=policy,
             roll_up_days=how.roll_up_days,
             stats=stats,

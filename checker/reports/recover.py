@@ -89,7 +89,7 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
         recovered=True,
     )
     base = path[: -len(JOURNAL_SUFFIX)]
-    done = await publish(journal, run, lists, base, formats)
+    done = await publish(journal, run, lists, base, formats, alert=())  # (a killed run's)
     remove_spools(path)
     if done.recorded_before:
         return Recovered(done.reports, stats, run, None, recorded_before=True)
@@ -114,6 +114,7 @@ async def publish(
     base: str,
     formats: Sequence[str],
     *,
+    alert: Sequence[str],
     policy: Policy | None = None,
     roll_up_days: int | None = None,
     stats: Stats | None = None,
@@ -123,10 +124,12 @@ async def publish(
     """Reports from a completed journal (a killed run's, a merge's, or a run's
     own after its checks), into the history database and the run index; the
     journal is removed. A run with `interrupted` set is never the baseline of
-    a change. The `policy` is the run's own options' unless given;
-    `roll_up_days` rolls up a share of old results, as a complete run does;
-    `now` is when the states and trends are as of (default: now); `latest`
-    points latest.* at the reports (default: when no later report exists).
+    a change. A complete run's changes are queued for the `alert` channels
+    with the states they came from, for `run.send_alerts`. The `policy` is
+    the run's own options' unless given; `roll_up_days` rolls up a share of
+    old results, as a complete run does; `now` is when the states and trends
+    are as of (default: now); `latest` points latest.* at the reports
+    (default: when no later report exists).
 
     The history takes the run in one transaction, committed once the reports
     are in place; then the run index; the journal goes last. A run killed
@@ -134,7 +137,8 @@ async def publish(
     recovered. One killed after it (or a reporter that committed and died
     before its answer) leaves a journal whose run the history has already:
     its reports are in place, so they stay as they are, the run is indexed if
-    it is not yet, and it is never counted twice."""
+    it is not yet, and it is never counted twice (its changes wait in the
+    outbox, committed with its states, for the next alert)."""
     out_dir = os.path.dirname(base) or "."
     keyed = lists_key(lists)
     if not run.get("shard"):
@@ -153,6 +157,7 @@ async def publish(
             policy,
             now or datetime.now(UTC),
             one_transaction=True,
+            alert=alert,
         )
         if not run.get("shard")  # a shard keeps no history: its merge does
         else (None, None, [])
@@ -187,12 +192,12 @@ async def _recorded_before(
 ) -> Published:
     out_dir = os.path.dirname(base) or "."
     reports = _in_place(base, formats)
-    changes: list[Change] = []
     if json_name:
-        # The run as it was recorded (complete, its totals), and the changes
-        # it found, from its own report.
+        # The run as it was recorded (complete, its totals), from its own
+        # report. (Its changes are in the outbox, committed with its states:
+        # the next alert sends them.)
         with contextlib.suppress(RecoverError):
-            run, changes = read_report_header(os.path.join(out_dir, json_name))
+            run, _ = read_report_header(os.path.join(out_dir, json_name))
     started = str(run.get("started_at"))
     if not any(entry.started_at == started for entry in read_runs(out_dir)):
         await append_run(out_dir, index_entry(run, lists, reports))
@@ -201,7 +206,7 @@ async def _recorded_before(
         f"the run of {started} was in the history already, its reports in place:"
         " they were kept as they are"
     )
-    return Published(reports, [note], changes, recorded_before=True)
+    return Published(reports, [note], [], recorded_before=True)
 
 
 def _in_place(base: str, formats: Sequence[str]) -> list[str]:

@@ -19,9 +19,9 @@ It writes the same reports as a run without it:
   duplicates before its result comes. At the end they must be the ones the
   run journaled, or the reporter's reports are not used.
 - The history database holds the run in one transaction, its states stepped
-  as for a complete run. A run that ends stopped rolls it back, and then
-  writes its reports after the checks, as a stopped run always did (a stopped
-  run is never a baseline).
+  as for a complete run (and its changes queued for the alerts with them). A
+  run that ends stopped rolls it back, and then writes its reports after the
+  checks, as a stopped run always did (a stopped run is never a baseline).
 
 Anything that goes wrong (the lists changed under it, a full disk, the
 reporter killed) ends the same way: the run writes its reports itself after
@@ -79,6 +79,9 @@ class Start:
     lists_key: list[str]  # the lists as the database names them
     now: datetime  # the run's start: the states and trends are as of then
     history_days: int  # raw results kept (roll-up after the reports)
+    # The run's alert channels: its changes go into their outbox in the
+    # history's commit, for the run to send (or the next, if it dies first).
+    alert: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
                 json_name,
                 start.policy,
                 start.now,
+                alert=start.alert,
                 one_transaction=True,
             )
         writer = await ReportWriter.open(

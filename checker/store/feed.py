@@ -4,7 +4,9 @@ The report pass hands every row to `Feed.add`; a batch is written in a worker
 thread, one transaction per batch, while the pass goes on rendering the next
 (one batch in flight at a time, so memory stays at two batches). For a
 complete run each batch also steps its URLs' states (`store.state`), and the
-changes come back here: the first MAX_CHANGES kept, all of them counted.
+changes come back here: the first MAX_CHANGES kept, all of them counted. The
+kept ones are also queued in the database's outbox for the run's alert
+channels, in the transaction that keeps the states (`HistoryDB.add_results`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,7 +49,8 @@ def as_row(row: dict[str, Any]) -> Row | None:
 
 class Feed:
     """With a `policy` the rows step their URLs' states and the changes are
-    gathered; the states are kept only with `save_states` (a complete run).
+    gathered; the states are kept only with `save_states` (a complete run),
+    and the changes with them, for each of the `alert` channels to send.
 
     `send()` hands the rows added since the last send to the database thread
     as one batch, and returns what the batch before it found (waiting for it
@@ -61,8 +65,10 @@ class Feed:
         policy: Policy | None = None,
         now: datetime | None = None,
         save_states: bool = True,
+        alert: Sequence[str] = (),
     ) -> None:
         self.db = db
+        self.alert = tuple(alert)
         self.has_history = False  # set by start_feed: an earlier complete run
         self.save_states = save_states
         self.run_id = run_id
@@ -103,6 +109,9 @@ class Feed:
                     self.now,
                     self.save_states,
                     self.has_history,  # (asked once, by start_feed, not once a batch)
+                    # The changes this feed keeps (`_collect`) are the ones queued.
+                    alert=self.alert,
+                    room=MAX_CHANGES - len(self.changes),
                 )
             )
         else:
@@ -225,10 +234,13 @@ async def start_feed(
     policy: Policy,
     now: datetime,
     *,
+    alert: Sequence[str],
     one_transaction: bool = False,
 ) -> tuple[HistoryDB | None, Feed | None, list[str]]:
     """The run in the folder's database, and the feed for its rows (None when
     the database cannot be used; the notes say why). Close the database.
+    `alert`: the channels the run's changes are queued for, to be sent after
+    the reports (`run.send_alerts`); none for a run that sends no alerts.
     With `one_transaction`, the run is added in a transaction that lasts
     until the caller commits it or rolls it back (`HistoryDB.begin`)."""
     db, notes = await asyncio.to_thread(open_history, out_dir)
@@ -249,7 +261,7 @@ async def start_feed(
     # Only a complete run moves the URLs' states: a stopped, killed or
     # recovered one says what it saw, but is never the baseline of a change
     # (its unfinished rows are "not checked", and never step a state).
-    feed = Feed(db, run_id, policy=policy, now=now, save_states=complete)
+    feed = Feed(db, run_id, policy=policy, now=now, save_states=complete, alert=alert)
     previous = await asyncio.to_thread(db.previous_complete, run_id)
     if previous is not None:
         run_info["previous_run"] = previous
