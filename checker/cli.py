@@ -764,6 +764,7 @@ def _tell(outcome: RunOutcome, quiet: bool, shard: str | None = None) -> None:
 
 def merge_reports(args: argparse.Namespace) -> int:
     from checker.reports.merge import MergeError, MergeOptions, merge
+    from checker.reports.recover import remove_stale_spools
     from checker.run import Channels, after_reports
 
     channels = None
@@ -782,6 +783,9 @@ def merge_reports(args: argparse.Namespace) -> int:
     )
 
     async def merge_and_alert() -> RunOutcome:
+        # What a merge killed outright (SIGKILL, OOM) was writing into OUT;
+        # the merge holds OUT's lock (main), so none is being written.
+        await asyncio.to_thread(remove_stale_spools, args.out)
         # A merge is written whole or not at all: Ctrl-C (or SIGTERM) waits
         # for it, and is said after (it takes seconds, a minute at a million).
         caught: list[int] = []
@@ -988,7 +992,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             ensure_out_dir(args.out)
             progress = not args.quiet and sys.stderr.isatty()
-            return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
+            # A run like any other: what it clears away of killed runs in the
+            # folder (run.recover_all) is safe only under the folder's lock.
+            with run_lock(args.out):
+                return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
         if args.command == "history":
             return show_history(args.out, args.url, args.last)
         if args.command == "merge":

@@ -25,7 +25,13 @@ from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
 from checker.reports.journal import Journal
 from checker.reports.output import FORMATS
-from checker.reports.recover import JOURNAL_SUFFIX, publish, recover_leftovers, remove_spools
+from checker.reports.recover import (
+    JOURNAL_SUFFIX,
+    publish,
+    recover_leftovers,
+    remove_spools,
+    remove_stale_spools,
+)
 from checker.reports.reporter import End, Reporter, Start, wanted
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
@@ -187,9 +193,13 @@ def report_base(out_dir: str, started: datetime) -> str:
 
 async def recover_all(out_dir: str, formats: Sequence[str]) -> list[str]:
     """Reports for what killed runs left in `out_dir`: the shards of a
-    --processes run (merged), and their journals. Say what was done. (The
-    shards first: a parent killed as it merged left a merged journal that
-    the shards' reports make whole again.)"""
+    --processes run (merged), and their journals; and the hidden partial
+    reports they were writing, removed. Say what was done. (The shards
+    first: a parent killed as it merged left a merged journal that the
+    shards' reports make whole again.) The caller holds the folder's lock."""
+    # The partial reports before anything is recovered: each can be a
+    # report's size, and a recovery writes reports of its own.
+    await asyncio.to_thread(remove_stale_spools, out_dir)
     notes: list[str] = []
     if await asyncio.to_thread(os.path.isdir, os.path.join(out_dir, SHARDS_DIR)):
         from checker.parallel.coordinator import merge_leftovers

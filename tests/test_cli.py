@@ -230,6 +230,18 @@ async def test_unknown_or_missing_loop_is_a_usage_error(tmp_path: Path) -> None:
     assert code == 2 and "invalid choice: 'trio'" in one_error_line(err)
 
 
+async def test_demo_keeps_out_of_a_folder_a_run_is_writing_to(tmp_path: Path) -> None:
+    # It clears away what killed runs left in its folder, as every run does:
+    # only under the folder's lock, never beside a run still going.
+    from checker.lock import run_lock
+
+    (tmp_path / "demo").mkdir()
+    with run_lock(str(tmp_path / "demo")):
+        code, _, err = await checker("demo", "--out", "demo", "-q", cwd=tmp_path)
+    assert code == 3 and "another checker run" in err, err
+    assert not (tmp_path / "demo" / "demo-urls.txt").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

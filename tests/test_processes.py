@@ -432,3 +432,29 @@ async def test_a_parent_killed_as_it_merged_is_merged_once(tmp_path: Path) -> No
     assert not (tmp_path / "reports" / ".shards").exists()
     after = (tmp_path / "reports" / "runs.jsonl").read_text()
     assert after.startswith(runs) and after.count("\n") == runs.count("\n") + 1  # its own only
+
+
+async def test_a_run_killed_as_it_writes_its_reports_leaves_no_hidden_file(
+    tmp_path: Path,
+) -> None:
+    # SIGKILLed as the parent merges its shards into the reports' spools: the
+    # next run merges the shards again, and the spools go (cron would pile
+    # them up otherwise, a report's size each time).
+    from tests.killed_child import hidden_reports, killed_writing_reports
+
+    async with hosts(SwitchableSite(), 4) as origins:
+        lines = [f"{o}/{j}" for o in origins for j in range(3)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        args = ("check", "urls.txt", "--processes", "2", "-q")
+        code, err = await killed_writing_reports(tmp_path, *args)
+        assert code == -signal.SIGKILL, err
+        out = tmp_path / "reports"
+        left = hidden_reports(out)
+        assert [name.split(".")[2] for name in left] == ["csv", "html", "json"], left
+        assert (out / ".shards").is_dir()
+        code, _, err = await checker(*args, cwd=tmp_path)
+    assert code == 0, err
+    assert "a killed --processes run's shards became" in err
+    assert hidden_reports(out) == []
+    assert not (out / ".shards").exists()
+    assert len(list(out.glob("status-*.json"))) == 2  # the killed run's, and this one's

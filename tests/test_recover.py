@@ -246,3 +246,34 @@ async def test_a_run_killed_in_its_history_leaves_none_of_it(tmp_path: Path) -> 
         db.close()
     report = json.loads((tmp_path / "reports" / "latest.json").read_text())
     assert report["run"]["changes_total"] == 60
+
+
+async def test_partial_reports_go_unless_their_run_still_holds_its_journal(
+    tmp_path: Path,
+) -> None:
+    # The next run (or merge) removes the hidden reports of runs that are
+    # over, journal or none (recovered, merged again, set aside); never
+    # those of a run that still holds its journal, nor anything else.
+    from checker.reports.journal import Journal
+    from checker.reports.recover import remove_stale_spools
+
+    going = "status-20261130T000002Z"
+    dead = ["status-20261130T000000Z", "status-20261130T000000Z2"]  # no journal, one unlocked
+    (tmp_path / f"{dead[1]}.journal.jsonl").write_text('{"journal":1,"run":{}}\n')
+    spools = [f".{stem}.{fmt}.k3x_9abc" for stem in (*dead, going) for fmt in ("csv", "json")]
+    kept = [
+        "status-20261130T000000Z.json",
+        "latest.json",
+        ".latest.json.4242.tmp",
+        ".checker.lock",
+        ".notes.json.k3x_9abc",
+        ".status-20261130T000000Z.txt.k3x_9abc",
+    ]
+    for name in spools + kept:
+        (tmp_path / name).write_text("x")
+    async with Journal(str(tmp_path / f"{going}.journal.jsonl"), {}):
+        remove_stale_spools(str(tmp_path))
+        left = sorted(n for n in os.listdir(tmp_path) if not n.endswith(".jsonl"))
+    assert left == sorted([*kept, *(s for s in spools if going in s)])
+    remove_stale_spools(str(tmp_path))  # its run is over now
+    assert sorted(n for n in os.listdir(tmp_path) if not n.endswith(".jsonl")) == sorted(kept)

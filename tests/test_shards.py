@@ -347,3 +347,24 @@ async def test_ctrl_c_during_a_merge_waits_for_it(tmp_path: Path) -> None:
     assert len(report["results"]) == 80_000 and report["run"]["interrupted"] is False
     assert [r["line"] for r in report["results"][:4]] == [1, 2, 3, 4]
     assert not list((tmp_path / "m").glob("*.journal.jsonl"))
+
+
+async def test_a_merge_killed_as_it_writes_its_reports_leaves_no_hidden_file(
+    tmp_path: Path,
+) -> None:
+    # A merge is written whole or not at all; SIGKILL as it writes leaves its
+    # hidden spools, which the next merge into the folder removes.
+    import signal
+
+    from tests.killed_child import hidden_reports, killed_writing_reports
+
+    async with raw_server(SwitchableSite()) as port:
+        lines = [f"http://localhost:{port}/a", f"http://127.0.0.1:{port}/b"]
+        shards = await shard_reports(tmp_path, lines, 2)
+    code, err = await killed_writing_reports(tmp_path, "merge", "m", *shards, "-q")
+    assert code == -signal.SIGKILL, err
+    left = hidden_reports(tmp_path / "m")
+    assert [name.split(".")[2] for name in left] == ["csv", "html", "json"], left
+    code, _, err = await checker("merge", "m", *shards, "-q", cwd=tmp_path)
+    assert code == 0, err  # the killed merge took nothing: its reports are merged now
+    assert hidden_reports(tmp_path / "m") == []

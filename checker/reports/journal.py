@@ -389,6 +389,25 @@ def run_of(first: bytes) -> dict[str, Any] | None:
     return run if isinstance(run, dict) else {}
 
 
+def held(path: str) -> bool:
+    """Whether a live run holds the journal at `path` (its lock, as `reopen`
+    tries it). A journal that is not there is held by no one; one that
+    cannot be opened or tried is taken for held: nothing is removed on a guess."""
+    try:
+        fd = os.open(path, os.O_RDWR)  # (for writing: flock over NFS needs it)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        _lock(fd, path)
+    except (JournalBusy, OSError):
+        return True
+    finally:
+        os.close(fd)  # (and with it the lock just taken)
+    return False
+
+
 def _lock(fd: int, path: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -14,6 +14,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,8 +24,8 @@ from checker.check import failed_result
 from checker.http.errors import Interrupted, InvalidURL
 from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
-from checker.reports.journal import Journal, JournalBusy
-from checker.reports.output import write_reports
+from checker.reports.journal import Journal, JournalBusy, held
+from checker.reports.output import FORMATS, write_reports
 from checker.results import NOT_A_CHECK
 from checker.store.feed import recorded_report, start_feed
 from checker.store.index import append_run, index_entry, lists_key, read_runs, report_rows
@@ -35,6 +36,9 @@ from checker.targets import Duplicate, ListError, Shard, Target, read_targets
 
 JOURNAL_SUFFIX = ".journal.jsonl"
 KILLED = "not checked: the run was killed first"
+# A report on its way into place: `.status-<stamp>.<fmt>.XXXXXXXX`, the
+# temporary file beside it that a Spool or write_atomic writes (atomic.py).
+_SPOOL = re.compile(r"\.(status-[^.]+)\.(?:" + "|".join(FORMATS) + r")\.[^.]+")
 
 
 class RecoverError(Exception):
@@ -262,6 +266,34 @@ def remove_spools(journal: str) -> None:
     for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.*")):
         with contextlib.suppress(OSError):
             os.unlink(leftover)
+
+
+def remove_stale_spools(out_dir: str) -> None:
+    """Every hidden half-written report in `out_dir` whose run is over: left
+    by a run, a --processes run's merge or a `checker merge` killed as it
+    wrote them, whatever became of its journal since (recovered, merged
+    again from its shards, set aside, or never there). Unlike
+    `remove_spools`, which follows a journal being recovered, this is how
+    the spools of a journal that is gone are found at all.
+
+    The caller holds the folder's lock, so no run of this folder is
+    writing. As recovery does (Journal.reopen), the spools of a run that
+    still holds its journal are left alone all the same."""
+    try:
+        names = os.listdir(out_dir)
+    except OSError:
+        return
+    going: dict[str, bool] = {}  # stamp -> its run still holds its journal
+    for name in names:
+        found = _SPOOL.fullmatch(name)
+        if found is None:
+            continue
+        stem = found.group(1)
+        if stem not in going:
+            going[stem] = held(os.path.join(out_dir, stem + JOURNAL_SUFFIX))
+        if not going[stem]:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(out_dir, name))
 
 
 def _fill(journal: Journal, item: Target | Duplicate) -> None:
