@@ -1,7 +1,9 @@
 """`checker ARGS`, killed outright (SIGKILL) the moment it starts putting its
 reports in place: every row is in its hidden spools (`.status-<time>.<fmt>.XXXX`)
-and none has been renamed yet. Deterministic, where killing it after some
-time would hit the write only now and then. Only this process is patched: a
+and none has been renamed yet (or, with KILLED_CHILD_AT=index, the moment
+it adds the run to runs.jsonl: its reports and history are in place).
+Deterministic, where killing it after some time would hit the write only now
+and then. Only this process is patched: a
 --processes run's shards are processes of their own and write their reports,
 so what is killed is the parent as it merges them.
 
@@ -24,11 +26,20 @@ from checker.reports.output import ReportWriter
 HERE = Path(__file__).resolve()
 
 
-async def killed_writing_reports(cwd: Path, *args: str) -> tuple[int, str]:
+async def killed_writing_reports(
+    cwd: Path, *args: str, at: str = "reports", env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """`checker ARGS` in `cwd`, killed as it starts putting its reports in
-    place; its exit code (-SIGKILL when it got that far) and stderr."""
+    place (`at="reports"`), or once its reports and history are in place, as
+    it adds the run to runs.jsonl (`at="index"`); its exit code (-SIGKILL
+    when it got that far) and stderr. `env`: variables added."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(HERE), *args, cwd=cwd, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        str(HERE),
+        *args,
+        cwd=cwd,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {}), "KILLED_CHILD_AT": at},
     )
     try:
         async with asyncio.timeout(45):
@@ -52,5 +63,14 @@ async def _killed(*_: Any, **__: Any) -> list[str]:
 
 
 if __name__ == "__main__":
-    setattr(ReportWriter, "publish", _killed)  # noqa: B010 (mypy refuses a method assigned)
+    if os.environ.get("KILLED_CHILD_AT") == "index":
+        from checker import run
+        from checker.reports import recover
+
+        # (The run adds its line itself after a reporter; recover.publish
+        # after the checks, for a merge, and for a --processes run.)
+        for module in (run, recover):
+            setattr(module, "append_run", _killed)  # noqa: B010 (not exported: patched)
+    else:
+        setattr(ReportWriter, "publish", _killed)  # noqa: B010 (mypy refuses a method assigned)
     sys.exit(main(sys.argv[1:]))

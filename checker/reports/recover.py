@@ -27,9 +27,9 @@ from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy, held
 from checker.reports.output import FORMATS, write_reports
 from checker.results import NOT_A_CHECK
-from checker.store.feed import recorded_report, start_feed
+from checker.store.feed import recorded_run, start_feed
 from checker.store.index import append_run, index_entry, lists_key, read_runs, report_rows
-from checker.store.model import Change, Policy
+from checker.store.model import Change, Policy, RecordedRun
 from checker.store.prune import stamp_order
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, Shard, Target, read_targets
@@ -146,9 +146,9 @@ async def publish(
     out_dir = os.path.dirname(base) or "."
     keyed = lists_key(lists)
     if not run.get("shard"):
-        name = await asyncio.to_thread(recorded_report, out_dir, run, keyed)
-        if name is not None:
-            return await _recorded_before(journal, run, keyed, base, formats, name)
+        prior = await asyncio.to_thread(recorded_run, out_dir, str(run["started_at"]))
+        if prior is not None:
+            return await _recorded_before(journal, run, keyed, base, formats, prior, stats)
     if policy is None:
         policy = policy_of(run)
     json_name = os.path.basename(base) + ".json" if "json" in formats else None
@@ -192,20 +192,39 @@ async def _recorded_before(
     lists: list[str],
     base: str,
     formats: Sequence[str],
-    json_name: str,
+    prior: RecordedRun,
+    stats: Stats | None,
 ) -> Published:
     out_dir = os.path.dirname(base) or "."
+    # Its reports are where it put them: a merge or a --processes run made
+    # again after a kill names its own by the time it started, not theirs.
+    if prior.report:
+        base = os.path.join(out_dir, prior.report.removesuffix(".json"))
     reports = _in_place(base, formats)
-    if json_name:
-        # The run as it was recorded (complete, its totals), from its own
-        # report. (Its changes are in the outbox, committed with its states:
-        # the next alert sends them.)
+    # The run as it was recorded: from its own report, or the history's row.
+    recorded = {
+        **{k: v for k, v in run.items() if k != "recovered"},
+        **prior.totals,
+        "interrupted": not prior.complete,
+        "finished_at": prior.finished_at or run.get("finished_at"),
+    }
+    if prior.report:
+        # (Its changes are in the outbox, committed with its states: the next
+        # alert sends them.)
         with contextlib.suppress(RecoverError):
-            run, _ = read_report_header(os.path.join(out_dir, json_name))
-    started = str(run.get("started_at"))
+            recorded, _ = read_report_header(os.path.join(out_dir, prior.report))
+    if stats is not None:  # (a merge's summary: counted in the pass not made)
+        for seq, row in enumerate(journal.results()):
+            stats.add_row(seq, row)
+    started = str(recorded.get("started_at"))
     if not any(entry.started_at == started for entry in read_runs(out_dir)):
-        await append_run(out_dir, index_entry(run, lists, reports))
+        await append_run(out_dir, index_entry(recorded, lists, reports))
     journal.remove()
+    # The journal of the killed run itself, when this one was made again
+    # under another name (the caller holds the folder's lock).
+    if base + JOURNAL_SUFFIX != journal.path:
+        with contextlib.suppress(OSError):
+            os.unlink(base + JOURNAL_SUFFIX)
     note = (
         f"the run of {started} was in the history already, its reports in place:"
         " they were kept as they are"

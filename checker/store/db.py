@@ -26,7 +26,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from checker.results import iso
-from checker.store.model import DOWN, Batch, Change, Incident, Policy, Row, State, Trend, Uptime
+from checker.store.model import (
+    DOWN,
+    Batch,
+    Change,
+    Incident,
+    Policy,
+    RecordedRun,
+    Row,
+    State,
+    Trend,
+    Uptime,
+)
 from checker.store.state import step
 
 NAME = "history.sqlite3"
@@ -590,17 +601,27 @@ class HistoryDB:
             else:
                 self._db.execute("DELETE FROM outbox WHERE channel = ?", (channel,))
 
-    def recorded(self, started_at: str, lists: str) -> str | None:
-        """The JSON report's name ("" without one) of the run that started at
-        `started_at` on `lists`, if it is in the history already (None: it
-        is not). A run is added in the transaction that holds its results,
-        its states and its reports' names, committed once its reports are in
-        place: recorded means the run's work is done."""
+    def recorded(self, started_at: str) -> RecordedRun | None:
+        """The run that started at `started_at`, if the history has it. A run
+        is added in the transaction that holds its results, its states and
+        its reports' names, committed once its reports are in place: recorded
+        means the run's work is done. (The start, to the millisecond, is the
+        run's: its lists' names could read differently from another folder.)"""
         row = self._db.execute(
-            "SELECT report FROM runs WHERE started_at = ? AND lists = ? ORDER BY id LIMIT 1",
-            (started_at, lists),
+            "SELECT report, complete, total, up, down, not_checked, invalid, finished_at"
+            " FROM runs WHERE started_at = ? ORDER BY id LIMIT 1",
+            (started_at,),
         ).fetchone()
-        return None if row is None else str(row[0] or "")
+        if row is None:
+            return None
+        report, complete, *counts, finished_at = row
+        keys = ("total", "up", "down", "not_checked", "invalid")
+        return RecordedRun(
+            str(report) if report else None,
+            bool(complete),
+            {k: int(v or 0) for k, v in zip(keys, counts, strict=True)},
+            str(finished_at) if finished_at else None,
+        )
 
     def previous_complete(self, run_id: int) -> str | None:
         """When the newest complete run before `run_id` started, if any."""

@@ -22,7 +22,7 @@ from typing import Any
 from checker.results import NOT_A_CHECK
 from checker.store.db import NAME, HistoryDB
 from checker.store.index import MAX_CHANGES, read_runs, report_rows
-from checker.store.model import Batch, Change, Incident, Policy, Row, RunEntry
+from checker.store.model import Batch, Change, Incident, Policy, RecordedRun, Row, RunEntry
 
 INCIDENTS = 50  # listed in the page
 
@@ -207,10 +207,9 @@ def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
     return db, notes
 
 
-def recorded_report(out_dir: str, run_info: dict[str, Any], lists: list[str]) -> str | None:
-    """`HistoryDB.recorded` for a run in the folder's database: the JSON
-    report's name if the run is there already, None if not (or there is no
-    database, or it cannot be read: then the run is written as usual)."""
+def recorded_run(out_dir: str, started_at: str) -> RecordedRun | None:
+    """`HistoryDB.recorded` in the folder's database (None also when there is
+    no database, or it cannot be read: then the run is written as usual)."""
     path = os.path.join(out_dir, NAME)
     if not os.path.exists(path):
         return None
@@ -219,7 +218,7 @@ def recorded_report(out_dir: str, run_info: dict[str, Any], lists: list[str]) ->
     except sqlite3.Error:
         return None
     try:
-        return db.recorded(str(run_info["started_at"]), json.dumps(lists))
+        return db.recorded(started_at)
     except sqlite3.Error:
         return None
     finally:

@@ -149,6 +149,16 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedRun:
+    """A run the history has already (`HistoryDB.recorded`)."""
+
+    report: str | None  # its JSON report's name, if it had one
+    complete: bool
+    totals: dict[str, int]  # total, up, down, not_checked, invalid
+    finished_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RunEntry:
     """A run's line in the run index (`runs.jsonl`), written and read back."""
 
