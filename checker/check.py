@@ -29,7 +29,7 @@ from checker.http.wire import ResponseHead, parse_content_length
 from checker.protocols.replies import ReplyRefused
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
-from checker.url import TLS_SCHEMES, URL, URLError, is_clean, resolve_location
+from checker.url import TLS_SCHEMES, URL, URLError, is_clean, location_of, resolve_location
 
 if TYPE_CHECKING:
     from checker.protocols.session import Outcome
@@ -258,7 +258,7 @@ async def _follow(
         if not location:
             return  # a 3xx without a Location is reported as it is
         try:
-            nxt = resolve_location(current, location[0])
+            nxt = resolve_location(current, location_of(location[0]))
         except URLError as exc:
             raise BadRedirect(f"{exc}: Location {location[0][:200]!r}") from None
         if not is_clean(location[0]):

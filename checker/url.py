@@ -136,6 +136,21 @@ def parse_url(text: str) -> URL:
     return _parse_absolute(text)
 
 
+def location_of(value: str) -> str:
+    """A Location field's value as sent: its bytes (header values are read as
+    Latin-1, one character a byte) taken as UTF-8, as browsers take them, so
+    that "/café" is followed to /caf%C3%A9, not to a double-encoded
+    /caf%C3%83%C2%A9. Bytes that are not UTF-8 are percent-encoded as they
+    are (as curl does)."""
+    if value.isascii():
+        return value
+    data = value.encode("latin-1")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in data)
+
+
 def clean_location(location: str) -> str:
     """A Location as browsers take it (the WHATWG URL parser): spaces and
     control characters around it dropped, tabs and line breaks in it removed.

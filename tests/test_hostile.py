@@ -441,3 +441,37 @@ async def test_a_get_that_fails_as_well_is_down_with_the_gets_error() -> None:
 
     att, _ = await run_against(both_cut)
     assert category(att) == "protocol" and att.method == "GET" and not att.ok
+
+
+@pytest.mark.parametrize(
+    ("sent", "target"),
+    [(b"/caf\xc3\xa9", b"/caf%C3%A9"), (b"/caf\xe9", b"/caf%E9")],
+    ids=["utf-8", "latin-1"],
+)
+async def test_a_location_with_non_ascii_bytes_is_followed_as_sent(
+    sent: bytes, target: bytes
+) -> None:
+    # Found by a review: a UTF-8 Location ("/café") was followed double-encoded
+    # (/caf%C3%83%C2%A9), a 404 where browsers and curl get the page.
+    asked: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_request(reader)
+        path = request.split(b" ", 2)[1]
+        asked.append(path)
+        if path == target:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        elif path == b"/r":
+            writer.write(
+                b"HTTP/1.1 302 Found\r\nLocation: " + sent + b"\r\n"
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        else:
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(handler) as port:
+        att = await attempt_check(parse_url(f"http://127.0.0.1:{port}/r"), check_options())
+    assert att.ok and att.head is not None and att.head.status == 200, (att.error, asked)
+    assert asked == [b"/r", target]
