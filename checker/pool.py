@@ -25,6 +25,7 @@ from checker.http.connections import ConnectionPool
 from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
 from checker.results import Result
 from checker.targets import Duplicate, Target
+from checker.url import TLS_SCHEMES
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 INTERNAL_ERROR = "internal_error"
@@ -61,6 +62,20 @@ def should_retry(attempt: Attempt) -> bool:
     if attempt.error is not None:
         return attempt.error.transient
     return attempt.head is not None and attempt.head.status in RETRY_STATUSES
+
+
+def head_unanswered(attempt: Attempt) -> bool:
+    """A HEAD that timed out after it was sent: on a connection made (and
+    its TLS handshake done) or kept alive. (One that timed out connecting
+    would not fare better as a GET.)"""
+    if attempt.method != "HEAD" or not isinstance(attempt.error, CheckTimeout):
+        return False
+    trace = attempt.trace
+    if trace.reused:
+        return True
+    if attempt.final_url.scheme in TLS_SCHEMES:
+        return trace.tls_ms is not None
+    return trace.connect_ms is not None
 
 
 def retry_delay(n: int, attempt: Attempt, opts: PoolOptions) -> float:
@@ -213,13 +228,18 @@ class Pool:
                 self.hosts.told(
                     key, head.status, min(asked, self.opts.slow_down_cap) if asked else None
                 )
+            if method is None and head_unanswered(attempt):
+                # The server took the HEAD and gave no answer in time: the
+                # GET that confirms a down URL had no time left in that
+                # attempt, so the next is a GET (servers that never answer
+                # HEAD exist), even with no retry left: that GET is the
+                # confirmation, not a retry.
+                method = "GET"
+                if n > self.opts.retries:
+                    n += 1
+                    continue
             if n > self.opts.retries or not should_retry(attempt):
                 return make_result(target, attempt, n)
-            if attempt.method == "HEAD" and isinstance(attempt.error, CheckTimeout):
-                # A HEAD with no answer in time: the GET that confirms a down
-                # URL had no time left in that attempt, so the next is a GET
-                # (servers that never answer HEAD exist).
-                method = "GET"
             await asyncio.sleep(retry_delay(n, attempt, self.opts))
             n += 1
 

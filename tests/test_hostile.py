@@ -12,6 +12,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -410,7 +411,10 @@ async def test_a_head_cut_off_is_decided_by_a_get(how: str) -> None:
     assert any(w.startswith("HEAD failed (") and "GET decided" in w for w in att.warnings)
 
 
-async def test_a_head_never_answered_is_retried_as_a_get(tmp_path: Path) -> None:
+@pytest.mark.parametrize("retries", [1, 0])
+async def test_a_head_never_answered_is_retried_as_a_get(tmp_path: Path, retries: int) -> None:
+    # With --retries 0 too: that GET is the confirmation a down URL gets, not
+    # a retry (it was a timeout on HEAD alone, a false down).
     from checker.pool import Pool, PoolOptions
     from checker.targets import read_targets
     from tests.helpers import RecordingSink
@@ -419,7 +423,7 @@ async def test_a_head_never_answered_is_retried_as_a_get(tmp_path: Path) -> None
         lst = tmp_path / "urls.txt"
         lst.write_text(f"http://127.0.0.1:{port}/\n")
         sink = RecordingSink()
-        opts = PoolOptions(concurrency=2, per_host=2, retries=1, backoff_base=0.01)
+        opts = PoolOptions(concurrency=2, per_host=2, retries=retries, backoff_base=0.01)
         pool = Pool(check_options(timeout=0.5), opts, sink)
         async with asyncio.timeout(20):
             await pool.run(read_targets([str(lst)]), asyncio.Event())
@@ -432,6 +436,31 @@ async def test_a_head_never_answered_is_retried_as_a_get(tmp_path: Path) -> None
         2,
     ), row
     assert "HEAD got no answer in time; a GET was tried next" in str(row["warnings"])
+
+
+async def test_a_timeout_before_the_request_is_sent_gets_no_confirming_get() -> None:
+    # Only a HEAD the server took and did not answer is tried as a GET: one
+    # that timed out connecting would not fare better (nor say "HEAD got no
+    # answer").
+    from checker.check import Attempt
+    from checker.http.client import Trace
+    from checker.http.errors import CheckTimeout
+    from checker.pool import head_unanswered
+
+    def attempt(url: str, method: str = "HEAD", **trace: Any) -> Attempt:
+        return Attempt(
+            method=method,
+            final_url=parse_url(url),
+            error=CheckTimeout("no complete response within 1s"),
+            trace=Trace(**trace),
+        )
+
+    assert head_unanswered(attempt("http://a.example/", connect_ms=1.0))
+    assert head_unanswered(attempt("https://a.example/", connect_ms=1.0, tls_ms=2.0))
+    assert head_unanswered(attempt("https://a.example/", reused=True))
+    assert not head_unanswered(attempt("http://a.example/"))  # never connected
+    assert not head_unanswered(attempt("https://a.example/", connect_ms=1.0))  # TLS hung
+    assert not head_unanswered(attempt("http://a.example/", "GET", connect_ms=1.0))
 
 
 async def test_a_get_that_fails_as_well_is_down_with_the_gets_error() -> None:
