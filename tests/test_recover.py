@@ -261,10 +261,15 @@ async def test_partial_reports_go_unless_their_run_still_holds_its_journal(
     dead = ["status-20261130T000000Z", "status-20261130T000000Z2"]  # no journal, one unlocked
     (tmp_path / f"{dead[1]}.journal.jsonl").write_text('{"journal":1,"run":{}}\n')
     spools = [f".{stem}.{fmt}.k3x_9abc" for stem in (*dead, going) for fmt in ("csv", "json")]
+    # A latest.* link on its way in: kept while its process lives (this one),
+    # removed once it is gone (a process that has ended).
+    ended = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await ended.wait()
+    spools.append(f".latest.csv.{ended.pid}.tmp")
     kept = [
         "status-20261130T000000Z.json",
         "latest.json",
-        ".latest.json.4242.tmp",
+        f".latest.json.{os.getpid()}.tmp",
         ".checker.lock",
         ".notes.json.k3x_9abc",
         ".status-20261130T000000Z.txt.k3x_9abc",
@@ -274,6 +279,6 @@ async def test_partial_reports_go_unless_their_run_still_holds_its_journal(
     async with Journal(str(tmp_path / f"{going}.journal.jsonl"), {}):
         remove_stale_spools(str(tmp_path))
         left = sorted(n for n in os.listdir(tmp_path) if not n.endswith(".jsonl"))
-    assert left == sorted([*kept, *(s for s in spools if going in s)])
+    assert left == sorted([*kept, *(s for s in spools if going in s)]), left
     remove_stale_spools(str(tmp_path))  # its run is over now
     assert sorted(n for n in os.listdir(tmp_path) if not n.endswith(".jsonl")) == sorted(kept)

@@ -39,6 +39,7 @@ KILLED = "not checked: the run was killed first"
 # A report on its way into place: `.status-<stamp>.<fmt>.XXXXXXXX`, the
 # temporary file beside it that a Spool or write_atomic writes (atomic.py).
 _SPOOL = re.compile(r"\.(status-[^.]+)\.(?:" + "|".join(FORMATS) + r")\.[^.]+")
+_LATEST_LINK = re.compile(r"\.latest\.(?:" + "|".join(FORMATS) + r")\.(\d+)\.tmp")
 
 
 class RecoverError(Exception):
@@ -306,6 +307,12 @@ def remove_stale_spools(out_dir: str) -> None:
     for name in names:
         found = _SPOOL.fullmatch(name)
         if found is None:
+            link = _LATEST_LINK.fullmatch(name)
+            if link is not None and not _alive(int(link.group(1))):
+                # A latest.<fmt> on its way in (atomic.publish_latest, named
+                # by its process), left by a kill between link and rename.
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(out_dir, name))
             continue
         stem = found.group(1)
         if stem not in going:
@@ -313,6 +320,16 @@ def remove_stale_spools(out_dir: str) -> None:
         if not going[stem]:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(out_dir, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (someone else's: alive)
+        return True
+    return True
 
 
 def _fill(journal: Journal, item: Target | Duplicate) -> None:
