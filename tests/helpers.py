@@ -167,6 +167,23 @@ async def run_list_file(
     return {r["url"]: r for r in rows}
 
 
+async def ended(
+    proc: asyncio.subprocess.Process, stdin: bytes | None = None, timeout: float = 45
+) -> tuple[int, str, str]:
+    """`proc`'s exit code, stdout and stderr once it has ended, `stdin` fed
+    to it; killed if it has not ended within `timeout` seconds (every test
+    is bounded in time)."""
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate(stdin)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, (out or b"").decode(), (err or b"").decode()
+
+
 async def journal_with(folder: Path, ok_rows: int = 1, timeout: float = 20) -> Path:
     """The journal of the run going on in `folder`, once it holds `ok_rows`
     results that are up (polled: the run is another process)."""

@@ -41,15 +41,10 @@ async def killed_writing_reports(
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {}), "KILLED_CHILD_AT": at},
     )
-    try:
-        async with asyncio.timeout(45):
-            _, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    from tests.helpers import ended  # (not when run as a script: no `tests` there)
+
+    code, _, err = await ended(proc)
+    return code, err
 
 
 def hidden_reports(folder: Path) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SwitchableSite, journal_with, raw_server
+from tests.helpers import SwitchableSite, ended, journal_with, raw_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,15 +28,8 @@ async def run(args: list[str], cwd: Path, stdin: bytes | None = None) -> tuple[i
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        async with asyncio.timeout(45):
-            _, err = await proc.communicate(stdin)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    code, _, err = await ended(proc, stdin)
+    return code, err
 
 
 def rows(cwd: Path) -> list[dict[str, object]]:
