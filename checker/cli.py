@@ -833,7 +833,10 @@ def report_file(path: str, formats: list[str] | None, quiet: bool) -> int:
         print(f"checker: {done.note}", file=sys.stderr)
     if not quiet:
         duration = done.run.get("duration_s") or 0.0
-        print(format_summary(done.stats, duration, done.reports, interrupted=True))
+        # (A run killed at its very end, after its history was written, was
+        # complete: its header says so.)
+        interrupted = bool(done.run.get("interrupted", True))
+        print(format_summary(done.stats, duration, done.reports, interrupted=interrupted))
     return EXIT_DOWN if done.stats.down or done.stats.invalid else EXIT_UP
 
 

@@ -148,4 +148,30 @@ async def test_a_processes_run_completed_names_its_reports(tmp_path: Path) -> No
     first = index(out)[0]
     assert first["reports"] and not first["interrupted"], first
     assert all(r in err for r in first["reports"]), err
+    # Said once (it was said twice: "shards became" and "in the history already").
+    assert "a killed --processes run, at its very end, was completed" in err, err
+    assert "became" not in err and "in the history already" not in err, err
     assert [row[1] for row in history(out)] == [1, 1]
+
+
+async def test_checker_report_on_its_journal_says_what_was_recorded(tmp_path: Path) -> None:
+    # `checker report JOURNAL` on a run killed at its very end: the run was
+    # complete and is in the history. Its summary said INTERRUPTED, timed
+    # from the journal's rows, and no note said that nothing was redone.
+    async with raw_server(some_down) as port:
+        (tmp_path / "urls.txt").write_text(
+            "".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(1, 50))
+        )
+        code, err = await killed_writing_reports(
+            tmp_path, "check", "urls.txt", "--out", "out", "-q", at="index", env=OFF
+        )
+    assert code == KILLED, err
+    (journal,) = (tmp_path / "out").glob("*.journal.jsonl")
+    code, out, err = await checker("report", str(journal), cwd=tmp_path)
+    assert code == 1, (out, err)  # 7 down
+    assert "in the history already" in err, err
+    assert not out.startswith("INTERRUPTED"), out
+    assert "checked 49 URLs" in out and "42 up, 7 down" in out, out
+    (entry,) = index(tmp_path / "out")
+    assert entry["interrupted"] is False and not entry.get("recovered"), entry
+    assert len(history(tmp_path / "out")) == 1 and not journal.exists()

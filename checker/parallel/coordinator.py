@@ -41,7 +41,7 @@ from checker.parallel.counts import parse
 from checker.parallel.worker import Task
 from checker.reports.journal import run_of
 from checker.reports.merge import Expected, MergeError, MergeOptions, merge
-from checker.reports.recover import JOURNAL_SUFFIX, KILLED, RecoverError, recover
+from checker.reports.recover import JOURNAL_SUFFIX, KILLED, RECORDED_BEFORE, RecoverError, recover
 from checker.results import iso
 from checker.run import (
     RunConfig,
@@ -324,8 +324,15 @@ async def merge_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
                 )
                 continue
         await asyncio.to_thread(shutil.rmtree, work, True)
-        notes.append(f"a killed --processes run's shards became {', '.join(merged.reports)}")
-        notes += merged.notes
+        reports = ", ".join(merged.reports)
+        if merged.recorded_before:
+            # Killed after its merge was published: only its index line and
+            # its folder were left (publish's note would say it once more).
+            notes.append(f"a killed --processes run, at its very end, was completed: {reports}")
+            notes += [n for n in merged.notes if not n.endswith(RECORDED_BEFORE)]
+        else:
+            notes.append(f"a killed --processes run's shards became {reports}")
+            notes += merged.notes
     with contextlib.suppress(OSError):
         os.rmdir(root)
     return notes

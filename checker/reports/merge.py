@@ -55,6 +55,9 @@ class Merged:
     run: dict[str, Any]
     notes: list[str]
     changes: list[Change]
+    # The history had this merge's run already (killed at its very end):
+    # its reports were in place and kept (recover.publish).
+    recorded_before: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,14 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         notes.append(f"no report of shard {', '.join(absent)}: {its} reported as not checked")
     if stats.totals() != {k: run_info[k] for k in _TOTALS}:
         notes.append("the shard reports' totals disagree with their rows: the rows were merged")
-    return Merged(done.reports, stats, run_info, notes + done.notes, done.changes)
+    return Merged(
+        done.reports,
+        stats,
+        run_info,
+        notes + done.notes,
+        done.changes,
+        recorded_before=done.recorded_before,
+    )
 
 
 def _shard_report(path: str, out_dir: str) -> tuple[str, dict[str, Any], Shard]:

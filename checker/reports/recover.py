@@ -42,6 +42,10 @@ _SPOOL = re.compile(r"\.(status-[^.]+)\.(?:" + "|".join(FORMATS) + r")\.[^.]+")
 _LATEST_LINK = re.compile(r"\.latest\.(?:" + "|".join(FORMATS) + r")\.(\d+)\.tmp")
 
 
+# The end of the note for a run the history had already (publish).
+RECORDED_BEFORE = "was in the history already, its reports in place: they were kept as they are"
+
+
 class RecoverError(Exception):
     """The file cannot be turned into reports (one line for the user)."""
 
@@ -97,7 +101,10 @@ async def recover(path: str, formats: Sequence[str]) -> Recovered:
     done = await publish(journal, run, lists, base, formats, alert=())  # (a killed run's)
     remove_spools(path)
     if done.recorded_before:
-        return Recovered(done.reports, stats, run, None, recorded_before=True)
+        # The run as the history and its reports have it (complete, as a
+        # rule), and the note that nothing was written again.
+        recorded = done.recorded if done.recorded is not None else run
+        return Recovered(done.reports, stats, recorded, done.notes[0], recorded_before=True)
     notes = done.notes
     return Recovered(done.reports, stats, run, "; ".join([n for n in (note, *notes) if n]) or None)
 
@@ -108,8 +115,9 @@ class Published:
     notes: list[str]  # for the user: the history database could not be used
     changes: list[Change]  # since the previous complete run in the folder
     # The history had the run already (see `publish`): these reports were in
-    # place, and nothing was written again.
+    # place, and nothing was written again. `recorded`: that run's header.
     recorded_before: bool = False
+    recorded: dict[str, Any] | None = None
 
 
 async def publish(
@@ -226,11 +234,8 @@ async def _recorded_before(
     if base + JOURNAL_SUFFIX != journal.path:
         with contextlib.suppress(OSError):
             os.unlink(base + JOURNAL_SUFFIX)
-    note = (
-        f"the run of {started} was in the history already, its reports in place:"
-        " they were kept as they are"
-    )
-    return Published(reports, [note], [], recorded_before=True)
+    note = f"the run of {started} {RECORDED_BEFORE}"
+    return Published(reports, [note], [], recorded_before=True, recorded=recorded)
 
 
 def _in_place(base: str, formats: Sequence[str]) -> list[str]:
