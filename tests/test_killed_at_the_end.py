@@ -175,3 +175,29 @@ async def test_checker_report_on_its_journal_says_what_was_recorded(tmp_path: Pa
     (entry,) = index(tmp_path / "out")
     assert entry["interrupted"] is False and not entry.get("recovered"), entry
     assert len(history(tmp_path / "out")) == 1 and not journal.exists()
+
+
+async def test_a_merge_killed_before_its_commit_is_replaced_by_the_next(tmp_path: Path) -> None:
+    # A merge killed as it put its reports in place (before the history's
+    # commit) left its journal in OUT; the merge made again of the same shard
+    # reports left it there, for the next check to recover as one more run
+    # (every row twice in the history, an "interrupted (recovered)" line).
+    async with hosts(some_down, 2) as origins:
+        (tmp_path / "urls.txt").write_text(
+            "".join(f"{o}/{i}\n" for o in origins for i in range(1, 25))
+        )
+        for k in (1, 2):
+            code, _, err = await checker(
+                "check", "urls.txt", "--shard", f"{k}/2", "--out", f"s{k}", "-q", cwd=tmp_path
+            )
+            assert code in (0, 1), err
+    merge = ("merge", "out", "s1/latest.json", "s2/latest.json")
+    code, err = await killed_writing_reports(tmp_path, *merge, at="reports")
+    assert code == KILLED, err
+    (killed,) = (tmp_path / "out").glob("*.journal.jsonl")
+    code, out, err = await checker(*merge, cwd=tmp_path)
+    assert code == 1, (out, err)
+    assert "checked 48 URLs" in out, out
+    assert "a killed merge of the same shard reports" in err, err
+    assert not killed.exists() and list((tmp_path / "out").glob("*.journal.jsonl")) == []
+    assert len(history(tmp_path / "out")) == 1 and len(index(tmp_path / "out")) == 1

@@ -28,12 +28,14 @@ from typing import Any
 from checker import __version__
 from checker.check import failed_result
 from checker.reports import json_report
-from checker.reports.journal import Journal, header_line
+from checker.reports.journal import Journal, header_line, held, run_of
 from checker.reports.recover import (
+    JOURNAL_SUFFIX,
     RecoverError,
     policy_of,
     publish,
     read_report_header,
+    remove_spools,
     seconds_between,
 )
 from checker.results import INVALID, NOT_CHECKED, iso, row_problem
@@ -176,6 +178,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         else min((str(r.get("started_at") or "") for _, r, _ in runs), default=iso(now))
     )
     finished = max((str(run.get("finished_at") or "") for _, run, _ in runs), default=iso(now))
+    shard_runs = [f"{part}@{run.get('started_at')}" for _, run, part in runs]
     header = {
         "started_at": started,
         "checker_version": version,
@@ -184,7 +187,7 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         "lists": list_paths,
         "shard": None,
         "merged": [f"{k}/{of}" for k in sorted(given)],
-        "shard_runs": [f"{part}@{run.get('started_at')}" for _, run, part in runs],
+        "shard_runs": shard_runs,
     }
     from checker.run import report_base  # (run imports the reports, not the other way)
 
@@ -250,6 +253,17 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         journal.remove()
         raise MergeError(f"a row of the shard reports cannot be read ({exc})") from None
     stats.duplicates = duplicates
+    # A merge killed before its commit left its journal here: when this one
+    # took the same shard reports, it holds every row of it, and the next
+    # run would only recover it as one more (interrupted) run of the same
+    # observations. One that took a shard report since replaced stays.
+    for path in await asyncio.to_thread(_superseded, out_dir, journal_path, shard_runs, list_paths):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            remove_spools(path)
+            notes.append(
+                f"a killed merge of the same shard reports was replaced by this one: {path}"
+            )
     notes += [
         f"{path}: started at {when}, older than --max-age: not merged"
         for path, when in stale.values()
@@ -271,6 +285,33 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         done.changes,
         recorded_before=done.recorded_before,
     )
+
+
+def _superseded(out_dir: str, own: str, shard_runs: list[str], lists: list[str]) -> list[str]:
+    """The journals in `out_dir` of killed merges (no live run holds them)
+    whose every shard run is one of `shard_runs`, over the same lists."""
+    found = []
+    mine = set(shard_runs)
+    for name in sorted(os.listdir(out_dir)):
+        path = os.path.join(out_dir, name)
+        if not (name.startswith("status-") and name.endswith(JOURNAL_SUFFIX)) or path == own:
+            continue
+        try:
+            with open(path, "rb") as f:
+                head = run_of(f.readline())
+        except OSError:
+            continue
+        theirs = head.get("shard_runs") if head is not None else None
+        if (
+            head is not None
+            and isinstance(theirs, list)
+            and theirs
+            and {str(t) for t in theirs} <= mine
+            and head.get("lists") == lists
+            and not held(path)
+        ):
+            found.append(path)
+    return found
 
 
 def _shard_report(path: str, out_dir: str) -> tuple[str, dict[str, Any], Shard]:
