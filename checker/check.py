@@ -279,10 +279,12 @@ async def _follow(
         current = nxt
 
 
-def make_result(target: Target, attempt: Attempt, attempts: int) -> Result:
+def make_result(target: Target, attempt: Attempt, attempts: int, free: int = 0) -> Result:
+    """The row of a check's last attempt. `free`: attempts before it that are
+    not charged to the URL (a kept-alive connection that went silent)."""
     head, trace, error = attempt.head, attempt.trace, attempt.error
     state, reasons = attempt.state
-    if state != DOWN and attempts > 1:
+    if state != DOWN and attempts - free > 1:
         # Up on a retry: it answered, but not the first time (README, "Three states").
         state, reasons = DEGRADED, (*reasons, f"up only on attempt {attempts}")
     expect = target.expect

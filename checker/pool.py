@@ -78,6 +78,11 @@ def head_unanswered(attempt: Attempt) -> bool:
     return trace.connect_ms is not None
 
 
+def silent_on_reuse(attempt: Attempt) -> bool:
+    """A request sent on a kept-alive connection that got no answer in time."""
+    return isinstance(attempt.error, CheckTimeout) and attempt.trace.reused
+
+
 def retry_delay(n: int, attempt: Attempt, opts: PoolOptions) -> float:
     """Exponential backoff with jitter, or the server's Retry-After (capped)."""
     base: float = min(opts.backoff_max, opts.backoff_base * 2.0 ** min(n - 1, 32))
@@ -213,21 +218,49 @@ class Pool:
         assert target.url is not None
         n = 1
         method: str | None = None
+        said: list[str] = []  # what the pool did, for the row's warnings
+        # The method of a request that a kept-alive connection left
+        # unanswered: after it, this check's attempts go on new connections
+        # of their own, and that attempt is not charged to the URL.
+        silent: str | None = None
+        anew = False  # this attempt is the one on a new connection after it
+        free = 0  # attempts not charged to the URL
         while True:
             # The host's pace (--host-interval, slower after 429/503) is kept
             # before the attempt: waiting for it does not eat into its deadline.
             await self.hosts.pace(key)
             attempt = await attempt_check(
-                target.url, self.check_opts, self.connections, target.expect, method
+                target.url,
+                self.check_opts,
+                None if silent else self.connections,
+                target.expect,
+                method,
             )
-            if method is not None:
-                attempt.warnings.insert(0, "HEAD got no answer in time; a GET was tried next")
+            if anew:
+                # Charged after all when the new connection got no answer
+                # either: then the URL is slow or down, not the reuse.
+                anew, free = False, int(attempt.head is not None)
+                said.append(self._answered_anew(key, attempt, silent or ""))
             head = attempt.head
             if head is not None:
                 asked = parse_retry_after(head.get("retry-after"))
                 self.hosts.told(
                     key, head.status, min(asked, self.opts.slow_down_cap) if asked else None
                 )
+            if silent is None and silent_on_reuse(attempt):
+                # The host took the request on a kept-alive connection and
+                # went silent (servers without real keep-alive answer a
+                # connection's first request only, and neither close it nor
+                # say Connection: close). Not the URL's fault, as a cut-off
+                # answer there is not (client.request_head): asked again at
+                # once on a new connection, whatever --retries says, and not
+                # charged if answered. A HEAD is asked again as a GET: that
+                # one answer also decides a server that never answers HEAD.
+                silent, anew = attempt.method, True
+                if attempt.method == "HEAD":
+                    method = "GET"
+                n += 1
+                continue
             if method is None and head_unanswered(attempt):
                 # The server took the HEAD and gave no answer in time: the
                 # GET that confirms a down URL had no time left in that
@@ -235,13 +268,31 @@ class Pool:
                 # HEAD exist), even with no retry left: that GET is the
                 # confirmation, not a retry.
                 method = "GET"
+                said.append("HEAD got no answer in time; a GET was tried next")
                 if n > self.opts.retries:
                     n += 1
                     continue
-            if n > self.opts.retries or not should_retry(attempt):
-                return make_result(target, attempt, n)
+            if n - free > self.opts.retries or not should_retry(attempt):
+                attempt.warnings[:0] = said
+                return make_result(target, attempt, n, free)
             await asyncio.sleep(retry_delay(n, attempt, self.opts))
             n += 1
+
+    def _answered_anew(self, key: tuple[str, str, int], attempt: Attempt, silent: str) -> str:
+        """The warning of the attempt made on a new connection after a kept-
+        alive one went silent; when it was answered, the host's connections
+        are not reused for the rest of the run."""
+        how = f"{silent} on a kept-alive connection got no answer in time"
+        again = "a GET" if silent == "HEAD" else "the request"
+        if attempt.head is None:
+            return f"{how}; {again} on a new connection got none either"
+        assert self.connections is not None
+        if self.connections.stop_reusing(key):
+            return (
+                f"{how}; {again} on a new connection was answered: this host's"
+                " connections are no longer reused in this run"
+            )
+        return f"{how}; {again} on a new connection was answered"
 
     async def _account_for_the_rest(
         self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None]

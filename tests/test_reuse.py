@@ -15,7 +15,14 @@ from checker.http.connections import ConnectionPool
 from checker.pool import Pool, PoolOptions
 from checker.targets import read_targets
 from checker.url import parse_url
-from tests.helpers import KeepAliveServer, RecordingSink, check_options, ok, raw_server
+from tests.helpers import (
+    KeepAliveServer,
+    RecordingSink,
+    check_options,
+    ok,
+    raw_server,
+    read_request,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -216,3 +223,70 @@ async def test_per_host_cap_and_reuse_work_together(tmp_path: Path) -> None:
     assert len(sink.rows) == 60 and all(r.ok for r in sink.rows.values())
     assert server.connections <= 3  # never more connections than the per-host cap
     assert sum(r.reused for r in sink.rows.values()) >= 57
+
+
+async def first_request_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An embedded server without real keep-alive: it answers a connection's
+    first request as HTTP/1.1 (no Connection: close), then neither reads
+    nor closes it."""
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(30)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+async def test_a_host_that_goes_silent_on_a_kept_alive_connection(
+    method: str, tmp_path: Path
+) -> None:
+    # Found by hand: each URL after the first was sent on the kept-alive
+    # connection, waited for the whole deadline, and came out degraded ("up
+    # only on attempt 2"): the fault was the reuse, not the URL, and a list
+    # on such a host took a deadline a URL.
+    async with raw_server(first_request_only) as port:
+        sink = RecordingSink()
+        opts = check_options(timeout=1.0, method=method)
+        pool = Pool(opts, PoolOptions(concurrency=1, per_host=1, retries=0), sink)
+        lst = tmp_path / "l.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(5)))
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = [sink.rows[i] for i in range(5)]
+    assert [r.state for r in rows] == ["up"] * 5, [(r.state, r.error, r.warnings) for r in rows]
+    assert [r.status for r in rows] == [200] * 5
+    # The second paid the deadline once, on the kept-alive connection; its
+    # answer came on a new one. The host's connections were not reused after.
+    assert "no longer reused" in " ".join(rows[1].warnings), rows[1].warnings
+    assert not rows[1].reused and rows[1].attempts == 2
+    assert all(r.attempts == 1 and not r.warnings and not r.reused for r in rows[2:]), rows[2:]
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_a_host_that_goes_silent_altogether_is_down(retries: int, tmp_path: Path) -> None:
+    # The other side: once the new connection gets no answer either, the URL
+    # is slow or down, and every attempt counts (none more than before).
+    answered = 0
+
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
+        await read_request(reader)
+        if answered == 0:
+            answered += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        await asyncio.sleep(30)
+
+    async with raw_server(once) as port:
+        sink = RecordingSink()
+        opts = check_options(timeout=0.5)
+        pool = Pool(
+            opts, PoolOptions(concurrency=1, per_host=1, retries=retries, backoff_base=0.01), sink
+        )
+        lst = tmp_path / "l.txt"
+        lst.write_text(f"http://127.0.0.1:{port}/a\nhttp://127.0.0.1:{port}/b\n")
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    first, second = sink.rows[0], sink.rows[1]
+    assert first.state == "up"
+    # (HEAD, then the GET that confirms: with --retries 1 that GET is the
+    # retry, as it was before a new connection was tried.)
+    assert (second.state, second.error, second.attempts) == ("down", "timeout", 2)
+    assert "got none either" in " ".join(second.warnings), second.warnings

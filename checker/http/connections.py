@@ -93,6 +93,7 @@ class ConnectionPool:
         self._idle: dict[Origin, list[Connection]] = {}
         self._lru: OrderedDict[Connection, None] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
+        self._not_reused: set[Origin] = set()  # hosts whose keep-alive proved broken
 
     def take(self, origin: Origin) -> Connection | None:
         """An idle connection to `origin` that still looks alive, or None."""
@@ -109,9 +110,27 @@ class ConnectionPool:
         self._idle.pop(origin, None)
         return None
 
+    def stop_reusing(self, origin: Origin) -> bool:
+        """No more reuse of connections to `origin` in this run (a request on
+        one went unanswered where a new connection was answered): its idle
+        ones are closed, its next requests say Connection: close. False when
+        it was so already."""
+        if origin in self._not_reused:
+            return False
+        self._not_reused.add(origin)
+        for conn in self._idle.pop(origin, []):
+            del self._lru[conn]
+            self._close_later(conn)
+        return True
+
     def put(self, conn: Connection) -> None:
-        """Keep `conn` for the next request to its origin (or close it if it is spent)."""
-        if conn.requests >= self.max_requests or self.max_idle <= 0:
+        """Keep `conn` for the next request to its origin (or close it if it
+        is spent, or its host's connections are not reused)."""
+        if (
+            conn.requests >= self.max_requests
+            or self.max_idle <= 0
+            or conn.origin in self._not_reused
+        ):
             self._close_later(conn)
             return
         conn.idle_since = time.monotonic()
@@ -126,7 +145,7 @@ class ConnectionPool:
 
     def last_request(self, conn: Connection) -> bool:
         """Whether the next request on `conn` is its last (then it says Connection: close)."""
-        return conn.requests + 1 >= self.max_requests
+        return conn.requests + 1 >= self.max_requests or conn.origin in self._not_reused
 
     def __len__(self) -> int:
         return len(self._lru)
