@@ -189,3 +189,31 @@ async def test_a_server_that_speaks_first_is_no_tls_server(
     assert att.error is not None and att.error.category == "tls", att.error
     assert "spoke first" in str(att.error) and "SSH-2.0" in str(att.error)
     assert att.total_ms < 2000  # not the 3 s deadline
+
+
+@pytest.mark.parametrize("chain", [True, False], ids=["leaf and intermediate", "leaf alone"])
+async def test_a_ca_file_of_an_intermediate_ca_is_trusted(tmp_path: Path, chain: bool) -> None:
+    # Found by a review: --ca-file naming an organisation's issuing CA (not
+    # its root) called every site it issued down ("unable to get issuer
+    # certificate"), where curl --cacert says 200 (it verifies partial
+    # chains, as Python 3.13's default context does).
+    import trustme
+
+    root = trustme.CA()
+    issuing = root.create_child_ca()
+    leaf = issuing.issue_cert("127.0.0.1")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if chain:
+        leaf.configure_cert(server)
+    else:
+        leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "leaf.pem"))
+        server.load_cert_chain(str(tmp_path / "leaf.pem"), str(tmp_path / "key.pem"))
+    ca_file = tmp_path / "issuing.pem"
+    issuing.cert_pem.write_to_path(str(ca_file))
+    opts = check_options()
+    config = ClientConfig(ssl_context=LazyContext(ca_file=str(ca_file)), connect_timeout=2.0)
+    opts = type(opts)(client=config, timeout=opts.timeout)
+    async with Fleet({"/": Route()}, https_context=server) as fleet:
+        att = await attempt_check(parse_url(fleet.https_url("/")), opts)
+    assert att.ok, att.error

@@ -117,6 +117,11 @@ def make_ssl_context(*, insecure: bool = False, ca_file: str | None = None) -> s
 
 
 def _client_settings(ctx: ssl.SSLContext, insecure: bool) -> ssl.SSLContext:
+    # A certificate of the trust store ends a chain even when it is not a
+    # root: --ca-file may name an organisation's issuing CA rather than its
+    # root (as curl, and Python 3.13's default context). The system's store
+    # holds roots, so nothing changes for it.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
