@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from checker.parallel import usable_cpus
-from tests.helpers import SwitchableSite, read_request
+from tests.helpers import SwitchableSite, ended, read_request
 from tests.test_cli import checker, one_error_line
 from tests.test_notify import WebhookSink
 
@@ -458,3 +458,28 @@ async def test_a_run_killed_as_it_writes_its_reports_leaves_no_hidden_file(
     assert hidden_reports(out) == []
     assert not (out / ".shards").exists()
     assert len(list(out.glob("status-*.json"))) == 2  # the killed run's, and this one's
+
+
+@pytest.mark.parametrize("how", [("--processes", "2"), ()], ids=["shards", "reporter"])
+async def test_helpers_run_from_a_folder_holding_one_named_checker(
+    tmp_path: Path, how: tuple[str, ...]
+) -> None:
+    # Found by a review: the helpers (the reporter, the shards) were started
+    # as `python -m ...`, which puts the current folder first on sys.path:
+    # run from a clone's parent (/srv for /srv/checker) or any folder with a
+    # `checker` in it, that folder was imported instead, and every shard
+    # died (all lines "not checked") or the reporter did.
+    (tmp_path / "checker" / "checker").mkdir(parents=True)  # (as a clone's parent)
+    async with hosts(SwitchableSite(), 2) as up:
+        (tmp_path / "urls.txt").write_text("".join(f"{o}/p{j}\n" for o in up for j in range(5)))
+        proc = await asyncio.create_subprocess_exec(
+            # (-P: this process itself must not import the empty folder either)
+            *(sys.executable, "-P", "-m", "checker", "check", "urls.txt", "-q", *how),
+            cwd=tmp_path,
+            env={**os.environ, "CHECKER_REPORTER": "on"},
+            stderr=asyncio.subprocess.PIPE,
+        )
+        code, _, err = await ended(proc)
+    assert (code, err) == (0, ""), err
+    header = run_header(tmp_path / "reports")
+    assert (header["up"], header["down"], header["not_checked"]) == (10, 0, 0), header

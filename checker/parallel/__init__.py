@@ -79,13 +79,35 @@ def die_with_parent(signum: int) -> None:
         libc.prctl(pr_set_pdeathsig, signum)
 
 
+# How a helper starts: `python -m module` as this checker would be, but with
+# no current folder on sys.path (-P): `-m` puts it first, and run from a
+# folder holding one named `checker` (a clone's parent, /srv for
+# /srv/checker) that folder was imported instead of checker, and every shard
+# died. The folder this checker was imported from is added after the others,
+# for a checker run from its source without being installed.
+_BOOT = (
+    "import runpy, sys\n"
+    "root, module = sys.argv[1], sys.argv[2]\n"
+    "del sys.argv[1:3]\n"
+    "if root not in sys.path:\n"
+    "    sys.path.append(root)\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+)
+# (The folder that holds the checker package: checker/parallel/__init__.py.)
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 async def start_helper(module: str, stderr: int | None) -> asyncio.subprocess.Process:
-    """`python -m module`, this interpreter and this checker, talked to over
-    its stdin and stdout, in a session of its own: not in the terminal's
-    process group, so that Ctrl-C is the run's to handle and to pass on."""
+    """`python -m module` (see `_BOOT`), this interpreter and this checker,
+    talked to over its stdin and stdout, in a session of its own: not in the
+    terminal's process group, so that Ctrl-C is the run's to handle and to
+    pass on."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
+        "-P",
+        "-c",
+        _BOOT,
+        _ROOT,
         module,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
