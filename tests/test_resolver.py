@@ -232,3 +232,40 @@ async def test_the_system_resolver_sees_etc_hosts() -> None:
         "::1",
     ) in answer.addresses
     assert answer.ms > 0
+
+
+async def test_names_that_never_answer_do_not_hold_back_the_others() -> None:
+    # Found by a review: a lookup stuck on a name that never answers kept its
+    # thread after its check gave up, and the next names' checks took the
+    # rest; then every name waited for a thread (uncharged, so for ever), and
+    # healthy sites behind them were held back, or the run never ended.
+    fake = FakeGetaddrinfo()
+    silent = [fake.gate(f"silent{i}.test") for i in range(6)]
+    resolver = SystemResolver(max_threads=2, getaddrinfo=fake)
+    try:
+        for i in range(6):
+            with pytest.raises(DNSError, match="no answer"):
+                await asyncio.wait_for(resolver.resolve(f"silent{i}.test", 0.1), 3)
+        answer = await asyncio.wait_for(resolver.resolve("healthy.test", 5), 3)
+        assert answer.addresses == ((socket.AF_INET, "127.0.0.1"),)
+    finally:
+        for gate in silent:
+            gate.set()
+
+
+async def test_when_every_thread_is_stuck_the_wait_for_one_is_bounded() -> None:
+    # Past its cap of stuck lookups the resolver has no thread to give: a
+    # name then waits for one only so long, and says why it was not asked.
+    fake = FakeGetaddrinfo()
+    silent = [fake.gate(f"silent{i}.test") for i in range(2)]
+    resolver = SystemResolver(max_threads=1, max_stuck=1, thread_wait=0.3, getaddrinfo=fake)
+    try:
+        for i in range(2):
+            with pytest.raises(DNSError, match="no answer"):
+                await asyncio.wait_for(resolver.resolve(f"silent{i}.test", 0.1), 3)
+        with pytest.raises(DNSError, match="held by lookups of names that never answered"):
+            await asyncio.wait_for(resolver.resolve("healthy.test", 5), 3)
+        assert "healthy.test" not in fake.calls
+    finally:
+        for gate in silent:
+            gate.set()

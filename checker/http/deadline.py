@@ -35,10 +35,13 @@ clock = time.monotonic
 class Deadline:
     """`with Deadline(seconds):` around one attempt, inside its task."""
 
-    __slots__ = ("_cancelling", "_delay", "_expired", "_sweeper", "_task", "_when")
+    __slots__ = ("_cancelling", "_delay", "_expired", "_sweeper", "_task", "_when", "held")
 
     def __init__(self, delay: float) -> None:
         self._delay = delay
+        # Seconds it was held off (a wait that is the run's, not the check's:
+        # resolver._uncharged), to leave out of the check's time too.
+        self.held = 0.0
         self._when: float | None = None
         self._sweeper: _Sweeper | None = None
         self._task: asyncio.Task[object] | None = None

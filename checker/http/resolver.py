@@ -13,7 +13,10 @@ So here:
 - lookups run on daemon threads of our own, started as they are needed up to
   `max_threads` (the run sets it from `--concurrency`), so capacity follows
   the run, and a thread stuck on a name that never answers neither holds the
-  process at exit nor holds back other names;
+  process at exit nor holds back other names: once every check that wanted
+  its answer has given up on it, one more thread may start in its place (up
+  to `max_stuck` of them), and when even those are all stuck, a name waits
+  for a thread at most `thread_wait` seconds and says why it was not asked;
 - a lookup waiting for a thread that nobody wants any more is dropped before
   it starts;
 - the time a lookup waits for a thread is not charged to anyone: the
@@ -59,6 +62,11 @@ check_deadline: ContextVar[Deadline | None] = ContextVar("check_deadline", defau
 
 # A thread that has had no lookup for this long ends; the next one starts anew.
 THREAD_IDLE_EXIT = 10.0
+# Threads started beside those stuck on names that never answered (each
+# lookup the checks have given up on, while it still runs), at most.
+MAX_STUCK = 1024
+# How long a name waits for a thread when every one is stuck (past MAX_STUCK).
+THREAD_WAIT = 60.0
 # Hosts remembered per run. A list that revisits a host does so within a few
 # thousand lines in practice; past this the least recently used is forgotten
 # (and looked up again if it comes back). About 300 bytes an entry.
@@ -107,6 +115,8 @@ class _Lookup:
     waiters: int = 0
     # Set on the loop's thread, read on the lookup's: nobody wants it any more.
     abandoned: threading.Event = field(default_factory=threading.Event)
+    # Every check that wanted it gave up while a thread still runs it.
+    stuck: bool = False
 
 
 class SystemResolver:
@@ -121,9 +131,12 @@ class SystemResolver:
         max_threads: int = 256,
         cache_entries: int = CACHE_ENTRIES,
         getaddrinfo: GetAddrInfo = socket.getaddrinfo,
+        max_stuck: int = MAX_STUCK,
+        thread_wait: float = THREAD_WAIT,
     ) -> None:
         self.cache_entries = cache_entries
-        self._threads = _Threads(max_threads, getaddrinfo)
+        self.thread_wait = thread_wait
+        self._threads = _Threads(max_threads, getaddrinfo, max_stuck)
         self._cache: OrderedDict[str, tuple[Address, ...] | DNSError] = OrderedDict()
         self._running: dict[str, _Lookup] = {}
         self.lookups = 0  # asked of the system, for tests and benchmarks
@@ -153,6 +166,8 @@ class SystemResolver:
 
     def _finish(self, lookup: _Lookup, outcome: tuple[Address, ...] | DNSError) -> None:
         """On the loop's thread, when the system answered (or gave up)."""
+        if lookup.stuck:
+            self._threads.unstuck()
         if self._running.get(lookup.host) is lookup:
             del self._running[lookup.host]
         self._cache[lookup.host] = outcome
@@ -171,7 +186,13 @@ class SystemResolver:
         try:
             # Waiting for a thread is the run's business, not this host's: the
             # check's own deadline stands still meanwhile.
-            started = await _uncharged(lookup.started)
+            try:
+                started = await _uncharged(lookup.started, self.thread_wait)
+            except TimeoutError:
+                raise DNSError(
+                    f"not looked up: no resolver thread came free within {self.thread_wait:g}s"
+                    f" for {lookup.host}, every one held by lookups of names that never answered"
+                ) from None
             since = max(started, asked)
             left = timeout - (time.perf_counter() - since)
             try:
@@ -193,23 +214,33 @@ class SystemResolver:
                 lookup.started.cancel()
                 if self._running.get(lookup.host) is lookup:
                     del self._running[lookup.host]
+            elif lookup.waiters == 0 and not lookup.done.done() and not lookup.stuck:
+                # Nobody wants it and a thread is stuck on it: that thread
+                # is not counted against the others.
+                lookup.stuck = True
+                self._threads.stuck()
 
 
-async def _uncharged(started: asyncio.Future[float]) -> float:
-    """Wait for `started` with the check's deadline (if any) held off, then
-    move that deadline on by the time waited."""
+async def _uncharged(started: asyncio.Future[float], limit: float) -> float:
+    """Wait for `started` (at most `limit` seconds: TimeoutError) with the
+    check's deadline (if any) held off, then move that deadline on by the
+    time waited, and count it as held (not the check's time: total_ms)."""
     if started.done():
         return started.result()
     deadline = check_deadline.get()
     when = deadline.when() if deadline is not None else None
     if deadline is None or when is None:
-        return await asyncio.shield(started)
+        async with asyncio.timeout(limit):
+            return await asyncio.shield(started)
     since = deadline_clock()
     deadline.reschedule(None)
     try:
-        return await asyncio.shield(started)
+        async with asyncio.timeout(limit):
+            return await asyncio.shield(started)
     finally:
-        deadline.reschedule(when + (deadline_clock() - since))
+        waited = deadline_clock() - since
+        deadline.reschedule(when + waited)
+        deadline.held += waited
 
 
 class _Threads:
@@ -220,9 +251,11 @@ class _Threads:
     that never answers.
     """
 
-    def __init__(self, max_threads: int, getaddrinfo: GetAddrInfo) -> None:
+    def __init__(self, max_threads: int, getaddrinfo: GetAddrInfo, max_stuck: int) -> None:
         self.max_threads = max(1, max_threads)
+        self.max_stuck = max(0, max_stuck)
         self._getaddrinfo = getaddrinfo
+        self._stuck = 0  # threads running lookups nobody waits for any more
         self._jobs: queue.SimpleQueue[
             tuple[
                 _Lookup,
@@ -243,12 +276,28 @@ class _Threads:
     ) -> None:
         with self._lock:
             self._queued += 1
-            start = self._queued > self._idle and self._threads < self.max_threads
+            cap = self.max_threads + min(self._stuck, self.max_stuck)
+            start = self._queued > self._idle and self._threads < cap
             if start:
                 self._threads += 1
         self._jobs.put((lookup, loop, finish))
         if start:
             threading.Thread(target=self._serve, name="checker-resolver", daemon=True).start()
+
+    def stuck(self) -> None:
+        """A running lookup nobody waits for: one more thread may start."""
+        with self._lock:
+            self._stuck += 1
+            wanted = self._queued > self._idle and self._stuck <= self.max_stuck
+            if wanted:
+                self._threads += 1
+        if wanted:  # (a lookup already waits for a thread: this one is its)
+            threading.Thread(target=self._serve, name="checker-resolver", daemon=True).start()
+
+    def unstuck(self) -> None:
+        """That lookup ended (its thread takes the next one, or ends idle)."""
+        with self._lock:
+            self._stuck -= 1
 
     def _serve(self) -> None:
         while True:
