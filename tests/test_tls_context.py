@@ -7,7 +7,9 @@ import asyncio
 import http.server
 import json
 import os
+import socket
 import ssl
+import struct
 import threading
 import time
 from pathlib import Path
@@ -217,3 +219,26 @@ async def test_a_ca_file_of_an_intermediate_ca_is_trusted(tmp_path: Path, chain:
     async with Fleet({"/": Route()}, https_context=server) as fleet:
         att = await attempt_check(parse_url(fleet.https_url("/")), opts)
     assert att.ok, att.error
+
+
+@pytest.mark.parametrize("how", ["reset", "close"])
+async def test_a_handshake_the_server_drops_is_said_at_once(how: str, ca_file: str) -> None:
+    # Found by a review: after a failed start_tls the stream's close waited
+    # for a connection_lost that never comes, its full second, inside the
+    # connect deadline: a reset handshake took 1 s, and with a 1 s timeout
+    # came out as `timeout` (retried) instead of `tls`. A close (FIN) was
+    # said as "connection reset by peer ()".
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the ClientHello has come
+        if how == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+
+    async with raw_server(drop) as port:
+        opts = check_options(ca_file, timeout=1.0, connect=1.0)
+        att = await attempt_check(parse_url(f"https://127.0.0.1:{port}/"), opts)
+    assert att.error is not None and att.error.category == "tls", att.error
+    assert "()" not in str(att.error), att.error
+    assert ("reset" in str(att.error)) == (how == "reset"), att.error
+    assert att.total_ms < 500, att.total_ms  # (it was 1,000 and more)

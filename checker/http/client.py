@@ -576,7 +576,11 @@ async def _start_tls_or_close(
             raise TLSError(f"TLS handshake failed: the server spoke first, in plain text: {said!r}")
         await _start_tls(writer, url, context, trace)
     except BaseException:
-        await close_stream(writer, abort=True)
+        # Aborted, not waited for: after a failed start_tls the stream's
+        # protocol is no longer the transport's, so wait_closed() would
+        # wait out its whole bound, a second inside the connect deadline (a
+        # reset handshake came out as a `timeout`).
+        writer.transport.abort()
         raise
 
 
@@ -803,7 +807,10 @@ def _mapped(exc: Exception, tls_phase: str) -> CheckError | None:
     if isinstance(exc, ConnectionRefusedError):
         return ConnectionRefused("connection refused")
     if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
-        return ConnectionReset(f"connection reset by peer ({exc.strerror or exc})")
+        said = exc.strerror or str(exc)
+        if not said:  # (asyncio's own, for a connection closed under a handshake)
+            return ConnectionReset("the server closed the connection")
+        return ConnectionReset(f"connection reset by peer ({said})")
     if isinstance(exc, TimeoutError):
         # Our deadlines are outside this block, so this is the kernel's ETIMEDOUT.
         return CheckTimeout("connection timed out (by the operating system)")
