@@ -161,3 +161,24 @@ def test_degraded_and_recovered_while_up() -> None:
         "degraded",
         "took 950 ms, over 800",
     )
+
+
+def test_a_certificate_already_expiring_when_first_seen_is_said_once() -> None:
+    # Found by a review: a URL first seen with its certificate within
+    # --cert-warn-days was never said (the change is a certificate that
+    # "now" expires within D days, and there was no "before"), so it went
+    # from up to expired, and down, without a word in advance.
+    soon = replace(UP_ROW, cert_days=2)
+    policy = Policy()
+    # A URL new to a folder with history: said at once.
+    state, changes = step(None, soon, policy, T0)
+    assert [(c.kind, c.before, c.after) for c in changes] == [("cert_expiring", None, 2)]
+    state, changes = step(state, at(soon, 5), policy, T0 + timedelta(minutes=5))
+    assert changes == []
+    # The folder's first run has nothing to compare: its next run says it.
+    state, changes = step(None, soon, policy, T0, baseline=False)
+    assert changes == [] and state.state == "up"
+    state, changes = step(state, at(soon, 5), policy, T0 + timedelta(minutes=5))
+    assert [(c.kind, c.before, c.after) for c in changes] == [("cert_expiring", None, 2)]
+    _, changes = step(state, at(soon, 10), policy, T0 + timedelta(minutes=10))
+    assert changes == []

@@ -288,11 +288,13 @@ class HistoryDB:
             if policy is None:
                 return Batch([], {}, [])
             now = now or datetime.now(UTC)
-            changes, states = self._step_states(run_id, rows, ids, policy, now, save_states)
-            if save_states:
-                self._queue(alert, changes[: max(0, room)], now)
             if trends is None:
                 trends = self.previous_complete(run_id) is not None
+            changes, states = self._step_states(
+                run_id, rows, ids, policy, now, save_states, baseline=trends
+            )
+            if save_states:
+                self._queue(alert, changes[: max(0, room)], now)
             if not trends:
                 # The first run here: one result is no trend, and there are
                 # no incidents yet.
@@ -307,6 +309,7 @@ class HistoryDB:
         policy: Policy,
         now: datetime,
         save: bool,
+        baseline: bool = True,
     ) -> tuple[list[Change], dict[int, State]]:
         states = self.states(ids.values())
         changes: list[Change] = []
@@ -315,7 +318,7 @@ class HistoryDB:
         for row in rows:
             url_id = ids[row.url]
             prev = states.get(url_id)
-            state, found = step(prev, row, policy, now)
+            state, found = step(prev, row, policy, now, baseline)
             if prev is None and state.state == DOWN:
                 new_down.append((url_id, row))
             states[url_id] = state  # the same URL twice in a batch steps twice

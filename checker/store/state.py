@@ -18,7 +18,9 @@ The rules (README, "Changes and alerts"):
 - While the state holds: a different status code ("status"), a different
   final URL after redirects ("final_url"), a certificate that came within
   `warn_days` of expiry ("cert_expiring"), each compared with the last result
-  that agreed with the state.
+  that agreed with the state. A URL first seen with its certificate within
+  `warn_days` already: "cert_expiring" at once (by the next run, after the
+  folder's first).
 - `remind_every`: a URL still down that long after its last alert is said
   again ("still_down").
 """
@@ -37,10 +39,22 @@ def first(row: Row) -> State:
     return _agreeing(State(UP if row.ok else DOWN, row.checked_at), row)
 
 
-def step(prev: State | None, row: Row, policy: Policy, now: datetime) -> tuple[State, list[Change]]:
-    """The state after `row`, and the changes it makes."""
+def step(
+    prev: State | None, row: Row, policy: Policy, now: datetime, baseline: bool = True
+) -> tuple[State, list[Change]]:
+    """The state after `row`, and the changes it makes. `baseline`: the
+    folder has an earlier complete run (its first run says no change)."""
     if prev is None:
-        return first(row), []
+        state = first(row)
+        days = row.cert_days
+        if days is None or days > policy.warn_days:
+            return state, []
+        # Its certificate is within warn_days already: said now (with no
+        # "before"), or, in the folder's first run, by the next run (the
+        # state keeps no days, so that the next run finds it newly within).
+        if baseline:
+            return state, [Change(row.url, row.line, "cert_expiring", None, days)]
+        return replace(state, cert_days=None), []
     seen = UP if row.ok else DOWN
     if seen != prev.state:
         pending = prev.pending + 1
