@@ -290,3 +290,46 @@ async def test_a_host_that_goes_silent_altogether_is_down(retries: int, tmp_path
     # retry, as it was before a new connection was tried.)
     assert (second.state, second.error, second.attempts) == ("down", "timeout", 2)
     assert "got none either" in " ".join(second.warnings), second.warnings
+
+
+async def head_405_then_a_body_that_keeps_coming(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """FastAPI's GET route as uvicorn serves it to a checker: 405 to HEAD,
+    then to GET a head at once and a body that goes on (server-sent events,
+    long polling, a slow download)."""
+    while True:
+        request = await read_request(reader)
+        if request.startswith(b"HEAD"):
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            continue
+        if b"/sized" in request.split(b"\r\n", 1)[0]:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n")
+            piece = b"x" * 100
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"a\r\ndata: 1\n\n\r\n"
+        for _ in range(300):
+            await writer.drain()
+            writer.write(piece)
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("path", ["/events", "/sized"])
+async def test_a_body_still_coming_after_the_head_is_not_waited_for(path: str) -> None:
+    # Found by a review: the GET that confirms a HEAD's 405 read the body off
+    # the connection to keep it, with no time limit of its own: an endless
+    # body (SSE, long polling) or a slow one used up the check's deadline,
+    # and a site answering 200 at once was called down (timeout, 3 attempts).
+    async with raw_server(head_405_then_a_body_that_keeps_coming) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            opts = check_options(timeout=2.0)
+            att = await attempt_check(parse_url(f"http://127.0.0.1:{port}{path}"), opts, pool)
+        finally:
+            await pool.close()
+    assert att.ok and att.error is None, att.error
+    assert (att.head_status, att.head and att.head.status) == (405, 200)
+    assert att.total_ms < 200, att.total_ms  # the head's time, not the body's wait
+    assert len(pool) == 0  # not kept: the body never ended where it could be cut

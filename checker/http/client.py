@@ -46,12 +46,16 @@ from checker.http.errors import (
 )
 from checker.http.eyeballs import connect_first
 from checker.http.proxy import Proxy, ProxySettings
-from checker.http.resolver import Address, Resolver, SystemResolver
+from checker.http.resolver import Address, Resolver, SystemResolver, check_deadline
 from checker.url import TLS_SCHEMES, URL
 
 # Body bytes read to keep a connection for the next request; past this a new
 # connection is cheaper.
 DRAIN_CAP = 64 * 1024
+# How long a body may take to come after its head for the connection to be
+# kept (a body sent with its head comes at once; Nagle and a delayed ACK can
+# hold a second segment 40 ms): past that it is closed instead.
+DRAIN_WAIT = 0.25
 # Empty lines tolerated before a status line; more is not a server being sloppy.
 MAX_BLANK_LINES = 4
 # Bodies are read in pieces of this size, so a huge one never sits in memory.
@@ -354,19 +358,29 @@ def _persistent(head: wire.ResponseHead) -> bool:
 async def _drain(reader: asyncio.StreamReader, head: wire.ResponseHead, method: str) -> bool:
     """Read the body off the connection so it can carry another request.
 
-    Only small, exactly framed bodies are worth it: a large one costs more to
-    read than a new connection, and a body that runs to the close cannot be
-    followed by anything. A body that turns out broken only costs the reuse;
-    the head already arrived complete, so the check stands.
+    Only small, exactly framed bodies that come at once are worth it: a large
+    one costs more to read than a new connection, a body that runs to the
+    close cannot be followed by anything, and one still coming after
+    DRAIN_WAIT (server-sent events, long polling, a slow download) would use
+    up the check's deadline for an answer it already has: the connection is
+    closed instead. A body that turns out broken only costs the reuse; the
+    head already arrived complete, so the check stands. The time spent here
+    is not the URL's (Deadline.untimed).
     """
+    start = time.perf_counter()
     try:
         framing = wire.framing(head, method)
         if framing.kind == "eof" or (framing.length or 0) > DRAIN_CAP:
             return False
-        with map_exceptions():
-            _, complete = await read_body(reader, framing, DRAIN_CAP)
-    except (ProtocolError, ConnectionReset):
+        async with asyncio.timeout(DRAIN_WAIT):
+            with map_exceptions():
+                _, complete = await read_body(reader, framing, DRAIN_CAP)
+    except (ProtocolError, ConnectionReset, TimeoutError):
         return False
+    finally:
+        deadline = check_deadline.get()
+        if deadline is not None:
+            deadline.untimed += time.perf_counter() - start
     return complete
 
 

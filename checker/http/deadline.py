@@ -35,18 +35,34 @@ clock = time.monotonic
 class Deadline:
     """`with Deadline(seconds):` around one attempt, inside its task."""
 
-    __slots__ = ("_cancelling", "_delay", "_expired", "_sweeper", "_task", "_when", "held")
+    __slots__ = (
+        "_cancelling",
+        "_delay",
+        "_expired",
+        "_sweeper",
+        "_task",
+        "_when",
+        "held",
+        "untimed",
+    )
 
     def __init__(self, delay: float) -> None:
         self._delay = delay
         # Seconds it was held off (a wait that is the run's, not the check's:
         # resolver._uncharged), to leave out of the check's time too.
         self.held = 0.0
+        # Seconds within it that are not the URL's time either, though they
+        # count against it (a body read off after its answer: client._drain).
+        self.untimed = 0.0
         self._when: float | None = None
         self._sweeper: _Sweeper | None = None
         self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
         self._expired = False
+
+    def not_timed(self) -> float:
+        """Seconds of the attempt to leave out of its time (`held`, `untimed`)."""
+        return self.held + self.untimed
 
     def when(self) -> float | None:
         """The `clock()` time it passes at (None: held off)."""
