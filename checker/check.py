@@ -57,14 +57,15 @@ class CheckOptions:
     method: str = "HEAD"  # "HEAD" (confirmed with GET when down) or "GET"
     follow_redirects: bool = True
     max_redirects: int = 10
-    timeout: float = 10.0  # the whole exchange: every hop, the GET confirmation
+    timeout: float = 10.0  # the whole exchange, every hop (and the GET that decides, anew)
     headers: tuple[tuple[str, str], ...] = ()  # -H, sent with every request
     max_body: int = MAX_BODY  # bytes of a body kept for a body check
 
 
 @dataclass(slots=True)
 class Attempt:
-    """What one attempt at a check came to (one deadline)."""
+    """What one attempt at a check came to (one deadline, and one more for
+    the GET that decides after HEAD)."""
 
     method: str
     final_url: URL
@@ -133,7 +134,8 @@ async def attempt_check(
     expect: Expect | None = None,
     method: str | None = None,
 ) -> Attempt:
-    """Run one attempt under the check's deadline; never raises a CheckError.
+    """Run one attempt under the check's deadline (the GET that decides after
+    a HEAD under one of its own); never raises a CheckError.
 
     With `connections`, requests may reuse kept-alive connections. `expect`:
     a CSV list row's expectations (a body check is a GET that reads the body).
@@ -148,45 +150,50 @@ async def attempt_check(
         return await _probe(url, opts, expect, start)
     method = method or expect.method or ("GET" if expect.needs_body else opts.method)
     out = Attempt(method=method, final_url=url, expect=expect)
-    deadline = Deadline(opts.timeout)
+    deadlines = [Deadline(opts.timeout)]
     try:
-        with deadline:
-            token = check_deadline.set(deadline)
-            try:
-                failed: CheckError | None = None
-                try:
-                    await _follow(url, method, opts, out, connections)
-                except _HEAD_FAILURES as exc:
-                    if method != "HEAD":
-                        raise
-                    failed = exc
-                if method == "HEAD" and (
-                    failed is not None
-                    or (out.head is not None and out.head.status not in expect.statuses)
-                ):
-                    # Many servers answer HEAD wrongly (405, 501, even 404 or
-                    # 500, or not at all): one GET decides before the URL is
-                    # called down.
-                    head_status = out.head.status if failed is None and out.head else None
-                    # What HEAD's server did wrong stays said (a body after HEAD).
-                    warnings = out.warnings
-                    if failed is not None:
-                        warnings.append(f"HEAD failed ({failed.category}: {failed}); GET decided")
-                    out = Attempt(
-                        method="GET", final_url=url, head_status=head_status, expect=expect
-                    )
-                    out.warnings = warnings
-                    await _follow(url, "GET", opts, out, connections)
-            finally:
-                check_deadline.reset(token)
+        failed: CheckError | None = None
+        try:
+            await _within(deadlines[0], _follow(url, method, opts, out, connections))
+        except _HEAD_FAILURES as exc:
+            if method != "HEAD":
+                raise
+            failed = exc
+        if method == "HEAD" and (
+            failed is not None or (out.head is not None and out.head.status not in expect.statuses)
+        ):
+            # Many servers answer HEAD wrongly (405, 501, even 404 or 500,
+            # or not at all): one GET decides before the URL is called down.
+            # With a deadline of its own: a slow site that refuses HEAD
+            # must not have its GET starved by the HEAD's wait.
+            head_status = out.head.status if failed is None and out.head else None
+            # What HEAD's server did wrong stays said (a body after HEAD).
+            warnings = out.warnings
+            if failed is not None:
+                warnings.append(f"HEAD failed ({failed.category}: {failed}); GET decided")
+            out = Attempt(method="GET", final_url=url, head_status=head_status, expect=expect)
+            out.warnings = warnings
+            deadlines.append(Deadline(opts.timeout))
+            await _within(deadlines[1], _follow(url, "GET", opts, out, connections))
     except CheckError as exc:
         out.error = exc
     except TimeoutError:
         out.error = CheckTimeout(f"no complete response within {opts.timeout:g}s")
     # (Not the time that was not the URL's: a wait for a resolver thread, a
     # body read off after the answer to keep the connection.)
-    out.total_ms = round((time.perf_counter() - start - deadline.not_timed()) * 1000, 3)
+    not_timed = sum(d.not_timed() for d in deadlines)
+    out.total_ms = round((time.perf_counter() - start - not_timed) * 1000, 3)
     return out
+
+
+async def _within(deadline: Deadline, work: Awaitable[None]) -> None:
+    """`work` under `deadline`, which the resolver can hold off (check_deadline)."""
+    with deadline:
+        token = check_deadline.set(deadline)
+        try:
+            await work
+        finally:
+            check_deadline.reset(token)
 
 
 async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> Attempt:

@@ -504,3 +504,26 @@ async def test_a_location_with_non_ascii_bytes_is_followed_as_sent(
         att = await attempt_check(parse_url(f"http://127.0.0.1:{port}/r"), check_options())
     assert att.ok and att.head is not None and att.head.status == 200, (att.error, asked)
     assert asked == [b"/r", target]
+
+
+async def test_a_slow_site_that_refuses_head_gets_its_get_in_time() -> None:
+    # Found by a review: a site that takes 6 s to answer anything and says
+    # 405 to HEAD was down (timeout, 3 attempts) with the default 10 s: its
+    # HEAD took 6 s of the one deadline and left its GET 4. The GET that
+    # decides has a deadline of its own now.
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            await asyncio.sleep(0.6)
+            if request.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with raw_server(slow) as port:
+        att = await attempt_check(
+            parse_url(f"http://127.0.0.1:{port}/"), check_options(timeout=1.0)
+        )
+    assert att.ok and att.error is None, att.error
+    assert (att.method, att.head_status, att.head and att.head.status) == ("GET", 405, 200)
