@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from checker.expect import DEGRADED, DOWN, PLAIN, UP, Expect, Observed, verdict
+from checker.hosts import SLOW_DOWN
 from checker.http.body import MAX_BODY, Body, BodySink, decode
 from checker.http.client import ClientConfig, Trace, open_service, request_head, tls_ready
 from checker.http.connections import ConnectionPool
@@ -133,6 +134,7 @@ async def attempt_check(
     connections: ConnectionPool | None = None,
     expect: Expect | None = None,
     method: str | None = None,
+    slow_down_later: bool = False,
 ) -> Attempt:
     """Run one attempt under the check's deadline (the GET that decides after
     a HEAD under one of its own); never raises a CheckError.
@@ -140,7 +142,9 @@ async def attempt_check(
     With `connections`, requests may reuse kept-alive connections. `expect`:
     a CSV list row's expectations (a body check is a GET that reads the body).
     `method`: this attempt's, over the options' (the pool retries with GET
-    after a HEAD that got no answer in time).
+    after a HEAD that got no answer in time). `slow_down_later`: a HEAD
+    answered 429 or 503 is this attempt's answer (the pool asks again after
+    the host's pace), not confirmed by a GET at once.
     """
     if url.scheme in TLS_SCHEMES:
         await tls_ready(opts.client)  # (the run's to wait for, not this URL's)
@@ -159,9 +163,10 @@ async def attempt_check(
             if method != "HEAD":
                 raise
             failed = exc
-        if method == "HEAD" and (
-            failed is not None or (out.head is not None and out.head.status not in expect.statuses)
-        ):
+        refused = out.head is not None and out.head.status not in expect.statuses
+        if slow_down_later and refused and out.head is not None and out.head.status in SLOW_DOWN:
+            refused = False
+        if method == "HEAD" and (failed is not None or refused):
             # Many servers answer HEAD wrongly (405, 501, even 404 or 500,
             # or not at all): one GET decides before the URL is called down.
             # With a deadline of its own: a slow site that refuses HEAD

@@ -39,6 +39,10 @@ Origin = tuple[str, str, int]
 
 SLOW_DOWN = frozenset({429, 503})
 FIRST_PENALTY = 1.0  # seconds after a first 429 without a Retry-After
+RECHECK = 0.25  # a paced wait looks again this often (the penalty may have shrunk)
+# The least pace after a host refused a request sent this long after the one
+# before: that many times it (a pace it refused is no pace to keep).
+FLOOR_FACTOR = 2.5
 
 
 @dataclass(slots=True)
@@ -46,9 +50,15 @@ class _Host:
     active: int = 0
     backlog: deque[Target] = field(default_factory=deque)
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
-    next_at: float = 0.0  # clock() time the next request may start
+    next_at: float = 0.0  # clock() time before which no request starts (a slow-down)
     started: float = float("-inf")  # clock() time the last paced request started
     penalty: float = 0.0  # seconds added between requests after 429/503
+    penalized_at: float = float("-inf")  # clock() time a 429/503 last doubled it
+    # After a 429/503: one check at a time (None: the gate's limit), and a
+    # penalty that never falls below what the host's refusals showed.
+    limit: int | None = None
+    floor: float = 0.0
+    last_sent: float = float("-inf")  # clock() time of the latest request told of
 
 
 class HostGate:
@@ -69,7 +79,7 @@ class HostGate:
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host()
-        if host.active < self.limit:
+        if host.active < (host.limit or self.limit):
             host.active += 1
             return True
         if self._parked < self.max_parked:
@@ -94,10 +104,12 @@ class HostGate:
         """The next URL of the host's backlog for the caller to check (keeping
         its place), or None once it has let go (or handed its place over)."""
         host = self._hosts[key]
-        if host.backlog:
+        # (Past a limit lowered meanwhile, it lets go: the others go on.)
+        over = host.limit is not None and host.active > host.limit
+        if host.backlog and not over:
             self._parked -= 1
             return host.backlog.popleft()
-        while host.waiters:
+        while host.waiters and not over:
             waiting = host.waiters.popleft()
             if not waiting.done():
                 waiting.set_result(None)  # its place, as it is
@@ -107,33 +119,60 @@ class HostGate:
         return None
 
     async def pace(self, key: Origin) -> None:
-        """Wait for the host's next allowed request start, and book the one after."""
-        host = self._hosts.get(key)
-        gap = self.interval + (host.penalty if host is not None else 0.0)
-        if host is None or (gap <= 0 and host.next_at <= 0):
-            return
-        now = clock()
-        start = max(now, host.next_at)
-        host.next_at = start + gap
-        # The booked start, and `gap` after the one before really started: a
-        # loop held up by other work wakes the sleepers of several starts in
-        # one turn, and uvloop's timers (whole milliseconds) may end early.
-        while (wait := max(start, host.started + gap) - clock()) > 0:
-            await asyncio.sleep(wait)
-        host.started = clock()
-        host.next_at = max(host.next_at, host.started + gap)
-
-    def told(self, key: Origin, status: int | None, retry_after: float | None) -> None:
-        """What the host answered: slow down after 429/503, speed up again after."""
+        """Wait until the host's next request may start: the interval (and
+        any penalty) after the last one started, and not before a slow-down
+        said to wait (`told`). Re-read as it waits, not booked ahead: a
+        penalty that shrinks meanwhile (good answers) shortens the wait (six
+        retries booked 32 s apart were spaced 32 s though each was answered
+        200), and the requests due in one turn of a held-up loop still start
+        a gap apart (each start moves `started` before the next looks)."""
         host = self._hosts.get(key)
         if host is None:
             return
+        while True:
+            gap = self.interval + host.penalty
+            due = max(host.started + gap, host.next_at) if gap > 0 else host.next_at
+            wait = due - clock()
+            if wait <= 0:
+                break
+            # (uvloop's timers may end a millisecond early: look again.)
+            await asyncio.sleep(min(wait, RECHECK))
+        if gap > 0 or host.next_at > 0:
+            host.started = clock()
+
+    def told(
+        self, key: Origin, status: int | None, retry_after: float | None, sent: float | None = None
+    ) -> None:
+        """What the host answered: slow down after 429/503, speed up again
+        after. `sent`: the `clock()` time the request went (None: now). A
+        429 or 503 doubles the penalty only for a request sent after the
+        last one that set it: six answers to one burst are one signal, not
+        six doublings (1 s became 32)."""
+        host = self._hosts.get(key)
+        if host is None:
+            return
+        gap = None
+        if sent is not None:
+            gap = sent - host.last_sent
+            host.last_sent = max(host.last_sent, sent)
         if status in SLOW_DOWN:
-            wanted = max(FIRST_PENALTY, 2 * host.penalty, retry_after or 0.0)
-            host.penalty = min(self.cap, wanted)
+            # One check at a time from now on (a burst of --per-host was what
+            # a rate limit refused), and never again as fast as this one
+            # went after the one before: a rate limit of 2 a second refused
+            # requests 0.25 s apart, so the pace stays at least 0.625 s.
+            host.limit = 1
+            if gap is not None and 0 < gap < self.cap:  # (none before the first)
+                host.floor = min(self.cap, max(host.floor, FLOOR_FACTOR * gap))
+            if sent is None or sent >= host.penalized_at:
+                wanted = max(FIRST_PENALTY, 2 * host.penalty, retry_after or 0.0)
+                host.penalized_at = clock()
+            else:
+                wanted = max(host.penalty, retry_after or 0.0)
+            host.penalty = min(self.cap, max(wanted, host.floor))
             host.next_at = max(host.next_at, clock() + host.penalty)
         elif host.penalty:
-            host.penalty = host.penalty / 2 if host.penalty > 0.1 else 0.0
+            halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
+            host.penalty = max(halved, host.floor)
 
     def penalty(self, key: Origin) -> float:
         host = self._hosts.get(key)
@@ -151,16 +190,22 @@ class HostGate:
             return
         self._calls += 1
         now = clock()
-        if host.next_at <= now and not host.penalty:
+        if not host.penalty and self._idle(host, now):
             del self._hosts[key]
         elif self._calls % 1024 == 0:
             # Hosts kept for their pace: drop those whose pace has run out.
-            for stale in [k for k, h in self._hosts.items() if _idle(h, now)]:
+            for stale in [k for k, h in self._hosts.items() if self._idle(h, now)]:
                 del self._hosts[stale]
+
+    def _idle(self, host: _Host, now: float) -> bool:
+        """Nothing going, and no pace left to keep (its next start is free)."""
+        return (
+            not host.active
+            and not host.backlog
+            and not host.waiters
+            and host.next_at <= now
+            and host.started + self.interval <= now
+        )
 
     def __len__(self) -> int:
         return len(self._hosts)
-
-
-def _idle(host: _Host, now: float) -> bool:
-    return not host.active and not host.backlog and not host.waiters and host.next_at <= now

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
 from checker.hosts import HostGate
+from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
 from checker.results import Result
@@ -229,12 +230,18 @@ class Pool:
             # The host's pace (--host-interval, slower after 429/503) is kept
             # before the attempt: waiting for it does not eat into its deadline.
             await self.hosts.pace(key)
+            sent = hosts_clock()
             attempt = await attempt_check(
                 target.url,
                 self.check_opts,
                 None if silent else self.connections,
                 target.expect,
                 method,
+                # A HEAD told to slow down (429, 503) is asked again after
+                # the host's pace while retries are left, not at once as a
+                # GET: that doubled the load on a host that said it had
+                # too much. The last attempt's GET still decides.
+                slow_down_later=n - free <= self.opts.retries,
             )
             if anew:
                 # Charged after all when the new connection got no answer
@@ -245,7 +252,7 @@ class Pool:
             if head is not None:
                 asked = parse_retry_after(head.get("retry-after"))
                 self.hosts.told(
-                    key, head.status, min(asked, self.opts.slow_down_cap) if asked else None
+                    key, head.status, min(asked, self.opts.slow_down_cap) if asked else None, sent
                 )
             if silent is None and silent_on_reuse(attempt):
                 # The host took the request on a kept-alive connection and

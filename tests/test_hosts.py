@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from checker import hosts
 from checker.hosts import HostGate
 from checker.targets import Target
 from checker.url import parse_url
@@ -186,3 +187,59 @@ def _plus(stamp: str, seconds: float) -> str:
 
     moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")) + timedelta(seconds=seconds)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def test_the_answers_to_one_burst_double_the_penalty_once() -> None:
+    # Found by a review (nginx limit_req): six requests in flight answered
+    # 503 doubled the penalty six times, 1 s to 32 s, for one signal.
+    gate = HostGate(limit=6, cap=60.0)
+    assert await gate.enter(KEY, target(0))
+    sent = hosts.clock()
+    for _ in range(6):
+        gate.told(KEY, 503, None, sent)
+    assert gate.penalty(KEY) == 1.0
+    gate.told(KEY, 503, None, hosts.clock())  # a request sent after it: a new signal
+    assert gate.penalty(KEY) == 2.0
+
+
+async def test_a_penalty_that_shrinks_shortens_the_waits_already_going() -> None:
+    # Found by a review: waits were booked at the penalty in force when they
+    # began, so retries booked 32 s apart were spaced 32 s though each was
+    # answered 200 (each good answer halves the penalty).
+    gate = HostGate(limit=4, cap=0.4)
+    for i in range(3):
+        assert await gate.enter(KEY, target(i))
+    gate.told(KEY, 503, None)  # 0.4 s (the cap)
+    starts: list[float] = []
+
+    async def one() -> None:
+        await gate.pace(KEY)
+        starts.append(hosts.clock())
+        gate.told(KEY, 200, None)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(3):
+            group.create_task(one())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # 0.2 s, then 0.1 s (booked: 0.4 s and 0.4 s).
+    assert gaps[0] >= 0.2 - SLACK and gaps[1] >= 0.1 - SLACK, gaps
+    assert starts[-1] - starts[0] < 0.6, gaps
+
+
+async def test_a_host_that_said_slow_down_gets_one_check_at_a_time() -> None:
+    # The burst of --per-host requests was what the rate limit refused: after
+    # a 429 or 503 the host gets one check at a time, and a pace never as
+    # close as one it refused.
+    gate = HostGate(limit=4, cap=60.0)
+    for i in range(3):
+        assert await gate.enter(KEY, target(i))  # three going
+    gate.told(KEY, 200, None, 10.0)
+    gate.told(KEY, 503, None, 10.2)  # refused 0.2 s after the one before
+    assert gate.penalty(KEY) == 1.0
+    assert not await gate.enter(KEY, target(3))  # parked, though 3 < 4
+    assert gate.leave(KEY) is None  # over the new limit: lets go, the backlog stays
+    assert gate.leave(KEY) is None
+    assert [t.seq for t in [gate.leave(KEY)] if t] == [3]  # the last one takes it
+    for _ in range(10):
+        gate.told(KEY, 200, None)
+    assert gate.penalty(KEY) == pytest.approx(0.5)  # 2.5 x 0.2 s, not 0
