@@ -40,9 +40,6 @@ Origin = tuple[str, str, int]
 SLOW_DOWN = frozenset({429, 503})
 FIRST_PENALTY = 1.0  # seconds after a first 429 without a Retry-After
 RECHECK = 0.25  # a paced wait looks again this often (the penalty may have shrunk)
-# The least pace after a host refused a request sent this long after the one
-# before: that many times it (a pace it refused is no pace to keep).
-FLOOR_FACTOR = 2.5
 
 
 @dataclass(slots=True)
@@ -54,11 +51,6 @@ class _Host:
     started: float = float("-inf")  # clock() time the last paced request started
     penalty: float = 0.0  # seconds added between requests after 429/503
     penalized_at: float = float("-inf")  # clock() time a 429/503 last doubled it
-    # After a 429/503: one check at a time (None: the gate's limit), and a
-    # penalty that never falls below what the host's refusals showed.
-    limit: int | None = None
-    floor: float = 0.0
-    last_sent: float = float("-inf")  # clock() time of the latest request told of
 
 
 class HostGate:
@@ -79,7 +71,7 @@ class HostGate:
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host()
-        if host.active < (host.limit or self.limit):
+        if host.active < self.limit:
             host.active += 1
             return True
         if self._parked < self.max_parked:
@@ -104,12 +96,10 @@ class HostGate:
         """The next URL of the host's backlog for the caller to check (keeping
         its place), or None once it has let go (or handed its place over)."""
         host = self._hosts[key]
-        # (Past a limit lowered meanwhile, it lets go: the others go on.)
-        over = host.limit is not None and host.active > host.limit
-        if host.backlog and not over:
+        if host.backlog:
             self._parked -= 1
             return host.backlog.popleft()
-        while host.waiters and not over:
+        while host.waiters:
             waiting = host.waiters.popleft()
             if not waiting.done():
                 waiting.set_result(None)  # its place, as it is
@@ -151,28 +141,16 @@ class HostGate:
         host = self._hosts.get(key)
         if host is None:
             return
-        gap = None
-        if sent is not None:
-            gap = sent - host.last_sent
-            host.last_sent = max(host.last_sent, sent)
         if status in SLOW_DOWN:
-            # One check at a time from now on (a burst of --per-host was what
-            # a rate limit refused), and never again as fast as this one
-            # went after the one before: a rate limit of 2 a second refused
-            # requests 0.25 s apart, so the pace stays at least 0.625 s.
-            host.limit = 1
-            if gap is not None and 0 < gap < self.cap:  # (none before the first)
-                host.floor = min(self.cap, max(host.floor, FLOOR_FACTOR * gap))
             if sent is None or sent >= host.penalized_at:
                 wanted = max(FIRST_PENALTY, 2 * host.penalty, retry_after or 0.0)
                 host.penalized_at = clock()
             else:
                 wanted = max(host.penalty, retry_after or 0.0)
-            host.penalty = min(self.cap, max(wanted, host.floor))
+            host.penalty = min(self.cap, wanted)
             host.next_at = max(host.next_at, clock() + host.penalty)
         elif host.penalty:
-            halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
-            host.penalty = max(halved, host.floor)
+            host.penalty = host.penalty / 2 if host.penalty > 0.1 else 0.0
 
     def penalty(self, key: Origin) -> float:
         host = self._hosts.get(key)

@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
-from checker.hosts import HostGate
+from checker.hosts import SLOW_DOWN, HostGate
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
@@ -62,7 +62,13 @@ class Sink(Protocol):
 def should_retry(attempt: Attempt) -> bool:
     if attempt.error is not None:
         return attempt.error.transient
-    return attempt.head is not None and attempt.head.status in RETRY_STATUSES
+    head = attempt.head
+    # (Not a status the row expects: a maintenance page's 503 is its answer.)
+    return (
+        head is not None
+        and head.status in RETRY_STATUSES
+        and head.status not in attempt.expect.statuses
+    )
 
 
 def head_unanswered(attempt: Attempt) -> bool:
@@ -224,7 +230,11 @@ class Pool:
         # unanswered: after it, this check's attempts go on new connections
         # of their own, and that attempt is not charged to the URL.
         silent: str | None = None
+        silent_at: tuple[str, str, int] = key  # the origin whose connection it was
         anew = False  # this attempt is the one on a new connection after it
+        # A HEAD told to slow down (429, 503): the next attempt is its GET,
+        # after the host's pace, and is the first one's confirmation.
+        deferred = False
         free = 0  # attempts not charged to the URL
         while True:
             # The host's pace (--host-interval, slower after 429/503) is kept
@@ -237,23 +247,41 @@ class Pool:
                 None if silent else self.connections,
                 target.expect,
                 method,
-                # A HEAD told to slow down (429, 503) is asked again after
-                # the host's pace while retries are left, not at once as a
-                # GET: that doubled the load on a host that said it had
-                # too much. The last attempt's GET still decides.
+                # A HEAD told to slow down (429, 503) gets its GET after the
+                # host's pace while retries are left, not at once: at once
+                # doubled the load on a host that said it had too much. The
+                # last attempt's GET still comes at once.
                 slow_down_later=n - free <= self.opts.retries,
             )
             if anew:
                 # Charged after all when the new connection got no answer
                 # either: then the URL is slow or down, not the reuse.
-                anew, free = False, int(attempt.head is not None)
-                said.append(self._answered_anew(key, attempt, silent or ""))
+                anew, free = False, free + int(attempt.head is not None)
+                said.append(self._answered_anew(silent_at, attempt, silent or ""))
+            if deferred:
+                # The GET that confirms the HEAD told to slow down: not
+                # charged when it is the answer (HEAD 503, GET 200 servers).
+                deferred, free = False, free + int(attempt.ok)
             head = attempt.head
             if head is not None:
                 asked = parse_retry_after(head.get("retry-after"))
+                # (A status the row expects is its answer, no slow-down: a
+                # maintenance page's 503.)
+                told = head.status if head.status not in attempt.expect.statuses else None
                 self.hosts.told(
-                    key, head.status, min(asked, self.opts.slow_down_cap) if asked else None, sent
+                    key, told, min(asked, self.opts.slow_down_cap) if asked else None, sent
                 )
+            if (
+                method is None
+                and attempt.method == "HEAD"
+                and head is not None
+                and head.status in SLOW_DOWN
+                and head.status not in attempt.expect.statuses
+            ):
+                # (Only when slow_down_later kept its GET back: else the
+                # attempt's method would be GET.)
+                deferred, method = True, "GET"
+                said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
             if silent is None and silent_on_reuse(attempt):
                 # The host took the request on a kept-alive connection and
                 # went silent (servers without real keep-alive answer a
@@ -264,6 +292,7 @@ class Pool:
                 # charged if answered. A HEAD is asked again as a GET: that
                 # one answer also decides a server that never answers HEAD.
                 silent, anew = attempt.method, True
+                silent_at = attempt.final_url.origin  # (after a redirect: another host's)
                 if attempt.method == "HEAD":
                     method = "GET"
                 n += 1
@@ -285,7 +314,7 @@ class Pool:
             await asyncio.sleep(retry_delay(n, attempt, self.opts))
             n += 1
 
-    def _answered_anew(self, key: tuple[str, str, int], attempt: Attempt, silent: str) -> str:
+    def _answered_anew(self, origin: tuple[str, str, int], attempt: Attempt, silent: str) -> str:
         """The warning of the attempt made on a new connection after a kept-
         alive one went silent; when it was answered, the host's connections
         are not reused for the rest of the run."""
@@ -294,7 +323,7 @@ class Pool:
         if attempt.head is None:
             return f"{how}; {again} on a new connection got none either"
         assert self.connections is not None
-        if self.connections.stop_reusing(key):
+        if self.connections.stop_reusing(origin):
             return (
                 f"{how}; {again} on a new connection was answered: this host's"
                 " connections are no longer reused in this run"

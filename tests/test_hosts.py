@@ -224,22 +224,3 @@ async def test_a_penalty_that_shrinks_shortens_the_waits_already_going() -> None
     # 0.2 s, then 0.1 s (booked: 0.4 s and 0.4 s).
     assert gaps[0] >= 0.2 - SLACK and gaps[1] >= 0.1 - SLACK, gaps
     assert starts[-1] - starts[0] < 0.6, gaps
-
-
-async def test_a_host_that_said_slow_down_gets_one_check_at_a_time() -> None:
-    # The burst of --per-host requests was what the rate limit refused: after
-    # a 429 or 503 the host gets one check at a time, and a pace never as
-    # close as one it refused.
-    gate = HostGate(limit=4, cap=60.0)
-    for i in range(3):
-        assert await gate.enter(KEY, target(i))  # three going
-    gate.told(KEY, 200, None, 10.0)
-    gate.told(KEY, 503, None, 10.2)  # refused 0.2 s after the one before
-    assert gate.penalty(KEY) == 1.0
-    assert not await gate.enter(KEY, target(3))  # parked, though 3 < 4
-    assert gate.leave(KEY) is None  # over the new limit: lets go, the backlog stays
-    assert gate.leave(KEY) is None
-    assert [t.seq for t in [gate.leave(KEY)] if t] == [3]  # the last one takes it
-    for _ in range(10):
-        gate.told(KEY, 200, None)
-    assert gate.penalty(KEY) == pytest.approx(0.5)  # 2.5 x 0.2 s, not 0

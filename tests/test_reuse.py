@@ -333,3 +333,61 @@ async def test_a_body_still_coming_after_the_head_is_not_waited_for(path: str) -
     assert (att.head_status, att.head and att.head.status) == (405, 200)
     assert att.total_ms < 200, att.total_ms  # the head's time, not the body's wait
     assert len(pool) == 0  # not kept: the body never ended where it could be cut
+
+
+async def test_the_host_that_went_silent_is_the_one_not_reused_after_a_redirect(
+    tmp_path: Path,
+) -> None:
+    # Found by a review of the change above: a check that began on host A
+    # and was redirected to B, whose kept-alive connection went silent,
+    # stopped reuse on A (where it began), so every other URL waited out
+    # B's silence again, and the warning named the wrong host.
+    async with raw_server(first_request_only) as b_port:
+
+        async def to_b(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                request = await read_request(reader)
+                path = request.split(b" ", 2)[1]
+                writer.write(
+                    b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: http://127.0.0.1:%d%s"
+                    b"\r\n\r\n" % (b_port, path)
+                )
+                await writer.drain()
+
+        async with raw_server(to_b) as a_port:
+            sink = RecordingSink()
+            opts = check_options(timeout=1.0)
+            # (concurrency 2: room for an idle connection to each host)
+            pool = Pool(opts, PoolOptions(concurrency=2, per_host=1, retries=0), sink)
+            lst = tmp_path / "l.txt"
+            lst.write_text("".join(f"http://127.0.0.1:{a_port}/p{i}\n" for i in range(6)))
+            await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = [sink.rows[i] for i in range(6)]
+    assert all(r.state == "up" for r in rows), [(r.state, r.warnings) for r in rows]
+    said = [i for i, r in enumerate(rows) if r.warnings]
+    assert len(said) == 1, [(r.url, r.warnings) for r in rows]  # one URL waited, once
+
+
+async def test_a_head_in_the_deadlines_last_moment_is_not_lost_to_the_drain() -> None:
+    # Found by a review: the head came at 0.85 s of a 1 s deadline, complete,
+    # and the body 0.5 s later; reading the body off to keep the connection
+    # ran into the deadline, and the URL came out as a timeout.
+    async def late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(0.85)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.write(b"0123456789")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with raw_server(late) as port:
+        pool = ConnectionPool(max_idle=4)
+        try:
+            opts = check_options(timeout=1.0, method="GET")
+            att = await attempt_check(parse_url(f"http://127.0.0.1:{port}/"), opts, pool)
+        finally:
+            await pool.close()
+    assert att.ok and att.error is None, att.error
+    assert 800 < att.total_ms < 1000, att.total_ms

@@ -32,6 +32,7 @@ from checker.http.connections import (
     close_stream,
     unread,
 )
+from checker.http.deadline import clock as deadline_clock
 from checker.http.errors import (
     CheckError,
     CheckTimeout,
@@ -56,6 +57,7 @@ DRAIN_CAP = 64 * 1024
 # kept (a body sent with its head comes at once; Nagle and a delayed ACK can
 # hold a second segment 40 ms): past that it is closed instead.
 DRAIN_WAIT = 0.25
+DRAIN_MARGIN = 0.01  # the drain ends this long before the check's deadline, at the latest
 # Empty lines tolerated before a status line; more is not a server being sloppy.
 MAX_BLANK_LINES = 4
 # Bodies are read in pieces of this size, so a huge one never sits in memory.
@@ -368,17 +370,23 @@ async def _drain(reader: asyncio.StreamReader, head: wire.ResponseHead, method: 
     is not the URL's (Deadline.untimed).
     """
     start = time.perf_counter()
+    deadline = check_deadline.get()
+    wait = DRAIN_WAIT
+    when = deadline.when() if deadline is not None else None
+    if when is not None:
+        # Never into the check's deadline: its answer is in already (a head
+        # in the deadline's last moment came out as a timeout).
+        wait = min(wait, when - deadline_clock() - DRAIN_MARGIN)
     try:
         framing = wire.framing(head, method)
-        if framing.kind == "eof" or (framing.length or 0) > DRAIN_CAP:
+        if framing.kind == "eof" or (framing.length or 0) > DRAIN_CAP or wait <= 0:
             return False
-        async with asyncio.timeout(DRAIN_WAIT):
+        async with asyncio.timeout(wait):
             with map_exceptions():
                 _, complete = await read_body(reader, framing, DRAIN_CAP)
     except (ProtocolError, ConnectionReset, TimeoutError):
         return False
     finally:
-        deadline = check_deadline.get()
         if deadline is not None:
             deadline.untimed += time.perf_counter() - start
     return complete
