@@ -83,6 +83,9 @@ class Attempt:
     # A protocol's last reply (smtp://): the report's status and reason.
     reply_code: int | None = None
     reply_text: str | None = None
+    # A HEAD told to slow down (429, 503) whose GET was kept for later
+    # (attempt_check's slow_down_later): the pool sends it after the pace.
+    get_later: bool = False
 
     @property
     def state(self) -> tuple[str, tuple[str, ...]]:
@@ -163,9 +166,12 @@ async def attempt_check(
             if method != "HEAD":
                 raise
             failed = exc
-        refused = out.head is not None and out.head.status not in expect.statuses
-        if slow_down_later and refused and out.head is not None and out.head.status in SLOW_DOWN:
-            refused = False
+        head = out.head
+        refused = head is not None and head.status not in expect.statuses
+        if method == "HEAD" and refused and slow_down_later and head is not None:
+            # (A HEAD told to slow down: its GET after the host's pace.)
+            out.get_later = head.status in SLOW_DOWN
+            refused = not out.get_later
         if method == "HEAD" and (failed is not None or refused):
             # Many servers answer HEAD wrongly (405, 501, even 404 or 500,
             # or not at all): one GET decides before the URL is called down.
@@ -207,21 +213,7 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
     out = Attempt(method=url.scheme.upper(), final_url=url, expect=expect)
     deadline = Deadline(opts.timeout)
     try:
-        with deadline:
-            token = check_deadline.set(deadline)
-            try:
-                if url.scheme in SESSIONS:
-                    session = await _session(url.scheme)(url, opts.client, out.trace)
-                    out.banner = session.greeting.first_line
-                    out.reply_code = session.last.code
-                    out.reply_text = session.last.first_line
-                    out.warnings += session.warnings
-                else:
-                    out.banner = await open_service(
-                        url, opts.client, out.trace, BANNER_LIMIT if expect.needs_body else None
-                    )
-            finally:
-                check_deadline.reset(token)
+        await _within(deadline, _service(url, opts, expect, out))
     except CheckError as exc:
         out.error = exc
         if isinstance(exc, ReplyRefused):  # the server said no: its words stay
@@ -235,6 +227,21 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
         out.error = CheckTimeout(f"{what} within {opts.timeout:g}s")
     out.total_ms = round((time.perf_counter() - start - deadline.not_timed()) * 1000, 3)
     return out
+
+
+async def _service(url: URL, opts: CheckOptions, expect: Expect, out: Attempt) -> None:
+    """A service's session (smtp://, ftp://...) or connection (tcp://, tls://),
+    into `out`."""
+    if url.scheme in SESSIONS:
+        session = await _session(url.scheme)(url, opts.client, out.trace)
+        out.banner = session.greeting.first_line
+        out.reply_code = session.last.code
+        out.reply_text = session.last.first_line
+        out.warnings += session.warnings
+    else:
+        out.banner = await open_service(
+            url, opts.client, out.trace, BANNER_LIMIT if expect.needs_body else None
+        )
 
 
 async def _follow(

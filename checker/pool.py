@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
-from checker.hosts import SLOW_DOWN, HostGate
+from checker.hosts import HostGate
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
@@ -271,15 +271,7 @@ class Pool:
                 self.hosts.told(
                     key, told, min(asked, self.opts.slow_down_cap) if asked else None, sent
                 )
-            if (
-                method is None
-                and attempt.method == "HEAD"
-                and head is not None
-                and head.status in SLOW_DOWN
-                and head.status not in attempt.expect.statuses
-            ):
-                # (Only when slow_down_later kept its GET back: else the
-                # attempt's method would be GET.)
+            if attempt.get_later and head is not None:
                 deferred, method = True, "GET"
                 said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
             if silent is None and silent_on_reuse(attempt):

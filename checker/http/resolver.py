@@ -229,18 +229,17 @@ async def _uncharged(started: asyncio.Future[float], limit: float) -> float:
         return started.result()
     deadline = check_deadline.get()
     when = deadline.when() if deadline is not None else None
-    if deadline is None or when is None:
-        async with asyncio.timeout(limit):
-            return await asyncio.shield(started)
     since = deadline_clock()
-    deadline.reschedule(None)
+    if deadline is not None:
+        deadline.reschedule(None)
     try:
         async with asyncio.timeout(limit):
             return await asyncio.shield(started)
     finally:
-        waited = deadline_clock() - since
-        deadline.reschedule(when + waited)
-        deadline.held += waited
+        if deadline is not None and when is not None:
+            waited = deadline_clock() - since
+            deadline.reschedule(when + waited)
+            deadline.held += waited
 
 
 class _Threads:
@@ -282,7 +281,7 @@ class _Threads:
                 self._threads += 1
         self._jobs.put((lookup, loop, finish))
         if start:
-            threading.Thread(target=self._serve, name="checker-resolver", daemon=True).start()
+            self._start_thread()
 
     def stuck(self) -> None:
         """A running lookup nobody waits for: one more thread may start."""
@@ -292,7 +291,10 @@ class _Threads:
             if wanted:
                 self._threads += 1
         if wanted:  # (a lookup already waits for a thread: this one is its)
-            threading.Thread(target=self._serve, name="checker-resolver", daemon=True).start()
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        threading.Thread(target=self._serve, name="checker-resolver", daemon=True).start()
 
     def unstuck(self) -> None:
         """That lookup ended (its thread takes the next one, or ends idle)."""

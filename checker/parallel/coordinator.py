@@ -39,9 +39,15 @@ from typing import Any
 from checker.parallel import SHARDS_DIR, newest_report, shard_dirs, start_helper
 from checker.parallel.counts import parse
 from checker.parallel.worker import Task
-from checker.reports.journal import run_of
 from checker.reports.merge import Expected, MergeError, MergeOptions, merge
-from checker.reports.recover import JOURNAL_SUFFIX, KILLED, RECORDED_BEFORE, RecoverError, recover
+from checker.reports.recover import (
+    JOURNAL_SUFFIX,
+    KILLED,
+    RECORDED_BEFORE,
+    RecoverError,
+    journal_headers,
+    recover,
+)
 from checker.results import iso
 from checker.run import (
     RunConfig,
@@ -352,15 +358,11 @@ def _exit(code: int | None) -> str:
 def _merged_journals(out_dir: str, started_at: str) -> list[str]:
     """The journal a parent started merging into `out_dir` (its header says
     when the run started, and which shards it merged)."""
-    found = []
-    for name in os.listdir(out_dir):
-        if name.startswith("status-") and name.endswith(JOURNAL_SUFFIX):
-            path = os.path.join(out_dir, name)
-            with contextlib.suppress(OSError), open(path, "rb") as f:
-                head = run_of(f.readline())
-                if head is not None and head.get("started_at") == started_at and "merged" in head:
-                    found.append(path)
-    return found
+    return [
+        path
+        for path, head in journal_headers(out_dir)
+        if head.get("started_at") == started_at and "merged" in head
+    ]
 
 
 def _runs_in(root: str) -> list[str]:

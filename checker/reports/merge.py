@@ -28,10 +28,10 @@ from typing import Any
 from checker import __version__
 from checker.check import failed_result
 from checker.reports import json_report
-from checker.reports.journal import Journal, header_line, held, run_of
+from checker.reports.journal import Journal, header_line, held
 from checker.reports.recover import (
-    JOURNAL_SUFFIX,
     RecoverError,
+    journal_headers,
     policy_of,
     publish,
     read_report_header,
@@ -290,20 +290,12 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
 def _superseded(out_dir: str, own: str, shard_runs: list[str], lists: list[str]) -> list[str]:
     """The journals in `out_dir` of killed merges (no live run holds them)
     whose every shard run is one of `shard_runs`, over the same lists."""
-    found = []
     mine = set(shard_runs)
-    for name in sorted(os.listdir(out_dir)):
-        path = os.path.join(out_dir, name)
-        if not (name.startswith("status-") and name.endswith(JOURNAL_SUFFIX)) or path == own:
-            continue
-        try:
-            with open(path, "rb") as f:
-                head = run_of(f.readline())
-        except OSError:
-            continue
-        theirs = head.get("shard_runs") if head is not None else None
+    found = []
+    for path, head in journal_headers(out_dir):
+        theirs = head.get("shard_runs")
         if (
-            head is not None
+            path != own
             and isinstance(theirs, list)
             and theirs
             and {str(t) for t in theirs} <= mine

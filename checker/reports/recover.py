@@ -24,7 +24,7 @@ from checker.check import failed_result
 from checker.http.errors import Interrupted, InvalidURL
 from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
-from checker.reports.journal import Journal, JournalBusy, held
+from checker.reports.journal import Journal, JournalBusy, held, run_of
 from checker.reports.output import FORMATS, write_reports
 from checker.results import NOT_A_CHECK
 from checker.store.feed import recorded_run, start_feed
@@ -281,6 +281,22 @@ async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
         if done.note:
             notes.append(done.note)
     return notes
+
+
+def journal_headers(out_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, run header) of each run journal in `out_dir`, in name order;
+    one that cannot be read, or is no journal, is passed over."""
+    for name in sorted(os.listdir(out_dir)):
+        if not (name.startswith("status-") and name.endswith(JOURNAL_SUFFIX)):
+            continue
+        path = os.path.join(out_dir, name)
+        try:
+            with open(path, "rb") as f:
+                head = run_of(f.readline())
+        except OSError:
+            continue
+        if head is not None:
+            yield path, head
 
 
 def remove_spools(journal: str) -> None:
