@@ -15,7 +15,11 @@ Before each request, `pace` waits until the host's next allowed start: the
 run's `--host-interval` after the previous start, or longer after the host
 said 429 Too Many Requests or 503 with a Retry-After (`told`): the wait then
 doubles from 1 s up to `cap` (at least what Retry-After asked, within the
-cap), and halves again with each answer that is not one of those.
+cap), and halves again with each answer that is not one of those, down to
+what the host is known to need: a host that refuses again at a pace it
+was slowed to (a rate limit) is not taken faster than 1.5 times that pace
+again, a floor that halves with every FLOOR_HALF_LIFE seconds it is not
+refused. (One 503 page refuses at full speed first: no floor.)
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -24,6 +28,7 @@ of a million distinct hosts leaves no million entries behind.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -40,6 +45,11 @@ Origin = tuple[str, str, int]
 SLOW_DOWN = frozenset({429, 503})
 FIRST_PENALTY = 1.0  # seconds after a first 429 without a Retry-After
 RECHECK = 0.25  # a paced wait looks again this often (the penalty may have shrunk)
+# A host that refuses a request sent at a pace of P seconds is not taken
+# faster than FLOOR_MARGIN * P again; that floor halves every FLOOR_HALF_LIFE
+# seconds without a refusal.
+FLOOR_MARGIN = 1.5
+FLOOR_HALF_LIFE = 60.0
 
 
 @dataclass(slots=True)
@@ -51,6 +61,14 @@ class _Host:
     started: float = float("-inf")  # clock() time the last paced request started
     penalty: float = 0.0  # seconds added between requests after 429/503
     penalized_at: float = float("-inf")  # clock() time a 429/503 last doubled it
+    floor: float = 0.0  # the penalty it needs (a rate limit learned), as of floor_at
+    floor_at: float = 0.0
+    answered: bool = False  # a good answer came since its last 429/503
+
+    def floor_now(self, now: float) -> float:
+        if not self.floor:
+            return 0.0
+        return self.floor * math.pow(0.5, (now - self.floor_at) / FLOOR_HALF_LIFE)
 
 
 class HostGate:
@@ -108,17 +126,18 @@ class HostGate:
         self._forget(key, host)
         return None
 
-    async def pace(self, key: Origin) -> None:
+    async def pace(self, key: Origin) -> float:
         """Wait until the host's next request may start: the interval (and
         any penalty) after the last one started, and not before a slow-down
         said to wait (`told`). Re-read as it waits, not booked ahead: a
         penalty that shrinks meanwhile (good answers) shortens the wait (six
         retries booked 32 s apart were spaced 32 s though each was answered
         200), and the requests due in one turn of a held-up loop still start
-        a gap apart (each start moves `started` before the next looks)."""
+        a gap apart (each start moves `started` before the next looks).
+        Returns the penalty it kept (for `told`)."""
         host = self._hosts.get(key)
         if host is None:
-            return
+            return 0.0
         while True:
             gap = self.interval + host.penalty
             due = max(host.started + gap, host.next_at) if gap > 0 else host.next_at
@@ -129,28 +148,50 @@ class HostGate:
             await asyncio.sleep(min(wait, RECHECK))
         if gap > 0 or host.next_at > 0:
             host.started = clock()
+        return host.penalty
 
     def told(
-        self, key: Origin, status: int | None, retry_after: float | None, sent: float | None = None
+        self,
+        key: Origin,
+        status: int | None,
+        retry_after: float | None,
+        sent: float | None = None,
+        paced: float = 0.0,
+        fresh: bool = False,
     ) -> None:
         """What the host answered: slow down after 429/503, speed up again
         after. `sent`: the `clock()` time the request went (None: now). A
         429 or 503 doubles the penalty only for a request sent after the
         last one that set it: six answers to one burst are one signal, not
-        six doublings (1 s became 32)."""
+        six doublings (1 s became 32). `paced`: the penalty the request was
+        sent at (`pace`); `fresh`: its URL was not just refused itself.
+        A fresh URL refused at a pace the host had answered well at since
+        its last refusal says the host limits its rate: it is not taken
+        faster than FLOOR_MARGIN times that pace again (its floor). (Not a
+        broken page refused again, nor a second refusal of one brief
+        episode: those would slow a host for good.)"""
         host = self._hosts.get(key)
         if host is None:
             return
+        now = clock()
         if status in SLOW_DOWN:
+            if paced > 0 and fresh and host.answered:
+                host.floor = min(self.cap, max(host.floor_now(now), FLOOR_MARGIN * paced))
+                host.floor_at = now
+            host.answered = False
             if sent is None or sent >= host.penalized_at:
                 wanted = max(FIRST_PENALTY, 2 * host.penalty, retry_after or 0.0)
-                host.penalized_at = clock()
+                host.penalized_at = now
             else:
                 wanted = max(host.penalty, retry_after or 0.0)
             host.penalty = min(self.cap, wanted)
-            host.next_at = max(host.next_at, clock() + host.penalty)
-        elif host.penalty:
-            host.penalty = host.penalty / 2 if host.penalty > 0.1 else 0.0
+            host.next_at = max(host.next_at, now + host.penalty)
+            return
+        host.answered = True
+        if host.penalty:
+            halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
+            floor = host.floor_now(now)
+            host.penalty = max(halved, floor) if floor > 0.01 else halved
 
     def penalty(self, key: Origin) -> float:
         host = self._hosts.get(key)

@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
-from checker.hosts import HostGate
+from checker.hosts import SLOW_DOWN, HostGate
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
@@ -232,14 +232,16 @@ class Pool:
         silent: str | None = None
         silent_at: tuple[str, str, int] = key  # the origin whose connection it was
         anew = False  # this attempt is the one on a new connection after it
-        # A HEAD told to slow down (429, 503): the next attempt is its GET,
-        # after the host's pace, and is the first one's confirmation.
-        deferred = False
+        # Attempts in a row told to slow down (429, 503): not charged when an
+        # attempt after the host's pace is answered (the host's rate, not
+        # the URL's health).
+        slowed = 0
+        head_later = False  # the first of them a HEAD whose GET came after the pace
         free = 0  # attempts not charged to the URL
         while True:
             # The host's pace (--host-interval, slower after 429/503) is kept
             # before the attempt: waiting for it does not eat into its deadline.
-            await self.hosts.pace(key)
+            paced = await self.hosts.pace(key)
             sent = hosts_clock()
             attempt = await attempt_check(
                 target.url,
@@ -258,21 +260,37 @@ class Pool:
                 # either: then the URL is slow or down, not the reuse.
                 anew, free = False, free + int(attempt.head is not None)
                 said.append(self._answered_anew(silent_at, attempt, silent or ""))
-            if deferred:
-                # The GET that confirms the HEAD told to slow down: not
-                # charged when it is the answer (HEAD 503, GET 200 servers).
-                deferred, free = False, free + int(attempt.ok)
             head = attempt.head
+            # (A status the row expects is its answer, no slow-down: a
+            # maintenance page's 503.)
+            told = head.status if head and head.status not in attempt.expect.statuses else None
+            fresh = not slowed  # (its URL not refused just before)
+            if slowed and attempt.ok:
+                # Answered after the host's pace: the attempts told to slow
+                # down before it were the host's rate, not the URL (nginx's
+                # limit_req, HEAD 503 and GET 200 servers).
+                free += slowed
+                if slowed > head_later:  # (a HEAD's GET later says so already)
+                    said.append(
+                        f"{slowed} earlier attempt{'s' if slowed > 1 else ''} told to slow down"
+                        " (429/503) not counted: answered at the host's pace"
+                    )
+            if told in SLOW_DOWN:
+                slowed, head_later = slowed + 1, head_later or attempt.get_later
+            else:
+                slowed, head_later = 0, False
             if head is not None:
                 asked = parse_retry_after(head.get("retry-after"))
-                # (A status the row expects is its answer, no slow-down: a
-                # maintenance page's 503.)
-                told = head.status if head.status not in attempt.expect.statuses else None
                 self.hosts.told(
-                    key, told, min(asked, self.opts.slow_down_cap) if asked else None, sent
+                    key,
+                    told,
+                    min(asked, self.opts.slow_down_cap) if asked else None,
+                    sent,
+                    paced,
+                    fresh,
                 )
             if attempt.get_later and head is not None:
-                deferred, method = True, "GET"
+                method = "GET"
                 said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
             if silent is None and silent_on_reuse(attempt):
                 # The host took the request on a kept-alive connection and

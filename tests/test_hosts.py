@@ -224,3 +224,72 @@ async def test_a_penalty_that_shrinks_shortens_the_waits_already_going() -> None
     # 0.2 s, then 0.1 s (booked: 0.4 s and 0.4 s).
     assert gaps[0] >= 0.2 - SLACK and gaps[1] >= 0.1 - SLACK, gaps
     assert starts[-1] - starts[0] < 0.6, gaps
+
+
+async def test_a_host_that_limits_its_rate_is_up_on_every_url(tmp_path: Path) -> None:
+    # Found by a review (nginx limit_req 2r/s, no burst): the pace learned
+    # from the first burst's 503s was halved by each good answer until the
+    # host refused again, and again; a URL refused three times came out
+    # down, others degraded. Here: one request every GAP s, no burst, 503
+    # for any sooner (as nginx's limit_req), on kept-alive connections.
+    gap = 0.3
+    last = [float("-inf")]
+    refused = [0]
+
+    async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            now = time.monotonic()
+            if now - last[0] >= gap:
+                last[0] = now
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            else:
+                refused[0] += 1
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(limited) as port:
+        lines = [f"http://127.0.0.1:{port}/p{i}" for i in range(16)]
+        (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
+        code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    states = {r["url"]: (r["state"], r["status"], r["attempts"], r["reasons"]) for r in rows}
+    assert code == 0, (err, states)
+    assert all(r["state"] == "up" for r in rows), states
+    assert refused[0] > 0  # (it did refuse: the first burst at least)
+
+
+async def test_a_refusal_at_a_pace_the_host_took_before_sets_a_floor() -> None:
+    gate = HostGate(limit=4, cap=60.0)
+    assert await gate.enter(KEY, target(0))
+    gate.told(KEY, 503, None, hosts.clock(), paced=0.0, fresh=True)  # the first burst
+    assert gate.penalty(KEY) == 1.0
+    gate.told(KEY, 200, None)
+    gate.told(KEY, 200, None)
+    assert gate.penalty(KEY) == 0.25  # no floor: refused at full speed
+    # Refused again at 0.25 s, a fresh URL, after good answers: a rate limit.
+    gate.told(KEY, 503, None, hosts.clock(), paced=0.25, fresh=True)
+    for _ in range(10):
+        gate.told(KEY, 200, None)
+    assert 0.37 < gate.penalty(KEY) <= 0.375  # 1.5 x 0.25, not 0
+
+
+@pytest.mark.parametrize(
+    ("fresh", "answered_between"),
+    [(False, True), (True, False)],
+    ids=["the same url refused again (a broken page)", "one brief episode"],
+)
+async def test_refusals_that_say_nothing_of_a_rate_set_no_floor(
+    fresh: bool, answered_between: bool
+) -> None:
+    # Found by this change's own runs: a host that said 429 twice in a row
+    # (with --host-interval 0.3) was then spaced 1.5 s for the rest of the run.
+    gate = HostGate(limit=4, cap=60.0)
+    assert await gate.enter(KEY, target(0))
+    gate.told(KEY, 503, None, hosts.clock(), paced=0.0, fresh=True)
+    if answered_between:
+        gate.told(KEY, 200, None)
+    gate.told(KEY, 503, None, hosts.clock(), paced=gate.penalty(KEY), fresh=fresh)
+    for _ in range(12):
+        gate.told(KEY, 200, None)
+    assert gate.penalty(KEY) == 0.0
