@@ -258,6 +258,8 @@ async def _follow(
         # A body only when a check needs it: then compressed bodies are welcome.
         sink = BodySink(opts.max_body) if out.expect.needs_body and method == "GET" else None
         extra = opts.headers + out.expect.headers
+        if extra and current.origin != url.origin:
+            extra = _for_another_origin(extra, current, out.warnings)
         if sink is not None:
             extra += (("Accept-Encoding", "gzip, deflate"),)
         try:
@@ -275,7 +277,13 @@ async def _follow(
                 opts.max_body,
             )
             out.warnings += out.body.warnings
-        if not opts.follow_redirects or out.head.status not in REDIRECT_STATUSES:
+        status = out.head.status
+        if (
+            not opts.follow_redirects
+            or status not in REDIRECT_STATUSES
+            # A row that expects this redirect (expect_status 301): it is the answer.
+            or out.expect.statuses.names_redirect(status)
+        ):
             return
         location = out.head.get_all("location")
         if not location:
@@ -300,6 +308,23 @@ async def _follow(
             raise TooManyRedirects(f"more than {opts.max_redirects} redirects")
         seen.add(str(nxt))
         current = nxt
+
+
+# Credentials that go to the URL's own origin only (as curl, and browsers
+# for Authorization): a redirect elsewhere must not carry the list's
+# secrets to another host, or over plain http.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _for_another_origin(
+    headers: tuple[tuple[str, str], ...], to: URL, warnings: list[str]
+) -> tuple[tuple[str, str], ...]:
+    kept = tuple(h for h in headers if h[0].lower() not in _CREDENTIALS)
+    if len(kept) < len(headers):
+        names = ", ".join(sorted({n for n, _ in headers if n.lower() in _CREDENTIALS}))
+        where = f"{to.scheme}://{to.host_header}"
+        warnings.append(f"{names} not sent to {where}: a redirect to another origin")
+    return kept
 
 
 def make_result(target: Target, attempt: Attempt, attempts: int, free: int = 0) -> Result:

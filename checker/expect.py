@@ -49,6 +49,12 @@ class StatusSet:
                     return True
         return False
 
+    def names_redirect(self, status: int) -> bool:
+        """Whether `status` (a 3xx) is named as expected by itself, in a range
+        or class from 300 up (`301`, `3xx`, `200,301-302`), not only as part
+        of one from 2xx (`200-399`, the default, follows redirects)."""
+        return any(300 <= lo <= status <= hi for lo, hi in self.ranges)
+
 
 DEFAULT_STATUSES = StatusSet("200-399", ((200, 399),))
 

@@ -1,0 +1,133 @@
+"""Redirects and what a list row says of them: a row expecting a redirect
+takes it as its answer, and the list's credentials stay with the URL's own
+origin."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from checker.expect import DEFAULT_STATUSES, parse_statuses
+from tests.helpers import raw_server, read_request
+from tests.test_cli import checker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_which_expected_statuses_name_a_redirect() -> None:
+    assert not DEFAULT_STATUSES.names_redirect(301)  # 200-399: follow
+    assert not parse_statuses("200-302").names_redirect(301)
+    for text in ("301", "3xx", "200,301-302", "300-399"):
+        assert parse_statuses(text).names_redirect(301), text
+    assert not parse_statuses("200,302").names_redirect(301)
+
+
+def _row(tmp_path: Path) -> dict[str, dict[str, object]]:
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    return {r["name"]: r for r in report["results"]}
+
+
+async def test_a_row_expecting_a_redirect_takes_it_as_its_answer(tmp_path: Path) -> None:
+    # Found by a review: redirects were always followed and the final status
+    # judged, so `expect_status 301` (or 3xx, or the README's own
+    # 200,301-302) could never match: a working redirect was down.
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await read_request(reader)
+            path = head.split(b" ")[1]
+            if path == b"/old":
+                writer.write(b"HTTP/1.1 301 Moved\r\nLocation: /\r\nContent-Length: 0\r\n\r\n")
+            elif path == b"/gone":
+                writer.write(b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(site) as port:
+        base = f"http://127.0.0.1:{port}"
+        rows = [
+            ("moved", f"{base}/old", "301"),
+            ("class", f"{base}/old", "3xx"),
+            ("either", f"{base}/old", "200,301-302"),
+            ("followed", f"{base}/old", ""),  # the default: followed to its 200
+            ("wrong", f"{base}/gone", "301"),  # a 302 is not the 301 asked for
+        ]
+        buf = io.StringIO()
+        out = csv.writer(buf)
+        out.writerow(["name", "url", "expect_status"])
+        out.writerows(rows)
+        (tmp_path / "checks.csv").write_text(buf.getvalue())
+        code, _, err = await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
+    assert code == 1, err
+    got = _row(tmp_path)
+    for name in ("moved", "class", "either"):
+        row = got[name]
+        assert (row["state"], row["status"], row["redirects"]) == ("up", 301, []), row
+    assert (got["followed"]["state"], got["followed"]["status"]) == ("up", 200)
+    assert len(got["followed"]["redirects"]) == 1  # type: ignore[arg-type]
+    assert (got["wrong"]["state"], got["wrong"]["status"]) == ("down", 200)
+
+
+async def test_credentials_stay_with_the_urls_own_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a review: the list's Authorization, Cookie and other headers
+    # went to whatever host a redirect named (curl and browsers drop
+    # Authorization and Cookie when the host changes).
+    monkeypatch.setenv("API_TOKEN", "s3cret")
+    seen: dict[str, bytes] = {}
+
+    async def other(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen["other"] = await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(other) as other_port:
+
+        async def first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                head = await read_request(reader)
+                if head.startswith(b"GET /here ") or head.startswith(b"HEAD /here "):
+                    seen["same"] = head
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    to = f"http://127.0.0.1:{other_port}/"
+                    if b"/local" in head.split(b"\r\n")[0]:
+                        to = "/here"
+                    moved = f"HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n"
+                    writer.write(moved.encode())
+                await writer.drain()
+
+        async with raw_server(first) as port:
+            base = f"http://127.0.0.1:{port}"
+            (tmp_path / "checks.csv").write_text(
+                "name,url,auth,headers\n"
+                f"away,{base}/away,bearer:API_TOKEN,X-Env: prod\n"
+                f"local,{base}/local,bearer:API_TOKEN,X-Env: prod\n"
+            )
+            code, _, err = await checker(
+                "check",
+                "checks.csv",
+                "-q",
+                "--retries",
+                "0",
+                "-H",
+                "Cookie: s=${API_TOKEN}",
+                cwd=tmp_path,
+            )
+    assert code == 0, err
+    got = _row(tmp_path)
+    assert got["away"]["state"] == "up" and got["local"]["state"] == "up"
+    away = seen["other"].lower()
+    assert b"s3cret" not in away and b"authorization" not in away and b"cookie" not in away
+    assert b"x-env: prod" in away  # other headers go on, as curl sends them
+    assert b"authorization: bearer s3cret" in seen["same"].lower()  # the same origin: kept
+    assert any(
+        "not sent to http://127.0.0.1:" in w
+        for w in got["away"]["warnings"]  # type: ignore[attr-defined]
+    )
