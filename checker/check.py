@@ -278,16 +278,18 @@ async def _follow(
             )
             out.warnings += out.body.warnings
         status = out.head.status
+        location = out.head.get_all("location") if status in REDIRECT_STATUSES else None
         if (
             not opts.follow_redirects
-            or status not in REDIRECT_STATUSES
+            or not location  # (a 3xx without a Location is reported as it is)
             # A row that expects this redirect (expect_status 301): it is the answer.
             or out.expect.statuses.names_redirect(status)
         ):
+            if out.body is not None and out.body.broken:
+                # As curl (exit 61) and browsers (ERR_CONTENT_DECODING_FAILED):
+                # a page nobody can read is not up, whatever its bytes hold.
+                raise ProtocolError(out.body.broken)
             return
-        location = out.head.get_all("location")
-        if not location:
-            return  # a 3xx without a Location is reported as it is
         try:
             nxt = resolve_location(current, location_of(location[0]))
         except URLError as exc:

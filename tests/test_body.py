@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import zlib
 
@@ -36,10 +37,43 @@ def test_a_decompression_bomb_stops_at_the_cap() -> None:
     assert len(body.text) == 1024 * 1024 and not body.complete
 
 
-def test_a_broken_gzip_body_is_read_as_it_came() -> None:
+def test_a_broken_gzip_body_is_broken() -> None:
+    # Found by a review: it was read as it came, with a warning, so a body
+    # check on it passed (up) where curl fails (exit 61) and browsers show
+    # ERR_CONTENT_DECODING_FAILED.
     body = decode(b"not gzip at all", True, "gzip", None, 100)
-    assert body.text == "not gzip at all"
-    assert "could not be decompressed" in body.warnings[0]
+    assert body.broken is not None and "cannot be decompressed" in body.broken
+    assert decode(gzip.compress(b"ok"), True, "gzip", None, 100).broken is None
+
+
+def test_text_is_decoded_as_browsers_decode_it() -> None:
+    # Found by a review: a page whose charset is only in its <meta>, and
+    # windows-1252 bytes labelled iso-8859-1 (as nginx's `charset` sends
+    # them), were read otherwise than every browser shows them: "body lacks".
+    page = '<html><head><meta charset="windows-1252"></head><body>Café</body></html>'
+    assert "Café" in decode(page.encode("cp1252"), True, None, "text/html", 1000).text
+    equiv = (
+        '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">'
+        "<p>Caf\u00e9 M\u00fcller</p>"
+    )
+    assert "Café Müller" in decode(equiv.encode("latin-1"), True, None, "text/html", 1000).text
+    quotes = "It\u2019s open \u2013 5 \u20ac".encode("cp1252")
+    for label in ("iso-8859-1", "ISO-8859-1", "us-ascii", "latin1"):
+        text = decode(quotes, True, None, f"text/html; charset={label}", 1000).text
+        assert text == "It\u2019s open \u2013 5 \u20ac", label
+    gbk = "\u4f60\u597d\u7881".encode("gbk")  # (the last is GBK's, not in GB2312)
+    assert decode(gbk, True, None, "text/html; charset=gb2312", 1000).text == "\u4f60\u597d\u7881"
+    # The byte order mark first: over the header, and with no header at all.
+    utf16 = codecs.BOM_UTF16_LE + "Welcome".encode("utf-16-le")
+    assert decode(utf16, True, None, None, 1000).text == "Welcome"
+    assert decode(utf16, True, None, "text/html; charset=iso-8859-1", 1000).text == "Welcome"
+    assert decode(codecs.BOM_UTF8 + b"ok", True, None, None, 1000).text == "ok"
+    # The header's charset over the page's <meta>; <meta> only for HTML.
+    meta = '<meta charset="iso-8859-1">\u00e9'.encode()
+    assert decode(meta, True, None, "text/html; charset=utf-8", 1000).text.endswith("\u00e9")
+    assert decode(meta, True, None, "text/plain", 1000).text.endswith("\u00e9")
+    latin = '<meta charset="iso-8859-1">\u00e9'.encode("latin-1")
+    assert decode(latin, True, None, "text/plain", 1000).text.endswith("\ufffd")
 
 
 def test_the_sink_keeps_no_more_than_its_cap() -> None:

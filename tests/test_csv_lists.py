@@ -252,3 +252,25 @@ async def test_a_csv_list_with_only_its_header_is_a_usage_error(tmp_path: Path) 
     code, _, err = await checker("check", "empty.csv", cwd=tmp_path)
     assert code == 2 and "no URL in this CSV list" in err
     assert not (tmp_path / "reports").exists()
+
+
+async def test_a_body_that_says_gzip_and_is_not_is_down(tmp_path: Path) -> None:
+    # Found by a review: read as it came with a warning, its body check
+    # passed: up, where curl fails (exit 61) and browsers show an error.
+    async def mislabelled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        body = b"<html>Welcome</html>"
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+    async with raw_server(mislabelled) as port:
+        (tmp_path / "checks.csv").write_text(f"url,contains\nhttp://127.0.0.1:{port}/,Welcome\n")
+        code, _, err = await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
+    assert code == 1, err
+    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert (row["state"], row["error"]) == ("down", "protocol"), row
+    assert "cannot be decompressed" in row["error_detail"]

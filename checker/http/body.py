@@ -5,8 +5,13 @@ Only read when a URL's expectations need it (`contains`, `not_contains`,
 is decoded here: at most `cap` bytes are kept of what arrives, and at most
 `cap` bytes come out of the decompressor too (a few kilobytes of gzip can
 inflate to gigabytes: the cap is on the decoded bytes, not only the received
-ones). The text is decoded by the charset the server declares (UTF-8 when it
-declares none, or one Python does not know), undecodable bytes replaced.
+ones). The text is decoded as a browser decodes it (the WHATWG Encoding
+standard, in its parts that matter here): a byte order mark first, then the
+charset of the Content-Type, then an HTML page's own <meta> charset in its
+first 1024 bytes, else UTF-8; labels mean what browsers take them to mean
+(`iso-8859-1` and `us-ascii` are windows-1252, `gb2312` is GBK), and
+undecodable bytes are replaced. (Decoded as Python reads the labels, pages
+whose text every browser shows were "body lacks ...".)
 """
 
 from __future__ import annotations
@@ -19,6 +24,35 @@ from dataclasses import dataclass, field
 MAX_BODY = 1024 * 1024  # --max-body default
 
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+# <meta charset="x"> and <meta http-equiv="Content-Type" content="...; charset=x">
+# (the HTML prescan, simplified: within the first PRESCAN bytes).
+_META = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
+PRESCAN = 1024
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+)
+# Labels a browser reads otherwise than Python's codec of that name does
+# (WHATWG Encoding, "Names and labels"): the superset each stands for.
+_AS_BROWSERS_READ = {
+    **dict.fromkeys(
+        (
+            *("iso-8859-1", "iso8859-1", "iso_8859-1", "latin1", "l1", "ascii", "us-ascii"),
+            *("cp819", "ibm819", "iso-ir-100", "csisolatin1", "iso_8859-1:1987", "x-cp1252"),
+        ),
+        "cp1252",
+    ),
+    **dict.fromkeys(("iso-8859-9", "iso8859-9", "iso_8859-9", "latin5", "l5"), "cp1254"),
+    **dict.fromkeys(("tis-620", "iso-8859-11", "iso8859-11", "dos-874"), "cp874"),
+    **dict.fromkeys(("gb2312", "csgb2312", "chinese", "x-gbk", "gb_2312-80", "iso-ir-58"), "gbk"),
+    **dict.fromkeys(("euc-kr", "ks_c_5601-1987", "ks_c_5601-1989", "korean", "ksc5601"), "cp949"),
+    **dict.fromkeys(
+        ("shift_jis", "shift-jis", "sjis", "ms_kanji", "x-sjis", "csshiftjis"), "cp932"
+    ),
+    **dict.fromkeys(("big5", "csbig5", "x-x-big5", "cn-big5"), "big5hkscs"),
+    **dict.fromkeys(("utf-16", "unicode", "ucs-2", "csunicode", "iso-10646-ucs-2"), "utf-16-le"),
+}
 
 
 @dataclass(slots=True)
@@ -40,6 +74,9 @@ class Body:
     text: str
     complete: bool  # all of it (False: cut at the cap, or cut short by the server)
     warnings: tuple[str, ...] = ()
+    # Why no browser could show it (a body that says gzip and is not): the
+    # page is broken, whatever its raw bytes hold.
+    broken: str | None = None
 
 
 def decode(
@@ -48,23 +85,43 @@ def decode(
     warnings: list[str] = []
     coding = (content_encoding or "").strip().lower()
     data = raw
+    broken = None
     if coding in ("gzip", "x-gzip", "deflate"):
         try:
             data, whole = _inflate(raw, coding, cap)
         except zlib.error as exc:
-            warnings.append(f"{coding} body could not be decompressed ({exc}); read as it came")
+            broken = f"the body says Content-Encoding {coding} and cannot be decompressed ({exc})"
         else:
             complete = complete and whole
     elif coding and coding != "identity":
         warnings.append(f"body in an unknown coding {coding!r}; read as it came")
-    charset = "utf-8"
+    charset, data = _charset(data, content_type, warnings)
+    return Body(data.decode(charset, errors="replace"), complete, tuple(warnings), broken)
+
+
+def _charset(data: bytes, content_type: str | None, warnings: list[str]) -> tuple[str, bytes]:
+    """The codec to read `data` with, and `data` without its byte order mark."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name, data[len(bom) :]
     found = _CHARSET.search(content_type or "")
-    if found:
-        try:
-            charset = codecs.lookup(found.group(1)).name
-        except LookupError:
-            warnings.append(f"unknown charset {found.group(1)!r}; read as UTF-8")
-    return Body(data.decode(charset, errors="replace"), complete, tuple(warnings))
+    label = found.group(1) if found else None
+    if label is None and "html" in (content_type or "html").lower():
+        meta = _META.search(data[:PRESCAN])
+        if meta is not None:
+            label = meta.group(1).decode("ascii")
+            if label.lower().startswith(("utf-16", "unicode", "ucs-2")):
+                label = "utf-8"  # (its <meta> could be read: it is not UTF-16)
+    if label is None:
+        return "utf-8", data
+    known = _AS_BROWSERS_READ.get(label.lower())
+    if known is not None:
+        return known, data
+    try:
+        return codecs.lookup(label).name, data
+    except LookupError:
+        warnings.append(f"unknown charset {label!r}; read as UTF-8")
+        return "utf-8", data
 
 
 def _inflate(raw: bytes, coding: str, cap: int) -> tuple[bytes, bool]:
