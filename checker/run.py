@@ -7,6 +7,7 @@ happened and raises `RunError` for what the user must fix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -431,7 +432,12 @@ async def send_alerts(
     try:
         for channel in to.names:
             # (Without the database, this run's changes, kept nowhere.)
-            held = await asyncio.to_thread(db.held, channel) if db is not None else changes
+            held = changes
+            if db is not None:
+                try:
+                    held = await asyncio.to_thread(db.held, channel)
+                except sqlite3.Error:
+                    db = None  # (its outbox is out of reach: this run's changes alone)
             if not held:
                 continue
             sent = await notify(
@@ -453,7 +459,8 @@ async def send_alerts(
                         for line in sent
                     ]
                 else:
-                    await asyncio.to_thread(db.delivered, channel, len(held))
+                    with contextlib.suppress(sqlite3.Error):  # (sent again next time)
+                        await asyncio.to_thread(db.delivered, channel, len(held))
                     if earlier:
                         sent = [f"{line} (with {earlier} held from earlier runs)" for line in sent]
             lines += sent

@@ -4,6 +4,7 @@ costs no report."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -286,3 +287,46 @@ def test_a_url_down_from_its_first_check_has_an_incident(tmp_path: Path) -> None
         (iso(NOW - timedelta(hours=2)), iso(NOW - timedelta(hours=1)), "503")
     ]
     db.close()
+
+
+@pytest.mark.parametrize("reporter", ["off", "on"])
+@pytest.mark.parametrize("how", ["damaged", "locked"])
+async def test_a_database_that_fails_after_it_opened_costs_no_report(
+    tmp_path: Path, how: str, reporter: str
+) -> None:
+    # Found by a review: only the open was guarded; a database damaged in
+    # one page, or locked by another process past its busy timeout, failed
+    # its first write with a traceback, exit 1 and no reports, and a damaged
+    # one did so at every later run (recovering the journal it left).
+    from tests.test_cli import checker
+
+    env = {"CHECKER_REPORTER": reporter}
+    async with raw_server(SwitchableSite()) as port:
+        (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{port}/\n")
+        args = ("check", "urls.txt", "-q", "--out", "out")
+        code, _, err = await checker(*args, cwd=tmp_path, env=env)
+        assert code == 0, err
+        path = tmp_path / "out" / "history.sqlite3"
+        holder = None
+        if how == "damaged":
+            with path.open("r+b") as f:
+                f.seek(4096)
+                f.write(b"\xff" * 4096)
+        else:
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")  # held past the 5 s busy timeout
+        try:
+            for _ in range(2 if how == "damaged" else 1):  # (the next is not wedged)
+                code, _, err = await checker(*args, cwd=tmp_path, env=env)
+                assert code == 0, err
+                assert "Traceback" not in err
+                (line,) = err.strip().splitlines()
+                assert line.startswith("checker: history: ") and "this run" in line, line
+        finally:
+            if holder is not None:
+                holder.close()
+    reports = sorted((tmp_path / "out").glob("status-*.json"))
+    assert len(reports) == (3 if how == "damaged" else 2)
+    assert not list((tmp_path / "out").glob("*.journal*"))
+    row = json.loads(reports[-1].read_text())["results"][0]
+    assert row["state"] == "up"

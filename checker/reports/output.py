@@ -229,7 +229,10 @@ class ReportWriter:
             found = await store.close()
             if self.trends:
                 await self._render(found)
-        if store is not None and store.policy is not None and run_info.get("previous_run"):
+        if store is not None and store.failed is not None:
+            # (Its history is lost: no changes can be said, nor a run before.)
+            run_info.pop("previous_run", None)
+        elif store is not None and store.policy is not None and run_info.get("previous_run"):
             self.listed = store.changes
             run_info["changes_total"] = store.changes_total
 

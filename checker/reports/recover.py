@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import re
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from checker.reports.atomic import write_atomic
 from checker.reports.journal import Journal, JournalBusy, held, run_of
 from checker.reports.output import FORMATS, write_reports
 from checker.results import NOT_A_CHECK
-from checker.store.feed import recorded_run, start_feed
+from checker.store.feed import commit, let_go, recorded_run, start_feed
 from checker.store.index import append_run, index_entry, lists_key, read_runs, report_rows
 from checker.store.model import Change, Policy, RecordedRun
 from checker.store.prune import stamp_order
@@ -182,17 +183,20 @@ async def publish(
             base, formats, run, journal, store=feed, latest=latest, stats=stats
         )
         if db is not None:
-            await asyncio.to_thread(db.commit)
-            if roll_up_days is not None and not run.get("interrupted"):
-                await asyncio.to_thread(db.roll_up, None, roll_up_days)
+            failed = await asyncio.to_thread(commit, db, feed)
+            if failed is not None:
+                notes.append(failed)
+            elif roll_up_days is not None and not run.get("interrupted"):
+                with contextlib.suppress(sqlite3.Error):  # (the run is in; the rest waits)
+                    await asyncio.to_thread(db.roll_up, None, roll_up_days)
     finally:
         if db is not None:
-            db.rollback()  # (nothing, once committed)
-            db.close()
+            let_go(db)  # (nothing to roll back, once committed)
     # In the run index too, so that `checker history` lists it.
     await append_run(out_dir, index_entry(run, keyed, reports))
     journal.remove()
-    return Published(reports, notes, feed.changes if feed is not None else [])
+    changes = feed.changes if feed is not None and feed.failed is None else []
+    return Published(reports, notes, changes)
 
 
 async def _recorded_before(

@@ -41,6 +41,7 @@ import contextlib
 import os
 import pickle
 import signal
+import sqlite3
 import struct
 import sys
 from collections.abc import Sequence
@@ -312,21 +313,24 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
         # killed before it indexed the run and removed the journal) is found
         # recorded by the next run, which indexes the run and keeps these
         # reports (recover.publish): never counted twice.
+        changes = []
         if db is not None and feed is not None:
-            from checker.store.feed import totals
+            from checker.store.feed import commit, totals
 
-            db.finish_run(
-                feed.run_id,
-                True,
-                totals(final),
-                str(final.get("finished_at") or final["started_at"]),
-            )
-            db.commit()
+            def finish() -> None:
+                assert db is not None and feed is not None
+                at = str(final.get("finished_at") or final["started_at"])
+                db.finish_run(feed.run_id, True, totals(final), at)
+
+            failed = commit(db, feed, finish)
+            if failed is None:
+                changes = feed.changes
+            else:
+                notes.append(failed)  # (its reports are in place: only the history is lost)
         committed = True
         added: dict[str, Any] = {
             k: final[k] for k in ("previous_run", "changes_total") if k in final
         }
-        changes = feed.changes if feed is not None else []
         outcome = Outcome(True, None, written, changes, added, notes)
     except Exception as exc:  # the run writes its reports itself: say why
         outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
@@ -336,13 +340,17 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
         if writer is not None:
             await writer.discard()
         if db is not None and not committed:
-            db.rollback()
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
         answer.write(pickle.dumps(outcome))
         answer.close()  # the run reads to the end: this is it
     if db is not None:
-        if outcome.ok:
-            await asyncio.to_thread(db.roll_up, None, start.history_days)
-        db.close()
+        if outcome.ok and (feed is None or feed.failed is None):
+            with contextlib.suppress(sqlite3.Error):  # (the run is in; the rest waits)
+                await asyncio.to_thread(db.roll_up, None, start.history_days)
+        from checker.store.feed import let_go
+
+        let_go(db)
 
 
 async def _main() -> None:

@@ -12,10 +12,11 @@ channels, in the transaction that keeps the states (`HistoryDB.add_results`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -56,6 +57,11 @@ class Feed:
     as one batch, and returns what the batch before it found (waiting for it
     if need be): the caller renders that batch's rows with their trends while
     the thread stores the next. `close()` returns the last batch's.
+
+    A database that fails on the way (damaged, locked by another process past
+    its busy timeout, read-only) costs the run its history, never its
+    reports: `failed` says why, and nothing more is sent to it; the caller
+    then rolls the run back instead of committing it.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class Feed:
         self.incidents: list[Incident] = []  # the newest INCIDENTS of the run's URLs
         self._batch: list[Row] = []
         self._pending: asyncio.Future[Batch] | None = None
+        self.failed: str | None = None  # why the database could not take the run
 
     @property
     def trends(self) -> bool:
@@ -99,7 +106,7 @@ class Feed:
     async def send(self) -> Batch | None:
         previous = await self._collect()
         batch, self._batch = self._batch, []
-        if batch:
+        if batch and self.failed is None:
             self._pending = asyncio.ensure_future(
                 asyncio.to_thread(
                     self.db.add_results,
@@ -127,7 +134,11 @@ class Feed:
     async def _collect(self) -> Batch | None:
         if self._pending is None:
             return None
-        found = await self._pending
+        try:
+            found = await self._pending
+        except sqlite3.Error as exc:
+            self.failed = unusable(self.db.path, exc)
+            found = Batch([], {}, [])
         self._pending = None
         self.changes_total += len(found.changes)
         self.changes += found.changes[: max(0, MAX_CHANGES - len(self.changes))]
@@ -184,6 +195,11 @@ def import_reports(db: HistoryDB, out_dir: str) -> int:
     return imported
 
 
+def unusable(path: str, exc: sqlite3.Error) -> str:
+    """The line that says a run has no history, and why."""
+    return f"history: {path}: {exc} (no history, changes or alerts this run)"
+
+
 def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
     """The folder's history database, made (and filled from the JSON reports
     already there) on first use. A database that cannot be used costs the
@@ -191,8 +207,7 @@ def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
     try:
         db = HistoryDB.in_folder(out_dir)
     except sqlite3.Error as exc:
-        path = os.path.join(out_dir, "history.sqlite3")
-        return None, [f"history: {path}: {exc} (no history, changes or alerts this run)"]
+        return None, [unusable(os.path.join(out_dir, NAME), exc)]
     notes = []
     if db.created:
         try:
@@ -245,24 +260,53 @@ async def start_feed(
     db, notes = await asyncio.to_thread(open_history, out_dir)
     if db is None:
         return None, None, notes
-    if one_transaction:
-        db.begin()
     complete = not run_info.get("interrupted")
-    run_id = await asyncio.to_thread(
-        db.add_run,
-        str(run_info["started_at"]),
-        json.dumps(lists),
-        complete,
-        totals(run_info),
-        str(run_info.get("finished_at") or run_info["started_at"]),
-        json_name,
-    )
+    try:
+        if one_transaction:
+            db.begin()
+        run_id = await asyncio.to_thread(
+            db.add_run,
+            str(run_info["started_at"]),
+            json.dumps(lists),
+            complete,
+            totals(run_info),
+            str(run_info.get("finished_at") or run_info["started_at"]),
+            json_name,
+        )
+        previous = await asyncio.to_thread(db.previous_complete, run_id)
+    except sqlite3.Error as exc:
+        # (Opened, and then damaged, locked past its busy timeout or read-only.)
+        let_go(db)
+        return None, None, [*notes, unusable(db.path, exc)]
     # Only a complete run moves the URLs' states: a stopped, killed or
     # recovered one says what it saw, but is never the baseline of a change
     # (its unfinished rows are "not checked", and never step a state).
     feed = Feed(db, run_id, policy=policy, now=now, save_states=complete, alert=alert)
-    previous = await asyncio.to_thread(db.previous_complete, run_id)
     if previous is not None:
         run_info["previous_run"] = previous
         feed.has_history = True
     return db, feed, notes
+
+
+def let_go(db: HistoryDB) -> None:
+    """Roll back what the run put in `db` and close it, whatever state it is in."""
+    with contextlib.suppress(sqlite3.Error):
+        db.rollback()
+    with contextlib.suppress(sqlite3.Error):
+        db.close()
+
+
+def commit(
+    db: HistoryDB, feed: Feed | None, finish: Callable[[], None] | None = None
+) -> str | None:
+    """Commit the run (after `finish`, its last update), unless its feed
+    failed; None, or the line that says why the run has no history."""
+    if feed is not None and feed.failed is not None:
+        return feed.failed
+    try:
+        if finish is not None:
+            finish()
+        db.commit()
+    except sqlite3.Error as exc:
+        return unusable(db.path, exc)
+    return None
