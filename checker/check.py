@@ -285,6 +285,8 @@ async def _follow(
             # A row that expects this redirect (expect_status 301): it is the answer.
             or out.expect.statuses.names_redirect(status)
         ):
+            if opts.follow_redirects and status in REDIRECT_STATUSES and not location:
+                out.warnings.append(f"{status} without a Location: nothing to follow")
             if out.body is not None and out.body.broken:
                 # As curl (exit 61) and browsers (ERR_CONTENT_DECODING_FAILED):
                 # a page nobody can read is not up, whatever its bytes hold.

@@ -42,6 +42,12 @@ DELIBERATE: dict[str, tuple[str, str]] = {
         "protocol",
         "lenient-only case: a bare CR is refused, as in llhttp's strict mode",
     ),
+    "transfer-encoding-01-trailing-space-on-chunked-body": (
+        "body",
+        "whitespace after a chunk size (ESP32 devices, some load balancers): h11, undici and "
+        "curl read it; llhttp refuses it where a proxy could be smuggled past, and a client "
+        "that forwards nothing cannot be",
+    ),
 }
 
 
@@ -69,6 +75,12 @@ async def test_vector(v: dict[str, Any]) -> None:
             if what == "protocol":
                 with pytest.raises(ProtocolError):
                     await _read(raw, method)
+            elif what == "body":  # the head as llhttp reads it, and the whole body
+                head, framing, reader = await _read(raw, method)
+                assert head.status == v["expect_status"]
+                with client.map_exceptions():
+                    _, complete = await client.read_body(reader, framing, 1 << 20)
+                assert complete
             else:
                 head, _, _ = await _read(raw, method)
                 assert head.status == 200 and head.reason == "OK"
@@ -130,4 +142,5 @@ async def test_vector_one_byte_at_a_time(v: dict[str, Any]) -> None:
     if expected_error:
         assert isinstance(outcome, type) and issubclass(outcome, ProtocolError)
     else:
-        assert outcome == (v["expect_status"] if v["id"] not in DELIBERATE else 200)
+        ours = DELIBERATE.get(v["id"], ("", ""))[0]
+        assert outcome == (v["expect_status"] if ours in ("", "body") else 200)

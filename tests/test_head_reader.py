@@ -298,7 +298,7 @@ async def test_eof_after_an_interim_response(way: str) -> None:
         b"<html><body>hi</body></html>\r\n\r\n",
         b"HTTP/2 200\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nHost : x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Name : x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\n\r\n",
         b"HTTP/1.1 200 OK\r\n folded first\r\nX-A: b\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-A: a\r\n \x01\r\n\r\n",

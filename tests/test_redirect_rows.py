@@ -131,3 +131,17 @@ async def test_credentials_stay_with_the_urls_own_origin(
         "not sent to http://127.0.0.1:" in w
         for w in got["away"]["warnings"]  # type: ignore[attr-defined]
     )
+
+
+async def test_a_redirect_without_a_location_says_so(tmp_path: Path) -> None:
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 301 Moved\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(site) as port:
+        (tmp_path / "checks.csv").write_text(f"name,url\nbare,http://127.0.0.1:{port}/\n")
+        await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
+    row = _row(tmp_path)["bare"]
+    assert row["status"] == 301
+    assert row["warnings"] == ["301 without a Location: nothing to follow"]

@@ -155,8 +155,12 @@ def parse_status_line(line: bytes) -> StatusLine:
     if len(code) != 3 or not code.isdigit() or line[12:13] not in (b"", b" "):
         raise ProtocolError(f"status code is not three digits: {_show(line)}")
     status = int(code)
-    if not 100 <= status <= 599:
-        raise ProtocolError(f"status code {status} out of range 100-599")
+    # RFC 9110 15: a code outside 100-599 is invalid, and a client "SHOULD
+    # process the response as if it had a 5xx" status, not refuse it: it is
+    # reported as it came (LinkedIn's 999 to bots), down by the default
+    # statuses. Below 100 is not a status at all.
+    if status < 100:
+        raise ProtocolError(f"status code {status} out of range 100-999")
     reason = line[13:]
     if _BAD_VALUE_BYTE.search(reason):
         raise ProtocolError(f"control characters in reason phrase: {_show(line)}")
@@ -176,14 +180,18 @@ def decode_text(data: bytes) -> str:
 def parse_header_line(line: bytes) -> tuple[str, str]:
     """field-line = field-name ":" OWS field-value OWS   (RFC 9112 5)
 
-    No whitespace is allowed between the name and the colon (RFC 9112 5.1): a
-    recipient must reject it, because proxies disagree on what it means.
+    Whitespace between the name and the colon ("Server : GoAhead-Webs", as
+    embedded devices send) is taken off: RFC 9112 5.1 has servers reject it
+    in requests and proxies remove it from responses, because intermediaries
+    disagree on what it means; a client that forwards nothing does as curl
+    and browsers do (refused, such devices were down).
     The name is returned lowercased, the value with OWS stripped, both decoded
     as Latin-1 so that no byte is lost or can fail to decode.
     """
     name, colon, value = line.partition(b":")
     if not colon:
         raise ProtocolError(f"header line without a colon: {_show(line)}")
+    name = name.rstrip(b" \t")
     if not _TOKEN.fullmatch(name):
         raise ProtocolError(f"bad header name: {_show(name)}")
     if _BAD_VALUE_BYTE.search(value):
@@ -326,7 +334,7 @@ _CHUNK_LINE = re.compile(
     + _TCHARS
     + rb"+(?:[ \t]*=[ \t]*(?:"
     + _TCHARS
-    + rb'+|"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*"))?)*)'
+    + rb'+|"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*"))?)*)[ \t]*'
 )
 
 
@@ -334,9 +342,11 @@ def parse_chunk_size(line: bytes) -> int:
     """chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF   (RFC 9112 7.1)
 
     Extensions are checked for form and then ignored (nothing we check depends
-    on them). Whitespace after the size without a ";" is refused, as llhttp
-    does: "25  " may be a smuggling attempt as much as a sloppy server. Sizes
-    longer than 16 hex digits cannot be real and are refused before `int()`.
+    on them). Whitespace at the end of the line ("21  ", as ESP32 devices'
+    web server and some load balancers send) is taken as h11, undici and
+    curl take it: llhttp refuses it where a proxy could be smuggled past, and
+    a client that forwards nothing cannot be. Sizes longer than 16 hex
+    digits cannot be real and are refused before `int()`.
     """
     m = _CHUNK_LINE.fullmatch(line)
     if m is None:
