@@ -14,6 +14,7 @@ first.
 from __future__ import annotations
 
 import csv
+import re
 import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -214,22 +215,39 @@ def read_targets(
 _Row = tuple[int, str, Expect | None, str | None]  # (line, url text, expectations, error)
 
 
+# A comment after a URL: "#" after whitespace (a URL holds no whitespace, and
+# its fragment's "#" follows no space).
+_TRAILING_COMMENT = re.compile(r"\s+#.*\Z", re.S)
+
+
 def _plain_rows(path: str) -> Iterator[_Row]:
     for lineno, raw in enumerate(_open(path), start=1):
         text = raw.strip()
         if text and not text.startswith("#"):
+            if "#" in text:
+                text = _TRAILING_COMMENT.sub("", text)
             yield lineno, text, None, None
 
 
 def _csv_rows(path: str, header: list[str]) -> Iterator[_Row]:
-    lines = _open(path)
-    reader = csv.reader(lines)
+    read: list[str] = []  # the lines of the row being read
+
+    def lines() -> Iterator[str]:
+        for line in _open(path):
+            read.append(line)
+            yield line
+
+    reader = csv.reader(lines())
     seen_header = False
     start = 1
     for cells in reader:
         lineno, start = start, reader.line_num + 1  # a quoted cell may span lines
-        if not cells or not "".join(cells).strip() or cells[0].lstrip().startswith("#"):
+        first = read[0] if read else ""
+        read.clear()
+        if not cells or not "".join(cells).strip():
             continue
+        if cells[0].lstrip().startswith("#") and not first.lstrip().startswith('"'):
+            continue  # a comment row; a quoted "#1 shop" is a name (RFC 4180)
         if not seen_header:
             seen_header = True  # the header row itself
             continue

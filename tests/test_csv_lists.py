@@ -274,3 +274,41 @@ async def test_a_body_that_says_gzip_and_is_not_is_down(tmp_path: Path) -> None:
     (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
     assert (row["state"], row["error"]) == ("down", "protocol"), row
     assert "cannot be decompressed" in row["error_detail"]
+
+
+def test_a_quoted_first_cell_that_starts_with_a_hash_is_a_row(tmp_path: Path) -> None:
+    # Found by a review: names like "#1 shop" come out of spreadsheets; the
+    # row was skipped as a comment without a word, even quoted.
+    found = targets(
+        tmp_path,
+        'name,url\n"#1 shop",https://shop.example/\n#off,https://off.example/\n'
+        '"#2 multi\nline",https://two.example/\n',
+    )
+    assert [(t.line, t.text) for t in found if isinstance(t, Target)] == [
+        (2, "https://shop.example/"),
+        (4, "https://two.example/"),
+    ]
+    first = found[0]
+    assert isinstance(first, Target) and first.expect is not None
+    assert first.expect.name == "#1 shop"
+
+
+def test_a_comment_after_a_url_in_a_plain_list(tmp_path: Path) -> None:
+    # Found by a review: the README's own example ("example.org   # no scheme
+    # means ...") made an invalid line ("a space in URL") on every run.
+    path = tmp_path / "urls.txt"
+    path.write_text(
+        "example.org            # no scheme means https://example.org/\n"
+        "https://a.example/page#part\n"  # a fragment is no comment
+        "https://b.example/\t# after a tab\n"
+        "https://c.example/ x\n"  # still a space in a URL
+    )
+    found = list(read_targets([str(path)]))
+    assert all(isinstance(t, Target) for t in found)
+    texts = [(t.text, t.error) for t in found if isinstance(t, Target)]
+    assert texts[:3] == [
+        ("example.org", None),
+        ("https://a.example/page#part", None),
+        ("https://b.example/", None),
+    ]
+    assert texts[3][0] == "https://c.example/ x" and texts[3][1] is not None
