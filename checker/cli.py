@@ -20,7 +20,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from checker import __version__, loops
 from checker.check import CheckOptions
@@ -1084,6 +1084,42 @@ def _standard_descriptors() -> None:
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     if sys.stderr is None:
         sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = cast(TextIO, _Forgiving(sys.stdout))
+    sys.stderr = cast(TextIO, _Forgiving(sys.stderr))
+
+
+class _Forgiving:
+    """stdout or stderr, for a person: one that cannot be written (a cron
+    job's log on a full disk) loses what it would have said, never the run's
+    outcome. (It ended in a traceback and exit 120, or `checker: error: No
+    space left on device`, exit 4, as if the reports could not be written.)
+    A closed pipe still ends the command as it does (`| head`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lost = False
+
+    def write(self, text: str) -> int:
+        if not self._lost:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                raise
+            except OSError:
+                self._lost = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._lost:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                raise
+            except OSError:
+                self._lost = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def entry() -> None:

@@ -332,3 +332,29 @@ async def test_closed_standard_streams(tmp_path: Path, closed: str) -> None:
     rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
     assert [row["state"] for row in rows] == ["up"], rows
     assert code == 0
+
+
+@pytest.mark.parametrize("full", [">/dev/full", "2>/dev/full", ">/dev/full 2>&1"])
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+async def test_output_that_cannot_be_written_changes_no_outcome(
+    tmp_path: Path, full: str, unbuffered: str
+) -> None:
+    """Found by a review: a cron job's log on a full disk (here /dev/full)
+    ended the run in a traceback and exit 120, or with PYTHONUNBUFFERED in
+    `checker: error: No space left on device`, exit 4, as if the reports
+    could not be written. The output is lost; the exit code is the run's."""
+    async with Fleet({"/": Route()}) as fleet:
+        (tmp_path / "urls.txt").write_text(fleet.url("/") + "\nhttp://127.0.0.1:1/\n")
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            f'exec "$0" -m checker check urls.txt --retries 0 {full}',
+            sys.executable,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+        )
+        async with asyncio.timeout(45):
+            code = await proc.wait()
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert [row["state"] for row in rows] == ["up", "down"], rows
+    assert code == 1
