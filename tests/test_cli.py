@@ -320,15 +320,7 @@ async def test_closed_standard_streams(tmp_path: Path, closed: str) -> None:
     closed it was aborted; with stdout closed it ended in a traceback.)"""
     async with Fleet({"/": Route()}) as fleet:
         (tmp_path / "urls.txt").write_text(fleet.url("/") + "\n")
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            f'exec "$0" -m checker check urls.txt --retries 0 {closed}',
-            sys.executable,
-            cwd=tmp_path,
-        )
-        async with asyncio.timeout(45):
-            code = await proc.wait()
+        code = await _check_redirected(tmp_path, closed)
     rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
     assert [row["state"] for row in rows] == ["up"], rows
     assert code == 0
@@ -345,16 +337,21 @@ async def test_output_that_cannot_be_written_changes_no_outcome(
     could not be written. The output is lost; the exit code is the run's."""
     async with Fleet({"/": Route()}) as fleet:
         (tmp_path / "urls.txt").write_text(fleet.url("/") + "\nhttp://127.0.0.1:1/\n")
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            f'exec "$0" -m checker check urls.txt --retries 0 {full}',
-            sys.executable,
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
-        )
-        async with asyncio.timeout(45):
-            code = await proc.wait()
+        code = await _check_redirected(tmp_path, full, {"PYTHONUNBUFFERED": unbuffered})
     rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
     assert [row["state"] for row in rows] == ["up", "down"], rows
     assert code == 1
+
+
+async def _check_redirected(cwd: Path, redirections: str, env: dict[str, str] | None = None) -> int:
+    """`checker check urls.txt --retries 0` with the shell's `redirections`; its exit code."""
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        f'exec "$0" -m checker check urls.txt --retries 0 {redirections}',
+        sys.executable,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+    async with asyncio.timeout(45):
+        return await proc.wait()
