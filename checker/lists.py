@@ -130,7 +130,10 @@ class ListInputs:
         for s in self._spooled:
             target = os.path.join(folder, s.name)
             shutil.move(s.tmp, target)
-            os.chmod(target, 0o644)
+            # Owner only: a list may hold what a report never shows (a
+            # config group's header values, tokens in a piped list's URLs),
+            # and a reports folder is often served.
+            os.chmod(target, 0o600)
             final[s.tmp] = target
         self._spooled = []
         self.paths = [final.get(p, p) for p in self.paths]

@@ -83,7 +83,30 @@ async def test_groups_are_checked_with_their_expectations(tmp_path: Path) -> Non
     api = ("api", "up", ["api", "prod"])
     assert rows == [api, api, ("site", "down", [])]
     assert report["results"][0]["source"].endswith("lists/config.csv")
-    assert (tmp_path / "reports" / "lists" / "config.csv").exists()
+    # Owner only (found by a review: a group's literal header values were
+    # copied into a folder often served, readable by all).
+    assert (tmp_path / "reports" / "lists" / "config.csv").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("umask", "mode"), [("077", 0o600), ("022", 0o644)])
+async def test_reports_follow_the_users_umask(tmp_path: Path, umask: str, mode: int) -> None:
+    # Found by a review: every report was made 0644 whatever the umask said.
+    import asyncio
+    import sys
+
+    async with raw_server(SwitchableSite()) as port:
+        (tmp_path / "urls.txt").write_text(f"http://127.0.0.1:{port}/\n")
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            f'umask {umask}; exec "$0" -m checker check urls.txt -q --retries 0',
+            sys.executable,
+            cwd=tmp_path,
+        )
+        async with asyncio.timeout(45):
+            assert await proc.wait() == 0
+    for name in ("latest.json", "latest.csv", "latest.html"):
+        assert (tmp_path / "reports" / name).stat().st_mode & 0o777 == mode, name
 
 
 async def test_no_list_and_no_groups_is_a_usage_error(tmp_path: Path) -> None:

@@ -16,6 +16,21 @@ import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 
+def _new_file_mode() -> int:
+    # (umask can only be read by setting it: once, as the module loads, in
+    # the main thread, before any other thread makes a file.)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# What a file the user made here would get (0644 with the usual umask 022,
+# 0600 with 077): the temporary file is made 0600, and the reports are
+# served, shared or kept private as the user's umask says (they were made
+# 0644 whatever it said).
+FILE_MODE = _new_file_mode()
+
+
 async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]) -> None:
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
@@ -30,7 +45,7 @@ async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]
                     await f.write(chunk)
             await f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -92,7 +107,7 @@ class Spool:
         await self._file.flush()
         os.fsync(self._file.fileno())
         await self._file.close()
-        os.chmod(self.path, 0o644)
+        os.chmod(self.path, FILE_MODE)
         os.replace(self.path, path)
 
     async def discard(self) -> None:
