@@ -312,3 +312,39 @@ def test_a_comment_after_a_url_in_a_plain_list(tmp_path: Path) -> None:
         ("https://b.example/", None),
     ]
     assert texts[3][0] == "https://c.example/ x" and texts[3][1] is not None
+
+
+async def test_a_body_still_coming_at_the_deadline_is_checked_on_what_came(
+    tmp_path: Path,
+) -> None:
+    # Found by a review (aiohttp StreamResponse): the head and "Welcome" came
+    # at once and the rest slowly; the check was a `timeout` with no status,
+    # asked again on a new connection (twice the wait), and down.
+    async def streaming(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<p>Welcome</p>")
+        await writer.drain()
+        for _ in range(100):  # (10 s, far past the deadline)
+            await asyncio.sleep(0.1)
+            writer.write(b" " * 64)
+            await writer.drain()
+
+    async with raw_server(streaming) as port:
+        url = f"http://127.0.0.1:{port}/"
+        (tmp_path / "checks.csv").write_text(
+            f"name,url,contains\nfound,{url},Welcome\nmissing,{url}?2,Nope\n"
+        )
+        started = asyncio.get_running_loop().time()
+        code, _, err = await checker(
+            "check", "checks.csv", "-q", "--retries", "0", "--timeout", "1", cwd=tmp_path
+        )
+        took = asyncio.get_running_loop().time() - started
+    assert code == 1, err
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    got = {r["name"]: r for r in rows}
+    found, missing = got["found"], got["missing"]
+    assert (found["state"], found["status"], found["attempts"]) == ("up", 200, 1), found
+    assert any("still coming at the deadline" in w for w in found["warnings"])
+    assert (missing["state"], missing["status"], missing["error"]) == ("down", 200, None)
+    assert missing["reasons"] == ["body lacks 'Nope' (in the first part read)"]
+    assert took < 8  # one deadline each, not two (and not the stream's 10 s)

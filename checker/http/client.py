@@ -402,12 +402,26 @@ async def _keep_body(
     """Read the body into `sink` for a body check; whether the connection can
     carry another request. A body that breaks off keeps what came (the head
     is the answer; the check says what the body lacked), with a warning."""
+    deadline = check_deadline.get()
+    when = deadline.when() if deadline is not None else None
+    # The body is read until the check's deadline at the latest, and checked
+    # on what came by then: a page still streaming at the deadline has
+    # answered (it was a `timeout` with no status, asked again on a new
+    # connection, twice the wait for the same answer).
+    wait = when - deadline_clock() - DRAIN_MARGIN if when is not None else None
     try:
         framing = wire.framing(head, method)
-        with map_exceptions():
-            _, sink.complete = await read_body(reader, framing, sink.cap, sink)
+        async with asyncio.timeout(max(0.0, wait) if wait is not None else None):
+            with map_exceptions():
+                _, sink.complete = await read_body(reader, framing, sink.cap, sink)
     except (ProtocolError, ConnectionReset, IncompleteResponse) as exc:
         trace.warnings.append(f"the body broke off after {len(sink.data)} bytes: {exc}")
+        return False
+    except TimeoutError:
+        trace.warnings.append(
+            f"the body was still coming at the deadline: checked on its first"
+            f" {len(sink.data)} bytes"
+        )
         return False
     return sink.complete and framing.kind != "eof"
 
