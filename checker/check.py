@@ -16,6 +16,7 @@ from checker.hosts import SLOW_DOWN
 from checker.http.body import MAX_BODY, Body, BodySink, decode
 from checker.http.client import ClientConfig, Trace, open_service, request_head, tls_ready
 from checker.http.connections import ConnectionPool
+from checker.http.cookies import Jar
 from checker.http.deadline import Deadline
 from checker.http.errors import (
     BadRedirect,
@@ -248,7 +249,10 @@ async def _follow(
     url: URL, method: str, opts: CheckOptions, out: Attempt, connections: ConnectionPool | None
 ) -> None:
     """Request `url`, following redirects; leaves the last response in `out`."""
-    seen: set[str] = set()  # (the URLs visited, once there is a redirect)
+    # The URLs visited once there is a redirect, each with the cookies held
+    # then: back at one with new cookies is a cookie gate, not a loop.
+    seen: dict[str, object] = {}
+    jar: Jar | None = None  # (made at the first redirect that sets a cookie)
     current = url
     while True:
         out.final_url = current
@@ -260,6 +264,9 @@ async def _follow(
         extra = opts.headers + out.expect.headers
         if extra and current.origin != url.origin:
             extra = _for_another_origin(extra, current, out.warnings)
+        cookie = jar.header(current) if jar is not None else None
+        if cookie is not None:
+            extra = _with_cookie(extra, cookie)
         if sink is not None:
             extra += (("Accept-Encoding", "gzip, deflate"),)
         try:
@@ -304,13 +311,18 @@ async def _follow(
         out.redirects.append(Hop(out.head.status, str(current), str(nxt)))
         if current.scheme == "https" and nxt.scheme == "http":
             out.warnings.append(f"redirected from https down to http: {nxt}")
+        set_cookie = out.head.get_all("set-cookie")
+        if set_cookie:
+            jar = jar or Jar()
+            jar.take(current, set_cookie)
+        held = jar.state() if jar is not None else None
         if not seen:
-            seen.add(str(url))
-        if str(nxt) in seen:
+            seen[str(url)] = None
+        if str(nxt) in seen and seen[str(nxt)] == held:
             raise TooManyRedirects(f"redirect loop: {nxt} was already visited")
         if len(out.redirects) > opts.max_redirects:
             raise TooManyRedirects(f"more than {opts.max_redirects} redirects")
-        seen.add(str(nxt))
+        seen[str(nxt)] = held
         current = nxt
 
 
@@ -318,6 +330,14 @@ async def _follow(
 # for Authorization): a redirect elsewhere must not carry the list's
 # secrets to another host, or over plain http.
 _CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _with_cookie(headers: tuple[tuple[str, str], ...], cookie: str) -> tuple[tuple[str, str], ...]:
+    """`headers` with the jar's cookies: one Cookie field (RFC 6265 5.4),
+    after the list's own when it sets one."""
+    own = [v for n, v in headers if n.lower() == "cookie"]
+    rest = tuple(h for h in headers if h[0].lower() != "cookie")
+    return (*rest, ("Cookie", "; ".join([*own, cookie])))
 
 
 def _for_another_origin(
