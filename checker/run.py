@@ -280,6 +280,7 @@ async def _run(
     }
     lists = lists_key(config.lists)
     reporter: Reporter | None = None
+    edited: list[str] = []  # lists written to while the run read them
     try:
         try:
             async with Journal(base + JOURNAL_SUFFIX, header) as journal:
@@ -304,7 +305,9 @@ async def _run(
                         journal.followed_by(reporter.flushed)
                 pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
                 try:
-                    targets = read_targets(config.lists, config.list_format, config.shard)
+                    targets = read_targets(
+                        config.lists, config.list_format, config.shard, changed=edited
+                    )
                     interrupted = await pool.run(targets, stop)
                 except ListError as exc:
                     raise RunError(str(exc)) from None
@@ -363,7 +366,7 @@ async def _run(
                     " they were written after the checks instead"
                 )
         outcome = RunOutcome(stats, written, duration, interrupted, caught[0] if caught else None)
-        outcome.notes += notes + db_notes
+        outcome.notes += edited + notes + db_notes
         outcome.run = run_info
         outcome.changes = changes
         await after_reports(config.out_dir, config.channels, config.keep, config.keep_days, outcome)

@@ -14,7 +14,9 @@ first.
 from __future__ import annotations
 
 import csv
+import os
 import re
+import stat
 import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -48,12 +50,23 @@ class Duplicate:
     line: int
 
 
-def _open(path: str) -> Generator[str, None, None]:
+def _open(path: str, changed: list[str] | None = None) -> Generator[str, None, None]:
+    """The lines of `path`. With `changed`, a file written to while it was
+    read (rewritten in place, `cat new > urls.txt`) adds a line there: what
+    was read mixes the list before and after."""
     try:
         # utf-8-sig drops a BOM; surrogateescape keeps undecodable bytes so
         # that the line is reported as invalid instead of failing the run.
         with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:
+            before = os.fstat(f.fileno()) if changed is not None else None
             yield from f
+            if changed is not None and before is not None and stat.S_ISREG(before.st_mode):
+                after = os.fstat(f.fileno())
+                if (after.st_mtime_ns, after.st_size) != (before.st_mtime_ns, before.st_size):
+                    changed.append(
+                        f"{path} was written to while the run read it: its rows may mix"
+                        " the list as it was and as it is now"
+                    )
     except FileNotFoundError:
         raise ListError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -174,16 +187,20 @@ class Shard:
 
 
 def read_targets(
-    paths: Iterable[str], wanted: str = "auto", shard: Shard | None = None
+    paths: Iterable[str],
+    wanted: str = "auto",
+    shard: Shard | None = None,
+    changed: list[str] | None = None,
 ) -> Iterator[Target | Duplicate]:
     """Every entry of every list, in order, validated and deduplicated. With a
     `shard`, only the URLs of that shard; invalid lines go to shard 1, and a
-    duplicate to its URL's shard (README, "Shards")."""
+    duplicate to its URL's shard (README, "Shards"). `changed` gets a line
+    for each list written to while it was read."""
     seen = FingerprintMap(typecode="I")  # values are row numbers
     seq = 0
     for path in paths:
         header = list_format(path, wanted)
-        rows = _plain_rows(path) if header is None else _csv_rows(path, header)
+        rows = _plain_rows(path, changed) if header is None else _csv_rows(path, header, changed)
         for lineno, text, expect, error in rows:
             if error is not None:
                 if shard is None or shard.number == 1:
@@ -220,8 +237,8 @@ _Row = tuple[int, str, Expect | None, str | None]  # (line, url text, expectatio
 _TRAILING_COMMENT = re.compile(r"\s+#.*\Z", re.S)
 
 
-def _plain_rows(path: str) -> Iterator[_Row]:
-    for lineno, raw in enumerate(_open(path), start=1):
+def _plain_rows(path: str, changed: list[str] | None = None) -> Iterator[_Row]:
+    for lineno, raw in enumerate(_open(path, changed), start=1):
         text = raw.strip()
         if text and not text.startswith("#"):
             if "#" in text:
@@ -229,11 +246,11 @@ def _plain_rows(path: str) -> Iterator[_Row]:
             yield lineno, text, None, None
 
 
-def _csv_rows(path: str, header: list[str]) -> Iterator[_Row]:
+def _csv_rows(path: str, header: list[str], changed: list[str] | None = None) -> Iterator[_Row]:
     read: list[str] = []  # the lines of the row being read
 
     def lines() -> Iterator[str]:
-        for line in _open(path):
+        for line in _open(path, changed):
             read.append(line)
             yield line
 

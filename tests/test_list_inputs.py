@@ -156,3 +156,24 @@ async def test_a_killed_piped_run_is_recovered_with_its_own_list(tmp_path: Path)
     report = json.loads(killed.read_text())
     assert report["run"]["recovered"] is True
     assert report["run"]["total"] == 20 and report["run"]["not_checked"] == 19
+
+
+async def test_a_list_rewritten_while_the_run_reads_it_is_said(tmp_path: Path) -> None:
+    # Found by a review: `cat new > urls.txt` during a run made a report of
+    # both versions, without a word.
+    from checker.targets import Target, read_targets
+
+    path = tmp_path / "urls.txt"
+    path.write_text("".join(f"https://a.example/old{i}\n" for i in range(5000)))
+    changed: list[str] = []
+    items = read_targets([str(path)], changed=changed)
+    first = next(items)
+    assert isinstance(first, Target) and first.text.endswith("/old0")
+    path.write_text("".join(f"https://a.example/NEW{i}\n" for i in range(6000)))  # in place
+    rest = list(items)
+    assert rest and changed == [
+        f"{path} was written to while the run read it: its rows may mix the list as it was"
+        " and as it is now"
+    ]
+    quiet: list[str] = []
+    assert len(list(read_targets([str(path)], changed=quiet))) == 6000 and quiet == []
