@@ -98,6 +98,9 @@ _seconds = _number(
     lambda v: 0 < v < float("inf"),
     "must be a positive number of seconds",
 )
+_days = _number(
+    float, "a number of days", lambda v: 0 < v < float("inf"), "must be a positive number of days"
+)
 _wait = _number(
     float, "a number of seconds", lambda v: 0 <= v < float("inf"), "must be zero or more seconds"
 )
@@ -236,7 +239,7 @@ def build_parser() -> _Parser:
     merge.add_argument(
         "--keep", type=_positive_int, metavar="N", help="keep the last N merged runs' reports"
     )
-    merge.add_argument("--keep-days", type=_seconds, metavar="D", help="and none older than D days")
+    merge.add_argument("--keep-days", type=_days, metavar="D", help="and none older than D days")
     merge.add_argument(
         "--history-days",
         type=_positive_int,
@@ -395,7 +398,7 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     )
     out.add_argument(
         "--keep-days",
-        type=_seconds,
+        type=_days,
         default=None,
         metavar="D",
         help="after a complete run, delete reports older than D days",

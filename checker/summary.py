@@ -151,6 +151,9 @@ def describe_change(change: Change) -> str:
     )
     if kind in ("down", "still_down") and change.since:
         what += f", down since {shown(change.since)}"
+    if kind in ("down", "still_down", "degraded") and change.detail:
+        # (What decided it: "200 -> 200" alone said nothing of a body check.)
+        what += f": {shown(change.detail)}"
     url = shown(change.url)
     return f"{_KIND.get(kind, kind.upper()):6} {url} (line {change.line}): {what}"
 

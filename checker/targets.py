@@ -13,7 +13,10 @@ first.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
+import io
 import os
 import re
 import stat
@@ -57,7 +60,12 @@ def _open(path: str, changed: list[str] | None = None) -> Generator[str, None, N
     try:
         # utf-8-sig drops a BOM; surrogateescape keeps undecodable bytes so
         # that the line is reported as invalid instead of failing the run.
-        with open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None) as f:
+        with open(path, "rb") as raw:
+            # A byte order mark of UTF-16 (Windows' "Unicode" text) says so;
+            # else UTF-8, whose BOM utf-8-sig drops.
+            utf16 = raw.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+            encoding = "utf-16" if utf16 else "utf-8-sig"
+            f = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline=None)
             before = os.fstat(f.fileno()) if changed is not None else None
             yield from f
             if changed is not None and before is not None and stat.S_ISREG(before.st_mode):
@@ -113,14 +121,35 @@ def check_lists(paths: Iterable[str], *, count: bool = True, wanted: str = "auto
 
 def csv_header(line: str) -> list[str] | None:
     """The column names when `line` is a CSV list's header row, else None."""
+    for delimiter in _DELIMITERS:
+        try:
+            cells = next(csv.reader([line], delimiter=delimiter))
+        except (csv.Error, StopIteration):
+            return None
+        names = [c.strip().lower() for c in cells]
+        if "url" in names and not any("://" in c for c in cells):
+            return names
+    return None
+
+
+# Commas, or semicolons (what a spreadsheet writes where the comma is the
+# decimal sign): the header row says which (a "name;url" header made every
+# row a bad host).
+_DELIMITERS = (",", ";")
+
+
+def _delimiter(path: str) -> str:
+    """The delimiter of a CSV list's cells: its header row's."""
+    lines = _open(path)
     try:
-        cells = next(csv.reader([line]))
-    except (csv.Error, StopIteration):
-        return None
-    names = [c.strip().lower() for c in cells]
-    if "url" not in names or any("://" in c for c in cells):
-        return None
-    return names
+        first = next((line for line in lines if _is_entry(line)), "")
+    finally:
+        lines.close()
+    for delimiter in _DELIMITERS:
+        with contextlib.suppress(csv.Error, StopIteration):
+            if "url" in (c.strip().lower() for c in next(csv.reader([first], delimiter=delimiter))):
+                return delimiter
+    return ","
 
 
 def list_format(path: str, wanted: str = "auto") -> list[str] | None:
@@ -254,7 +283,7 @@ def _csv_rows(path: str, header: list[str], changed: list[str] | None = None) ->
             read.append(line)
             yield line
 
-    reader = csv.reader(lines())
+    reader = csv.reader(lines(), delimiter=_delimiter(path))
     seen_header = False
     start = 1
     for cells in reader:

@@ -70,6 +70,7 @@ def one_error_line(err: str) -> str:
         ("empty", ["check", "empty.txt", "--concurrency", "0"], "0 must be at least 1"),
         ("empty", ["check", "empty.txt", "--timeout", "soon"], "is not a number of seconds"),
         ("empty", ["check", "empty.txt", "--format", "xml"], "unknown format 'xml'"),
+        ("empty", ["check", "empty.txt", "--keep-days", "0"], "a positive number of days"),
         ("list", ["check", "l.txt", "--ca-file", "nope.pem"], "--ca-file nope.pem: cannot load"),
         ("list", ["check", "l.txt", "--out", "l.txt"], "cannot create the report folder"),
         (None, ["frobnicate"], "invalid choice"),

@@ -112,7 +112,8 @@ async def test_two_runs_name_exactly_what_changed(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "reports" / "latest.json").read_text())
     since = report["results"][1]["checked_at"]
     assert out.startswith(
-        f"1 change since the last run:\n  DOWN   {flaky} (line 2): 200 -> 503, down since {since}\n"
+        f"1 change since the last run:\n  DOWN   {flaky} (line 2): 200 -> 503, down since {since}"
+        ": status 503 not in 200-399\n"  # what decided it (a body check's 200 -> 200 said nothing)
     )
     ((change,),) = [report["changes"]]
     assert change["since"] == report["results"][1]["checked_at"]  # when it was seen down

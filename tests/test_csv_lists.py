@@ -348,3 +348,21 @@ async def test_a_body_still_coming_at_the_deadline_is_checked_on_what_came(
     assert (missing["state"], missing["status"], missing["error"]) == ("down", 200, None)
     assert missing["reasons"] == ["body lacks 'Nope' (in the first part read)"]
     assert took < 8  # one deadline each, not two (and not the stream's 10 s)
+
+
+def test_utf16_and_semicolon_lists_are_read(tmp_path: Path) -> None:
+    # Found by a review: a list saved as UTF-16 (Windows' "Unicode" text)
+    # made rows "a NUL in URL", and a semicolon CSV (a spreadsheet where the
+    # comma is the decimal sign) made every row "bad host 'name;url'".
+    plain = tmp_path / "u16.txt"
+    plain.write_bytes("https://a.example/\r\nhttps://b.example/\r\n".encode("utf-16"))
+    got = list(read_targets([str(plain)]))
+    assert [(t.text, t.error) for t in got if isinstance(t, Target)] == [
+        ("https://a.example/", None),
+        ("https://b.example/", None),
+    ]
+    found = targets(tmp_path, 'name;url;expect_status\nshop;https://shop.example/;"200,301"\n')
+    (shop,) = found
+    assert isinstance(shop, Target) and shop.error is None and shop.text == "https://shop.example/"
+    assert shop.expect is not None and shop.expect.name == "shop"
+    assert 301 in shop.expect.statuses

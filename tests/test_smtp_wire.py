@@ -353,3 +353,27 @@ def test_header_decoding_sanity() -> None:
     # The encoded subject decodes with the standard library's own decoder too.
     words = email.header.decode_header(encode_subject("\u00e9t\u00e9"))
     assert str(email.header.make_header(words)) == "\u00e9t\u00e9"
+
+
+@pytest.mark.parametrize(
+    ("fqdn", "host", "expected"),
+    [
+        ("mail.example.org", "mail", "mail.example.org"),
+        ("localhost", "web7", "web7"),  # the host name mapped to 127.0.0.1 as "localhost"
+        ("localhost.localdomain", "web7.example", "web7.example"),
+        ("localhost", "localhost", "localhost"),
+        ("bad_name", "also bad", "localhost"),
+    ],
+)
+def test_the_default_helo_name(
+    monkeypatch: pytest.MonkeyPatch, fqdn: str, host: str, expected: str
+) -> None:
+    # Found by a review: mail went from checker@localhost wherever getfqdn()
+    # said so, though the machine had a name.
+    import socket
+
+    from checker.notify.smtp import default_helo_name
+
+    monkeypatch.setattr(socket, "getfqdn", lambda: fqdn)
+    monkeypatch.setattr(socket, "gethostname", lambda: host)
+    assert default_helo_name() == expected

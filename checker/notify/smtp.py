@@ -218,9 +218,15 @@ _HELO = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\]|\[IPv6:[0-9A-Fa
 
 
 def default_helo_name() -> str:
-    """This machine's name for EHLO, or "localhost" if it has no usable one."""
-    name = socket.getfqdn()
-    return name if _HELO.fullmatch(name) else "localhost"
+    """This machine's name for EHLO (and the default sender's domain), or
+    "localhost" if it has no usable one. Its fully qualified name, or else
+    its host name: many machines map their name to 127.0.0.1 as
+    "localhost" first in /etc/hosts, and getfqdn() then says "localhost"
+    (a mail from checker@localhost, found by a review)."""
+    for name in (socket.getfqdn(), socket.gethostname()):
+        if _HELO.fullmatch(name) and name.split(".")[0].lower() != "localhost":
+            return name
+    return "localhost"
 
 
 def is_loopback(host: str) -> bool:
