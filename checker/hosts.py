@@ -173,8 +173,8 @@ class HostGate:
         host = self._hosts.get(key)
         if host is None:
             return
-        now = clock()
         if status in SLOW_DOWN:
+            now = clock()
             if paced > 0 and fresh and host.answered:
                 host.floor = min(self.cap, max(host.floor_now(now), FLOOR_MARGIN * paced))
                 host.floor_at = now
@@ -190,7 +190,7 @@ class HostGate:
         host.answered = True
         if host.penalty:
             halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
-            floor = host.floor_now(now)
+            floor = host.floor_now(clock())
             host.penalty = max(halved, floor) if floor > 0.01 else halved
 
     def penalty(self, key: Origin) -> float:
