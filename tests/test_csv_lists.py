@@ -366,3 +366,27 @@ def test_utf16_and_semicolon_lists_are_read(tmp_path: Path) -> None:
     assert isinstance(shop, Target) and shop.error is None and shop.text == "https://shop.example/"
     assert shop.expect is not None and shop.expect.name == "shop"
     assert 301 in shop.expect.statuses
+
+
+@pytest.mark.parametrize("sent", [b"", b"<p>Wel"], ids=["nothing", "a part"])
+async def test_a_body_that_stops_coming_is_a_timeout(tmp_path: Path, sent: bytes) -> None:
+    # Found by a review of the change above: a frozen app (its head, then
+    # no body, or a part and then nothing) passed a not_contains on the
+    # empty body: up, where curl times out.
+    async def frozen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + sent)
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    async with raw_server(frozen) as port:
+        (tmp_path / "checks.csv").write_text(
+            f"name,url,not_contains\nfrozen,http://127.0.0.1:{port}/,Error\n"
+        )
+        code, _, err = await checker(
+            "check", "checks.csv", "-q", "--retries", "0", "--timeout", "2.5", cwd=tmp_path
+        )
+    assert code == 1, err
+    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert (row["state"], row["error"]) == ("down", "timeout"), row
+    assert row["error_detail"].startswith(f"the body stopped coming: {len(sent)} bytes")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -62,8 +63,10 @@ class BodySink:
     cap: int = MAX_BODY
     data: bytearray = field(default_factory=bytearray)
     complete: bool = False  # the body ended where its framing said, within the cap
+    last_at: float = 0.0  # time.monotonic() when its last piece came
 
     def add(self, piece: bytes) -> None:
+        self.last_at = time.monotonic()
         room = self.cap - len(self.data)
         if room > 0:
             self.data += piece[:room]

@@ -58,6 +58,10 @@ DRAIN_CAP = 64 * 1024
 # hold a second segment 40 ms): past that it is closed instead.
 DRAIN_WAIT = 0.25
 DRAIN_MARGIN = 0.01  # the drain ends this long before the check's deadline, at the latest
+# A body for a body check whose last piece came this recently when the
+# deadline came is a stream, checked on what came; one quiet longer has
+# stopped (a timeout).
+STREAMING = 2.0
 # Empty lines tolerated before a status line; more is not a server being sloppy.
 MAX_BLANK_LINES = 4
 # Bodies are read in pieces of this size, so a huge one never sits in memory.
@@ -418,6 +422,15 @@ async def _keep_body(
         trace.warnings.append(f"the body broke off after {len(sink.data)} bytes: {exc}")
         return False
     except TimeoutError:
+        quiet = time.monotonic() - sink.last_at
+        if not sink.data or quiet > STREAMING:
+            # Not a stream: a server that froze after its head (or in its
+            # body) has not answered; an empty or cut body must not pass
+            # a not_contains.
+            raise CheckTimeout(
+                f"the body stopped coming: {len(sink.data)} bytes, then nothing until"
+                " the deadline"
+            ) from None
         trace.warnings.append(
             f"the body was still coming at the deadline: checked on its first"
             f" {len(sink.data)} bytes"
@@ -760,11 +773,14 @@ async def _read_exactly(
     while done < n:
         if done >= cap:
             return done, False
-        step = min(BODY_PIECE, n - done)
-        piece = await reader.readexactly(step)
+        # What has come, up to a piece: a body check sees a slow body as it
+        # comes (readexactly held it back until a whole piece was there).
+        piece = await reader.read(min(BODY_PIECE, n - done))
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", n - done)  # (as readexactly says it)
         if sink is not None:
             sink.add(piece)
-        done += step
+        done += len(piece)
     return done, True
 
 
