@@ -50,10 +50,15 @@ class StatusSet:
         return False
 
     def names_redirect(self, status: int) -> bool:
-        """Whether `status` (a 3xx) is named as expected by itself, in a range
-        or class from 300 up (`301`, `3xx`, `200,301-302`), not only as part
-        of one from 2xx (`200-399`, the default, follows redirects)."""
-        return any(300 <= lo <= status <= hi for lo, hi in self.ranges)
+        """Whether the row expects the redirect `status` (a 3xx) as its
+        answer: it names it (`301`, `3xx`, `301-302`) and no 2xx status.
+        One that also takes a 2xx (`200,301-302`, `200-399`, the default)
+        follows redirects to the final page, as it always did: its body
+        check is about that page, and a redirect to a broken page must
+        not pass as the redirect."""
+        return not any(lo <= 299 and hi >= 200 for lo, hi in self.ranges) and any(
+            lo <= status <= hi for lo, hi in self.ranges
+        )
 
 
 DEFAULT_STATUSES = StatusSet("200-399", ((200, 399),))
