@@ -65,7 +65,11 @@ def _open(path: str, changed: list[str] | None = None) -> Generator[str, None, N
             # else UTF-8, whose BOM utf-8-sig drops.
             utf16 = raw.peek(2)[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
             encoding = "utf-16" if utf16 else "utf-8-sig"
-            f = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline=None)
+            # (surrogateescape cannot escape what UTF-16 cannot decode, an odd
+            # last byte or a lone surrogate: U+FFFD then, and the line is
+            # invalid rather than the run a traceback.)
+            errors = "replace" if utf16 else "surrogateescape"
+            f = io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline=None)
             before = os.fstat(f.fileno()) if changed is not None else None
             yield from f
             if changed is not None and before is not None and stat.S_ISREG(before.st_mode):

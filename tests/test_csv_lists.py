@@ -361,6 +361,12 @@ def test_utf16_and_semicolon_lists_are_read(tmp_path: Path) -> None:
         ("https://a.example/", None),
         ("https://b.example/", None),
     ]
+    # An odd byte at its end (a line added with `echo >>`): an invalid line,
+    # not a traceback (found by a review).
+    with plain.open("ab") as f:
+        f.write(b"https://c.example/\n")
+    rows = [t for t in read_targets([str(plain)]) if isinstance(t, Target)]
+    assert len(rows) == 3 and rows[2].error is not None
     found = targets(tmp_path, 'name;url;expect_status\nshop;https://shop.example/;"200,301"\n')
     (shop,) = found
     assert isinstance(shop, Target) and shop.error is None and shop.text == "https://shop.example/"
