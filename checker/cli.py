@@ -1003,6 +1003,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             with run_lock(args.out):
                 return run_demo(out_dir=args.out, quiet=args.quiet, progress=progress)
         if args.command == "history":
+            if isinstance(sys.stdout, _Forgiving):
+                sys.stdout.lenient = False  # (its output is what was asked for)
             return show_history(args.out, args.url, args.last)
         if args.command == "merge":
             made = _first_missing(args.out)
@@ -1087,8 +1089,8 @@ def _standard_descriptors() -> None:
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
     if sys.stderr is None:
         sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
-    sys.stdout = cast(TextIO, _Forgiving(sys.stdout))
-    sys.stderr = cast(TextIO, _Forgiving(sys.stderr))
+    sys.stdout = cast(TextIO, _Forgiving(sys.stdout, "standard output"))
+    sys.stderr = cast(TextIO, _Forgiving(sys.stderr, "standard error"))
 
 
 class _Forgiving:
@@ -1096,30 +1098,36 @@ class _Forgiving:
     job's log on a full disk) loses what it would have said, never the run's
     outcome. (It ended in a traceback and exit 120, or `checker: error: No
     space left on device`, exit 4, as if the reports could not be written.)
-    A closed pipe still ends the command as it does (`| head`)."""
+    A closed pipe still ends the command as it does (`| head`); a command
+    whose output is the answer (`checker history`) is not `lenient`."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, name: str) -> None:
         self._stream = stream
+        self._name = name
         self._lost = False
+        self.lenient = True
 
     def write(self, text: str) -> int:
         if not self._lost:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                raise
-            except OSError:
-                self._lost = True
+            except OSError as exc:
+                self._lose(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self._lost:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                raise
-            except OSError:
-                self._lost = True
+            except OSError as exc:
+                self._lose(exc)
+
+    def _lose(self, exc: OSError) -> None:
+        if isinstance(exc, BrokenPipeError):
+            raise exc
+        if not self.lenient:
+            raise OSError(exc.errno, exc.strerror, self._name) from None
+        self._lost = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -1131,7 +1139,14 @@ def entry() -> None:
     return_large_blocks()
     try:
         code = main()
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"checker: error: {where}{exc.strerror or exc}", file=sys.stderr)
+            code = EXIT_IO
     except BrokenPipeError:
         # `checker history | head -1`: the reader has what it wanted. Quiet, as
         # the Unix tools are; stdout goes to /dev/null so that nothing later

@@ -356,3 +356,24 @@ async def _check_redirected(cwd: Path, redirections: str, env: dict[str, str] | 
     )
     async with asyncio.timeout(45):
         return await proc.wait()
+
+
+async def test_history_to_a_full_disk_says_so(tmp_path: Path) -> None:
+    # Found by a review: with stdout lost for `check` (above), `checker
+    # history > file` on a full disk exited 0 having written nothing; its
+    # output is the answer.
+    async with Fleet({"/": Route()}) as fleet:
+        (tmp_path / "urls.txt").write_text(fleet.url("/") + "\n")
+        assert await _check_redirected(tmp_path, ">/dev/null") == 0
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        'exec "$0" -m checker history >/dev/full',
+        sys.executable,
+        cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(45):
+        _, err = await proc.communicate()
+    assert proc.returncode == 4
+    assert err.decode() == "checker: error: standard output: No space left on device\n"
