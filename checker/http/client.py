@@ -428,8 +428,7 @@ async def _keep_body(
             # body) has not answered; an empty or cut body must not pass
             # a not_contains.
             raise CheckTimeout(
-                f"the body stopped coming: {len(sink.data)} bytes, then nothing until"
-                " the deadline"
+                f"the body stopped coming: {len(sink.data)} bytes, then nothing until the deadline"
             ) from None
         trace.warnings.append(
             f"the body was still coming at the deadline: checked on its first"
