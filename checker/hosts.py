@@ -13,13 +13,16 @@ host, as it would without backlogs.
 
 Before each request, `pace` waits until the host's next allowed start: the
 run's `--host-interval` after the previous start, or longer after the host
-said 429 Too Many Requests or 503 with a Retry-After (`told`): the wait then
-doubles from 1 s up to `cap` (at least what Retry-After asked, within the
-cap), and halves again with each answer that is not one of those, down to
-what the host is known to need: a host that refuses again at a pace it
-was slowed to (a rate limit) is not taken faster than 1.5 times that pace
-again, a floor that halves with every FLOOR_HALF_LIFE seconds it is not
-refused. (One 503 page refuses at full speed first: no floor.)
+said 429 Too Many Requests or 503 (`told`): the wait then doubles from 1 s up
+to `cap` (at least what Retry-After asked, within the cap), and halves again
+with each answer that is not one of those, down to what the host is known to
+need (its floor: a host that refuses a new URL at a pace it had answered well
+at since its last refusal, or whose refused URL is answered when asked
+again slower, limits its rate, and is not taken faster than 1.5 times that
+pace; the floor shrinks by 5% with each good answer, so a limit that ends
+lets the pace come back). While a URL refused at a pace waits to be asked
+again, it holds its host to three times that pace (`hold`), and its request
+goes first.
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -28,7 +31,6 @@ of a million distinct hosts leaves no million entries behind.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -45,11 +47,17 @@ Origin = tuple[str, str, int]
 SLOW_DOWN = frozenset({429, 503})
 FIRST_PENALTY = 1.0  # seconds after a first 429 without a Retry-After
 RECHECK = 0.25  # a paced wait looks again this often (the penalty may have shrunk)
-# A host that refuses a request sent at a pace of P seconds is not taken
-# faster than FLOOR_MARGIN * P again; that floor halves every FLOOR_HALF_LIFE
-# seconds without a refusal.
+# A host that limits its rate, refusing a request sent at a pace of P
+# seconds, is not taken faster than FLOOR_MARGIN * P again; that floor
+# shrinks by FLOOR_DECAY with each good answer (a limit that ends, or one
+# that was only for a while, lets the pace come back: it halved only every
+# 60 s, and a host limited for 10 s kept a run of 300 URLs at 96 s).
 FLOOR_MARGIN = 1.5
-FLOOR_HALF_LIFE = 60.0
+FLOOR_DECAY = 0.95
+# A URL refused at a pace of P holds its host to HOLD * P until it is asked
+# again and settled: the pace had come down by halves, so the last one
+# answered was 2P at least, and a limit lies between P and 2P.
+HOLD = 3.0
 
 
 @dataclass(slots=True)
@@ -61,14 +69,16 @@ class _Host:
     started: float = float("-inf")  # clock() time the last paced request started
     penalty: float = 0.0  # seconds added between requests after 429/503
     penalized_at: float = float("-inf")  # clock() time a 429/503 last doubled it
-    floor: float = 0.0  # the penalty it needs (a rate limit learned), as of floor_at
-    floor_at: float = 0.0
+    floor: float = 0.0  # the penalty it needs (a rate limit learned)
     answered: bool = False  # a good answer came since its last 429/503
-
-    def floor_now(self, now: float) -> float:
-        if not self.floor:
-            return 0.0
-        return self.floor * math.pow(0.5, (now - self.floor_at) / FLOOR_HALF_LIFE)
+    # The slowest pace (penalty) it answered well at since its last 429/503
+    # (-1: none): a refusal at a faster one is its rate, not the URL.
+    accepted: float = -1.0
+    # The penalties that URLs refused and not yet settled hold the host to
+    # (`hold`): the largest applies.
+    holds: list[float] = field(default_factory=list)
+    held: float = 0.0
+    first: int = 0  # requests of URLs that hold it, waiting for their turn
 
 
 class HostGate:
@@ -126,7 +136,7 @@ class HostGate:
         self._forget(key, host)
         return None
 
-    async def pace(self, key: Origin) -> float:
+    async def pace(self, key: Origin, first: bool = False) -> float:
         """Wait until the host's next request may start: the interval (and
         any penalty) after the last one started, and not before a slow-down
         said to wait (`told`). Re-read as it waits, not booked ahead: a
@@ -134,21 +144,27 @@ class HostGate:
         retries booked 32 s apart were spaced 32 s though each was answered
         200), and the requests due in one turn of a held-up loop still start
         a gap apart (each start moves `started` before the next looks).
-        Returns the penalty it kept (for `told`)."""
+        `first`: a URL that holds the host (`hold`) goes before the others
+        that wait (it was starved behind them, holding all of them slow).
+        Returns the penalty it kept, holds included (for `told`)."""
         host = self._hosts.get(key)
         if host is None:
             return 0.0
-        while True:
-            gap = self.interval + host.penalty
-            due = max(host.started + gap, host.next_at) if gap > 0 else host.next_at
-            wait = due - clock()
-            if wait <= 0:
-                break
-            # (uvloop's timers may end a millisecond early: look again.)
-            await asyncio.sleep(min(wait, RECHECK))
+        host.first += first
+        try:
+            while True:
+                gap = self.interval + max(host.penalty, host.held)
+                due = max(host.started + gap, host.next_at) if gap > 0 else host.next_at
+                wait = due - clock()
+                if wait <= 0 and (first or not host.first):
+                    break
+                # (uvloop's timers may end a millisecond early: look again.)
+                await asyncio.sleep(min(wait, RECHECK) if wait > 0 else RECHECK / 10)
+        finally:
+            host.first -= first
         if gap > 0 or host.next_at > 0:
             host.started = clock()
-        return host.penalty
+        return max(host.penalty, host.held)
 
     def told(
         self,
@@ -158,7 +174,7 @@ class HostGate:
         sent: float | None = None,
         paced: float = 0.0,
         fresh: bool = False,
-    ) -> None:
+    ) -> bool:
         """What the host answered: slow down after 429/503, speed up again
         after. `sent`: the `clock()` time the request went (None: now). A
         429 or 503 doubles the penalty only for a request sent after the
@@ -166,32 +182,81 @@ class HostGate:
         six doublings (1 s became 32). `paced`: the penalty the request was
         sent at (`pace`); `fresh`: its URL was not just refused itself.
         A fresh URL refused at a pace the host had answered well at since
-        its last refusal says the host limits its rate: it is not taken
-        faster than FLOOR_MARGIN times that pace again (its floor). (Not a
+        its last refusal says the host limits its rate: its floor. (Not a
         broken page refused again, nor a second refusal of one brief
-        episode: those would slow a host for good.)"""
+        episode: those would slow a host for good.)
+
+        Returns whether a refusal is the host's rate rather than the URL's
+        health, so that the URL is not charged for it when asked again and
+        answered: a 429 (Too Many Requests), a Retry-After, or a refusal at
+        a faster pace than the host answered well at since its last one. A
+        backend that fails every other request refuses at any pace: its 503s
+        are the URL's (degraded when answered on a retry, as ever)."""
         host = self._hosts.get(key)
         if host is None:
-            return
+            return False
         if status in SLOW_DOWN:
             now = clock()
+            rate = status == 429 or retry_after is not None or paced < host.accepted
             if paced > 0 and fresh and host.answered:
-                host.floor = min(self.cap, max(host.floor_now(now), FLOOR_MARGIN * paced))
-                host.floor_at = now
+                host.floor = min(self.cap, max(host.floor, FLOOR_MARGIN * paced))
             host.answered = False
+            host.accepted = -1.0
             if sent is None or sent >= host.penalized_at:
-                wanted = max(FIRST_PENALTY, 2 * host.penalty, retry_after or 0.0)
+                # 1 s at first; twice what it was once the host has a pace
+                # (at 10 a second, each refusal as the floor shrank cost a
+                # second's pace again, and 100 pages took 32 s).
+                doubled = 2 * host.penalty if host.floor else max(FIRST_PENALTY, 2 * host.penalty)
+                wanted = max(doubled, retry_after or 0.0)
                 host.penalized_at = now
             else:
                 wanted = max(host.penalty, retry_after or 0.0)
             host.penalty = min(self.cap, wanted)
             host.next_at = max(host.next_at, now + host.penalty)
-            return
+            return rate
         host.answered = True
+        host.accepted = max(host.accepted, paced)
+        if host.floor:
+            host.floor = host.floor * FLOOR_DECAY if host.floor > 0.01 else 0.0
         if host.penalty:
             halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
-            floor = host.floor_now(clock())
-            host.penalty = max(halved, floor) if floor > 0.01 else halved
+            host.penalty = max(halved, host.floor)
+        return False
+
+    def hold(self, key: Origin, penalty: float, before: float = 0.0) -> float:
+        """While a URL refused (429/503) at a pace waits to be asked again,
+        the host goes no faster than `penalty` (in place of its hold of
+        `before`, if any): the good answers of others halve the penalty
+        meanwhile, and its next attempt would be refused again as the pace
+        came down (three refusals: down, though the page was fine). Its own,
+        not the host's for good: a page that keeps answering 503 lets go
+        when it is settled (`hold(key, 0, before)`). Returns `penalty`."""
+        host = self._hosts.get(key)
+        if host is None:
+            return 0.0
+        if before > 0 and before in host.holds:
+            host.holds.remove(before)
+        if penalty > 0:
+            host.holds.append(min(self.cap, penalty))
+        host.held = max(host.holds, default=0.0)
+        return penalty
+
+    def faster(self, key: Origin, paced: float) -> bool:
+        """Whether `paced` is faster than the host answered well at since its
+        last refusal (the pace had come down when it refused)."""
+        host = self._hosts.get(key)
+        return host is not None and paced < host.accepted
+
+    def proven(self, key: Origin, refused_at: float) -> None:
+        """A URL refused (429/503) at a penalty of `refused_at` was answered
+        when asked again slower: the host limits its rate, and is not taken
+        faster than FLOOR_MARGIN times that again (its floor). (A page that
+        keeps answering 503 is never answered: it sets none.)"""
+        host = self._hosts.get(key)
+        if host is None or refused_at <= 0:
+            return
+        host.floor = min(self.cap, max(host.floor, FLOOR_MARGIN * refused_at))
+        host.penalty = max(host.penalty, host.floor)
 
     def penalty(self, key: Origin) -> float:
         host = self._hosts.get(key)

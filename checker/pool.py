@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
-from checker.hosts import SLOW_DOWN, HostGate
+from checker.hosts import HOLD, SLOW_DOWN, HostGate
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
@@ -232,97 +232,125 @@ class Pool:
         silent: str | None = None
         silent_at: tuple[str, str, int] = key  # the origin whose connection it was
         anew = False  # this attempt is the one on a new connection after it
-        # Attempts in a row told to slow down (429, 503): not charged when an
-        # attempt after the host's pace is answered (the host's rate, not
-        # the URL's health).
+        # Attempts in a row told to slow down (429, 503); those that were the
+        # host's rate, not the URL's health, are not charged when an attempt
+        # after the host's pace is answered.
         slowed = 0
+        excusable = 0  # those of them that were the host's rate (hosts.told)
         head_later = False  # the first of them a HEAD whose GET came after the pace
+        refused_at = 0.0  # the host's penalty when the last of them was sent
+        refused_method = ""  # and its method
+        holding = 0.0  # the penalty this URL holds its host to (hosts.hold)
         free = 0  # attempts not charged to the URL
-        while True:
-            # The host's pace (--host-interval, slower after 429/503) is kept
-            # before the attempt: waiting for it does not eat into its deadline.
-            paced = await self.hosts.pace(key)
-            sent = hosts_clock()
-            attempt = await attempt_check(
-                target.url,
-                self.check_opts,
-                None if silent else self.connections,
-                target.expect,
-                method,
-                # A HEAD told to slow down (429, 503) gets its GET after the
-                # host's pace while retries are left, not at once: at once
-                # doubled the load on a host that said it had too much. The
-                # last attempt's GET still comes at once.
-                slow_down_later=n - free <= self.opts.retries,
-            )
-            if anew:
-                # Charged after all when the new connection got no answer
-                # either: then the URL is slow or down, not the reuse.
-                anew, free = False, free + int(attempt.head is not None)
-                said.append(self._answered_anew(silent_at, attempt, silent or ""))
-            head = attempt.head
-            # (A status the row expects is its answer, no slow-down: a
-            # maintenance page's 503.)
-            told = head.status if head and head.status not in attempt.expect.statuses else None
-            fresh = not slowed  # (its URL not refused just before)
-            if slowed and attempt.ok:
-                # Answered after the host's pace: the attempts told to slow
-                # down before it were the host's rate, not the URL (nginx's
-                # limit_req, HEAD 503 and GET 200 servers).
-                free += slowed
-                if slowed > head_later:  # (a HEAD's GET later says so already)
-                    said.append(
-                        f"{slowed} earlier attempt{'s' if slowed > 1 else ''} told to slow down"
-                        " (429/503) not counted: answered at the host's pace"
-                    )
-            if told in SLOW_DOWN:
-                slowed, head_later = slowed + 1, head_later or attempt.get_later
-            else:
-                slowed, head_later = 0, False
-            if head is not None:
-                asked = parse_retry_after(head.get("retry-after"))
-                self.hosts.told(
-                    key,
-                    told,
-                    min(asked, self.opts.slow_down_cap) if asked else None,
-                    sent,
-                    paced,
-                    fresh,
+        try:
+            while True:
+                # The host's pace (--host-interval, slower after 429/503) is kept
+                # before the attempt: waiting for it does not eat into its deadline.
+                paced = await self.hosts.pace(key, first=holding > 0)
+                sent = hosts_clock()
+                attempt = await attempt_check(
+                    target.url,
+                    self.check_opts,
+                    None if silent else self.connections,
+                    target.expect,
+                    method,
+                    # A HEAD told to slow down (429, 503) gets its GET after the
+                    # host's pace while retries are left, not at once: at once
+                    # doubled the load on a host that said it had too much. The
+                    # last attempt's GET still comes at once.
+                    slow_down_later=n - free <= self.opts.retries,
                 )
-            if attempt.get_later and head is not None:
-                method = "GET"
-                said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
-            if silent is None and silent_on_reuse(attempt):
-                # The host took the request on a kept-alive connection and
-                # went silent (servers without real keep-alive answer a
-                # connection's first request only, and neither close it nor
-                # say Connection: close). Not the URL's fault, as a cut-off
-                # answer there is not (client.request_head): asked again at
-                # once on a new connection, whatever --retries says, and not
-                # charged if answered. A HEAD is asked again as a GET: that
-                # one answer also decides a server that never answers HEAD.
-                silent, anew = attempt.method, True
-                silent_at = attempt.final_url.origin  # (after a redirect: another host's)
-                if attempt.method == "HEAD":
+                if anew:
+                    # Charged after all when the new connection got no answer
+                    # either: then the URL is slow or down, not the reuse.
+                    anew, free = False, free + int(attempt.head is not None)
+                    said.append(self._answered_anew(silent_at, attempt, silent or ""))
+                head = attempt.head
+                # (A status the row expects is its answer, no slow-down: a
+                # maintenance page's 503.)
+                told = head.status if head and head.status not in attempt.expect.statuses else None
+                fresh = not slowed  # (its URL not refused just before)
+                if excusable and attempt.ok:
+                    # Answered after the host's pace: the refusals before it
+                    # that were the host's rate are not the URL's (nginx's
+                    # limit_req; HEAD 503 and GET 200 servers).
+                    free += excusable
+                    if attempt.method == refused_method and holding:
+                        # (The same request refused as the pace came down, then
+                        # answered when asked slower: the host's rate. Not a
+                        # HEAD refused and its GET answered: HEAD 503, GET 200
+                        # servers refuse at any pace; nor a refusal at the pace
+                        # a refusal had set: one brief episode.)
+                        self.hosts.proven(key, refused_at)
+                    if excusable > head_later:  # (a HEAD's GET later says so already)
+                        said.append(
+                            f"{excusable} earlier attempt{'s' if excusable > 1 else ''} refused"
+                            " by the host's rate (429/503) not counted: answered at its pace"
+                        )
+                rate = False
+                # (Refused as the pace came down: read before `told` resets it.)
+                came_down = told in SLOW_DOWN and self.hosts.faster(key, paced)
+                if head is not None:
+                    asked = parse_retry_after(head.get("retry-after"))
+                    rate = self.hosts.told(
+                        key,
+                        told,
+                        min(asked, self.opts.slow_down_cap) if asked else None,
+                        sent,
+                        paced,
+                        fresh,
+                    )
+                if told in SLOW_DOWN:
+                    slowed, head_later = slowed + 1, head_later or attempt.get_later
+                    # (A HEAD's 503 with its GET after the pace is excused as
+                    # it was: servers that refuse HEAD alone.)
+                    excusable += int(rate or attempt.get_later)
+                    refused_at, refused_method = paced, attempt.method
+                    # (Refused as the pace came down: the last good one was
+                    # twice it at least; until it is asked again, no faster
+                    # than HOLD times. Refused at the pace a refusal set, the
+                    # penalty doubles: no hold.)
+                    holding = self.hosts.hold(key, HOLD * paced if came_down else 0.0, holding)
+                else:
+                    slowed, head_later, excusable, refused_at = 0, False, 0, 0.0
+                    holding = self.hosts.hold(key, 0.0, holding) if holding else 0.0
+                if attempt.get_later and head is not None:
                     method = "GET"
-                n += 1
-                continue
-            if method is None and head_unanswered(attempt):
-                # The server took the HEAD and gave no answer in time: the
-                # GET that confirms a down URL had no time left in that
-                # attempt, so the next is a GET (servers that never answer
-                # HEAD exist), even with no retry left: that GET is the
-                # confirmation, not a retry.
-                method = "GET"
-                said.append("HEAD got no answer in time; a GET was tried next")
-                if n > self.opts.retries:
+                    said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
+                if silent is None and silent_on_reuse(attempt):
+                    # The host took the request on a kept-alive connection and
+                    # went silent (servers without real keep-alive answer a
+                    # connection's first request only, and neither close it nor
+                    # say Connection: close). Not the URL's fault, as a cut-off
+                    # answer there is not (client.request_head): asked again at
+                    # once on a new connection, whatever --retries says, and not
+                    # charged if answered. A HEAD is asked again as a GET: that
+                    # one answer also decides a server that never answers HEAD.
+                    silent, anew = attempt.method, True
+                    silent_at = attempt.final_url.origin  # (after a redirect: another host's)
+                    if attempt.method == "HEAD":
+                        method = "GET"
                     n += 1
                     continue
-            if n - free > self.opts.retries or not should_retry(attempt):
-                attempt.warnings[:0] = said
-                return make_result(target, attempt, n, free)
-            await asyncio.sleep(retry_delay(n, attempt, self.opts))
-            n += 1
+                if method is None and head_unanswered(attempt):
+                    # The server took the HEAD and gave no answer in time: the
+                    # GET that confirms a down URL had no time left in that
+                    # attempt, so the next is a GET (servers that never answer
+                    # HEAD exist), even with no retry left: that GET is the
+                    # confirmation, not a retry.
+                    method = "GET"
+                    said.append("HEAD got no answer in time; a GET was tried next")
+                    if n > self.opts.retries:
+                        n += 1
+                        continue
+                if n - free > self.opts.retries or not should_retry(attempt):
+                    attempt.warnings[:0] = said
+                    return make_result(target, attempt, n, free)
+                await asyncio.sleep(retry_delay(n, attempt, self.opts))
+                n += 1
+        finally:
+            if holding:  # (settled: down, up, or the run stopped)
+                self.hosts.hold(key, 0.0, holding)
 
     def _answered_anew(self, origin: tuple[str, str, int], attempt: Attempt, silent: str) -> str:
         """The warning of the attempt made on a new connection after a kept-
