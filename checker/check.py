@@ -262,7 +262,7 @@ async def _follow(
         # A body only when a check needs it: then compressed bodies are welcome.
         sink = BodySink(opts.max_body) if out.expect.needs_body and method == "GET" else None
         extra = opts.headers + out.expect.headers
-        if extra and current.origin != url.origin:
+        if extra and current.origin != url.origin and not _upgraded(url, current):
             extra = _for_another_origin(extra, current, out.warnings)
         cookie = jar.header(current) if jar is not None else None
         if cookie is not None:
@@ -338,6 +338,19 @@ def _with_cookie(headers: tuple[tuple[str, str], ...], cookie: str) -> tuple[tup
     own = [v for n, v in headers if n.lower() == "cookie"]
     rest = tuple(h for h in headers if h[0].lower() != "cookie")
     return (*rest, ("Cookie", "; ".join([*own, cookie])))
+
+
+def _upgraded(first: URL, now: URL) -> bool:
+    """The same host, from http to https on its default port: what went in
+    clear on the first hop is no safer kept from the encrypted one, and an
+    API that redirects to https wants it there (found by a review: such rows
+    were 401, down)."""
+    return (
+        first.scheme == "http"
+        and now.scheme == "https"
+        and first.host == now.host
+        and now.port == 443
+    )
 
 
 def _for_another_origin(

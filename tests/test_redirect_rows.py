@@ -148,3 +148,14 @@ async def test_a_redirect_without_a_location_says_so(tmp_path: Path) -> None:
     row = _row(tmp_path)["bare"]
     assert row["status"] == 301
     assert row["warnings"] == ["301 without a Location: nothing to follow"]
+
+
+def test_credentials_go_on_when_the_same_host_upgrades_to_https() -> None:
+    from checker.check import _upgraded
+    from checker.url import parse_url
+
+    http = parse_url("http://api.example/v1")
+    assert _upgraded(http, parse_url("https://api.example/v1"))
+    assert not _upgraded(http, parse_url("https://api.example:8443/v1"))
+    assert not _upgraded(http, parse_url("https://other.example/v1"))
+    assert not _upgraded(parse_url("https://api.example/"), parse_url("http://api.example/"))
