@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from checker.results import NOT_A_CHECK
@@ -196,8 +196,41 @@ def import_reports(db: HistoryDB, out_dir: str) -> int:
 
 
 def unusable(path: str, exc: sqlite3.Error) -> str:
-    """The line that says a run has no history, and why."""
-    return f"history: {path}: {exc} (no history, changes or alerts this run)"
+    """The line that says a run has no history, and why. A damaged
+    database is moved aside, so that the next run starts a new one from the
+    JSON reports (it stayed damaged, and every run after had no history,
+    changes or alerts, until someone moved it: found by a review)."""
+    line = f"history: {path}: {exc} (no history, changes or alerts this run)"
+    if _damaged(exc):
+        moved = set_aside(path)
+        if moved is not None:
+            line += f"; it is kept as {moved}, and the next run starts a new one"
+    return line
+
+
+# SQLITE_CORRUPT and SQLITE_NOTADB: the file is damaged, or not a database.
+# (Not SQLITE_BUSY or SQLITE_READONLY: a lock or a permission goes away.)
+_DAMAGED = frozenset({11, 26})
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _DAMAGED
+
+
+def set_aside(path: str) -> str | None:
+    """Rename a damaged database (and its WAL files) out of the way; its new
+    name, or None when it could not be moved."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = f"{path}.damaged-{stamp}"
+    try:
+        os.replace(path, aside)
+    except OSError:
+        return None
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.replace(path + suffix, aside + suffix)
+    return aside
 
 
 def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
@@ -207,19 +240,30 @@ def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
     try:
         db = HistoryDB.in_folder(out_dir)
     except sqlite3.Error as exc:
-        return None, [unusable(os.path.join(out_dir, NAME), exc)]
-    notes = []
-    if db.created:
+        path = os.path.join(out_dir, NAME)
+        if not (_damaged(exc) and set_aside(path)):
+            return None, [unusable(path, exc)]
+        # Moved aside: a new one, from the JSON reports, this run already.
         try:
-            imported = import_reports(db, out_dir)
-            db.count_days()
-            db.seed_states()
-        except (sqlite3.Error, OSError) as exc:
-            notes.append(f"history: importing the earlier reports failed: {exc}")
-        else:
-            if imported:
-                notes.append(f"history: started from the {imported} earlier reports in {out_dir}")
-    return db, notes
+            db = HistoryDB.in_folder(out_dir)
+        except sqlite3.Error as again:
+            return None, [unusable(path, again)]
+        notes = [f"history: {path}: {exc}: moved aside, a new one made from the reports"]
+        return db, notes + _filled(db, out_dir)
+    return db, _filled(db, out_dir) if db.created else []
+
+
+def _filled(db: HistoryDB, out_dir: str) -> list[str]:
+    """A new database filled from the JSON reports in the folder; what to say."""
+    try:
+        imported = import_reports(db, out_dir)
+        db.count_days()
+        db.seed_states()
+    except (sqlite3.Error, OSError) as exc:
+        return [f"history: importing the earlier reports failed: {exc}"]
+    return (
+        [f"history: started from the {imported} earlier reports in {out_dir}"] if imported else []
+    )
 
 
 def recorded_run(out_dir: str, started_at: str) -> RecordedRun | None:
