@@ -230,14 +230,16 @@ class HostGate:
         meanwhile, and its next attempt would be refused again as the pace
         came down (three refusals: down, though the page was fine). Its own,
         not the host's for good: a page that keeps answering 503 lets go
-        when it is settled (`hold(key, 0, before)`). Returns `penalty`."""
+        when it is settled (`hold(key, 0, before)`). Returns the hold, to
+        give back as `before`."""
         host = self._hosts.get(key)
         if host is None:
             return 0.0
         if before > 0 and before in host.holds:
             host.holds.remove(before)
+        penalty = min(self.cap, penalty)  # (what is kept is what comes back)
         if penalty > 0:
-            host.holds.append(min(self.cap, penalty))
+            host.holds.append(penalty)
         host.held = max(host.holds, default=0.0)
         return penalty
 

@@ -340,3 +340,16 @@ async def test_a_backend_that_fails_every_other_request_is_degraded(tmp_path: Pa
     assert [(r["state"], r["reasons"]) for r in rows] == [
         ("degraded", ["up only on attempt 2"])
     ] * 3, rows
+
+
+async def test_a_hold_is_given_back_whole_even_past_the_cap() -> None:
+    # Found by re-reading: a hold past the cap was kept at the cap and given
+    # back as asked, so it was never let go, and the host stayed slow.
+    gate = HostGate(limit=4, cap=2.0)
+    assert await gate.enter(KEY, target(0))
+    kept = gate.hold(KEY, 9.0)
+    assert kept == 2.0
+    assert await gate.pace(KEY) == 2.0  # (the first start waits for nothing)
+    assert gate.hold(KEY, 0.0, kept) == 0.0
+    async with asyncio.timeout(0.5):
+        assert await gate.pace(KEY) == 0.0  # let go: nothing holds the host
