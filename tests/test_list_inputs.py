@@ -151,7 +151,7 @@ async def test_a_killed_piped_run_is_recovered_with_its_own_list(tmp_path: Path)
             await proc.wait()
         code, err = await run(["-", "-q"], tmp_path, (fleet.url("/ok?second") + "\n").encode())
     assert code == 0, err
-    assert "a killed run's journal became" in err
+    assert "an unfinished run's journal became" in err
     killed = sorted((tmp_path / "out").glob("status-*.json"))[0]
     report = json.loads(killed.read_text())
     assert report["run"]["recovered"] is True

@@ -112,7 +112,7 @@ async def test_the_next_run_recovers_a_killed_runs_journal(tmp_path: Path) -> No
         code, _, err = await checker("check", "next.txt", "--quiet", cwd=tmp_path)
     assert code == 0
     stem = journal.name.removesuffix(".journal.jsonl")
-    assert f"a killed run's journal became reports/{stem}.csv" in err
+    assert f"an unfinished run's journal became reports/{stem}.csv" in err
     check_rows(json.loads((tmp_path / "reports" / f"{stem}.json").read_text()))
     latest = json.loads((tmp_path / "reports" / "latest.json").read_text())
     assert latest["run"]["lists"] == ["next.txt"]  # latest stays the newest run
@@ -237,7 +237,7 @@ async def test_a_run_killed_in_its_history_leaves_none_of_it(tmp_path: Path) -> 
             db.close()
         # The next run recovers it (once), and, complete, finds all 60 down.
         code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path, env=off)
-    assert code == 1 and "a killed run's journal became" in err, err
+    assert code == 1 and "an unfinished run's journal became" in err, err
     db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
     try:
         assert db.execute("SELECT complete FROM runs ORDER BY id").fetchall() == [(1,), (0,), (1,)]

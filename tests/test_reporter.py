@@ -468,7 +468,7 @@ async def test_a_killed_run_and_its_reporter_leave_a_journal_for_the_next_run(
         (tmp_path / "urls.txt").write_text("\n".join(lines[:3]) + "\n")
         code, _, err = await checker("check", "urls.txt", "-q", cwd=tmp_path)
     assert code == 0, err
-    assert "a killed run's journal became" in err
+    assert "an unfinished run's journal became" in err
     assert list((tmp_path / "reports").glob(".status-*")) == []  # its spools cleared away
     runs = [
         json.loads(line) for line in (tmp_path / "reports" / "runs.jsonl").read_text().splitlines()
@@ -580,7 +580,7 @@ async def test_a_run_killed_as_its_reporter_commits_is_not_counted_twice(tmp_pat
     # commit, and a run killed after it was missing from runs.jsonl; one
     # killed during the commit (its checkpoint) was counted twice.
     # (Or the run had done both before the kill reached it: the same end.)
-    assert "a killed run's journal became" not in err, err
+    assert "an unfinished run's journal became" not in err, err
     db = sqlite3.connect(tmp_path / "reports" / "history.sqlite3")
     try:
         assert db.execute("SELECT COUNT(*), SUM(complete) FROM runs").fetchone() == (2, 2)

@@ -281,7 +281,8 @@ async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
             # line in the run index and its journal's removal were left.
             notes.append(f"a run killed at its very end was completed: {', '.join(done.reports)}")
             continue
-        notes.append(f"a killed run's journal became {', '.join(done.reports)}")
+        # (Killed, or ended by an error: a full disk leaves one too.)
+        notes.append(f"an unfinished run's journal became {', '.join(done.reports)}")
         if done.note:
             notes.append(done.note)
     return notes
