@@ -349,7 +349,7 @@ def _upgraded(first: URL, now: URL) -> bool:
         first.scheme == "http"
         and now.scheme == "https"
         and first.host == now.host
-        and now.port == 443
+        and (first.port, now.port) == (80, 443)
     )
 
 

@@ -16,8 +16,8 @@ run's `--host-interval` after the previous start, or longer after the host
 said 429 Too Many Requests or 503 (`told`): the wait then doubles from 1 s up
 to `cap` (at least what Retry-After asked, within the cap), and halves again
 with each answer that is not one of those, down to what the host is known to
-need (its floor: a host that refuses a new URL at a pace it had answered well
-at since its last refusal, or whose refused URL is answered when asked
+need (its floor: a host that refuses a new URL at a faster pace than it had
+answered well at since its last refusal, or whose refused URL is answered when asked
 again slower, limits its rate, and is not taken faster than 1.5 times that
 pace; the floor shrinks by 5% with each good answer, so a limit that ends
 lets the pace come back). While a URL refused at a pace waits to be asked
@@ -70,7 +70,6 @@ class _Host:
     penalty: float = 0.0  # seconds added between requests after 429/503
     penalized_at: float = float("-inf")  # clock() time a 429/503 last doubled it
     floor: float = 0.0  # the penalty it needs (a rate limit learned)
-    answered: bool = False  # a good answer came since its last 429/503
     # The slowest pace (penalty) it answered well at since its last 429/503
     # (-1: none): a refusal at a faster one is its rate, not the URL.
     accepted: float = -1.0
@@ -181,10 +180,11 @@ class HostGate:
         last one that set it: six answers to one burst are one signal, not
         six doublings (1 s became 32). `paced`: the penalty the request was
         sent at (`pace`); `fresh`: its URL was not just refused itself.
-        A fresh URL refused at a pace the host had answered well at since
-        its last refusal says the host limits its rate: its floor. (Not a
-        broken page refused again, nor a second refusal of one brief
-        episode: those would slow a host for good.)
+        A fresh URL refused at a faster pace than the host had answered well
+        at since its last refusal says the host limits its rate: its floor.
+        (Not a broken page refused again, nor a second refusal of one brief
+        episode, nor a refusal at the pace it answered at: those would slow
+        a host for good.)
 
         Returns whether a refusal is the host's rate rather than the URL's
         health, so that the URL is not charged for it when asked again and
@@ -197,10 +197,13 @@ class HostGate:
             return False
         if status in SLOW_DOWN:
             now = clock()
-            rate = status == 429 or retry_after is not None or paced < host.accepted
-            if paced > 0 and fresh and host.answered:
+            came_down = paced < host.accepted
+            rate = status == 429 or retry_after is not None or came_down
+            if paced > 0 and fresh and came_down:
+                # (Refused at a faster pace than it had just answered at; at
+                # the pace it answered at, it is more likely a backend that
+                # fails at random: found by a review.)
                 host.floor = min(self.cap, max(host.floor, FLOOR_MARGIN * paced))
-            host.answered = False
             host.accepted = -1.0
             if sent is None or sent >= host.penalized_at:
                 # 1 s at first; twice what it was once the host has a pace
@@ -214,7 +217,6 @@ class HostGate:
             host.penalty = min(self.cap, wanted)
             host.next_at = max(host.next_at, now + host.penalty)
             return rate
-        host.answered = True
         host.accepted = max(host.accepted, paced)
         if host.floor:
             host.floor = host.floor * FLOOR_DECAY if host.floor > 0.01 else 0.0

@@ -157,5 +157,6 @@ def test_credentials_go_on_when_the_same_host_upgrades_to_https() -> None:
     http = parse_url("http://api.example/v1")
     assert _upgraded(http, parse_url("https://api.example/v1"))
     assert not _upgraded(http, parse_url("https://api.example:8443/v1"))
+    assert not _upgraded(parse_url("http://api.example:8080/"), parse_url("https://api.example/"))
     assert not _upgraded(http, parse_url("https://other.example/v1"))
     assert not _upgraded(parse_url("https://api.example/"), parse_url("http://api.example/"))

@@ -223,6 +223,10 @@ def set_aside(path: str) -> str | None:
     name, or None when it could not be moved."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = f"{path}.damaged-{stamp}"
+    n = 1
+    while os.path.exists(aside):  # (two in one second: keep both)
+        n += 1
+        aside = f"{path}.damaged-{stamp}-{n}"
     try:
         os.replace(path, aside)
     except OSError:
