@@ -14,7 +14,6 @@ first.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import io
 import os
@@ -125,6 +124,18 @@ def check_lists(paths: Iterable[str], *, count: bool = True, wanted: str = "auto
 
 def csv_header(line: str) -> list[str] | None:
     """The column names when `line` is a CSV list's header row, else None."""
+    found = _header(line)
+    return found[0] if found is not None else None
+
+
+# Commas, or semicolons (what a spreadsheet writes where the comma is the
+# decimal sign): the header row says which (a "name;url" header made every
+# row a bad host).
+_DELIMITERS = (",", ";")
+
+
+def _header(line: str) -> tuple[list[str], str] | None:
+    """(column names, delimiter) when `line` is a CSV list's header row."""
     for delimiter in _DELIMITERS:
         try:
             cells = next(csv.reader([line], delimiter=delimiter))
@@ -132,14 +143,8 @@ def csv_header(line: str) -> list[str] | None:
             return None
         names = [c.strip().lower() for c in cells]
         if "url" in names and not any("://" in c for c in cells):
-            return names
+            return names, delimiter
     return None
-
-
-# Commas, or semicolons (what a spreadsheet writes where the comma is the
-# decimal sign): the header row says which (a "name;url" header made every
-# row a bad host).
-_DELIMITERS = (",", ";")
 
 
 def _delimiter(path: str) -> str:
@@ -149,11 +154,8 @@ def _delimiter(path: str) -> str:
         first = next((line for line in lines if _is_entry(line)), "")
     finally:
         lines.close()
-    for delimiter in _DELIMITERS:
-        with contextlib.suppress(csv.Error, StopIteration):
-            if "url" in (c.strip().lower() for c in next(csv.reader([first], delimiter=delimiter))):
-                return delimiter
-    return ","
+    found = _header(first)
+    return found[1] if found is not None else ","
 
 
 def list_format(path: str, wanted: str = "auto") -> list[str] | None:

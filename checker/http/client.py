@@ -32,6 +32,7 @@ from checker.http.connections import (
     close_stream,
     unread,
 )
+from checker.http.deadline import Deadline
 from checker.http.deadline import clock as deadline_clock
 from checker.http.errors import (
     CheckError,
@@ -375,12 +376,10 @@ async def _drain(reader: asyncio.StreamReader, head: wire.ResponseHead, method: 
     """
     start = time.perf_counter()
     deadline = check_deadline.get()
-    wait = DRAIN_WAIT
-    when = deadline.when() if deadline is not None else None
-    if when is not None:
-        # Never into the check's deadline: its answer is in already (a head
-        # in the deadline's last moment came out as a timeout).
-        wait = min(wait, when - deadline_clock() - DRAIN_MARGIN)
+    left = _time_left(deadline)
+    # Never into the check's deadline: its answer is in already (a head in
+    # the deadline's last moment came out as a timeout).
+    wait = DRAIN_WAIT if left is None else min(DRAIN_WAIT, left)
     try:
         framing = wire.framing(head, method)
         if framing.kind == "eof" or (framing.length or 0) > DRAIN_CAP or wait <= 0:
@@ -396,6 +395,13 @@ async def _drain(reader: asyncio.StreamReader, head: wire.ResponseHead, method: 
     return complete
 
 
+def _time_left(deadline: Deadline | None) -> float | None:
+    """Seconds until DRAIN_MARGIN before the check's deadline (None: none,
+    or held off): what a body read after the head may take."""
+    when = deadline.when() if deadline is not None else None
+    return when - deadline_clock() - DRAIN_MARGIN if when is not None else None
+
+
 async def _keep_body(
     reader: asyncio.StreamReader,
     head: wire.ResponseHead,
@@ -406,16 +412,14 @@ async def _keep_body(
     """Read the body into `sink` for a body check; whether the connection can
     carry another request. A body that breaks off keeps what came (the head
     is the answer; the check says what the body lacked), with a warning."""
-    deadline = check_deadline.get()
-    when = deadline.when() if deadline is not None else None
     # The body is read until the check's deadline at the latest, and checked
     # on what came by then: a page still streaming at the deadline has
     # answered (it was a `timeout` with no status, asked again on a new
     # connection, twice the wait for the same answer).
-    wait = when - deadline_clock() - DRAIN_MARGIN if when is not None else None
+    left = _time_left(check_deadline.get())
     try:
         framing = wire.framing(head, method)
-        async with asyncio.timeout(max(0.0, wait) if wait is not None else None):
+        async with asyncio.timeout(max(0.0, left) if left is not None else None):
             with map_exceptions():
                 _, sink.complete = await read_body(reader, framing, sink.cap, sink)
     except (ProtocolError, ConnectionReset, IncompleteResponse) as exc:

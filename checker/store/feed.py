@@ -195,13 +195,13 @@ def import_reports(db: HistoryDB, out_dir: str) -> int:
     return imported
 
 
-def unusable(path: str, exc: sqlite3.Error) -> str:
+def unusable(path: str, exc: sqlite3.Error, move: bool = True) -> str:
     """The line that says a run has no history, and why. A damaged
     database is moved aside, so that the next run starts a new one from the
     JSON reports (it stayed damaged, and every run after had no history,
     changes or alerts, until someone moved it: found by a review)."""
     line = f"history: {path}: {exc} (no history, changes or alerts this run)"
-    if _damaged(exc):
+    if move and _damaged(exc):
         moved = set_aside(path)
         if moved is not None:
             line += f"; it is kept as {moved}, and the next run starts a new one"
@@ -246,7 +246,7 @@ def open_history(out_dir: str) -> tuple[HistoryDB | None, list[str]]:
     except sqlite3.Error as exc:
         path = os.path.join(out_dir, NAME)
         if not (_damaged(exc) and set_aside(path)):
-            return None, [unusable(path, exc)]
+            return None, [unusable(path, exc, move=False)]  # (tried already, if damaged)
         # Moved aside: a new one, from the JSON reports, this run already.
         try:
             db = HistoryDB.in_folder(out_dir)
