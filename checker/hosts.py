@@ -22,7 +22,10 @@ again slower, limits its rate, and is not taken faster than 1.5 times that
 pace; the floor shrinks by 5% with each good answer, so a limit that ends
 lets the pace come back). While a URL refused at a pace waits to be asked
 again, it holds its host to three times that pace (`hold`), and its request
-goes first.
+goes first. A plain 503 after as long a quiet as the host once needed after a
+refusal does not slow it (a backend failing at random), and a host that
+answered nothing well for NOT_A_RATE seconds gets its pace back (it is down,
+not limiting a rate).
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -31,6 +34,7 @@ of a million distinct hosts leaves no million entries behind.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -58,6 +62,30 @@ FLOOR_DECAY = 0.95
 # again and settled: the pace had come down by halves, so the last one
 # answered was 2P at least, and a limit lies between P and 2P.
 HOLD = 3.0
+# A plain 503 says nothing of a rate when the host had long enough since its
+# last good answer that no limit it has shown explains it (found by a
+# review: a backend failing every other request looked like a limit at each
+# step, and its pace ratcheted to the cap: 10 URLs took 76 s, not 13):
+# QUIET_MARGIN times the shortest wait that got it answering again after a
+# refusal (`_Host.refill`). Then the pace does not slow further for it.
+# (1.5 let the pace grow to 1.5-2 s a request against such a backend, 25
+# URLs 74 s; at 1.0, 50 s; nginx's limit_req all up either way.)
+QUIET_MARGIN = 1.0
+# And a host that answered nothing well for NOT_A_RATE seconds, whatever
+# the pace, is not limiting a rate but down (maintenance): its 503s are its
+# state, and the pace comes back (it doubled to the cap, and 60 URLs took
+# hours). A limit that says so (429, Retry-After) keeps slowing it.
+NOT_A_RATE = 20.0
+
+
+class Told(enum.Enum):
+    """What an answer says of the host's pace (`HostGate.told`)."""
+
+    ANSWER = "not a refusal"
+    URL = "a refusal that says nothing of a rate: the URL's, and slower"
+    RATE = "the host's rate (429, Retry-After): not the URL's"
+    CAME_DOWN = "refused at a faster pace than it had answered well at: its rate"
+    NOT_PACE = "refused after a quiet no limit it has shown explains: the URL's"
 
 
 @dataclass(slots=True)
@@ -78,6 +106,16 @@ class _Host:
     holds: list[float] = field(default_factory=list)
     held: float = 0.0
     first: int = 0  # requests of URLs that hold it, waiting for their turn
+    # When its last good answer was sent (its first request's, until one),
+    # and the shortest time from a refusal to the good answer after it (one
+    # asked after the refusal was heard): what the host's limit, if it has
+    # one, has shown it needs.
+    good_sent: float | None = None
+    first_sent: float = float("inf")
+    refill: float = float("inf")
+    refused_sent: float = float("-inf")  # when the last refusal was asked
+    refused_heard: float = float("-inf")  # and came back
+    refill_open: bool = False  # no good answer asked since that refusal yet
 
 
 class HostGate:
@@ -173,7 +211,7 @@ class HostGate:
         sent: float | None = None,
         paced: float = 0.0,
         fresh: bool = False,
-    ) -> bool:
+    ) -> Told:
         """What the host answered: slow down after 429/503, speed up again
         after. `sent`: the `clock()` time the request went (None: now). A
         429 or 503 doubles the penalty only for a request sent after the
@@ -186,17 +224,28 @@ class HostGate:
         episode, nor a refusal at the pace it answered at: those would slow
         a host for good.)
 
-        Returns whether a refusal is the host's rate rather than the URL's
-        health, so that the URL is not charged for it when asked again and
-        answered: a 429 (Too Many Requests), a Retry-After, or a refusal at
-        a faster pace than the host answered well at since its last one. A
-        backend that fails every other request refuses at any pace: its 503s
-        are the URL's (degraded when answered on a retry, as ever)."""
+        Returns what the answer says (`Told`): a refusal that is the host's
+        rate (RATE, CAME_DOWN) is not charged to the URL when it is asked
+        again and answered. A backend that fails every other request refuses
+        at any pace: its 503s are the URL's (URL: degraded when answered on
+        a retry, as ever), and once it refuses after a quiet that its limit,
+        if it were one, would have taken (NOT_PACE), it is not slowed
+        further for them."""
         host = self._hosts.get(key)
         if host is None:
-            return False
+            return Told.ANSWER
+        now = clock()
+        sent = now if sent is None else sent
+        host.first_sent = min(host.first_sent, sent)
         if status in SLOW_DOWN:
-            now = clock()
+            if status != 429 and retry_after is None:
+                # (Since its last good answer, or its first request.)
+                since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
+                if since >= NOT_A_RATE:
+                    self._eased(host)  # down, not limiting: the pace comes back
+                    return Told.NOT_PACE
+                if since >= QUIET_MARGIN * host.refill:
+                    return Told.NOT_PACE  # no slower for it
             came_down = paced < host.accepted
             rate = status == 429 or retry_after is not None or came_down
             if paced > 0 and fresh and came_down:
@@ -205,7 +254,9 @@ class HostGate:
                 # fails at random: found by a review.)
                 host.floor = min(self.cap, max(host.floor, FLOOR_MARGIN * paced))
             host.accepted = -1.0
-            if sent is None or sent >= host.penalized_at:
+            host.refused_sent = max(host.refused_sent, sent)
+            host.refused_heard, host.refill_open = now, True
+            if sent >= host.penalized_at:
                 # 1 s at first; twice what it was once the host has a pace
                 # (at 10 a second, each refusal as the floor shrank cost a
                 # second's pace again, and 100 pages took 32 s).
@@ -216,14 +267,23 @@ class HostGate:
                 wanted = max(host.penalty, retry_after or 0.0)
             host.penalty = min(self.cap, wanted)
             host.next_at = max(host.next_at, now + host.penalty)
-            return rate
+            return Told.CAME_DOWN if came_down else Told.RATE if rate else Told.URL
+        if host.refill_open and sent >= host.refused_heard:
+            # The first good answer asked after a refusal was heard: the
+            # host needed at most this long after it to answer again.
+            host.refill = min(host.refill, sent - host.refused_sent)
+            host.refill_open = False
+        host.good_sent = sent if host.good_sent is None else max(host.good_sent, sent)
         host.accepted = max(host.accepted, paced)
         if host.floor:
             host.floor = host.floor * FLOOR_DECAY if host.floor > 0.01 else 0.0
+        self._eased(host)
+        return Told.ANSWER
+
+    def _eased(self, host: _Host) -> None:
         if host.penalty:
             halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
             host.penalty = max(halved, host.floor)
-        return False
 
     def hold(self, key: Origin, penalty: float, before: float = 0.0) -> float:
         """While a URL refused (429/503) at a pace waits to be asked again,
@@ -244,12 +304,6 @@ class HostGate:
             host.holds.append(penalty)
         host.held = max(host.holds, default=0.0)
         return penalty
-
-    def faster(self, key: Origin, paced: float) -> bool:
-        """Whether `paced` is faster than the host answered well at since its
-        last refusal (the pace had come down when it refused)."""
-        host = self._hosts.get(key)
-        return host is not None and paced < host.accepted
 
     def proven(self, key: Origin, refused_at: float) -> None:
         """A URL refused (429/503) at a penalty of `refused_at` was answered

@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
-from checker.hosts import HOLD, SLOW_DOWN, HostGate
+from checker.hosts import HOLD, SLOW_DOWN, HostGate, Told
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
@@ -287,12 +287,10 @@ class Pool:
                             f"{excusable} earlier attempt{'s' if excusable > 1 else ''} refused"
                             " by the host's rate (429/503) not counted: answered at its pace"
                         )
-                rate = False
-                # (Refused as the pace came down: read before `told` resets it.)
-                came_down = told in SLOW_DOWN and self.hosts.faster(key, paced)
+                said_of_pace = Told.ANSWER
                 if head is not None:
                     asked = parse_retry_after(head.get("retry-after"))
-                    rate = self.hosts.told(
+                    said_of_pace = self.hosts.told(
                         key,
                         told,
                         min(asked, self.opts.slow_down_cap) if asked else None,
@@ -304,12 +302,14 @@ class Pool:
                     slowed, head_later = slowed + 1, head_later or attempt.get_later
                     # (A HEAD's 503 with its GET after the pace is excused as
                     # it was: servers that refuse HEAD alone.)
+                    rate = said_of_pace in (Told.RATE, Told.CAME_DOWN)
                     excusable += int(rate or attempt.get_later)
                     refused_at, refused_method = paced, attempt.method
                     # (Refused as the pace came down: the last good one was
                     # twice it at least; until it is asked again, no faster
                     # than HOLD times. Refused at the pace a refusal set, the
                     # penalty doubles: no hold.)
+                    came_down = said_of_pace is Told.CAME_DOWN
                     holding = self.hosts.hold(key, HOLD * paced if came_down else 0.0, holding)
                 else:
                     slowed, head_later, excusable, refused_at = 0, False, 0, 0.0

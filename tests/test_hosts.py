@@ -15,10 +15,11 @@ import pytest
 import uvloop
 
 from checker import hosts
-from checker.hosts import HostGate
-from checker.targets import Target
+from checker.hosts import HostGate, Told
+from checker.pool import Pool, PoolOptions
+from checker.targets import Target, read_targets
 from checker.url import parse_url
-from tests.helpers import raw_server, read_request
+from tests.helpers import RecordingSink, check_options, raw_server, read_request
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
@@ -285,14 +286,14 @@ async def test_which_refusals_are_the_hosts_rate() -> None:
     # its 503s were excused, and a half-broken URL was up).
     gate = HostGate(limit=4, cap=60.0)
     assert await gate.enter(KEY, target(0))
-    assert gate.told(KEY, 429, None, paced=0.0)
-    assert gate.told(KEY, 503, 2.0, paced=0.0)
-    assert not gate.told(KEY, 503, None, paced=0.0)  # nothing answered well yet
-    gate.told(KEY, 200, None, paced=1.0)
+    assert gate.told(KEY, 429, None, paced=0.0) is Told.RATE
+    assert gate.told(KEY, 503, 2.0, paced=0.0) is Told.RATE
+    assert gate.told(KEY, 503, None, paced=0.0) is Told.URL  # nothing answered well yet
+    assert gate.told(KEY, 200, None, paced=1.0) is Told.ANSWER
     gate.told(KEY, 200, None, paced=0.5)
-    assert gate.told(KEY, 503, None, paced=0.25)  # faster than 1.0, answered well
+    assert gate.told(KEY, 503, None, paced=0.25) is Told.CAME_DOWN  # faster than 1.0, answered
     gate.told(KEY, 200, None, paced=0.5)
-    assert not gate.told(KEY, 503, None, paced=0.5)  # at the pace it answered at
+    assert gate.told(KEY, 503, None, paced=0.5) is Told.URL  # at the pace it answered at
 
 
 @pytest.mark.parametrize(
@@ -359,3 +360,121 @@ async def test_a_hold_is_given_back_whole_even_past_the_cap() -> None:
     assert gate.hold(KEY, 0.0, kept) == 0.0
     async with asyncio.timeout(0.5):
         assert await gate.pace(KEY) == 0.0  # let go: nothing holds the host
+
+
+async def pooled_run(
+    port: int, paths: list[str], tmp_path: Path, per_host: int
+) -> dict[str, dict[str, object]]:
+    lst = tmp_path / "urls.txt"
+    lst.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
+    sink = RecordingSink()
+    opts = PoolOptions(concurrency=8, per_host=per_host, retries=2, backoff_base=0.05)
+    pool = Pool(check_options(timeout=5.0), opts, sink)
+    await pool.run(read_targets([str(lst)]), asyncio.Event())
+    return {str(r["url"]).split("/")[-1]: r for r in (row.to_dict() for row in sink.rows.values())}
+
+
+async def test_a_backend_failing_at_random_is_not_slowed_further_and_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a review: every other request on the host 503 (a backend
+    # failing at random), --per-host 1: each HEAD refused at a faster pace
+    # than the GET before it was answered at looked like a rate limit, the
+    # floor rose 1.5x a URL, and 10 URLs took 76 s with gaps up to 18 s
+    # (13 s the session before). Here the pace's first step is 0.25 s.
+    monkeypatch.setattr(hosts, "FIRST_PENALTY", 0.25)
+    starts: list[float] = []
+
+    async def flaky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            starts.append(time.monotonic())
+            if len(starts) % 2 == 0:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(flaky) as port:
+        async with asyncio.timeout(40):
+            rows = await pooled_run(port, [f"/{i}" for i in range(10)], tmp_path, per_host=1)
+    assert all(r["ok"] for r in rows.values()), rows
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # (The ratchet: 0.25 s, then 0.37, 0.53, ... 4.5 s by the tenth URL.)
+    assert max(gaps[-6:]) < 3 * hosts.FIRST_PENALTY, [round(g, 3) for g in gaps]
+
+
+async def test_a_host_that_refuses_everything_for_long_is_not_paced_for_hours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a review: a host in maintenance (503 to everything, no
+    # Retry-After) doubled its pace to the cap, 60 s, and 60 URLs took
+    # hours, three attempts each. It answers nothing well at any pace: it is
+    # down, not limiting a rate; after NOT_A_RATE (here 0.5 s) its pace
+    # comes back and each URL is down with its 503.
+    monkeypatch.setattr(hosts, "FIRST_PENALTY", 0.05)
+    monkeypatch.setattr(hosts, "NOT_A_RATE", 0.5)
+    seen: set[bytes] = set()
+
+    async def maintenance(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.add((await read_request(reader)).split(b" ")[1])
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(maintenance) as port:
+        # (Before: the 0.05 s pace doubled to 60 s by the 11th request.)
+        async with asyncio.timeout(30):
+            rows = await pooled_run(port, [f"/{i}" for i in range(30)], tmp_path, per_host=4)
+    assert len(seen) == 30
+    assert {(r["state"], r["status"], r["attempts"]) for r in rows.values()} == {("down", 503, 3)}
+
+
+async def gate_on_a_clock(now: list[float], monkeypatch: pytest.MonkeyPatch) -> HostGate:
+    """A gate with one host, on a clock that reads `now[0]`."""
+    monkeypatch.setattr(hosts, "clock", lambda: now[0])
+    gate = HostGate(limit=4, cap=60.0)
+    assert await gate.enter(KEY, target(0))
+    return gate
+
+
+async def test_a_refusal_after_a_quiet_its_limit_would_have_taken_is_not_a_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    gate = await gate_on_a_clock(now, monkeypatch)
+    assert gate.told(KEY, 200, None, sent=100.0) is Told.ANSWER
+    assert gate.told(KEY, 503, None, sent=100.0, fresh=True) is Told.URL  # the first burst
+    now[0] = 101.0  # asked after the refusal, after its 1 s: answered
+    assert gate.told(KEY, 200, None, sent=101.0, paced=1.0) is Told.ANSWER
+    # It needed 1 s at most after a refusal to answer again (its `refill`).
+    now[0] = 101.5
+    assert gate.told(KEY, 503, None, sent=101.5, paced=0.5, fresh=True) is Told.CAME_DOWN
+    penalty = gate.penalty(KEY)
+    now[0] = 104.0
+    assert gate.told(KEY, 200, None, sent=103.0, paced=1.5) is Told.ANSWER
+    now[0] = 105.0
+    # 1.5 s after its last good answer, longer than it needed after a
+    # refusal: a limit would have answered. The URL's, and no slower for it.
+    before = gate.penalty(KEY)
+    assert gate.told(KEY, 503, None, sent=104.5, paced=0.5, fresh=True) is Told.NOT_PACE
+    assert gate.penalty(KEY) == before < 2 * penalty
+    # A 429 or a Retry-After says it is the rate, however long the quiet.
+    assert gate.told(KEY, 429, None, sent=104.9, paced=0.5, fresh=True) is Told.CAME_DOWN
+    now[0] = 200.0
+    assert gate.told(KEY, 503, 5.0, sent=199.0, fresh=True) is Told.RATE
+
+
+async def test_a_host_that_answered_nothing_well_for_long_gets_its_pace_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    gate = await gate_on_a_clock(now, monkeypatch)
+    sent, penalty = 100.0, 0.0
+    while sent - 100.0 < hosts.NOT_A_RATE:  # refused at each pace: 1, 2, 4, 8, 16 s
+        assert gate.told(KEY, 503, None, sent=sent, paced=penalty) is Told.URL
+        assert gate.penalty(KEY) == max(1.0, 2 * penalty)
+        penalty = gate.penalty(KEY)
+        sent = now[0] = sent + penalty
+    assert gate.told(KEY, 503, None, sent=sent, paced=penalty) is Told.NOT_PACE
+    assert gate.penalty(KEY) == penalty / 2  # and on down to none
