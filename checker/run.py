@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from checker import __version__
 from checker.check import CheckOptions
 from checker.http.client import ClientConfig
+from checker.lock import LOCK_NAME
 from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
 from checker.reports.journal import Journal
@@ -37,6 +39,7 @@ from checker.reports.reporter import End, Reporter, Start, wanted
 from checker.results import Result, iso
 from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.index import (
+    RUN_INDEX,
     append_run,
     index_entry,
     lists_key,
@@ -224,6 +227,24 @@ def ensure_out_dir(path: str) -> None:
         raise RunError(f"{path}: cannot create the report folder: {exc.strerror}") from None
     if not os.access(path, os.W_OK):
         raise RunError(f"{path}: report folder is not writable")
+    # The files a run writes in place, not by rename: another user's (a run
+    # once as root, then cron as a user) failed the run after its checks,
+    # exit 4, with its reports written and its journal left behind (found by
+    # a review). The history's database is not one: a read-only one costs
+    # the history only.
+    for name in (LOCK_NAME, RUN_INDEX):
+        file = os.path.join(path, name)
+        if os.path.exists(file) and not os.access(file, os.W_OK):
+            who = _owner(file)
+            raise RunError(f"{file}: not writable by this user ({who}); nothing was checked")
+
+
+def _owner(path: str) -> str:
+    try:
+        uid = os.stat(path).st_uid
+        return f"it belongs to {pwd.getpwuid(uid).pw_name}"
+    except (OSError, KeyError):
+        return "a run as another user made it?"
 
 
 async def run_check(config: RunConfig) -> RunOutcome:

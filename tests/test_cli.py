@@ -6,15 +6,18 @@ import asyncio
 import errno
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from checker.demo.fleet import Fleet, Route
+from checker.run import RunError, ensure_out_dir
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -377,3 +380,70 @@ async def test_history_to_a_full_disk_says_so(tmp_path: Path) -> None:
         _, err = await proc.communicate()
     assert proc.returncode == 4
     assert err.decode() == "checker: error: standard output: No space left on device\n"
+
+
+def as_nobody() -> list[str] | None:
+    """The command prefix that runs a program as `nobody`, where this user
+    can (root, with util-linux's setpriv), and `nobody` can run checker."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        return None
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import checker"], capture_output=True, timeout=30
+    )
+    return prefix if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize("name", [".checker.lock", "runs.jsonl"])
+def test_another_users_files_in_out_are_exit_2_before_anything_is_checked(name: str) -> None:
+    # Found by the cron review: a run once as root, then cron as a user:
+    # the lock was `Permission denied`, exit 4 (the code for a write refused
+    # once the run had started), and with the lock writable the run checked,
+    # wrote its reports, and failed on the run index, exit 4, its journal
+    # left behind. The README says an unusable --out is 2, nothing checked.
+    prefix = as_nobody()
+    if prefix is None:
+        pytest.skip("needs root and setpriv, and a checker that nobody can import")
+    folder = Path(tempfile.mkdtemp(prefix="checker-nobody-"))
+    try:
+        folder.chmod(0o777)
+        (folder / "l.txt").write_text("http://127.0.0.1:9/\n")
+        out = folder / "reports"
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)  # (whatever the umask)
+        (out / ".checker.lock").write_text("")
+        (out / ".checker.lock").chmod(0o644 if name == ".checker.lock" else 0o666)
+        (out / "runs.jsonl").write_text("")
+        (out / "runs.jsonl").chmod(0o644)
+        done = subprocess.run(
+            [*prefix, sys.executable, "-m", "checker", "check", "l.txt", "-q", "--no-progress"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=45,
+        )
+        assert done.returncode == 2, done.stderr
+        assert one_error_line(done.stderr) == (
+            f"checker: error: reports/{name}: not writable by this user (it belongs to root);"
+            " nothing was checked"
+        )
+        assert sorted(p.name for p in out.iterdir()) == [".checker.lock", "runs.jsonl"]
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_the_files_a_run_writes_in_place_are_checked_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (The same, where the suite cannot run as another user: the answer of
+    # access(2) for another user's file, faked.)
+    (tmp_path / "runs.jsonl").write_text("")
+    (tmp_path / "history.sqlite3").write_text("")
+    refused = {str(tmp_path / "runs.jsonl"), str(tmp_path / "history.sqlite3")}
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) not in refused and real(p, mode))
+    with pytest.raises(RunError, match=r"runs.jsonl: not writable by this user \(it belongs to"):
+        ensure_out_dir(str(tmp_path))
+    refused.remove(str(tmp_path / "runs.jsonl"))
+    ensure_out_dir(str(tmp_path))  # a read-only history costs the history only
