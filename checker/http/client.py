@@ -61,8 +61,11 @@ DRAIN_WAIT = 0.25
 DRAIN_MARGIN = 0.01  # the drain ends this long before the check's deadline, at the latest
 # A body for a body check whose last piece came this recently when the
 # deadline came is a stream, checked on what came; one quiet longer has
-# stopped (a timeout).
+# stopped (a timeout). At most STREAMING_SHARE of the deadline: with
+# --timeout 1, 2 s of quiet covered the whole read, and a body that sent a
+# part and froze was checked on that part (a not_contains passed on it).
 STREAMING = 2.0
+STREAMING_SHARE = 0.25
 # Empty lines tolerated before a status line; more is not a server being sloppy.
 MAX_BLANK_LINES = 4
 # Bodies are read in pieces of this size, so a huge one never sits in memory.
@@ -416,7 +419,11 @@ async def _keep_body(
     # on what came by then: a page still streaming at the deadline has
     # answered (it was a `timeout` with no status, asked again on a new
     # connection, twice the wait for the same answer).
-    left = _time_left(check_deadline.get())
+    deadline = check_deadline.get()
+    left = _time_left(deadline)
+    streaming = (
+        STREAMING if deadline is None else min(STREAMING, STREAMING_SHARE * deadline.seconds())
+    )
     try:
         framing = wire.framing(head, method)
         async with asyncio.timeout(max(0.0, left) if left is not None else None):
@@ -427,7 +434,7 @@ async def _keep_body(
         return False
     except TimeoutError:
         quiet = time.monotonic() - sink.last_at
-        if not sink.data or quiet > STREAMING:
+        if not sink.data or quiet > streaming:
             # Not a stream: a server that froze after its head (or in its
             # body) has not answered; an empty or cut body must not pass
             # a not_contains.

@@ -64,6 +64,10 @@ class Deadline:
         """Seconds of the attempt to leave out of its time (`held`, `untimed`)."""
         return self.held + self.untimed
 
+    def seconds(self) -> float:
+        """How long it is (the check's --timeout)."""
+        return self._delay
+
     def when(self) -> float | None:
         """The `clock()` time it passes at (None: held off)."""
         return self._when
