@@ -182,3 +182,32 @@ def test_a_certificate_already_expiring_when_first_seen_is_said_once() -> None:
     assert [(c.kind, c.before, c.after) for c in changes] == [("cert_expiring", None, 2)]
     _, changes = step(state, at(soon, 10), policy, T0 + timedelta(minutes=10))
     assert changes == []
+
+
+def test_alert_after_also_damps_degraded_and_recovered() -> None:
+    # Found by the cron review: a blip a retry absorbed ("up only on attempt
+    # 2") in one run alerted "degraded" at once and "recovered" the next,
+    # under --alert-after 3, which was asked for to keep such flaps quiet.
+    policy = Policy(alert_after=2)
+    blip = replace(UP_ROW, degraded=True, detail="up only on attempt 2")
+    state, changes = run([UP_ROW, blip, UP_ROW, blip, UP_ROW], policy)
+    assert kinds(changes) == [[], [], [], [], []]
+    assert state is not None and (state.degraded, state.pending) == (False, 0)
+    # Degraded in two runs in a row: said, then back after two good runs.
+    state, changes = run([UP_ROW, blip, blip, blip, UP_ROW, UP_ROW], policy)
+    assert kinds(changes) == [[], [], ["degraded"], [], [], ["recovered"]]
+    assert state is not None and (state.degraded, state.pending) == (False, 0)
+
+
+def test_a_down_result_ends_a_degraded_count_and_starts_its_own() -> None:
+    policy = Policy(alert_after=2)
+    blip = replace(UP_ROW, degraded=True, detail="took 950 ms, over 800")
+    _, changes = run([UP_ROW, blip, DOWN_ROW, DOWN_ROW], policy)
+    # (Not three runs toward "down": one degraded, then two down.)
+    assert kinds(changes) == [[], [], [], ["down"]]
+    assert changes[3][0].since == "2026-11-01T12:10:00.000Z"  # the first down run
+    _, changes = run([UP_ROW, DOWN_ROW, blip, blip], policy)
+    assert kinds(changes) == [[], [], [], ["degraded"]]
+    # A status change while a degraded count runs is said as ever.
+    _, changes = run([UP_ROW, replace(blip, status=204)], policy)
+    assert kinds(changes) == [[], ["status"]]

@@ -795,7 +795,8 @@ class HistoryDB:
         if state is not None:
             if state.state == DOWN:
                 return state.since
-            return state.pending_since if state.pending else None
+            # (Below zero, `pending` counts runs that saw it degraded: still up.)
+            return state.pending_since if state.pending > 0 else None
         last_up = self._db.execute(
             "SELECT MAX(x.run_id) FROM results x JOIN runs r ON r.id = x.run_id"
             " WHERE x.url_id = ? AND x.ok AND r.complete",

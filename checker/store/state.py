@@ -14,7 +14,11 @@ The rules (README, "Changes and alerts"):
   check (a line that is no URL, a check the run never finished).
 - While up: degraded (slower than max_ms, a certificate within
   cert_min_days, up only on a retry) or no longer ("degraded", "recovered"),
-  at once (no alert_after: it is still up).
+  likewise after `alert_after` runs in a row (a blip a retry absorbed, in
+  one run, alerted "degraded" and then "recovered" under --alert-after 3:
+  found by the cron review). Counted in `pending` below zero (-2: two runs
+  in a row saw it degraded, or no longer), so that the stored state needs
+  no new column; a down result ends that count and starts its own.
 - While the state holds: a different status code ("status"), a different
   final URL after redirects ("final_url"), a certificate that came within
   `warn_days` of expiry ("cert_expiring"), each compared with the last result
@@ -57,8 +61,8 @@ def step(
         return replace(state, cert_days=None), []
     seen = UP if row.ok else DOWN
     if seen != prev.state:
-        pending = prev.pending + 1
-        pending_since = prev.pending_since if prev.pending else row.checked_at
+        pending = max(prev.pending, 0) + 1
+        pending_since = prev.pending_since if prev.pending > 0 else row.checked_at
         if pending < policy.alert_after:
             return replace(prev, pending=pending, pending_since=pending_since), []
         # Confirmed: the state flips, dated from the first run that saw it.
@@ -90,12 +94,19 @@ def step(
     days, was = row.cert_days, prev.cert_days
     if days is not None and days <= policy.warn_days and (was is None or was > policy.warn_days):
         changes.append(Change(*base, "cert_expiring", was, days))
+    held = 0  # runs in a row that saw it degraded (or no longer), not yet a change
     if seen == UP and row.degraded != prev.degraded:
-        # Up all along, but no longer as it should be (or as it should again).
-        kind = "degraded" if row.degraded else "recovered"
-        before, after = ("up", "degraded") if row.degraded else ("degraded", "up")
-        changes.append(Change(*base, kind, before, after, detail=row.detail))
+        held = (-prev.pending if prev.pending < 0 else 0) + 1
+        if held >= policy.alert_after:
+            # Up all along, but no longer as it should be (or as it should again).
+            held = 0
+            kind = "degraded" if row.degraded else "recovered"
+            before, after = ("up", "degraded") if row.degraded else ("degraded", "up")
+            changes.append(Change(*base, kind, before, after, detail=row.detail))
     state = _agreeing(prev, row)
+    if held:
+        since = prev.pending_since if prev.pending < 0 else row.checked_at
+        state = replace(state, degraded=prev.degraded, pending=-held, pending_since=since)
     if seen == DOWN and policy.remind_every is not None:
         last = _parse(prev.reminded_at) or _parse(prev.since)
         if last is None or (now - last).total_seconds() >= policy.remind_every:
