@@ -234,10 +234,11 @@ class HostGate:
         host = self._hosts.get(key)
         if host is None:
             return Told.ANSWER
-        now = clock()
-        sent = now if sent is None else sent
+        # (The clock is read for a refusal only: an answer costs none.)
+        sent = clock() if sent is None else sent
         host.first_sent = min(host.first_sent, sent)
         if status in SLOW_DOWN:
+            now = clock()
             if status != 429 and retry_after is None:
                 # (Since its last good answer, or its first request.)
                 since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
