@@ -24,8 +24,9 @@ lets the pace come back). While a URL refused at a pace waits to be asked
 again, it holds its host to three times that pace (`hold`), and its request
 goes first. A plain 503 after as long a quiet as the host once needed after a
 refusal does not slow it (a backend failing at random), and a host that
-answered nothing well for NOT_A_RATE seconds gets its pace back (it is down,
-not limiting a rate).
+answered nothing well for NOT_A_RATE seconds keeps no pace (it is down, not
+limiting a rate). Until then, a host that refuses every request has the
+pool wait for it (`refusing_all`) rather than charge the URLs.
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -73,9 +74,11 @@ HOLD = 3.0
 QUIET_MARGIN = 1.0
 # And a host that answered nothing well for NOT_A_RATE seconds, whatever
 # the pace, is not limiting a rate but down (maintenance): its 503s are its
-# state, and the pace comes back (it doubled to the cap, and 60 URLs took
-# hours). A limit that says so (429, Retry-After) keeps slowing it.
-NOT_A_RATE = 20.0
+# state, and its pace is what it was before them (it doubled to the cap,
+# and 60 URLs took hours). Until then its refusals are not charged to the
+# URLs (pool.Pool._check): a limit by the minute refuses everything for up
+# to a minute. A limit that says so (429, Retry-After) keeps slowing it.
+NOT_A_RATE = 60.0
 
 
 class Told(enum.Enum):
@@ -243,7 +246,7 @@ class HostGate:
                 # (Since its last good answer, or its first request.)
                 since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
                 if since >= NOT_A_RATE:
-                    self._eased(host)  # down, not limiting: the pace comes back
+                    host.penalty = host.floor  # down, not limiting: no pace for it
                     return Told.NOT_PACE
                 if since >= QUIET_MARGIN * host.refill:
                     return Told.NOT_PACE  # no slower for it
@@ -305,6 +308,12 @@ class HostGate:
             host.holds.append(penalty)
         host.held = max(host.holds, default=0.0)
         return penalty
+
+    def refusing_all(self, key: Origin, since: float) -> bool:
+        """Whether the host answered nothing well that was asked at `since`
+        (a `clock()` time) or after."""
+        host = self._hosts.get(key)
+        return host is not None and (host.good_sent is None or host.good_sent < since)
 
     def proven(self, key: Origin, refused_at: float) -> None:
         """A URL refused (429/503) at a penalty of `refused_at` was answered

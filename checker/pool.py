@@ -242,6 +242,16 @@ class Pool:
         refused_method = ""  # and its method
         holding = 0.0  # the penalty this URL holds its host to (hosts.hold)
         free = 0  # attempts not charged to the URL
+        # Refusals while the host refused every request (none answered well
+        # since this URL's first refusal came back): a limit by the minute,
+        # an outage. Not charged to the URL's retries, up to hosts.NOT_A_RATE
+        # of it: its retries ran out inside the host's window (a limit of 40
+        # a 30 s window, 429: a healthy page down, found by a review).
+        # 429s and Retry-Afters are the host's rate (`free`); plain 503s
+        # (`waited`) still make an answer after them degraded.
+        first_heard = 0.0  # when the first of this URL's refusals in a row came back
+        waited = 0
+        waited_out = 0  # all of them, for the warning
         try:
             while True:
                 # The host's pace (--host-interval, slower after 429/503) is kept
@@ -258,7 +268,7 @@ class Pool:
                     # host's pace while retries are left, not at once: at once
                     # doubled the load on a host that said it had too much. The
                     # last attempt's GET still comes at once.
-                    slow_down_later=n - free <= self.opts.retries,
+                    slow_down_later=n - free - waited <= self.opts.retries,
                 )
                 if anew:
                     # Charged after all when the new connection got no answer
@@ -299,11 +309,21 @@ class Pool:
                         fresh,
                     )
                 if told in SLOW_DOWN:
-                    slowed, head_later = slowed + 1, head_later or attempt.get_later
-                    # (A HEAD's 503 with its GET after the pace is excused as
-                    # it was: servers that refuse HEAD alone.)
                     rate = said_of_pace in (Told.RATE, Told.CAME_DOWN)
-                    excusable += int(rate or attempt.get_later)
+                    waiting = (
+                        slowed > 0
+                        and said_of_pace is not Told.NOT_PACE
+                        and self.hosts.refusing_all(key, first_heard)
+                    )
+                    if not slowed:
+                        first_heard = hosts_clock()
+                    slowed, head_later = slowed + 1, head_later or attempt.get_later
+                    if waiting:
+                        free, waited, waited_out = free + rate, waited + (not rate), waited_out + 1
+                    else:
+                        # (A HEAD's 503 with its GET after the pace is excused
+                        # as it was: servers that refuse HEAD alone.)
+                        excusable += int(rate or attempt.get_later)
                     refused_at, refused_method = paced, attempt.method
                     # (Refused as the pace came down: the last good one was
                     # twice it at least; until it is asked again, no faster
@@ -343,7 +363,12 @@ class Pool:
                     if n > self.opts.retries:
                         n += 1
                         continue
-                if n - free > self.opts.retries or not should_retry(attempt):
+                if n - free - waited > self.opts.retries or not should_retry(attempt):
+                    if waited_out:
+                        said.append(
+                            f"{waited_out} attempt{'s' if waited_out > 1 else ''} not counted:"
+                            " the host refused every request meanwhile (429/503)"
+                        )
                     attempt.warnings[:0] = said
                     return make_result(target, attempt, n, free)
                 await asyncio.sleep(retry_delay(n, attempt, self.opts))
