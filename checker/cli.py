@@ -341,7 +341,7 @@ def add_alert_options(p: argparse.ArgumentParser, *, merge: bool) -> None:
         value = os.environ.get(var, default)
         if metavar is None:
             alerts.add_argument(
-                option, action="store_true", default=bool(value), help=f"{help_} [{var}]"
+                option, action="store_true", default=_flag(var, value), help=f"{help_} [{var}]"
             )
         else:
             alerts.add_argument(
@@ -351,6 +351,21 @@ def add_alert_options(p: argparse.ArgumentParser, *, merge: bool) -> None:
                 metavar=metavar,
                 help=f"{help_} [{var}]",
             )
+
+
+_FLAGS = {
+    **dict.fromkeys(("1", "on", "yes", "true"), True),
+    **dict.fromkeys(("", "0", "off", "no", "false"), False),
+}
+
+
+def _flag(var: str, value: str | None) -> bool:
+    """An on/off variable (`CHECKER_SMTP_TLS`): `=0` turned TLS on, as any
+    value did (found by a review), and every alert from cron failed."""
+    flag = _FLAGS.get((value or "").strip().lower())
+    if flag is None:
+        raise ConfigError(f"{var}={value!r}: use 1 or 0 (on, off, yes, no, true, false)")
+    return flag
 
 
 def add_check_options(p: argparse.ArgumentParser) -> None:

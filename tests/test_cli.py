@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from checker.cli import parse_args
 from checker.demo.fleet import Fleet, Route
 from checker.run import RunError, ensure_out_dir
 
@@ -447,3 +448,25 @@ def test_the_files_a_run_writes_in_place_are_checked_before_it(
         ensure_out_dir(str(tmp_path))
     refused.remove(str(tmp_path / "runs.jsonl"))
     ensure_out_dir(str(tmp_path))  # a read-only history costs the history only
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("0", False), ("off", False), ("", False), ("1", True), ("Yes", True)]
+)
+def test_on_off_variables_mean_what_they_say(
+    monkeypatch: pytest.MonkeyPatch, value: str, on: bool
+) -> None:
+    # Found by a review: CHECKER_SMTP_TLS=0 turned TLS on (any value did),
+    # and every mail alert failed.
+    monkeypatch.setenv("CHECKER_SMTP_TLS", value)
+    monkeypatch.setenv("CHECKER_SMTP_STARTTLS", value)
+    args, _ = parse_args(["check", "l.txt"])
+    assert (args.smtp_tls, args.smtp_starttls) == (on, on)
+
+
+async def test_an_on_off_variable_with_another_value_is_exit_2(tmp_path: Path) -> None:
+    code, _, err = await checker("check", "l.txt", cwd=tmp_path, env={"CHECKER_SMTP_TLS": "maybe"})
+    assert code == 2
+    assert one_error_line(err) == (
+        "checker: error: CHECKER_SMTP_TLS='maybe': use 1 or 0 (on, off, yes, no, true, false)"
+    )
