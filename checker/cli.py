@@ -49,6 +49,7 @@ from checker.run import (
 )
 from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
+from checker.store.db import NAME as HISTORY_NAME
 from checker.store.index import read_runs, url_history
 from checker.summary import format_summary
 from checker.targets import LIST_FORMATS, ListError, Shard
@@ -879,7 +880,16 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
             )
         return EXIT_UP
     if store_query.has_history(out_dir):
-        return _show_url_history(out_dir, url, last)
+        import sqlite3  # (not on a check's start-up path)
+
+        try:
+            return _show_url_history(out_dir, url, last)
+        except sqlite3.Error as exc:
+            # Damaged, made by a newer checker, locked past its wait: the
+            # JSON reports still answer (it was a traceback: found by a
+            # review). A check sets a damaged one aside (run.open_history).
+            where = os.path.join(out_dir, HISTORY_NAME)
+            print(f"checker: history: {where}: {exc}; from the reports instead", file=sys.stderr)
     rows = url_history(out_dir, url, last)
     if not any(row for _, row in rows):
         raise RunError(f"{url}: not in the last {last} stored reports of {out_dir}")

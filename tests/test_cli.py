@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -470,3 +472,28 @@ async def test_an_on_off_variable_with_another_value_is_exit_2(tmp_path: Path) -
     assert one_error_line(err) == (
         "checker: error: CHECKER_SMTP_TLS='maybe': use 1 or 0 (on, off, yes, no, true, false)"
     )
+
+
+@pytest.mark.parametrize("kind", ["damaged", "newer"])
+async def test_history_of_a_url_with_an_unusable_database_answers_from_the_reports(
+    tmp_path: Path, kind: str
+) -> None:
+    # Found by a review: a traceback, exit 1 (a check sets a damaged one
+    # aside, but `history URL` is what one runs when something is wrong).
+    async with Fleet({"/ok": Route()}) as fleet:
+        url = fleet.url("/ok")
+        code, _, err = await checker("check", url, "-q", cwd=tmp_path)
+    assert code == 0, err
+    db = tmp_path / "reports" / "history.sqlite3"
+    if kind == "damaged":
+        db.write_bytes(b"this is not a database" * 300)
+    else:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.execute("PRAGMA user_version=99")
+    code, out, err = await checker("history", url, cwd=tmp_path)
+    why = "file is not a database" if kind == "damaged" else "made by a newer checker (schema 99)"
+    assert (code, err) == (
+        0,
+        f"checker: history: reports/history.sqlite3: {why}; from the reports instead\n",
+    )
+    assert "up 200" in out

@@ -154,7 +154,8 @@ class HistoryDB:
             self._db.execute("PRAGMA busy_timeout=5000")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"{path}: made by a newer checker (schema {version})")
+                # (No path: the caller's line names the file; it was there twice.)
+                raise sqlite3.DatabaseError(f"made by a newer checker (schema {version})")
             # Only a database of an older schema (or a new one) is written
             # here: opening one to read it (`checker history`) must not wait
             # for the write transaction of a run going on (reporter.py).
