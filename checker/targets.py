@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 
-from checker.expect import COLUMNS, ColumnError, Expect, from_cells, split_tags
+from checker.expect import COLUMNS, PLAIN, ColumnError, Expect, from_cells, split_tags
 from checker.fingerprints import FingerprintMap
 from checker.url import URL, URLError, dedup_key, parse_url
 
@@ -255,7 +255,12 @@ def read_targets(
                 continue
             if shard is not None and not shard.has(url.host):
                 continue  # another shard's: not even remembered for deduplication
-            key = dedup_key(url) if expect is None else f"{dedup_key(url)}\x00{expect.key}"
+            # (A CSV row with no expectations of its own is the same check as a
+            # plain list's line of that URL: it was checked twice, and its
+            # Prometheus series written twice: found by a review.)
+            key = dedup_key(url)
+            if expect is not None and (wanted := expect.key) != _PLAIN_KEY:
+                key = f"{key}\x00{wanted}"
             first = seen.setdefault(key, seq)
             if first is not None:
                 yield Duplicate(first, path, lineno)
@@ -265,6 +270,7 @@ def read_targets(
 
 
 _Row = tuple[int, str, Expect | None, str | None]  # (line, url text, expectations, error)
+_PLAIN_KEY = PLAIN.key
 
 
 # A comment after a URL: "#" after whitespace (a URL holds no whitespace, and

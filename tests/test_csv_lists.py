@@ -404,3 +404,18 @@ async def test_a_body_that_stops_coming_is_a_timeout(
     (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
     assert (row["state"], row["error"]) == ("down", "timeout"), row
     assert row["error_detail"].startswith(f"the body stopped coming: {len(sent)} bytes")
+
+
+def test_a_csv_row_with_no_expectations_is_the_plain_lines_check(tmp_path: Path) -> None:
+    # Found by a review: a URL in a plain list and in a CSV list (a config
+    # file's group is one) with only `url` (or `name`, `tags`) was checked
+    # twice, and latest.prom had its series twice (node_exporter refuses
+    # the file). One with expectations of its own is another check.
+    plain = tmp_path / "plain.txt"
+    plain.write_text("https://a.example/\nhttps://b.example/\n")
+    csv = tmp_path / "more.csv"
+    csv.write_text("name,url,contains\nsite,https://a.example/,\nbody,https://b.example/,Hi\n")
+    found = list(read_targets([str(plain), str(csv)]))
+    assert [type(t).__name__ for t in found] == ["Target", "Target", "Duplicate", "Target"]
+    dup = found[2]
+    assert isinstance(dup, Duplicate) and (dup.of_seq, dup.line) == (0, 2)
