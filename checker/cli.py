@@ -659,10 +659,24 @@ def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         processes=processes,
         history=args.shard is None,
         history_days=args.history_days,
-        webhook=args.notify_webhook or None,
+        webhook=_webhook(args.notify_webhook),
         smtp=smtp_config(args),
     )
     return config, notes
+
+
+def _webhook(url: str | None) -> str | None:
+    """--notify-webhook, refused now if it can never be sent to."""
+    if not url:
+        return None
+    from checker.notify.errors import NotifyError
+    from checker.notify.webhook import webhook_target
+
+    try:
+        webhook_target(url)
+    except NotifyError as exc:
+        raise RunError(f"--notify-webhook: {exc}") from None
+    return url
 
 
 def _tls_and_proxies(
@@ -790,7 +804,7 @@ def merge_reports(args: argparse.Namespace) -> int:
     if args.notify_webhook or args.notify_email:
         ssl_context, proxies = _tls_and_proxies(args.ca_file, insecure=False, proxy=None)
         client = ClientConfig(ssl_context=ssl_context, proxies=proxies)
-        channels = Channels(args.notify_webhook or None, smtp_config(args), client)
+        channels = Channels(_webhook(args.notify_webhook), smtp_config(args), client)
     how = MergeOptions(
         formats=args.format,
         partial=args.partial,

@@ -79,6 +79,13 @@ def one_error_line(err: str) -> str:
         ("empty", ["check", "empty.txt", "--keep-days", "0"], "a positive number of days"),
         ("list", ["check", "l.txt", "--ca-file", "nope.pem"], "--ca-file nope.pem: cannot load"),
         ("list", ["check", "l.txt", "--out", "l.txt"], "cannot create the report folder"),
+        # (Found by a review: accepted, and "sent again by the next run" for ever.)
+        (
+            "list",
+            ["check", "l.txt", "--notify-webhook", "ftp://127.0.0.1:9/hook"],
+            "--notify-webhook: invalid webhook URL: unsupported scheme 'ftp' (http or https)",
+        ),
+        ("list", ["check", "l.txt", "--notify-webhook", "https://"], "invalid webhook URL"),
         (None, ["frobnicate"], "invalid choice"),
     ],
 )

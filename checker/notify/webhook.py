@@ -13,7 +13,22 @@ from checker.http.client import ClientConfig, post
 from checker.http.errors import CheckError
 from checker.notify.errors import NotifyError
 from checker.notify.message import clean
-from checker.url import URLError, parse_url
+from checker.url import URL, URLError, parse_url
+
+
+def webhook_target(url: str) -> URL:
+    """The webhook's URL, or NotifyError saying what is wrong with it: found
+    when the run starts (exit 2), not after its checks, every run (an
+    `ftp://` one was "sent again by the next run" for ever: found by a
+    review)."""
+    scheme = url.partition(":")[0].strip().lower()
+    if scheme not in ("http", "https"):
+        # (Before parse_url: its message for a service URL is a list's rule.)
+        raise NotifyError(f"invalid webhook URL: unsupported scheme {scheme!r} (http or https)")
+    try:
+        return parse_url(url)
+    except URLError as exc:
+        raise NotifyError(f"invalid webhook URL: {exc}") from None
 
 
 async def post_webhook(url: str, body: bytes, config: ClientConfig, timeout: float = 10.0) -> int:
@@ -22,14 +37,7 @@ async def post_webhook(url: str, body: bytes, config: ClientConfig, timeout: flo
     Anything else, a 3xx included (redirects are not followed: a POST that is
     redirected is not delivered), raises NotifyError.
     """
-    try:
-        target = parse_url(url)
-    except URLError as exc:
-        raise NotifyError(f"invalid webhook URL: {exc}") from None
-    if target.is_service:  # tcp://, smtp://, ...: a list may name them, a webhook may not
-        raise NotifyError(
-            f"invalid webhook URL: unsupported scheme {target.scheme!r} (http or https)"
-        )
+    target = webhook_target(url)
     try:
         async with asyncio.timeout(timeout):
             head = await post(target, body, "application/json", config)
