@@ -59,8 +59,19 @@ async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     await reader.read()
 
 
+async def long_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"B" * 2000)  # no line end, and the connection stays open
+    await writer.drain()
+    await reader.read()
+
+
 async def test_tcp_services_with_and_without_a_banner(tmp_path: Path) -> None:
-    async with raw_server(banner) as ssh, raw_server(silent) as quiet, raw_server(flood) as big:
+    async with (
+        raw_server(banner) as ssh,
+        raw_server(silent) as quiet,
+        raw_server(flood) as big,
+        raw_server(long_line) as long,
+    ):
         (tmp_path / "services.csv").write_text(
             "name,url,regex\n"
             f"ssh,tcp://127.0.0.1:{ssh},\n"
@@ -69,6 +80,7 @@ async def test_tcp_services_with_and_without_a_banner(tmp_path: Path) -> None:
             f"quiet,tcp://127.0.0.1:{quiet},\n"
             f"quiet-banner,tcp://127.0.0.1:{quiet},.\n"
             f"big,tcp://127.0.0.1:{big},^A+$\n"
+            f"long,tcp://127.0.0.1:{long},^B+$\n"
             "closed,tcp://127.0.0.1:9,\n"
         )
         code, _, err = await checker(
@@ -96,6 +108,9 @@ async def test_tcp_services_with_and_without_a_banner(tmp_path: Path) -> None:
     big = rows["big"]
     assert big["state"] == "down" and big["banner"].startswith("\\x1b[2JAAAA")
     assert len(big["banner"]) <= 200
+    # Judged on its first 1,024 bytes once they came, not a timeout (found
+    # by a review: it waited for a line end until the deadline).
+    assert (rows["long"]["state"], rows["long"]["error"]) == ("up", None), rows["long"]
     assert rows["closed"]["error"] == "refused"
 
 

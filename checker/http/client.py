@@ -515,15 +515,25 @@ async def open_service(
         if banner_limit is None:
             return None
         with map_exceptions():
-            try:
-                line = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError:
-                line = await reader.read(banner_limit)
-            except asyncio.IncompleteReadError as exc:
-                line = exc.partial
-        return line[:banner_limit].rstrip(b"\r\n").decode("utf-8", "replace")
+            line = await _first_line(reader, banner_limit)
+        return line.rstrip(b"\r\n").decode("utf-8", "replace")
     finally:
         await close_stream(writer)
+
+
+async def _first_line(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """Up to the first line end, or the first `limit` bytes, or what came
+    before the close: a first line longer than `limit` is judged on its
+    first `limit` bytes as soon as they are in (it waited for a line end
+    until the deadline, and a service that had answered at once was a
+    `timeout`: found by a review)."""
+    got = bytearray()
+    while (end := got.find(b"\n")) < 0 and len(got) < limit:
+        piece = await reader.read(limit)
+        if not piece:
+            return bytes(got)
+        got += piece
+    return bytes(got[: end + 1 if 0 <= end < limit else limit])
 
 
 async def _resolve(host: str, config: ClientConfig, trace: Trace) -> tuple[Address, ...]:
