@@ -58,3 +58,22 @@ async def test_down_now_incidents_uptime_and_last_results(tmp_path: Path) -> Non
     steady_row = next(r for r in table.split("<tr class=") if steady_url in r and "<td>" in r)
     assert ">100 · 100 · 100</td>" in steady_row
     assert 'aria-label="last 5: 5 up, 0 down' in steady_row
+
+
+async def test_a_folders_first_run_lists_what_is_down_now(tmp_path: Path) -> None:
+    # Found by a review: the first run (and so the demo's page) said "2 of 3
+    # down" and listed nothing under "Down now": there was no history yet.
+    site = SwitchableSite()
+    site.status = b"503 Nope"
+    async with raw_server(site) as port:
+        url = f"http://127.0.0.1:{port}/shop"
+        (tmp_path / "urls.txt").write_text(f"{url}\n")
+        code, _, err = await checker("check", "urls.txt", "-q", "--retries", "0", cwd=tmp_path)
+    assert code == 1, err
+    report = json.loads((tmp_path / "reports" / "latest.json").read_text())
+    page = (tmp_path / "reports" / "latest.html").read_text().replace("<wbr>", "")
+    down_now = page[
+        page.index("<h2>Down now</h2>") : page.index("</section>", page.index("Down now"))
+    ]
+    assert url in down_now and "HTTP 503" in down_now
+    assert report["results"][0]["checked_at"][:19].replace("T", " ") in down_now

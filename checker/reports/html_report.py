@@ -222,13 +222,13 @@ class Page:
         if self._aggregate:
             self.agg.add(seq, row)
         ok = row.get("ok")
-        if (
-            trend is not None
-            and trend.down_since
-            and not ok
-            and row.get("error") not in NOT_A_CHECK
-        ):
-            entry = (trend.down_since, -seq, str(row.get("url", "")), _outcome(row))
+        # (Since when: the history's, or this check's with none yet: a
+        # folder's first run, the demo's page, listed nothing under "Down
+        # now", found by a review.)
+        since = trend.down_since if trend is not None else None
+        since = since or row.get("checked_at")
+        if since and not ok and row.get("error") not in NOT_A_CHECK:
+            entry = (str(since), -seq, str(row.get("url", "")), _outcome(row))
             # Max-heap on since (as its negation is not a string): keep the
             # DOWN_NOW longest down, i.e. the smallest `since`.
             self._down_now.append(entry)
