@@ -51,7 +51,7 @@ from checker.store import query as store_query
 from checker.store.db import HISTORY_DAYS
 from checker.store.db import NAME as HISTORY_NAME
 from checker.store.index import read_runs, url_history
-from checker.summary import format_summary
+from checker.summary import decided, format_summary
 from checker.targets import LIST_FORMATS, ListError, Shard
 
 if TYPE_CHECKING:
@@ -912,7 +912,7 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
         if row is None:
             print(f"{entry.finished_at or '?':24} {'(not in this run)':>20}")
             continue
-        result = _verdict(row["ok"], row["error"], row["status"])
+        result = _verdict(row["ok"], row["error"], row["status"], row.get("reasons") or ())
         ms = f"{row['total_ms']:.0f}" if row.get("total_ms") is not None else "-"
         print(
             f"{row.get('checked_at') or '?':24} {result:>20} {ms:>9}  {row.get('final_url') or ''}"
@@ -920,13 +920,15 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
     return EXIT_UP
 
 
-def _verdict(ok: bool, error: str | None, status: int | None) -> str:
+def _verdict(ok: bool, error: str | None, status: int | None, reasons: Sequence[str]) -> str:
     """A stored result for a person: a stopped run's row is not a site down."""
     if error == NOT_CHECKED:
         return "not checked"
     if error == INVALID:
         return "invalid line"
-    return ("up " if ok else "DOWN ") + str(error or status)
+    if ok:
+        return "up" + (f" {status}" if status is not None else "")
+    return "DOWN " + decided(error, status, reasons)
 
 
 def _show_url_history(out_dir: str, url: str, last: int) -> int:
@@ -939,13 +941,13 @@ def _show_url_history(out_dir: str, url: str, last: int) -> int:
         parts = []
         for name, up in one.uptime:
             figure = "-" if up.percent is None else f"{up.percent:g}%"
-            parts.append(f"{name} {figure} ({up.checks:,} checks)")
+            parts.append(f"{name} {figure} ({up.checks:,} check{'s' if up.checks != 1 else ''})")
         print("  uptime: " + " · ".join(parts))
         if one.down_since:
             print(f"  down since {one.down_since}")
         print(f"  {'run started (UTC)':24} {'result':>20} {'total ms':>9}")
         for started, complete, row in reversed(one.recent):
-            result = _verdict(row.ok, row.error, row.status)
+            result = _verdict(row.ok, row.error, row.status, [row.detail] if row.detail else [])
             ms = f"{row.total_ms:.0f}" if row.total_ms is not None else "-"
             # A stopped or killed run's results are shown, but count nowhere.
             flag = "" if complete else "  (run not complete: not counted)"

@@ -236,7 +236,7 @@ def verdict(expect: Expect, seen: Observed) -> tuple[str, tuple[str, ...]]:
         if expect.not_contains is not None and expect.not_contains in body:
             down.append(f"{what} contains {_quote(expect.not_contains)}")
         if expect.regex is not None and not expect.regex.search(body):
-            down.append(f"{what} does not match /{_quote(expect.regex.pattern, 60)[1:-1]}/{cut}")
+            down.append(f"{what} does not match /{_as_written(expect.regex.pattern, 60)}/{cut}")
     if down:
         return DOWN, tuple(down)
     slow: list[str] = []
@@ -256,6 +256,14 @@ def verdict(expect: Expect, seen: Observed) -> tuple[str, tuple[str, ...]]:
 def _quote(text: str, limit: int = 40) -> str:
     shown = text if len(text) <= limit else text[: limit - 3] + "..."
     return repr(shown)
+
+
+def _as_written(text: str, limit: int) -> str:
+    """A pattern as the list wrote it (repr doubled its backslashes:
+    `^SSH-1\\.\\d` for `^SSH-1\\.\\d`, found by a review), control
+    characters shown as \\xNN."""
+    shown = text if len(text) <= limit else text[: limit - 3] + "..."
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in shown)
 
 
 def compile_regex(text: str) -> re.Pattern[str]:

@@ -52,7 +52,8 @@ class Stats:
         if result.state == DEGRADED:
             self.degraded += 1
         if not result.ok:
-            self._name(seq, result.url, result.status, result.error, result.source, result.line)
+            what = decided(result.error, result.status, result.reasons)
+            self._name(seq, result.url, what, result.error, result.source, result.line)
 
     def add_row(self, seq: int, row: dict[str, Any]) -> None:
         """The same, from a result read back from a journal or report."""
@@ -60,17 +61,18 @@ class Stats:
         if row.get("state") == DEGRADED:
             self.degraded += 1
         if not row["ok"]:
-            self._name(seq, row["url"], row["status"], row["error"], row["source"], row["line"])
+            what = decided(row["error"], row["status"], row.get("reasons") or ())
+            self._name(seq, row["url"], what, row["error"], row["source"], row["line"])
 
     def _name(
-        self, seq: int, url: str, status: int | None, error: str | None, source: str, line: int
+        self, seq: int, url: str, what: str, error: str | None, source: str, line: int
     ) -> None:
         if error == NOT_CHECKED:
             return
         if error == INVALID:
             heap, item = self._invalid, (-seq, url, f"{source}:{line}")
         else:
-            heap, item = self._down, (-seq, url, error or str(status))
+            heap, item = self._down, (-seq, url, what)
         if len(heap) < NAMED:
             heapq.heappush(heap, item)
         else:
@@ -118,6 +120,17 @@ class Stats:
     @property
     def slowest(self) -> list[tuple[float, str]]:
         return [(ms, url) for ms, _, url in sorted(self._slowest, reverse=True)]
+
+
+def decided(error: str | None, status: int | None, reasons: Sequence[str]) -> str:
+    """What made a row down, in a word: its error, its status, or
+    "expectation" (a body check, a service's first line): a banner that did
+    not match printed `None`, and a body check `200` (found by a review)."""
+    if error:
+        return error
+    if status is not None and (not reasons or reasons[0].startswith("status ")):
+        return str(status)
+    return "expectation" if reasons else "-"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -320,11 +320,18 @@ def test_an_io_error_writing_reports_has_its_own_exit_code(
 def test_history_says_not_checked_and_invalid_not_down() -> None:
     from checker.cli import _verdict
 
-    assert _verdict(False, "interrupted", None) == "not checked"
-    assert _verdict(False, "invalid_url", None) == "invalid line"
-    assert _verdict(False, "refused", None) == "DOWN refused"
-    assert _verdict(False, None, 503) == "DOWN 503"
-    assert _verdict(True, None, 200) == "up 200"
+    assert _verdict(False, "interrupted", None, ()) == "not checked"
+    assert _verdict(False, "invalid_url", None, ()) == "invalid line"
+    assert _verdict(False, "refused", None, ()) == "DOWN refused"
+    assert _verdict(False, None, 503, ["status 503 not in 200-399"]) == "DOWN 503"
+    assert _verdict(True, None, 200, ()) == "up 200"
+    # Found by a review: `DOWN None` for a banner that did not match, and
+    # `DOWN 200` for a body check; `up None` for a service.
+    assert _verdict(False, None, None, ["first line does not match /^SSH-1\\.\\d/"]) == (
+        "DOWN expectation"
+    )
+    assert _verdict(False, None, 200, ["body lacks 'Welcome'"]) == "DOWN expectation"
+    assert _verdict(True, None, None, ()) == "up"
 
 
 @pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-", "<&- >&- 2>&-"])

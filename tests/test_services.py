@@ -77,13 +77,14 @@ async def test_tcp_services_with_and_without_a_banner(tmp_path: Path) -> None:
             f"ssh,tcp://127.0.0.1:{ssh},\n"
             f"ssh-banner,tcp://127.0.0.1:{ssh},^SSH-2\\.0-\n"
             f"not-smtp,tcp://127.0.0.1:{ssh},^220 \n"
+            f"not-ssh1,tcp://127.0.0.1:{ssh},^SSH-1\\.\\d\n"
             f"quiet,tcp://127.0.0.1:{quiet},\n"
             f"quiet-banner,tcp://127.0.0.1:{quiet},.\n"
             f"big,tcp://127.0.0.1:{big},^A+$\n"
             f"long,tcp://127.0.0.1:{long},^B+$\n"
             "closed,tcp://127.0.0.1:9,\n"
         )
-        code, _, err = await checker(
+        code, out, err = await checker(
             "check", "services.csv", "--retries", "0", "--timeout", "1", cwd=tmp_path
         )
     assert code == 1, err
@@ -102,6 +103,10 @@ async def test_tcp_services_with_and_without_a_banner(tmp_path: Path) -> None:
     assert rows["ssh-banner"]["banner"] == "SSH-2.0-OpenSSH_9.2p1 Debian-2"
     assert rows["not-smtp"]["state"] == "down"
     assert rows["not-smtp"]["reasons"] == ["first line does not match /^220/"]
+    # As the list wrote it (found by a review: its backslashes doubled), and
+    # in the summary what decided it, not `None`.
+    assert rows["not-ssh1"]["reasons"] == ["first line does not match /^SSH-1\\.\\d/"]
+    assert f"  expectation  tcp://127.0.0.1:{ssh}\n" in out
     assert rows["quiet"]["state"] == "up"  # connecting is enough without a banner check
     assert rows["quiet-banner"]["error"] == "timeout"
     assert rows["quiet-banner"]["error_detail"] == "no first line within 1s"
