@@ -234,7 +234,20 @@ async def test_a_damaged_shard_report_is_one_line_and_leaves_nothing(tmp_path: P
         typed.write_bytes(re.sub(rb'"total_ms":[0-9.]+', b'"total_ms":"fast"', data, count=1))
         states = tmp_path / "states.json"
         states.write_bytes(re.sub(rb'"state":"up"', b'"state":7', data, count=1))
-        for damaged in ("cut.json", "bad.json", "broken.json", "typed.json", "states.json"):
+        # A row taken out, the rest valid JSON (found by a review: merged,
+        # its line in no row, the header's totals those of the shard).
+        lines_of = data.split(b"\n")
+        row = next(i for i, line in enumerate(lines_of) if line.startswith(b'{"url"'))
+        dropped = tmp_path / "dropped.json"
+        dropped.write_bytes(b"\n".join(lines_of[:row] + lines_of[row + 1 :]))
+        for damaged in (
+            "cut.json",
+            "bad.json",
+            "broken.json",
+            "typed.json",
+            "states.json",
+            "dropped.json",
+        ):
             code, _, err = await checker("merge", "m", damaged, shards[1], cwd=tmp_path)
             assert code == 2, err
             assert damaged in one_error_line(err)

@@ -161,7 +161,8 @@ async def merge(out_dir: str, paths: Sequence[str], how: MergeOptions) -> Merged
         its = "its lines" if len(missing) == 1 else "their lines"
         raise MergeError(f"shard {names} missing (--partial reports {its} as not checked)")
     order = {path: i for i, path in enumerate(list_paths)}
-    streams = [_rows(path, order, how.trusted) for path in given.values()]
+    totals_of = {path: run.get("total") for path, run, _ in runs}
+    streams = [_rows(path, order, how.trusted, totals_of.get(path)) for path in given.values()]
     unchecked: Counter[str] = Counter()  # totals of the rows made for missing shards
     unreadable: list[str] = []  # lists that could not be read for them (lenient)
     for k in missing:
@@ -438,13 +439,18 @@ _PLACE = re.compile(
 )
 
 
-def _rows(path: str, order: dict[str, int], trusted: bool) -> Iterator[_Key]:
+def _rows(path: str, order: dict[str, int], trusted: bool, total: object = None) -> Iterator[_Key]:
     """Each row of a shard's report with its place in the lists. A report
     from elsewhere (`checker merge`) has every row read and checked first: a
-    damaged one is refused before anything is written. The reports a
-    --processes run's shards wrote a moment ago are `trusted`: only the place
-    is read, from the start of the row."""
+    damaged one is refused before anything is written, and so is one with
+    fewer or more rows than its header's `total` (a row taken out of a
+    report that stayed valid JSON vanished from the merge, its line in no
+    row: found by a review). The reports a --processes run's shards wrote a
+    moment ago are `trusted`: only the place is read, from the start of the
+    row."""
+    count = 0
     for offset, line in report_rows(path):
+        count += 1
         found = _PLACE.match(line) if trusted and line.endswith(b"}") else None
         if found is not None:
             source = found.group(1)
@@ -459,6 +465,8 @@ def _rows(path: str, order: dict[str, int], trusted: bool) -> Iterator[_Key]:
         if problem is not None:
             raise MergeError(f"{path}: a damaged row at byte {offset} ({problem})")
         yield order.get(row["source"], len(order)), row["line"], line
+    if isinstance(total, int) and count != total:
+        raise MergeError(f"{path}: {count:,} rows where its header says {total:,}: not whole")
 
 
 def _not_checked(
