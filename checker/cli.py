@@ -345,12 +345,16 @@ def add_alert_options(p: argparse.ArgumentParser, *, merge: bool) -> None:
                 option, action="store_true", default=_flag(var, value), help=f"{help_} [{var}]"
             )
         else:
+            kind = kinds.get(option, str)
+            if value is not None and var in os.environ:
+                # (Its own name in the message: argparse named the option,
+                # which the user never typed: found by a review.)
+                try:
+                    kind(value)
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigError(f"{var}: {exc}") from None
             alerts.add_argument(
-                option,
-                type=kinds.get(option, str),
-                default=value,
-                metavar=metavar,
-                help=f"{help_} [{var}]",
+                option, type=kind, default=value, metavar=metavar, help=f"{help_} [{var}]"
             )
 
 

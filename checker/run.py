@@ -477,7 +477,8 @@ async def send_alerts(
             if db is not None:
                 if failed:
                     sent = [
-                        f"{line}; its {len(held)} changes will be sent again by the next run"
+                        f"{line}; its {len(held)} change{'s' if len(held) != 1 else ''}"
+                        " will be sent again by the next run"
                         if ": failed: " in line
                         else line
                         for line in sent

@@ -250,7 +250,7 @@ def read_targets(
                 url = parse_url(text)
             except URLError as exc:
                 if shard is None or shard.number == 1:
-                    yield Target(seq, path, lineno, text, None, str(exc))
+                    yield Target(seq, path, lineno, text, None, str(exc), expect=expect)
                     seq += 1
                 continue
             if shard is not None and not shard.has(url.host):
@@ -317,14 +317,14 @@ def _csv_rows(path: str, header: list[str], changed: list[str] | None = None) ->
         if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
             yield lineno, text, None, f"{len(cells)} cells, but the header names {len(header)}"
             continue
+        # An invalid row's name and tags still say which row it is.
+        named = Expect(name=row.get("name") or None, tags=split_tags(row.get("tags", "")))
         if not text:
-            yield lineno, text, None, "column url: empty"
+            yield lineno, text, named, "column url: empty"
             continue
         try:
             expect = from_cells(row)
         except ColumnError as exc:
-            # Its name and tags still say which row it is.
-            named = Expect(name=row.get("name") or None, tags=split_tags(row.get("tags", "")))
             yield lineno, text, named, str(exc)
             continue
         yield lineno, text, expect, None

@@ -419,3 +419,18 @@ def test_a_csv_row_with_no_expectations_is_the_plain_lines_check(tmp_path: Path)
     assert [type(t).__name__ for t in found] == ["Target", "Target", "Duplicate", "Target"]
     dup = found[2]
     assert isinstance(dup, Duplicate) and (dup.of_seq, dup.line) == (0, 2)
+
+
+def test_an_invalid_csv_row_keeps_its_name_and_tags(tmp_path: Path) -> None:
+    # Found by a review: a row whose URL was not one (or empty) lost its
+    # name in the reports, which the README says are carried into them.
+    found = targets(
+        tmp_path, "name,url,tags\nshop,not a url,web\nblank,,\nok,https://a.example/,\n"
+    )
+    rows = [t for t in found if isinstance(t, Target)]
+    assert [(t.error is not None, t.expect.name if t.expect else None) for t in rows] == [
+        (True, "shop"),
+        (True, "blank"),
+        (False, "ok"),
+    ]
+    assert rows[0].expect is not None and rows[0].expect.tags == ("web",)
