@@ -480,12 +480,24 @@ def test_on_off_variables_mean_what_they_say(
     assert (args.smtp_tls, args.smtp_starttls) == (on, on)
 
 
-async def test_an_on_off_variable_with_another_value_is_exit_2(tmp_path: Path) -> None:
-    code, _, err = await checker("check", "l.txt", cwd=tmp_path, env={"CHECKER_SMTP_TLS": "maybe"})
+@pytest.mark.parametrize(
+    ("var", "value", "line"),
+    [
+        (
+            "CHECKER_SMTP_TLS",
+            "maybe",
+            "CHECKER_SMTP_TLS='maybe': use 1 or 0 (on, off, yes, no, true, false)",
+        ),
+        # (Found by a review: the message named --alert-after, never typed.)
+        ("CHECKER_ALERT_AFTER", "abc", "CHECKER_ALERT_AFTER: 'abc' is not a whole number"),
+    ],
+)
+async def test_a_variable_with_a_bad_value_is_exit_2_and_named(
+    tmp_path: Path, var: str, value: str, line: str
+) -> None:
+    code, _, err = await checker("check", "l.txt", cwd=tmp_path, env={var: value})
     assert code == 2
-    assert one_error_line(err) == (
-        "checker: error: CHECKER_SMTP_TLS='maybe': use 1 or 0 (on, off, yes, no, true, false)"
-    )
+    assert one_error_line(err) == f"checker: error: {line}"
 
 
 @pytest.mark.parametrize("kind", ["damaged", "newer"])
