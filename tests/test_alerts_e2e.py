@@ -228,7 +228,7 @@ async def test_an_alert_that_could_not_go_out_goes_out_with_the_next_run(tmp_pat
             code, _, err = await checker(*args, "--notify-webhook", dead, cwd=tmp_path)
             assert code == 1
             assert "webhook: failed: " in err
-            assert "its 1 changes will be sent again by the next run" in err
+            assert "its 1 change will be sent again by the next run" in err
             # Still down: no new change, but the one that never went out does.
             code, _, err = await checker(*args, "--notify-webhook", live, cwd=tmp_path)
             assert code == 1 and err == "", err
