@@ -25,8 +25,9 @@ again, it holds its host to three times that pace (`hold`), and its request
 goes first. A plain 503 after as long a quiet as the host once needed after a
 refusal does not slow it (a backend failing at random), and a host that
 answered nothing well for NOT_A_RATE seconds keeps no pace (it is down, not
-limiting a rate). Until then, a host that refuses every request has the
-pool wait for it (`refusing_all`) rather than charge the URLs.
+limiting a rate). A host that answered well and then refuses every request
+has the pool wait for it, up to WINDOW, rather than charge the URLs
+(`refusing_all`).
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -74,11 +75,15 @@ HOLD = 3.0
 QUIET_MARGIN = 1.0
 # And a host that answered nothing well for NOT_A_RATE seconds, whatever
 # the pace, is not limiting a rate but down (maintenance): its 503s are its
-# state, and its pace is what it was before them (it doubled to the cap,
-# and 60 URLs took hours). Until then its refusals are not charged to the
-# URLs (pool.Pool._check): a limit by the minute refuses everything for up
-# to a minute. A limit that says so (429, Retry-After) keeps slowing it.
-NOT_A_RATE = 60.0
+# state, and it keeps no pace (it doubled to the cap, and 60 URLs took
+# hours). A limit that says so (429, Retry-After) keeps slowing it.
+NOT_A_RATE = 20.0
+# A host that answered well and then refuses every request may be a limit by
+# the minute whose window is used up: for up to WINDOW seconds after its last
+# good answer, the URLs it refuses are not charged for it (`refusing_all`,
+# pool.Pool._check: a URL's three attempts fell in one 30 s window, and a
+# healthy page was down), and its 503s are not taken for it being down.
+WINDOW = 60.0
 
 
 class Told(enum.Enum):
@@ -245,7 +250,7 @@ class HostGate:
             if status != 429 and retry_after is None:
                 # (Since its last good answer, or its first request.)
                 since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
-                if since >= NOT_A_RATE:
+                if since >= (NOT_A_RATE if host.good_sent is None else WINDOW):
                     host.penalty = host.floor  # down, not limiting: no pace for it
                     return Told.NOT_PACE
                 if since >= QUIET_MARGIN * host.refill:
@@ -310,10 +315,13 @@ class HostGate:
         return penalty
 
     def refusing_all(self, key: Origin, since: float) -> bool:
-        """Whether the host answered nothing well that was asked at `since`
-        (a `clock()` time) or after."""
+        """Whether the host, having answered well, answered nothing well
+        that was asked at `since` (a `clock()` time) or after, for less than
+        WINDOW. (One that never answered well is no limit's window: a broken
+        page alone on its host, a host in maintenance.)"""
         host = self._hosts.get(key)
-        return host is not None and (host.good_sent is None or host.good_sent < since)
+        good = host.good_sent if host is not None else None
+        return good is not None and good < since and clock() - good < WINDOW
 
     def proven(self, key: Origin, refused_at: float) -> None:
         """A URL refused (429/503) at a penalty of `refused_at` was answered

@@ -242,11 +242,12 @@ class Pool:
         refused_method = ""  # and its method
         holding = 0.0  # the penalty this URL holds its host to (hosts.hold)
         free = 0  # attempts not charged to the URL
-        # Refusals while the host refused every request (none answered well
-        # since this URL's first refusal came back): a limit by the minute,
-        # an outage. Not charged to the URL's retries, up to hosts.NOT_A_RATE
-        # of it: its retries ran out inside the host's window (a limit of 40
-        # a 30 s window, 429: a healthy page down, found by a review).
+        # Refusals while a host that had answered well refused every request
+        # (none answered well since this URL's first refusal came back): a
+        # limit by the minute, an outage. Not charged to the URL's retries,
+        # up to hosts.WINDOW after its last good answer: its retries ran out
+        # inside the host's window (a limit of 40 a 30 s window, 429: a
+        # healthy page down).
         # 429s and Retry-Afters are the host's rate (`free`); plain 503s
         # (`waited`) still make an answer after them degraded.
         first_heard = 0.0  # when the first of this URL's refusals in a row came back

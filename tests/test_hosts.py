@@ -428,8 +428,7 @@ async def test_a_host_that_refuses_everything_for_long_is_not_paced_for_hours(
             rows = await pooled_run(port, [f"/{i}" for i in range(30)], tmp_path, per_host=4)
     assert len(seen) == 30
     assert {(r["state"], r["status"]) for r in rows.values()} == {("down", 503)}
-    # (Each charged its three attempts, after the host's NOT_A_RATE.)
-    assert all(isinstance(r["attempts"], int) and r["attempts"] >= 3 for r in rows.values()), rows
+    assert all(r["attempts"] == 3 for r in rows.values()), rows
 
 
 async def gate_on_a_clock(now: list[float], monkeypatch: pytest.MonkeyPatch) -> HostGate:
@@ -473,16 +472,23 @@ async def test_a_host_that_answered_nothing_well_for_long_gets_its_pace_back(
     now = [100.0]
     gate = await gate_on_a_clock(now, monkeypatch)
     sent, penalty = 100.0, 0.0
-    while sent - 100.0 < hosts.NOT_A_RATE:  # refused at each pace: 1, 2, 4, ... 32 s
+    while sent - 100.0 < hosts.NOT_A_RATE:  # refused at each pace: 1, 2, 4, 8, 16 s
         assert gate.told(KEY, 503, None, sent=sent, paced=penalty) is Told.URL
         assert gate.penalty(KEY) == max(1.0, 2 * penalty)
         penalty = gate.penalty(KEY)
         sent = now[0] = sent + penalty
-    assert gate.refusing_all(KEY, 101.0)
+    # (Never answered well: no limit's window to wait out.)
+    assert not gate.refusing_all(KEY, 101.0)
     assert gate.told(KEY, 503, None, sent=sent, paced=penalty) is Told.NOT_PACE
     assert gate.penalty(KEY) == 0.0  # down: no pace for it
-    assert gate.told(KEY, 200, None, sent=sent + 1) is Told.ANSWER
-    assert not gate.refusing_all(KEY, 101.0)
+    # Answered well, then refusing everything: waited out for up to WINDOW.
+    good = now[0] = sent + 1
+    assert gate.told(KEY, 200, None, sent=good) is Told.ANSWER
+    assert not gate.refusing_all(KEY, good)
+    now[0] = good + 10
+    assert gate.refusing_all(KEY, good + 1)
+    now[0] = good + hosts.WINDOW
+    assert not gate.refusing_all(KEY, good + 1)
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -493,10 +499,10 @@ async def test_a_limit_by_the_window_refusing_everything_costs_no_url_its_retrie
     # plain 503) refused every request for the rest of its window, and a
     # URL's three attempts all fell in it: a healthy page down. While the
     # host refuses everything, a URL's refusals after its first are not
-    # charged (for up to NOT_A_RATE); here 8 a 3 s window, the pace's
-    # first step 0.1 s.
+    # charged (for up to WINDOW); here 8 a 3 s window, the pace's first
+    # step 0.1 s.
     monkeypatch.setattr(hosts, "FIRST_PENALTY", 0.1)
-    monkeypatch.setattr(hosts, "NOT_A_RATE", 6.0)
+    monkeypatch.setattr(hosts, "WINDOW", 6.0)
     start = time.monotonic()
     windows: dict[int, int] = {}
 
