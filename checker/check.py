@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from checker.expect import DEGRADED, DOWN, PLAIN, UP, Expect, Observed, verdict
+from checker.expect import DEGRADED, DOWN, PLAIN, UP, Expect, Observed, printable, verdict
 from checker.hosts import SLOW_DOWN
 from checker.http.body import MAX_BODY, Body, BodySink, decode
 from checker.http.client import ClientConfig, Trace, open_service, request_head, tls_ready
@@ -441,4 +441,4 @@ def _printable(line: str | None) -> str | None:
     """A banner as a report can hold it: control characters shown as \\xNN."""
     if line is None:
         return None
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in line)[:200]
+    return printable(line)[:200]

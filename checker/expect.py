@@ -262,8 +262,12 @@ def _as_written(text: str, limit: int) -> str:
     """A pattern as the list wrote it (repr doubled its backslashes:
     `^SSH-1\\.\\d` for `^SSH-1\\.\\d`, found by a review), control
     characters shown as \\xNN."""
-    shown = text if len(text) <= limit else text[: limit - 3] + "..."
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in shown)
+    return printable(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def printable(text: str) -> str:
+    """`text` as a report can hold it: what is not printable shown as \\xNN."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def compile_regex(text: str) -> re.Pattern[str]:

@@ -244,9 +244,10 @@ class HostGate:
             return Told.ANSWER
         # (The clock is read for a refusal only: an answer costs none.)
         sent = clock() if sent is None else sent
-        host.first_sent = min(host.first_sent, sent)
         if status in SLOW_DOWN:
             now = clock()
+            # (Only refusals: until a good answer, every answer is one.)
+            host.first_sent = min(host.first_sent, sent)
             if status != 429 and retry_after is None:
                 # (Since its last good answer, or its first request.)
                 since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
@@ -286,13 +287,10 @@ class HostGate:
         host.accepted = max(host.accepted, paced)
         if host.floor:
             host.floor = host.floor * FLOOR_DECAY if host.floor > 0.01 else 0.0
-        self._eased(host)
-        return Told.ANSWER
-
-    def _eased(self, host: _Host) -> None:
         if host.penalty:
             halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
             host.penalty = max(halved, host.floor)
+        return Told.ANSWER
 
     def hold(self, key: Origin, penalty: float, before: float = 0.0) -> float:
         """While a URL refused (429/503) at a pace waits to be asked again,

@@ -270,6 +270,14 @@ def read_targets(
 
 
 _Row = tuple[int, str, Expect | None, str | None]  # (line, url text, expectations, error)
+
+
+def _named(row: dict[str, str]) -> Expect:
+    """An invalid row's name and tags, which still say which row it is
+    (made for invalid rows only: a valid one's come with its expectations)."""
+    return Expect(name=row.get("name") or None, tags=split_tags(row.get("tags", "")))
+
+
 _PLAIN_KEY = PLAIN.key
 
 
@@ -317,14 +325,12 @@ def _csv_rows(path: str, header: list[str], changed: list[str] | None = None) ->
         if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
             yield lineno, text, None, f"{len(cells)} cells, but the header names {len(header)}"
             continue
-        # An invalid row's name and tags still say which row it is.
-        named = Expect(name=row.get("name") or None, tags=split_tags(row.get("tags", "")))
         if not text:
-            yield lineno, text, named, "column url: empty"
+            yield lineno, text, _named(row), "column url: empty"
             continue
         try:
             expect = from_cells(row)
         except ColumnError as exc:
-            yield lineno, text, named, str(exc)
+            yield lineno, text, _named(row), str(exc)
             continue
         yield lineno, text, expect, None
