@@ -1,7 +1,7 @@
 """checker against real HTTP servers from the package registries.
 
 Each server (waitress, gunicorn's sync worker, uvicorn, hypercorn, tornado,
-werkzeug's threaded dev server, Debian's nginx) runs as a subprocess on
+werkzeug's threaded dev server, Debian's nginx, apache2 and lighttpd) runs as a subprocess on
 127.0.0.1, on a port the system picked, serving the same routes
 (tests/real_servers/routes.py). One list of many URLs per route, each with its
 own query string and shuffled, so that kept-alive connections carry many
@@ -143,3 +143,38 @@ async def test_every_row_right(server: launch.Server, mode: str, run_list: RunLi
         # after a HEAD answered with a body: that connection must go.
         least = 1 if server.head_body and head_mode else len(rows) // 2
         assert reused >= least, f"{server.name}: only {reused} of {len(rows)} rows reused"
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("lighttpd", "server.max-connections = 4\n"),
+        # Apache's event MPM with two threads: it takes no more connections
+        # than it has threads for, and closes idle ones after KeepAliveTimeout.
+        ("apache2", "ServerLimit 1\nThreadsPerChild 2\nMaxRequestWorkers 2\n"),
+    ],
+)
+async def test_a_server_with_few_connection_slots(
+    name: str, extra: str, tmp_path_factory: pytest.TempPathFactory, run_list: RunList
+) -> None:
+    """Found by a review: the connections such a server took went idle in
+    checker's pool between checks and kept their places, so it never took
+    the others, whose requests sat unread until the deadline (lighttpd:
+    healthy pages down; Apache: 5-10 s waits, its idle timeout)."""
+    try:
+        srv = launch.start(name, tmp_path_factory.mktemp(name), extra=extra)
+    except launch.Unavailable as exc:
+        pytest.skip(f"{name}: {exc}")
+    try:
+        urls = [f"{srv.base}/ok?n={i}" for i in range(300)]
+        pool = PoolOptions(concurrency=20, per_host=12, retries=0, backoff_base=0.01)
+        _, report = await run_list(urls, pool=pool, timeout=3.0)
+    finally:
+        launch.stop(srv)
+    rows: list[dict[str, Any]] = report["results"]
+    assert [r["url"] for r in rows] == urls
+    wanted: tuple[str, int, list[str]] = ("up", 1, [])
+    wrong = [describe(r) for r in rows if (r["state"], r["attempts"], r["warnings"]) != wanted]
+    assert not wrong, f"{name}: {len(wrong)} of {len(rows)} rows wrong:\n" + "\n".join(wrong[:20])
+    slowest = max(r["total_ms"] for r in rows)
+    assert slowest < 2500, f"{name}: a check took {slowest} ms (the server's idle timeout?)"

@@ -391,3 +391,72 @@ async def test_a_head_in_the_deadlines_last_moment_is_not_lost_to_the_drain() ->
             await pool.close()
     assert att.ok and att.error is None, att.error
     assert 800 < att.total_ms < 1000, att.total_ms
+
+
+class FewSlots:
+    """A server that serves `slots` connections at once, as lighttpd with
+    server.max-connections or Apache with few workers: the others wait,
+    their requests unread, until one of those closes. A kept-alive
+    connection holds its slot until the client closes it or it has been
+    idle `idle_s` (lighttpd's max-keep-alive-idle, Apache's KeepAliveTimeout)."""
+
+    def __init__(self, slots: int, idle_s: float) -> None:
+        self.slots = asyncio.Semaphore(slots)
+        self.idle_s = idle_s
+        self.served = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with self.slots:
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_s):
+                        await reader.readuntil(b"\r\n\r\n")
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    return
+                self.served += 1
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+
+
+async def test_idle_connections_do_not_starve_a_server_with_few_slots(tmp_path: Path) -> None:
+    # Found by a review (lighttpd, server.max-connections 4): the connections
+    # the server took went idle in the pool between checks and kept their
+    # slots, so the server never took the others, whose requests sat unread
+    # until the deadline: healthy pages degraded or down ("HEAD got no
+    # answer in time"). Idle ones now close once a new connection to their
+    # host has waited STUCK (1 s) for its answer.
+    server = FewSlots(slots=2, idle_s=5.0)
+    async with raw_server(server) as port:
+        lst = tmp_path / "l.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60)))
+        sink = RecordingSink()
+        pool = Pool(
+            check_options(timeout=3.0), PoolOptions(concurrency=10, per_host=5, retries=0), sink
+        )
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = list(sink.rows.values())
+    assert len(rows) == 60
+    bad = [(r.url, r.state, r.error, r.attempts, r.warnings) for r in rows]
+    bad = [b for b in bad if b[1:] != ("up", None, 1, ())]
+    assert not bad, bad
+    assert server.served == 60
+    assert max(r.total_ms or 0 for r in rows) < 2500  # (none waited out the server's idle 5 s)
+
+
+async def test_connections_idle_past_the_idle_timeout_are_closed() -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await KeepAliveServer(ok())(reader, writer)
+        closed.set()  # (the client closed it: its read ended)
+
+    async with raw_server(handler) as port:
+        pool = ConnectionPool(max_idle=4, idle_timeout=0.2)
+        try:
+            att = await attempt_check(parse_url(f"http://127.0.0.1:{port}/"), check_options(), pool)
+            assert att.ok and len(pool) == 1
+            async with asyncio.timeout(2):
+                await closed.wait()  # not kept open until the run's end
+            assert len(pool) == 0
+        finally:
+            await pool.close()

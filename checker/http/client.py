@@ -28,6 +28,7 @@ from checker.http.body import BodySink
 from checker.http.connections import (
     Connection,
     ConnectionPool,
+    Waiting,
     buffered,
     close_stream,
     unread,
@@ -248,14 +249,28 @@ async def request_head(
                         f"({exc}); checked again on a new connection"
                     )
                 trace.restart()
-    reader, writer = await _connect(url, config, trace)
-    conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
-    proxy = config.proxies.for_url(url) if url.scheme == "http" else None
-    if proxy is not None:
-        conn.via_proxy = proxy.authorization or ""
-    return await _exchange(
-        conn, url, method, config, trace, pool, reused=False, extra=extra, sink=sink
-    )
+    waiting = pool.waiting(url.origin) if pool is not None else None
+    try:
+        reader, writer = await _connect(url, config, trace)
+        conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
+        proxy = config.proxies.for_url(url) if url.scheme == "http" else None
+        if proxy is not None:
+            conn.via_proxy = proxy.authorization or ""
+        return await _exchange(
+            conn,
+            url,
+            method,
+            config,
+            trace,
+            pool,
+            reused=False,
+            extra=extra,
+            sink=sink,
+            waiting=waiting,
+        )
+    finally:
+        if waiting is not None and pool is not None:
+            pool.answered(waiting)
 
 
 async def post(
@@ -291,10 +306,12 @@ async def _exchange(
     extra: tuple[tuple[str, str], ...] = (),
     body: bytes = b"",
     sink: BodySink | None = None,
+    waiting: Waiting | None = None,
 ) -> wire.ResponseHead:
     """One request and its response head on `conn`, which is then kept in `pool`
     (when the response allows) or closed; closed at once on any error. With a
-    `sink`, the response body is read into it (up to its cap)."""
+    `sink`, the response body is read into it (up to its cap). `waiting`: a
+    new connection's, told `answered` once its head came."""
     keep = pool is not None and not pool.last_request(conn)
     absolute = conn.via_proxy is not None  # plain http through a proxy
     if conn.via_proxy:
@@ -322,6 +339,8 @@ async def _exchange(
             await conn.writer.drain()
             sent = time.perf_counter()
             head = await read_head(conn.reader, trace, sent)
+        if waiting is not None and pool is not None:
+            pool.answered(waiting)  # (before it goes back to the pool: not waiting on itself)
         if sink is not None:
             kept = await _keep_body(conn.reader, head, method, sink, trace)
             reusable = keep and _persistent(head) and kept

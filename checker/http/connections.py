@@ -19,7 +19,15 @@ TCP and TLS handshake per URL. The rules that keep it safe live here and in
   is dropped when taken (as httpcore asks whether an idle socket is readable);
 - a request whose answer on a reused connection is cut off or cannot be
   parsed is sent again on a fresh connection before anything is charged to
-  the URL (`client.request_head`).
+  the URL (`client.request_head`);
+- idle connections are not held while a new connection to their host waits
+  unanswered for STUCK seconds: a server that takes few connections at once
+  (lighttpd's server.max-connections, Apache's workers) counts our idle ones
+  among them and leaves the new ones in its accept queue, unread, until they
+  time out (found by a review: healthy pages down behind lighttpd with
+  max-connections 4, and 5-10 s waits behind Apache's event MPM). They are
+  closed, which lets the server take the ones waiting; and none stays idle
+  past `idle_timeout` (`_reap`).
 """
 
 from __future__ import annotations
@@ -37,6 +45,12 @@ Origin = tuple[str, str, int]
 
 # How long a polite close may take before we drop the connection hard.
 CLOSE_TIMEOUT = 1.0
+# How long a request on a new connection may wait for its answer while we hold
+# idle connections to its host, before they are closed to let the server take
+# it. Longer than a TLS handshake and a first answer of a busy run take (200
+# handshakes at once, 0.3 s here); a slow page on a server with room only
+# costs idle connections their reuse.
+STUCK = 1.0
 
 
 @dataclass(eq=False, slots=True)
@@ -68,6 +82,15 @@ class Connection:
         )
 
 
+class Waiting:
+    """A request on a new connection, until its answer (`ConnectionPool.waiting`)."""
+
+    __slots__ = ("origin",)
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+
+
 def unread(reader: asyncio.StreamReader) -> bytes | bytearray:
     """What `reader` has received and not yet handed out (do not change it).
 
@@ -94,6 +117,11 @@ class ConnectionPool:
         self._lru: OrderedDict[Connection, None] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._not_reused: set[Origin] = set()  # hosts whose keep-alive proved broken
+        # Requests on new connections not answered yet, by origin: when each
+        # began (its connect), oldest first (`waiting`, `answered`).
+        self._fresh: dict[Origin, dict[Waiting, float]] = {}
+        self._watching: set[Origin] = set()  # origins with a `_unstick` timer set
+        self._reaper: asyncio.TimerHandle | None = None
 
     def take(self, origin: Origin) -> Connection | None:
         """An idle connection to `origin` that still looks alive, or None."""
@@ -118,14 +146,27 @@ class ConnectionPool:
         if origin in self._not_reused:
             return False
         self._not_reused.add(origin)
-        for conn in self._idle.pop(origin, []):
-            del self._lru[conn]
-            self._close_later(conn)
+        self._drop_idle(origin)
         return True
+
+    def waiting(self, origin: Origin) -> Waiting:
+        """A request to `origin` is to go on a new connection: from its
+        connect until `answered`, idle connections to `origin` do not stay
+        idle while it waits longer than STUCK."""
+        token = Waiting(origin)
+        self._fresh.setdefault(origin, {})[token] = time.monotonic()
+        return token
+
+    def answered(self, token: Waiting) -> None:
+        """Its answer came (or it failed). Again is harmless."""
+        waits = self._fresh.get(token.origin)
+        if waits is not None and waits.pop(token, None) is not None and not waits:
+            del self._fresh[token.origin]
 
     def put(self, conn: Connection) -> None:
         """Keep `conn` for the next request to its origin (or close it if it
-        is spent, or its host's connections are not reused)."""
+        is spent, or its host's connections are not reused, or a new
+        connection to its host has waited STUCK for its answer)."""
         if (
             conn.requests >= self.max_requests
             or self.max_idle <= 0
@@ -133,15 +174,65 @@ class ConnectionPool:
         ):
             self._close_later(conn)
             return
-        conn.idle_since = time.monotonic()
+        now = time.monotonic()
+        waits = self._fresh.get(conn.origin)
+        if waits:
+            began = next(iter(waits.values()))
+            if now - began >= STUCK:
+                self._close_later(conn)  # its place in the server is the waiting one's
+                return
+            if conn.origin not in self._watching:
+                self._watching.add(conn.origin)
+                delay = began + STUCK - now
+                asyncio.get_running_loop().call_later(delay, self._unstick, conn.origin)
+        conn.idle_since = now
         self._idle.setdefault(conn.origin, []).append(conn)
         self._lru[conn] = None
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout, self._reap)
         while len(self._lru) > self.max_idle:
             oldest, _ = self._lru.popitem(last=False)
             self._idle[oldest.origin].remove(oldest)
             if not self._idle[oldest.origin]:
                 del self._idle[oldest.origin]
             self._close_later(oldest)
+
+    def _unstick(self, origin: Origin) -> None:
+        """A request on a new connection to `origin` may have waited STUCK:
+        if it still waits, the idle connections to `origin` go; if a younger
+        one waits, look again when it is due (while any stay idle)."""
+        self._watching.discard(origin)
+        waits = self._fresh.get(origin)
+        if not waits or origin not in self._idle:
+            return
+        now = time.monotonic()
+        oldest = next(iter(waits.values()))
+        if now - oldest >= STUCK:
+            self._drop_idle(origin)
+        else:
+            self._watching.add(origin)
+            asyncio.get_running_loop().call_later(oldest + STUCK - now, self._unstick, origin)
+
+    def _reap(self) -> None:
+        """Close the connections idle for `idle_timeout` (they would not be
+        used again, and hold a place in their server); again while any stay."""
+        self._reaper = None
+        cutoff = time.monotonic() - self.idle_timeout
+        stale = [conn for conn in self._lru if conn.idle_since <= cutoff]
+        for conn in stale:
+            del self._lru[conn]
+            stack = self._idle[conn.origin]
+            stack.remove(conn)
+            if not stack:
+                del self._idle[conn.origin]
+            self._close_later(conn)
+        if self._lru:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._reap)
+
+    def _drop_idle(self, origin: Origin) -> None:
+        for conn in self._idle.pop(origin, []):
+            del self._lru[conn]
+            self._close_later(conn)
 
     def last_request(self, conn: Connection) -> bool:
         """Whether the next request on `conn` is its last (then it says Connection: close)."""
@@ -155,6 +246,9 @@ class ConnectionPool:
         conns = list(self._lru)
         self._lru.clear()
         self._idle.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         await asyncio.gather(*(close_stream(c.writer) for c in conns), *self._closing)
 
     def _close_later(self, conn: Connection) -> None:

@@ -1,10 +1,12 @@
 """Start a real HTTP server as a subprocess on 127.0.0.1, wait until it answers, stop it.
 
-Every server but nginx binds port 0 itself (the system picks a free port) and
-says which one in its log, which is read from a file (a pipe nobody drains
+The Python servers bind port 0 themselves (the system picks a free port) and
+say which one in their log, which is read from a file (a pipe nobody drains
 would block a chatty server). nginx cannot say, so it gets a socket this
 process bound to port 0 and passes down (nginx's inherited-sockets variable,
-NGINX=fd;): no window in which another process could take the port.
+NGINX=fd;): no window in which another process could take the port. apache2
+and lighttpd take neither: they get a port that was free a moment before, and
+are started again on another if one took it meanwhile.
 
 Readiness is one HTTP GET /ok answered with 200, polled until a deadline. Each
 server runs in a session of its own and is stopped by its pid (SIGTERM, then
@@ -23,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +54,7 @@ class Server:
     keeps_alive: bool  # whether it keeps HTTP/1.1 connections open between requests
     head_body: bool  # whether it sends the app's body after a HEAD response (it should not)
     notes: list[str] = field(default_factory=list)
+    cleanup: Path | None = None  # a folder of its own outside the test's, removed once stopped
 
     @property
     def base(self) -> str:
@@ -166,7 +170,19 @@ SPECS: dict[str, Spec] = {
     ),
 }
 
-NAMES = (*SPECS, "nginx")
+# Debian's servers started from a config file of ours (besides nginx).
+CONFIGURED = ("apache2", "lighttpd")
+NAMES = (*SPECS, "nginx", *CONFIGURED)
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+# The event MPM is Debian's default; cgid is its CGI module for threaded MPMs.
+APACHE_LOADS = (
+    ("mpm_event_module", "mod_mpm_event.so"),
+    ("authz_core_module", "mod_authz_core.so"),
+    ("mime_module", "mod_mime.so"),
+    ("alias_module", "mod_alias.so"),
+    ("rewrite_module", "mod_rewrite.so"),
+    ("cgid_module", "mod_cgid.so"),
+)
 
 
 def _env() -> dict[str, str]:
@@ -285,10 +301,113 @@ def _start_nginx(workdir: Path) -> Server:
     return server
 
 
-def start(name: str, workdir: Path) -> Server:
-    """Start server `name` with its log in `workdir`; raises Unavailable if not installed."""
+def _cgi_scripts() -> dict[str, bytes]:
+    """The routes apache2 and lighttpd serve by CGI, as shell scripts. Naive
+    like the apps: they print a body for HEAD too; the server must drop it."""
+
+    def body(data: bytes) -> str:
+        return "printf '%s' " + repr(data.decode())  # (ASCII, no quote in it)
+
+    head = "#!/bin/sh\n"
+    text = "printf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
+    scripts = {
+        "head405": head
+        + 'if [ "$REQUEST_METHOD" = HEAD ]; then\n'
+        + "  printf 'Status: 405 Method Not Allowed\\r\\n'\n"
+        + f"  {text}  {body(routes.NOT_ALLOWED_BODY)}\n"
+        + f"else\n  {text}  {body(routes.OK_BODY)}\nfi\n",
+        "error": head
+        + "printf 'Status: 500 Internal Server Error\\r\\n'\n"
+        + f"{text}{body(routes.ERROR_BODY)}\n",
+        # No Content-Length: the server streams it (chunked on HTTP/1.1),
+        # each piece a write of its own.
+        "chunked": head + text + "".join(f"{body(c)}\n" for c in routes.CHUNKS),
+        "slow": head + f"sleep {routes.SLOW_S}\n{text}{body(routes.OK_BODY)}\n",
+    }
+    return {name: script.encode() for name, script in scripts.items()}
+
+
+def _served_tree(prefix: Path) -> None:
+    """The files apache2 and lighttpd serve. Readable by all: apache2 started
+    as root serves as nobody (it refuses to serve as root)."""
+    for folder in (prefix, prefix / "www", prefix / "cgi"):
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o755)
+    (prefix / "www" / "ok.txt").write_bytes(routes.OK_BODY)
+    (prefix / "www" / "big.txt").write_bytes(routes.BIG_BODY)
+    for name, script in _cgi_scripts().items():
+        path = prefix / "cgi" / f"{name}.sh"
+        path.write_bytes(script)
+        path.chmod(0o755)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _configured_command(name: str, prefix: Path, port: int, extra: str) -> list[str]:
+    """Write `name`'s config for `port` into `prefix`, `extra` lines at its
+    end; its command line."""
+    template = (HERE / f"{name}.conf.template").read_text(encoding="utf-8") + extra
+    conf = prefix / f"{name}.conf"
+    if name == "lighttpd":
+        conf.write_text(template.format(prefix=prefix, port=port), encoding="utf-8")
+        return [_binary("lighttpd"), "-D", "-f", str(conf)]
+    modules = "\n".join(f"LoadModule {m} {APACHE_MODULES / so}" for m, so in APACHE_LOADS)
+    user = "User nobody\nGroup nogroup" if os.geteuid() == 0 else ""
+    conf.write_text(
+        template.format(prefix=prefix, port=port, modules=modules, user=user), encoding="utf-8"
+    )
+    return [_binary("apache2"), "-f", str(conf), "-DFOREGROUND"]
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.access(p, os.X_OK)),
+        None,
+    )
+    if found is None:
+        raise Unavailable(f"{name} is not installed (Debian: apt-get install {name})")
+    return found
+
+
+def _start_configured(name: str, workdir: Path, extra: str = "") -> Server:
+    _binary(name)
+    if name == "apache2":
+        missing = [so for _, so in APACHE_LOADS if not (APACHE_MODULES / so).exists()]
+        if missing:
+            raise Unavailable(f"apache2's modules {missing} are not in {APACHE_MODULES}")
+    # Not under workdir: pytest's temporary folders are 0700, closed to nobody.
+    prefix = Path(tempfile.mkdtemp(prefix=f"checker-{name}-"))
+    _served_tree(prefix)
+    log = workdir / f"{name}.log"
+    for _ in range(3):
+        port = _free_port()
+        proc = _spawn(_configured_command(name, prefix, port, extra), log, env=dict(os.environ))
+        server = Server(name, port, proc, prefix / "error.log", True, False)
+        try:
+            _wait_ready(proc, port)
+            server.cleanup = prefix
+            return server
+        except Exception as exc:
+            stop(server)
+            said = log.read_text(encoding="utf-8", errors="replace") + server.log_tail()
+            if "in use" not in said:  # (another process took the port: try another)
+                shutil.rmtree(prefix, ignore_errors=True)
+                raise RuntimeError(f"{name}: {exc}\n--- its logs:\n{said[-2000:]}") from None
+    shutil.rmtree(prefix, ignore_errors=True)
+    raise RuntimeError(f"{name}: three ports in a row were taken before it could bind them")
+
+
+def start(name: str, workdir: Path, extra: str = "") -> Server:
+    """Start server `name` with its log in `workdir`; raises Unavailable if
+    not installed. `extra`: lines for the end of apache2's or lighttpd's config."""
     if name == "nginx":
         return _start_nginx(workdir)
+    if name in CONFIGURED:
+        return _start_configured(name, workdir, extra)
     spec = SPECS[name]
     if importlib.util.find_spec(spec.module) is None:
         raise Unavailable(f"the Python package {spec.module!r} is not installed")
@@ -306,6 +425,14 @@ def start(name: str, workdir: Path) -> Server:
 
 def stop(server: Server) -> None:
     """SIGTERM by pid; if it is still there after a deadline, SIGKILL its process group."""
+    try:
+        _stop(server)
+    finally:
+        if server.cleanup is not None:
+            shutil.rmtree(server.cleanup, ignore_errors=True)
+
+
+def _stop(server: Server) -> None:
     proc = server.proc
     if proc.poll() is not None:
         return
