@@ -275,6 +275,8 @@ async def _follow(
             )
         finally:
             out.warnings += out.trace.warnings
+        if sink is not None and sink.broken is not None:
+            raise sink.broken  # (a cut or reset may be retried, as ever)
         if sink is not None:
             out.body = decode(
                 bytes(sink.data),

@@ -406,6 +406,44 @@ async def test_a_body_that_stops_coming_is_a_timeout(
     assert row["error_detail"].startswith(f"the body stopped coming: {len(sent)} bytes")
 
 
+BROKEN_BODIES = {
+    # Two Content-Lengths that disagree (Apache with a `Header add` of one).
+    "conflicting lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nContent-Length: 12\r\n"
+    b"Connection: close\r\n\r\nhello small\n",
+    # Chunked, and the body is not in chunks.
+    "not chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    b"hello small\n",
+    # Fewer bytes than its Content-Length, then the close.
+    "cut short": b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\nConnection: close\r\n\r\nhello",
+}
+
+
+@pytest.mark.parametrize("column", ["not_contains", "contains", "regex"])
+@pytest.mark.parametrize("sent", list(BROKEN_BODIES.values()), ids=list(BROKEN_BODIES))
+async def test_a_body_that_breaks_off_fails_its_body_check(
+    tmp_path: Path, sent: bytes, column: str
+) -> None:
+    # Found by a review (Apache's mod_headers): a body whose framing is
+    # broken was checked on the bytes read before it broke, with a warning:
+    # a not_contains (or a regex `hello`) passed on nothing, up, where curl
+    # fails (exit 8, 18, 56) and browsers show an error page; a contains was
+    # down with no error. It is `protocol` now, as a body in a coding it does
+    # not have is, and its detail says where it broke.
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(sent)
+        await writer.drain()
+
+    wanted = {"not_contains": "Error", "contains": "hello", "regex": "hello"}[column]
+    async with raw_server(broken) as port:
+        (tmp_path / "checks.csv").write_text(f"url,{column}\nhttp://127.0.0.1:{port}/,{wanted}\n")
+        code, _, err = await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
+    assert code == 1, err
+    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert (row["state"], row["status"], row["error"]) == ("down", 200, "protocol"), row
+    assert row["error_detail"].startswith("the body broke off after "), row
+
+
 def test_a_csv_row_with_no_expectations_is_the_plain_lines_check(tmp_path: Path) -> None:
     # Found by a review: a URL in a plain list and in a CSV list (a config
     # file's group is one) with only `url` (or `name`, `tags`) was checked

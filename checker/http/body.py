@@ -22,6 +22,8 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from checker.http.errors import CheckError
+
 MAX_BODY = 1024 * 1024  # --max-body default
 
 _CHARSET = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.IGNORECASE)
@@ -64,6 +66,9 @@ class BodySink:
     data: bytearray = field(default_factory=bytearray)
     complete: bool = False  # the body ended where its framing said, within the cap
     last_at: float = 0.0  # time.monotonic() when its last piece came
+    # How it broke off, when it did (framing that cannot be read, a cut, a
+    # reset): the check fails with it, its status kept (check._follow).
+    broken: CheckError | None = None
 
     def add(self, piece: bytes) -> None:
         self.last_at = time.monotonic()

@@ -432,8 +432,10 @@ async def _keep_body(
     trace: Trace,
 ) -> bool:
     """Read the body into `sink` for a body check; whether the connection can
-    carry another request. A body that breaks off keeps what came (the head
-    is the answer; the check says what the body lacked), with a warning."""
+    carry another request. A body that breaks off (framing that cannot be
+    read, a cut, a reset) fails the check: what came before is no page to
+    check (a not_contains passed on nothing; curl fails, browsers show an
+    error page: found by a review)."""
     # The body is read until the check's deadline at the latest, and checked
     # on what came by then: a page still streaming at the deadline has
     # answered (it was a `timeout` with no status, asked again on a new
@@ -448,8 +450,8 @@ async def _keep_body(
         async with asyncio.timeout(max(0.0, left) if left is not None else None):
             with map_exceptions():
                 _, sink.complete = await read_body(reader, framing, sink.cap, sink)
-    except (ProtocolError, ConnectionReset, IncompleteResponse) as exc:
-        trace.warnings.append(f"the body broke off after {len(sink.data)} bytes: {exc}")
+    except (ProtocolError, ConnectionReset) as exc:  # (IncompleteResponse is a ProtocolError)
+        sink.broken = type(exc)(f"the body broke off after {len(sink.data)} bytes: {exc}")
         return False
     except TimeoutError:
         quiet = time.monotonic() - sink.last_at
