@@ -46,6 +46,28 @@ def test_a_broken_gzip_body_is_broken() -> None:
     assert decode(gzip.compress(b"ok"), True, "gzip", None, 100).broken is None
 
 
+def test_codings_applied_one_over_another() -> None:
+    # Found by a review (Apache, a Content-Encoding header set over
+    # mod_deflate's): "gzip, gzip" was an unknown coding, read as it came:
+    # a contains failed on a page curl --compressed reads, and a third gzip
+    # over two layers passed a not_contains. Codings are undone in the
+    # reverse of the order they are listed (RFC 9110 8.4), each as one is.
+    text = b"<p>END-MARKER</p>"
+    twice = gzip.compress(gzip.compress(text))
+    for header in ("gzip, gzip", "x-gzip, gzip", "GZIP,gzip"):
+        body = decode(twice, True, header, "text/html", 10_000)
+        assert (body.text, body.warnings, body.broken) == (text.decode(), (), None), header
+    mixed = gzip.compress(zlib.compress(text))  # deflate first, then gzip
+    assert decode(mixed, True, "deflate, gzip", None, 10_000).text == text.decode()
+    assert decode(gzip.compress(text), True, "identity, gzip", None, 100).text == text.decode()
+    three = decode(twice, True, "gzip, gzip, gzip", None, 10_000)
+    assert three.broken is not None and "cannot be decompressed" in three.broken
+    unknown = decode(gzip.compress(text), True, "br, gzip", None, 10_000)
+    assert unknown.broken is None and "unknown coding 'br, gzip'" in unknown.warnings[0]
+    bomb = decode(gzip.compress(gzip.compress(b"\0" * 5_000_000)), True, "gzip, gzip", None, 4096)
+    assert len(bomb.text) == 4096 and not bomb.complete  # (the cap holds at each layer)
+
+
 def test_text_is_decoded_as_browsers_decode_it() -> None:
     # Found by a review: a page whose charset is only in its <meta>, and
     # windows-1252 bytes labelled iso-8859-1 (as nginx's `charset` sends

@@ -92,16 +92,19 @@ def decode(
 ) -> Body:
     warnings: list[str] = []
     coding = (content_encoding or "").strip().lower()
+    # Codings applied one over another are listed in the order they were
+    # applied (RFC 9110 8.4): undone last first, each within the cap.
+    codings = [c for c in (part.strip() for part in coding.split(",")) if c not in ("", "identity")]
     data = raw
     broken = None
-    if coding in ("gzip", "x-gzip", "deflate"):
+    if codings and all(c in ("gzip", "x-gzip", "deflate") for c in codings):
         try:
-            data, whole = _inflate(raw, coding, cap)
+            for layer in reversed(codings):
+                data, whole = _inflate(data, layer, cap)
+                complete = complete and whole
         except zlib.error as exc:
             broken = f"the body says Content-Encoding {coding} and cannot be decompressed ({exc})"
-        else:
-            complete = complete and whole
-    elif coding and coding != "identity":
+    elif codings:
         warnings.append(f"body in an unknown coding {coding!r}; read as it came")
     charset, data = _charset(data, content_type, warnings)
     return Body(data.decode(charset, errors="replace"), complete, tuple(warnings), broken)
