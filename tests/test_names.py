@@ -158,6 +158,33 @@ def ipv6_available() -> bool:
 needs_ipv6 = pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback on this machine")
 
 
+@needs_ipv6
+@pytest.mark.parametrize("name", ["localhost", "app.localhost"])
+async def test_localhost_is_loopback_on_both_families(name: str, run_list: Any) -> None:
+    # Found by a review: a server listening on [::1] only, where /etc/hosts
+    # names localhost 127.0.0.1 only (as here), was down, `refused`, where
+    # curl and browsers take localhost (and *.localhost, RFC 6761) to be the
+    # loopback on both families and connect to [::1].
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            await KeepAliveServer(ok())(reader, writer)
+
+    server = await asyncio.start_server(serve, "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        _, report = await run_list([f"http://{name}:{port}/"])
+    finally:
+        server.close()
+        for writer in writers:
+            writer.transport.abort()
+        await server.wait_closed()
+    (row,) = report["results"]
+    assert (row["state"], row["ip"], row["error"]) == ("up", "::1", None), row
+
+
 @contextlib.asynccontextmanager
 async def ipv4_server() -> AsyncIterator[int]:
     async with raw_server(KeepAliveServer(ok())) as port:

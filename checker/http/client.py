@@ -563,9 +563,30 @@ async def _resolve(host: str, config: ClientConfig, trace: Trace) -> tuple[Addre
         return ((socket.AF_INET6, host),)
     if _is_ipv4(host):
         return ((socket.AF_INET, host),)
+    if host.endswith(".localhost"):
+        return _LOOPBACK  # (never asked of DNS: RFC 6761 6.3)
+    if host == "localhost":
+        return await _localhost(config, trace)
     resolved = await config.resolver.resolve(host, config.connect_timeout)
     trace.dns_ms = resolved.ms
     return resolved.addresses
+
+
+_LOOPBACK: tuple[Address, ...] = ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
+
+
+async def _localhost(config: ClientConfig, trace: Trace) -> tuple[Address, ...]:
+    """What the resolver says of localhost (/etc/hosts), and the loopback of
+    each family it left out, as curl and browsers take it (RFC 6761): a
+    server on [::1] only was `refused` where /etc/hosts names localhost
+    127.0.0.1 alone (found by a review)."""
+    try:
+        resolved = await config.resolver.resolve("localhost", config.connect_timeout)
+    except DNSError:
+        return _LOOPBACK
+    trace.dns_ms = resolved.ms
+    families = {family for family, _ in resolved.addresses}
+    return resolved.addresses + tuple(a for a in _LOOPBACK if a[0] not in families)
 
 
 async def _open(
