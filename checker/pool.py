@@ -238,6 +238,7 @@ class Pool:
         slowed = 0
         excusable = 0  # those of them that were the host's rate (hosts.told)
         head_later = False  # the first of them a HEAD whose GET came after the pace
+        head_refused: int | None = None  # that HEAD's status (the row's head_status)
         refused_at = 0.0  # the host's penalty when the last of them was sent
         refused_method = ""  # and its method
         holding = 0.0  # the penalty this URL holds its host to (hosts.hold)
@@ -336,7 +337,7 @@ class Pool:
                     slowed, head_later, excusable, refused_at = 0, False, 0, 0.0
                     holding = self.hosts.hold(key, 0.0, holding) if holding else 0.0
                 if attempt.get_later and head is not None:
-                    method = "GET"
+                    method, head_refused = "GET", head.status
                     said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
                 if silent is None and silent_on_reuse(attempt):
                     # The host took the request on a kept-alive connection and
@@ -371,6 +372,8 @@ class Pool:
                             " the host refused every request meanwhile (429/503)"
                         )
                     attempt.warnings[:0] = said
+                    if attempt.head_status is None and attempt.method == "GET":
+                        attempt.head_status = head_refused
                     return make_result(target, attempt, n, free)
                 await asyncio.sleep(retry_delay(n, attempt, self.opts))
                 n += 1

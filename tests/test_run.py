@@ -280,6 +280,9 @@ async def test_head_503_get_200_is_up_and_an_expected_503_is_the_answer(run_list
         (row,) = report["results"]
         assert (row["state"], row["status"], row["method"]) == ("up", 200, "GET"), row
         assert any("a GET decided after the host's pace" in w for w in row["warnings"]), row
+        # What HEAD said is kept, as for any GET that decided after a HEAD
+        # (found by a review: null here).
+        assert row["head_status"] == 503, row
         _, report = await run_list(
             ["url,expect_status", f"{fleet.url('/maintenance')},503"],
             pool=PoolOptions(retries=2, backoff_base=0.01),
