@@ -460,3 +460,31 @@ async def test_connections_idle_past_the_idle_timeout_are_closed() -> None:
             assert len(pool) == 0
         finally:
             await pool.close()
+
+
+async def test_a_slow_https_page_keeps_the_other_connections_in_use(
+    ca_file: str, server_tls: ssl.SSLContext, tmp_path: Path
+) -> None:
+    # The rule above must not cost a slow page's host its reuse: a finished
+    # TLS handshake says the server took the connection, so a slow HTTPS
+    # page is no new connection waiting for a place.
+    async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            await asyncio.sleep(2.0 if b" /slow " in request else 0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(pages, server_tls) as port:
+        lst = tmp_path / "l.txt"
+        urls = [f"https://127.0.0.1:{port}/slow"] + [
+            f"https://127.0.0.1:{port}/{i}" for i in range(30)
+        ]
+        lst.write_text("\n".join(urls) + "\n")
+        sink = RecordingSink()
+        pool = Pool(check_options(ca_file), PoolOptions(concurrency=2, per_host=2, retries=0), sink)
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = list(sink.rows.values())
+    assert all(r.state == "up" for r in rows)
+    # One connection carries the 30 fast pages (1.5 s) while /slow waits.
+    assert sum(r.reused for r in rows) == 29, [r.reused for r in rows]

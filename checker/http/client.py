@@ -252,6 +252,10 @@ async def request_head(
     waiting = pool.waiting(url.origin) if pool is not None else None
     try:
         reader, writer = await _connect(url, config, trace)
+        if waiting is not None and pool is not None and url.scheme in TLS_SCHEMES:
+            # A server that finished a TLS handshake has taken the connection:
+            # what it waits for now is the page, not a place in the server.
+            pool.answered(waiting)
         conn = Connection(url.origin, reader, writer, tls=_tls_fields(trace), ip=trace.ip)
         proxy = config.proxies.for_url(url) if url.scheme == "http" else None
         if proxy is not None:

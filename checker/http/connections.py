@@ -27,7 +27,8 @@ TCP and TLS handshake per URL. The rules that keep it safe live here and in
   time out (found by a review: healthy pages down behind lighttpd with
   max-connections 4, and 5-10 s waits behind Apache's event MPM). They are
   closed, which lets the server take the ones waiting; and none stays idle
-  past `idle_timeout` (`_reap`).
+  past `idle_timeout` (`_reap`). (An HTTPS connection waits no more once its
+  handshake is done: the server has taken it.)
 """
 
 from __future__ import annotations
