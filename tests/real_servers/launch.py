@@ -356,7 +356,8 @@ def _configured_command(name: str, prefix: Path, port: int, extra: str) -> list[
         conf.write_text(template.format(prefix=prefix, port=port), encoding="utf-8")
         return [_binary("lighttpd"), "-D", "-f", str(conf)]
     modules = "\n".join(f"LoadModule {m} {APACHE_MODULES / so}" for m, so in APACHE_LOADS)
-    user = "User nobody\nGroup nogroup" if os.geteuid() == 0 else ""
+    # (By number: the nobody user and group of Debian, and of most systems.)
+    user = "User #65534\nGroup #65534" if os.geteuid() == 0 else ""
     conf.write_text(
         template.format(prefix=prefix, port=port, modules=modules, user=user), encoding="utf-8"
     )
