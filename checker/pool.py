@@ -20,6 +20,7 @@ from datetime import UTC
 from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
+from checker.expect import DOWN
 from checker.hosts import HOLD, SLOW_DOWN, HostGate, Told
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
@@ -88,6 +89,16 @@ def head_unanswered(attempt: Attempt) -> bool:
 def silent_on_reuse(attempt: Attempt) -> bool:
     """A request sent on a kept-alive connection that got no answer in time."""
     return isinstance(attempt.error, CheckTimeout) and attempt.trace.reused
+
+
+def _failure(attempt: Attempt) -> str:
+    """What an attempt that is retried met, in a few words."""
+    if attempt.error is not None:
+        return f"{attempt.error.category} ({attempt.error})"
+    reasons = attempt.state[1]
+    if reasons:
+        return "; ".join(reasons)
+    return f"status {attempt.head.status}" if attempt.head is not None else "no answer"
 
 
 def retry_delay(n: int, attempt: Attempt, opts: PoolOptions) -> float:
@@ -252,6 +263,9 @@ class Pool:
         # 429s and Retry-Afters are the host's rate (`free`); plain 503s
         # (`waited`) still make an answer after them degraded.
         first_heard = 0.0  # when the first of this URL's refusals in a row came back
+        # What the attempts retried met, said on the row when a later one is
+        # up (a degraded row said only "up only on attempt 2": found by a review).
+        earlier: list[str] = []
         waited = 0
         waited_out = 0  # all of them, for the warning
         try:
@@ -371,10 +385,13 @@ class Pool:
                             f"{waited_out} attempt{'s' if waited_out > 1 else ''} not counted:"
                             " the host refused every request meanwhile (429/503)"
                         )
+                    if earlier and attempt.state[0] != DOWN:
+                        said += earlier
                     attempt.warnings[:0] = said
                     if attempt.head_status is None and attempt.method == "GET":
                         attempt.head_status = head_refused
                     return make_result(target, attempt, n, free)
+                earlier.append(f"attempt {n} failed: {_failure(attempt)}")
                 await asyncio.sleep(retry_delay(n, attempt, self.opts))
                 n += 1
         finally:

@@ -17,7 +17,14 @@ from checker.pool import FLUSH_EVERY, Pool, PoolOptions
 from checker.results import FIELDS, Result
 from checker.targets import Duplicate, ListError, Target, read_targets
 from checker.url import parse_url
-from tests.helpers import RecordingSink, SwitchableSite, check_options, raw_server, read_request
+from tests.helpers import (
+    RecordingSink,
+    SwitchableSite,
+    check_options,
+    raw_server,
+    read_request,
+    run_list_file,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -289,3 +296,31 @@ async def test_head_503_get_200_is_up_and_an_expected_503_is_the_answer(run_list
         )
         (row,) = report["results"]
         assert (row["state"], row["status"], row["attempts"]) == ("up", 503, 1), row
+
+
+async def test_a_degraded_row_says_what_its_earlier_attempts_met(tmp_path: Path) -> None:
+    # Found by a review (haproxy, maxconn 5, --method GET): rows "up only on
+    # attempt 2" with no warning: nothing said that attempt 1 had timed out.
+    seen: dict[bytes, int] = {}
+
+    async def first_fails(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await read_request(reader)).split(b" ")[1]
+            seen[path] = seen.get(path, 0) + 1
+            if seen[path] == 1 and path == b"/slow":
+                await asyncio.sleep(5)
+            status = b"500 Internal Server Error" if seen[path] == 1 else b"200 OK"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(first_fails) as port:
+        rows = await run_list_file(
+            tmp_path,
+            [f"http://127.0.0.1:{port}/error", f"http://127.0.0.1:{port}/slow"],
+            "--method", "GET", "--retries", "1", "--timeout", "1",
+        )  # fmt: skip
+    error, slow = rows[f"http://127.0.0.1:{port}/error"], rows[f"http://127.0.0.1:{port}/slow"]
+    assert (error["state"], error["attempts"]) == ("degraded", 2), error
+    assert "attempt 1 failed: status 500 not in 200-399" in error["warnings"], error
+    assert (slow["state"], slow["attempts"]) == ("degraded", 2), slow
+    assert any(w.startswith("attempt 1 failed: timeout (") for w in slow["warnings"]), slow
