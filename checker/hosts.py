@@ -29,6 +29,12 @@ limiting a rate). A host that answered well and then refuses every request
 has the pool wait for it, up to WINDOW, rather than charge the URLs
 (`refusing_all`).
 
+A host that answered well and then refuses or resets a new connection while
+other checks to it are under way limits the connections a client may hold
+(haproxy's sc_conn_cur, nginx's limit_conn, iptables' connlimit): its cap
+comes down to the checks it was serving (`too_many`), for the rest of the
+run, and the attempt is not charged.
+
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
 """
@@ -124,6 +130,7 @@ class _Host:
     refused_sent: float = float("-inf")  # when the last refusal was asked
     refused_heard: float = float("-inf")  # and came back
     refill_open: bool = False  # no good answer asked since that refusal yet
+    cap: int = 0  # checks at once, when lowered (`too_many`; 0: the gate's limit)
 
 
 class HostGate:
@@ -144,7 +151,7 @@ class HostGate:
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host()
-        if host.active < self.limit:
+        if host.active < (host.cap or self.limit):
             host.active += 1
             return True
         if self._parked < self.max_parked:
@@ -169,6 +176,10 @@ class HostGate:
         """The next URL of the host's backlog for the caller to check (keeping
         its place), or None once it has let go (or handed its place over)."""
         host = self._hosts[key]
+        if host.cap and host.active > host.cap:
+            # (Lowered meanwhile: this place goes; the others take the backlog.)
+            host.active -= 1
+            return None
         if host.backlog:
             self._parked -= 1
             return host.backlog.popleft()
@@ -291,6 +302,26 @@ class HostGate:
             halved = host.penalty / 2 if host.penalty > 0.1 else 0.0
             host.penalty = max(halved, host.floor)
         return Told.ANSWER
+
+    def too_many(self, key: Origin) -> int:
+        """A new connection to the host was refused or reset before an answer:
+        if the host answered well before and other checks to it are under
+        way, it limits a client's connections: its cap comes down to those
+        others. Returns the cap, or 0
+        when it neither came down nor is still above it (the checks under
+        way keep their places until they leave: one turned away meanwhile is
+        the limit's too; the pool bounds how often, or a host refusing
+        everything would have them ask for ever)."""
+        host = self._hosts.get(key)
+        if host is None or host.good_sent is None or host.active < 2:
+            # (One that never answered well resets or refuses everything: a
+            # broken server, a closed port; its checks keep their pace.)
+            return 0
+        cap = host.cap or self.limit
+        if host.active - 1 < cap:
+            host.cap = host.active - 1
+            return host.cap
+        return cap if host.cap and host.active > host.cap else 0
 
     def hold(self, key: Origin, penalty: float, before: float = 0.0) -> float:
         """While a URL refused (429/503) at a pace waits to be asked again,

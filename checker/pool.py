@@ -24,7 +24,13 @@ from checker.expect import DOWN
 from checker.hosts import HOLD, SLOW_DOWN, HostGate, Told
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
-from checker.http.errors import CheckTimeout, Interrupted, InvalidURL
+from checker.http.errors import (
+    CheckTimeout,
+    ConnectionRefused,
+    ConnectionReset,
+    Interrupted,
+    InvalidURL,
+)
 from checker.results import Result
 from checker.targets import Duplicate, Target
 from checker.url import TLS_SCHEMES
@@ -89,6 +95,12 @@ def head_unanswered(attempt: Attempt) -> bool:
 def silent_on_reuse(attempt: Attempt) -> bool:
     """A request sent on a kept-alive connection that got no answer in time."""
     return isinstance(attempt.error, CheckTimeout) and attempt.trace.reused
+
+
+# A new connection refused or reset before any answer (hosts.too_many), not
+# charged to the URL this many times at most.
+TOO_MANY = (ConnectionRefused, ConnectionReset)
+TURNED_AWAY = 3
 
 
 def _failure(attempt: Attempt) -> str:
@@ -266,6 +278,7 @@ class Pool:
         # What the attempts retried met, said on the row when a later one is
         # up (a degraded row said only "up only on attempt 2": found by a review).
         earlier: list[str] = []
+        turned = 0  # attempts turned away by the host's limit of connections (not charged)
         waited = 0
         waited_out = 0  # all of them, for the warning
         try:
@@ -312,6 +325,28 @@ class Pool:
                         said.append(
                             f"{excusable} earlier attempt{'s' if excusable > 1 else ''} refused"
                             " by the host's rate (429/503) not counted: answered at its pace"
+                        )
+                error = attempt.error
+                turned_away = False  # (refused for the host's limit: asked again, whatever it was)
+                if (
+                    head is None
+                    and isinstance(error, TOO_MANY)
+                    and not attempt.trace.reused
+                    and turned < TURNED_AWAY
+                ):
+                    cap = self.hosts.too_many(key)
+                    if cap:
+                        turned += 1
+                        turned_away = True
+                        # Not charged: asked again within the cap. The idle
+                        # connections go (the host counts them too).
+                        free += 1
+                        if self.connections is not None:
+                            self.connections.drop_idle(key)
+                        said.append(
+                            f"a new connection was {error.category} while {cap}"
+                            f" other{'s were' if cap > 1 else ' was'} open to the host:"
+                            f" at most {cap} at once to it from now on"
                         )
                 said_of_pace = Told.ANSWER
                 if head is not None:
@@ -379,7 +414,8 @@ class Pool:
                     if n > self.opts.retries:
                         n += 1
                         continue
-                if n - free - waited > self.opts.retries or not should_retry(attempt):
+                again = turned_away or should_retry(attempt)
+                if n - free - waited > self.opts.retries or not again:
                     if waited_out:
                         said.append(
                             f"{waited_out} attempt{'s' if waited_out > 1 else ''} not counted:"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from pathlib import Path
 
 import pytest
@@ -488,3 +490,51 @@ async def test_a_slow_https_page_keeps_the_other_connections_in_use(
     assert all(r.state == "up" for r in rows)
     # One connection carries the 30 fast pages (1.5 s) while /slow waits.
     assert sum(r.reused for r in rows) == 29, [r.reused for r in rows]
+
+
+class PerClientLimit:
+    """A server that resets a client's connections past `limit` open at once,
+    as haproxy's `tcp-request connection reject if { sc0_conn_cur gt N }`
+    does (or iptables' connlimit): what it does not reset it keeps alive."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.reset = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        try:
+            if self.open > self.limit:
+                self.reset += 1
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return  # (raw_server aborts it: a reset, with SO_LINGER 0)
+            await KeepAliveServer(ok())(reader, writer)
+        finally:
+            self.open -= 1
+
+
+async def test_a_host_that_limits_a_clients_connections(tmp_path: Path) -> None:
+    # Found by a review (haproxy, connections past 4 from one client reset):
+    # 6 healthy pages of 300 down, 2 degraded, at the default --per-host 6.
+    # A new connection reset or refused while other checks to the host are
+    # under way brings its cap down to those, and is not charged.
+    server = PerClientLimit(limit=2)
+    async with raw_server(server) as port:
+        lst = tmp_path / "l.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60)))
+        sink = RecordingSink()
+        opts = PoolOptions(concurrency=10, per_host=5, retries=1, backoff_base=0.05)
+        pool = Pool(check_options(), opts, sink)
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = list(sink.rows.values())
+    assert server.reset > 0  # (the limit was met)
+    # (Those turned away before the host's first answer are charged: it had
+    # shown no limit yet. Degraded then, never down.)
+    states = [r.state for r in rows]
+    assert "down" not in states and states.count("up") >= 55, [
+        (r.url, r.state, r.warnings) for r in rows if r.state != "up"
+    ]
+    said = [w for r in rows for w in r.warnings if "open to the host" in w]
+    assert said and all(w.startswith("a new connection was reset while") for w in said), said

@@ -147,7 +147,7 @@ class ConnectionPool:
         if origin in self._not_reused:
             return False
         self._not_reused.add(origin)
-        self._drop_idle(origin)
+        self.drop_idle(origin)
         return True
 
     def waiting(self, origin: Origin) -> Waiting:
@@ -209,7 +209,7 @@ class ConnectionPool:
         now = time.monotonic()
         oldest = next(iter(waits.values()))
         if now - oldest >= STUCK:
-            self._drop_idle(origin)
+            self.drop_idle(origin)
         else:
             self._watching.add(origin)
             asyncio.get_running_loop().call_later(oldest + STUCK - now, self._unstick, origin)
@@ -230,7 +230,8 @@ class ConnectionPool:
         if self._lru:
             self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._reap)
 
-    def _drop_idle(self, origin: Origin) -> None:
+    def drop_idle(self, origin: Origin) -> None:
+        """Close the idle connections to `origin`."""
         for conn in self._idle.pop(origin, []):
             del self._lru[conn]
             self._close_later(conn)
