@@ -275,8 +275,6 @@ async def _follow(
             )
         finally:
             out.warnings += out.trace.warnings
-        if sink is not None and sink.broken is not None:
-            raise sink.broken  # (a cut or reset may be retried, as ever)
         if sink is not None:
             out.body = decode(
                 bytes(sink.data),
@@ -296,11 +294,19 @@ async def _follow(
         ):
             if opts.follow_redirects and status in REDIRECT_STATUSES and not location:
                 out.warnings.append(f"{status} without a Location: nothing to follow")
+            if sink is not None and sink.broken is not None:
+                # The final page's body broke off: no page to check. (A hop
+                # that is followed has no body to judge: curl -L and browsers
+                # follow it. Found by a review.) A cut or reset may be
+                # retried, as ever.
+                raise sink.broken
             if out.body is not None and out.body.broken:
                 # As curl (exit 61) and browsers (ERR_CONTENT_DECODING_FAILED):
                 # a page nobody can read is not up, whatever its bytes hold.
                 raise ProtocolError(out.body.broken)
             return
+        if sink is not None and sink.broken is not None:
+            out.warnings.append(f"{sink.broken} (a redirect's body: followed, not judged)")
         try:
             nxt = resolve_location(current, location_of(location[0]))
         except URLError as exc:

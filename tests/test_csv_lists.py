@@ -444,6 +444,36 @@ async def test_a_body_that_breaks_off_fails_its_body_check(
     assert row["error_detail"].startswith("the body broke off after "), row
 
 
+async def test_a_redirect_whose_body_breaks_off_is_followed(tmp_path: Path) -> None:
+    # Found by a review of the change above: a 302 whose own body was cut
+    # made its body-check row down (protocol), where curl -L and browsers
+    # follow it; a hop's body is not judged. Said in a warning.
+    async def site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await read_request(reader)).split(b" ")[1]
+            if path == b"/hop":
+                writer.write(
+                    b"HTTP/1.1 302 Found\r\nLocation: /page\r\nContent-Length: 100\r\n"
+                    b"Connection: close\r\n\r\nsee /page"
+                )
+                await writer.drain()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nWelcome")
+            await writer.drain()
+
+    async with raw_server(site) as port:
+        (tmp_path / "checks.csv").write_text(f"url,contains\nhttp://127.0.0.1:{port}/hop,Welcome\n")
+        code, _, err = await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
+    assert code == 0, err
+    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert (row["state"], row["status"], row["final_url"]) == (
+        "up",
+        200,
+        f"http://127.0.0.1:{port}/page",
+    ), row
+    assert any("a redirect's body: followed, not judged" in w for w in row["warnings"]), row
+
+
 def test_a_csv_row_with_no_expectations_is_the_plain_lines_check(tmp_path: Path) -> None:
     # Found by a review: a URL in a plain list and in a CSV list (a config
     # file's group is one) with only `url` (or `name`, `tags`) was checked

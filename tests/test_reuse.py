@@ -538,3 +538,38 @@ async def test_a_host_that_limits_a_clients_connections(tmp_path: Path) -> None:
     ]
     said = [w for r in rows for w in r.warnings if "open to the host" in w]
     assert said and all(w.startswith("a new connection was reset while") for w in said), said
+
+
+async def test_a_hung_plain_http_page_costs_its_host_one_connection(tmp_path: Path) -> None:
+    # Found by a review of the rule above: plain HTTP cannot tell a page
+    # that is only slow from a connection the server has not taken, and
+    # every connection that went idle while a hung page waited was closed:
+    # 1,616 connections for 2,000 pages (20 before), and on a long list the
+    # ports ran out (healthy pages `unreachable`). One close for each.
+    connections = 0
+
+    async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            request = await read_request(reader)
+            await asyncio.sleep(30 if b" /hang " in request else 0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(pages) as port:
+        lst = tmp_path / "l.txt"
+        urls = [f"http://127.0.0.1:{port}/hang"] + [
+            f"http://127.0.0.1:{port}/{i}" for i in range(200)
+        ]
+        lst.write_text("\n".join(urls) + "\n")
+        sink = RecordingSink()
+        opts = PoolOptions(concurrency=5, per_host=5, retries=0)
+        pool = Pool(check_options(timeout=2.5), opts, sink)
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = [sink.rows[seq] for seq in sorted(sink.rows)]
+    assert [r.state for r in rows[1:]] == ["up"] * 200, [
+        (r.url, r.error, r.warnings) for r in rows if r.state != "up"
+    ]
+    # 5 at first, the hung page's HEAD and its GET, and one closed for each.
+    assert connections <= 10, connections

@@ -20,15 +20,16 @@ TCP and TLS handshake per URL. The rules that keep it safe live here and in
 - a request whose answer on a reused connection is cut off or cannot be
   parsed is sent again on a fresh connection before anything is charged to
   the URL (`client.request_head`);
-- idle connections are not held while a new connection to their host waits
-  unanswered for STUCK seconds: a server that takes few connections at once
+- an idle connection is closed for each new connection to its host that has
+  waited unanswered for STUCK seconds: a server that takes few connections at once
   (lighttpd's server.max-connections, Apache's workers) counts our idle ones
   among them and leaves the new ones in its accept queue, unread, until they
   time out (found by a review: healthy pages down behind lighttpd with
-  max-connections 4, and 5-10 s waits behind Apache's event MPM). They are
-  closed, which lets the server take the ones waiting; and none stays idle
-  past `idle_timeout` (`_reap`). (An HTTPS connection waits no more once its
-  handshake is done: the server has taken it.)
+  max-connections 4, and 5-10 s waits behind Apache's event MPM). Each close
+  lets the server take one waiting; one each, as a page that is only slow
+  looks the same (`_stuck`); and none stays idle past `idle_timeout`
+  (`_reap`). (An HTTPS connection waits no more once its handshake is done:
+  the server has taken it.)
 """
 
 from __future__ import annotations
@@ -86,10 +87,11 @@ class Connection:
 class Waiting:
     """A request on a new connection, until its answer (`ConnectionPool.waiting`)."""
 
-    __slots__ = ("origin",)
+    __slots__ = ("origin", "spent")
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
+        self.spent = False  # an idle connection to its origin was closed for it
 
 
 def unread(reader: asyncio.StreamReader) -> bytes | bytearray:
@@ -167,7 +169,8 @@ class ConnectionPool:
     def put(self, conn: Connection) -> None:
         """Keep `conn` for the next request to its origin (or close it if it
         is spent, or its host's connections are not reused, or a new
-        connection to its host has waited STUCK for its answer)."""
+        connection to its host has waited STUCK for its answer and had none
+        closed for it yet)."""
         if (
             conn.requests >= self.max_requests
             or self.max_idle <= 0
@@ -176,16 +179,15 @@ class ConnectionPool:
             self._close_later(conn)
             return
         now = time.monotonic()
-        waits = self._fresh.get(conn.origin)
-        if waits:
-            began = next(iter(waits.values()))
-            if now - began >= STUCK:
+        if conn.origin in self._fresh:
+            token, due = self._stuck(conn.origin, now)
+            if token is not None:
+                token.spent = True
                 self._close_later(conn)  # its place in the server is the waiting one's
                 return
-            if conn.origin not in self._watching:
+            if due is not None and conn.origin not in self._watching:
                 self._watching.add(conn.origin)
-                delay = began + STUCK - now
-                asyncio.get_running_loop().call_later(delay, self._unstick, conn.origin)
+                asyncio.get_running_loop().call_later(due - now, self._unstick, conn.origin)
         conn.idle_since = now
         self._idle.setdefault(conn.origin, []).append(conn)
         self._lru[conn] = None
@@ -193,26 +195,54 @@ class ConnectionPool:
             self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout, self._reap)
         while len(self._lru) > self.max_idle:
             oldest, _ = self._lru.popitem(last=False)
-            self._idle[oldest.origin].remove(oldest)
-            if not self._idle[oldest.origin]:
-                del self._idle[oldest.origin]
+            self._forget_idle(oldest)
             self._close_later(oldest)
 
+    def _stuck(self, origin: Origin, now: float) -> tuple[Waiting | None, float | None]:
+        """The oldest request on a new connection to `origin` that has waited
+        STUCK and had no idle connection closed for it yet; else None, and
+        when the next such one will have waited STUCK (None: none waits).
+
+        One close each: a server short of places takes one waiting
+        connection for each place freed, while a page that is only slow
+        (plain HTTP cannot tell the two apart) costs one connection, not the
+        host's reuse: closing every idle connection while a hung page waited
+        made thousands of new connections on a long list, and the ports ran
+        out (found by a review)."""
+        for token, began in self._fresh[origin].items():  # (oldest first)
+            if token.spent:
+                continue
+            if now - began >= STUCK:
+                return token, None
+            return None, began + STUCK
+        return None, None
+
     def _unstick(self, origin: Origin) -> None:
-        """A request on a new connection to `origin` may have waited STUCK:
-        if it still waits, the idle connections to `origin` go; if a younger
-        one waits, look again when it is due (while any stay idle)."""
+        """Requests on new connections to `origin` may have waited STUCK: an
+        idle connection to it goes for each that has had none closed for it;
+        look again when the next is due (while any stay idle)."""
         self._watching.discard(origin)
-        waits = self._fresh.get(origin)
-        if not waits or origin not in self._idle:
-            return
         now = time.monotonic()
-        oldest = next(iter(waits.values()))
-        if now - oldest >= STUCK:
-            self.drop_idle(origin)
-        else:
+        due = None
+        while origin in self._idle and origin in self._fresh:
+            token, due = self._stuck(origin, now)
+            if token is None:
+                break
+            token.spent = True
+            conn = self._idle[origin][-1]
+            del self._lru[conn]
+            self._forget_idle(conn)
+            self._close_later(conn)
+        if due is not None and origin in self._idle and origin not in self._watching:
             self._watching.add(origin)
-            asyncio.get_running_loop().call_later(oldest + STUCK - now, self._unstick, origin)
+            asyncio.get_running_loop().call_later(due - now, self._unstick, origin)
+
+    def _forget_idle(self, conn: Connection) -> None:
+        """Take `conn` out of its origin's idle stack (not out of the LRU)."""
+        stack = self._idle[conn.origin]
+        stack.remove(conn)
+        if not stack:
+            del self._idle[conn.origin]
 
     def _reap(self) -> None:
         """Close the connections idle for `idle_timeout` (they would not be
@@ -222,10 +252,7 @@ class ConnectionPool:
         stale = [conn for conn in self._lru if conn.idle_since <= cutoff]
         for conn in stale:
             del self._lru[conn]
-            stack = self._idle[conn.origin]
-            stack.remove(conn)
-            if not stack:
-                del self._idle[conn.origin]
+            self._forget_idle(conn)
             self._close_later(conn)
         if self._lru:
             self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._reap)
