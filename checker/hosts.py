@@ -307,11 +307,10 @@ class HostGate:
         """A new connection to the host was refused or reset before an answer:
         if the host answered well before and other checks to it are under
         way, it limits a client's connections: its cap comes down to those
-        others. Returns the cap, or 0
-        when it neither came down nor is still above it (the checks under
-        way keep their places until they leave: one turned away meanwhile is
-        the limit's too; the pool bounds how often, or a host refusing
-        everything would have them ask for ever)."""
+        others. Returns the cap, or 0 when it neither came down nor is still
+        above it (the checks under way keep their places until they leave:
+        one turned away meanwhile is the limit's too; the pool bounds how
+        often, or a host refusing everything would have them ask for ever)."""
         host = self._hosts.get(key)
         if host is None or host.good_sent is None or host.active < 2:
             # (One that never answered well resets or refuses everything: a

@@ -10,12 +10,29 @@ import io
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from checker.targets import Duplicate, Target, list_notes, read_targets
 from tests.helpers import raw_server, read_request
 from tests.test_cli import checker
+
+
+async def checked_row(tmp_path: Path, lines: str, exit_code: int, *options: str) -> dict[str, Any]:
+    """`checker check` of a one-row CSV list (`lines`: its header and row),
+    no retries: the exit code must be `exit_code`; the JSON report's row."""
+    (tmp_path / "checks.csv").write_text(lines)
+    code, _, err = await checker(
+        "check", "checks.csv", "-q", "--retries", "0", *options, cwd=tmp_path
+    )
+    assert code == exit_code, err
+    rows: list[dict[str, Any]] = json.loads((tmp_path / "reports" / "latest.json").read_text())[
+        "results"
+    ]
+    (row,) = rows
+    return row
+
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -268,10 +285,7 @@ async def test_a_body_that_says_gzip_and_is_not_is_down(tmp_path: Path) -> None:
         await writer.drain()
 
     async with raw_server(mislabelled) as port:
-        (tmp_path / "checks.csv").write_text(f"url,contains\nhttp://127.0.0.1:{port}/,Welcome\n")
-        code, _, err = await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
-    assert code == 1, err
-    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+        row = await checked_row(tmp_path, f"url,contains\nhttp://127.0.0.1:{port}/,Welcome\n", 1)
     assert (row["state"], row["error"]) == ("down", "protocol"), row
     assert "cannot be decompressed" in row["error_detail"]
 
@@ -394,14 +408,8 @@ async def test_a_body_that_stops_coming_is_a_timeout(
         await asyncio.sleep(30)
 
     async with raw_server(frozen) as port:
-        (tmp_path / "checks.csv").write_text(
-            f"name,url,not_contains\nfrozen,http://127.0.0.1:{port}/,Error\n"
-        )
-        code, _, err = await checker(
-            "check", "checks.csv", "-q", "--retries", "0", "--timeout", timeout, cwd=tmp_path
-        )
-    assert code == 1, err
-    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+        lines = f"name,url,not_contains\nfrozen,http://127.0.0.1:{port}/,Error\n"
+        row = await checked_row(tmp_path, lines, 1, "--timeout", timeout)
     assert (row["state"], row["error"]) == ("down", "timeout"), row
     assert row["error_detail"].startswith(f"the body stopped coming: {len(sent)} bytes")
 
@@ -436,10 +444,7 @@ async def test_a_body_that_breaks_off_fails_its_body_check(
 
     wanted = {"not_contains": "Error", "contains": "hello", "regex": "hello"}[column]
     async with raw_server(broken) as port:
-        (tmp_path / "checks.csv").write_text(f"url,{column}\nhttp://127.0.0.1:{port}/,{wanted}\n")
-        code, _, err = await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
-    assert code == 1, err
-    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+        row = await checked_row(tmp_path, f"url,{column}\nhttp://127.0.0.1:{port}/,{wanted}\n", 1)
     assert (row["state"], row["status"], row["error"]) == ("down", 200, "protocol"), row
     assert row["error_detail"].startswith("the body broke off after "), row
 
@@ -462,10 +467,7 @@ async def test_a_redirect_whose_body_breaks_off_is_followed(tmp_path: Path) -> N
             await writer.drain()
 
     async with raw_server(site) as port:
-        (tmp_path / "checks.csv").write_text(f"url,contains\nhttp://127.0.0.1:{port}/hop,Welcome\n")
-        code, _, err = await checker("check", "checks.csv", "-q", "--retries", "0", cwd=tmp_path)
-    assert code == 0, err
-    (row,) = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+        row = await checked_row(tmp_path, f"url,contains\nhttp://127.0.0.1:{port}/hop,Welcome\n", 0)
     assert (row["state"], row["status"], row["final_url"]) == (
         "up",
         200,

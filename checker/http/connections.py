@@ -185,9 +185,8 @@ class ConnectionPool:
                 token.spent = True
                 self._close_later(conn)  # its place in the server is the waiting one's
                 return
-            if due is not None and conn.origin not in self._watching:
-                self._watching.add(conn.origin)
-                asyncio.get_running_loop().call_later(due - now, self._unstick, conn.origin)
+            if due is not None:
+                self._watch(conn.origin, due - now)
         conn.idle_since = now
         self._idle.setdefault(conn.origin, []).append(conn)
         self._lru[conn] = None
@@ -229,13 +228,20 @@ class ConnectionPool:
             if token is None:
                 break
             token.spent = True
-            conn = self._idle[origin][-1]
-            del self._lru[conn]
-            self._forget_idle(conn)
-            self._close_later(conn)
-        if due is not None and origin in self._idle and origin not in self._watching:
+            self._close_idle(self._idle[origin][-1])
+        if due is not None and origin in self._idle:
+            self._watch(origin, due - now)
+
+    def _watch(self, origin: Origin, delay: float) -> None:
+        """`_unstick` for `origin` in `delay` seconds, unless it is set already."""
+        if origin not in self._watching:
             self._watching.add(origin)
-            asyncio.get_running_loop().call_later(due - now, self._unstick, origin)
+            asyncio.get_running_loop().call_later(delay, self._unstick, origin)
+
+    def _close_idle(self, conn: Connection) -> None:
+        del self._lru[conn]
+        self._forget_idle(conn)
+        self._close_later(conn)
 
     def _forget_idle(self, conn: Connection) -> None:
         """Take `conn` out of its origin's idle stack (not out of the LRU)."""
@@ -251,9 +257,7 @@ class ConnectionPool:
         cutoff = time.monotonic() - self.idle_timeout
         stale = [conn for conn in self._lru if conn.idle_since <= cutoff]
         for conn in stale:
-            del self._lru[conn]
-            self._forget_idle(conn)
-            self._close_later(conn)
+            self._close_idle(conn)
         if self._lru:
             self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._reap)
 
