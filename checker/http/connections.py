@@ -21,13 +21,14 @@ TCP and TLS handshake per URL. The rules that keep it safe live here and in
   parsed is sent again on a fresh connection before anything is charged to
   the URL (`client.request_head`);
 - an idle connection is closed for each new connection to its host that has
-  waited unanswered for STUCK seconds: a server that takes few connections at once
+  waited unanswered for STUCK seconds (and again each STUCK it still waits):
+  a server that takes few connections at once
   (lighttpd's server.max-connections, Apache's workers) counts our idle ones
   among them and leaves the new ones in its accept queue, unread, until they
   time out (found by a review: healthy pages down behind lighttpd with
   max-connections 4, and 5-10 s waits behind Apache's event MPM). Each close
-  lets the server take one waiting; one each, as a page that is only slow
-  looks the same (`_stuck`); and none stays idle past `idle_timeout`
+  lets the server take one waiting; one at a time each, as a page that is
+  only slow looks the same (`_stuck`); and none stays idle past `idle_timeout`
   (`_reap`). (An HTTPS connection waits no more once its handshake is done:
   the server has taken it.)
 """
@@ -87,11 +88,12 @@ class Connection:
 class Waiting:
     """A request on a new connection, until its answer (`ConnectionPool.waiting`)."""
 
-    __slots__ = ("origin", "spent")
+    __slots__ = ("origin", "spent_at")
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
-        self.spent = False  # an idle connection to its origin was closed for it
+        # When an idle connection to its origin was last closed for it.
+        self.spent_at = float("-inf")
 
 
 def unread(reader: asyncio.StreamReader) -> bytes | bytearray:
@@ -182,7 +184,7 @@ class ConnectionPool:
         if conn.origin in self._fresh:
             token, due = self._stuck(conn.origin, now)
             if token is not None:
-                token.spent = True
+                token.spent_at = now
                 self._close_later(conn)  # its place in the server is the waiting one's
                 return
             if due is not None:
@@ -199,22 +201,28 @@ class ConnectionPool:
 
     def _stuck(self, origin: Origin, now: float) -> tuple[Waiting | None, float | None]:
         """The oldest request on a new connection to `origin` that has waited
-        STUCK and had no idle connection closed for it yet; else None, and
-        when the next such one will have waited STUCK (None: none waits).
+        STUCK, and STUCK since an idle connection was last closed for it;
+        else None, and when the next one will be (None: none waits).
 
-        One close each: a server short of places takes one waiting
-        connection for each place freed, while a page that is only slow
-        (plain HTTP cannot tell the two apart) costs one connection, not the
-        host's reuse: closing every idle connection while a hung page waited
-        made thousands of new connections on a long list, and the ports ran
-        out (found by a review)."""
+        One close at a time each: a server short of places takes one waiting
+        connection for each place freed (the oldest, which may be another's:
+        then this one asks again a STUCK later; with one close for good, a
+        connection could wait out the deadline behind others), while a page
+        that is only slow (plain HTTP cannot tell the two apart) costs one
+        connection a STUCK, not the host's reuse: closing every idle
+        connection while a hung page waited made thousands of new
+        connections on a long list, and the ports ran out (found by a review)."""
+        due = None
         for token, began in self._fresh[origin].items():  # (oldest first)
-            if token.spent:
-                continue
-            if now - began >= STUCK:
+            if now - began < STUCK:
+                # (Younger ones after it: none of them has waited STUCK.)
+                at = began + STUCK
+                return None, at if due is None else min(due, at)
+            if now - token.spent_at >= STUCK:
                 return token, None
-            return None, began + STUCK
-        return None, None
+            at = token.spent_at + STUCK
+            due = at if due is None else min(due, at)
+        return None, due
 
     def _unstick(self, origin: Origin) -> None:
         """Requests on new connections to `origin` may have waited STUCK: an
@@ -227,7 +235,7 @@ class ConnectionPool:
             token, due = self._stuck(origin, now)
             if token is None:
                 break
-            token.spent = True
+            token.spent_at = now
             self._close_idle(self._idle[origin][-1])
         if due is not None and origin in self._idle:
             self._watch(origin, due - now)
