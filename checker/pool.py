@@ -103,6 +103,30 @@ TOO_MANY = (ConnectionRefused, ConnectionReset)
 TURNED_AWAY = 3
 
 
+def turned_away_by(
+    attempt: Attempt, key: tuple[str, str, int], told: int | None, said: Told
+) -> bool:
+    """Whether the attempt met what a host that limits a client's connections
+    does to one too many (hosts.too_many): a new connection refused or reset
+    before any answer, or its first answer a 429 or 503 that asks no time
+    and is not the page's (haproxy's `deny_status 429 if { sc0_conn_cur gt
+    4 }`: a review found 45 of 300 healthy pages down, each 429 read as the
+    host's rate). A Retry-After speaks of time: the host's rate, as ever.
+    (Not a refusal on a kept-alive connection: a backend failing at random
+    does that at any number of connections.)"""
+    if attempt.trace.reused:
+        return False
+    head = attempt.head
+    if head is None:
+        return isinstance(attempt.error, TOO_MANY)
+    return (
+        told in SLOW_DOWN
+        and said is not Told.PAGE
+        and attempt.final_url.origin == key
+        and head.get("retry-after") is None
+    )
+
+
 def _failure(attempt: Attempt) -> str:
     """What an attempt that is retried met, in a few words."""
     if attempt.error is not None:
@@ -279,6 +303,7 @@ class Pool:
         # up (a degraded row said only "up only on attempt 2": found by a review).
         earlier: list[str] = []
         turned = 0  # attempts turned away by the host's limit of connections (not charged)
+        page = False  # its 503s are the page's, not the host's pace (hosts.Told.PAGE)
         waited = 0
         waited_out = 0  # all of them, for the warning
         try:
@@ -326,28 +351,6 @@ class Pool:
                             f"{excusable} earlier attempt{'s' if excusable > 1 else ''} refused"
                             " by the host's rate (429/503) not counted: answered at its pace"
                         )
-                error = attempt.error
-                turned_away = False  # (refused for the host's limit: asked again, whatever it was)
-                if (
-                    head is None
-                    and isinstance(error, TOO_MANY)
-                    and not attempt.trace.reused
-                    and turned < TURNED_AWAY
-                ):
-                    cap = self.hosts.too_many(key)
-                    if cap:
-                        turned += 1
-                        turned_away = True
-                        # Not charged: asked again within the cap. The idle
-                        # connections go (the host counts them too).
-                        free += 1
-                        if self.connections is not None:
-                            self.connections.drop_idle(key)
-                        said.append(
-                            f"a new connection was {error.category} while {cap}"
-                            f" other{'s were' if cap > 1 else ' was'} open to the host:"
-                            f" at most {cap} at once to it from now on"
-                        )
                 said_of_pace = Told.ANSWER
                 if head is not None:
                     asked = parse_retry_after(head.get("retry-after"))
@@ -358,12 +361,40 @@ class Pool:
                         sent,
                         paced,
                         fresh,
+                        page,
+                        attempt.trace.reused,
                     )
-                if told in SLOW_DOWN:
+                    if said_of_pace is Told.PAGE and not page:
+                        page = True
+                        said.append(
+                            f"{told} after {hosts_clock() - sent:.1f} s while the host answered"
+                            " other pages well: this page's failure, not the host's pace"
+                        )
+                turned_away = False  # (refused for the host's limit: asked again, whatever it was)
+                if turned < TURNED_AWAY and turned_away_by(attempt, key, told, said_of_pace):
+                    cap = self.hosts.too_many(key, answered=head is not None)
+                    if cap:
+                        turned += 1
+                        turned_away = True
+                        # Not charged: asked again within the cap. The idle
+                        # connections go (the host counts them too).
+                        free += 1
+                        if self.connections is not None:
+                            self.connections.drop_idle(key)
+                        error = attempt.error
+                        how = f"answered {told}" if error is None else error.category
+                        said.append(
+                            f"a new connection was {how} while {cap}"
+                            f" other{'s were' if cap > 1 else ' was'} open to the host:"
+                            f" at most {cap} at once to it from now on"
+                        )
+                if turned_away:
+                    pass  # (neither the URL's refusal nor an answer: its count goes on)
+                elif told in SLOW_DOWN:
                     rate = said_of_pace in (Told.RATE, Told.CAME_DOWN)
                     waiting = (
                         slowed > 0
-                        and said_of_pace is not Told.NOT_PACE
+                        and said_of_pace not in (Told.NOT_PACE, Told.PAGE)
                         and self.hosts.refusing_all(key, first_heard)
                     )
                     if not slowed:
@@ -385,7 +416,7 @@ class Pool:
                 else:
                     slowed, head_later, excusable, refused_at = 0, False, 0, 0.0
                     holding = self.hosts.hold(key, 0.0, holding) if holding else 0.0
-                if attempt.get_later and head is not None:
+                if attempt.get_later and head is not None and not turned_away:
                     method, head_refused = "GET", head.status
                     said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
                 if silent is None and silent_on_reuse(attempt):

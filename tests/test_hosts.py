@@ -526,3 +526,70 @@ async def test_a_limit_by_the_window_refusing_everything_costs_no_url_its_retrie
     assert states == {"up"} if status == 429 else states <= {"up", "degraded"}, rows
     waited = [r for r in rows.values() if "refused every request" in str(r["warnings"])]
     assert waited, rows
+
+
+async def test_a_slow_503_while_the_host_answered_others_well_is_the_pages() -> None:
+    gate = HostGate(limit=4, cap=60.0)
+    assert await gate.enter(KEY, target(0))
+    now = hosts.clock()
+    gate.told(KEY, 200, None, sent=now - 1.0)  # asked after the refused one, answered
+    assert gate.told(KEY, 503, 5.0, sent=now - 2.0, fresh=True) is Told.PAGE
+    assert gate.penalty(KEY) == 0.0  # (its Retry-After is its own retry's)
+    # Its 503s after it are the page's too, whatever others did meanwhile.
+    assert gate.told(KEY, 503, 5.0, sent=hosts.clock(), page=True) is Told.PAGE
+    assert gate.penalty(KEY) == 0.0
+    # Refused at once (a limit: one request sent about then may pass before
+    # it), or while nothing sent after it was answered: as before.
+    now = hosts.clock()
+    gate.told(KEY, 200, None, sent=now - 0.4)
+    assert gate.told(KEY, 503, None, sent=now - 0.5, fresh=True) is Told.URL
+    assert gate.told(KEY, 503, 5.0, sent=now - 0.4 + 0.001, fresh=True) is Told.RATE
+    assert gate.penalty(KEY) > 0
+    # A 429 is the host's rate, however long it took.
+    gate = HostGate(limit=4, cap=60.0)
+    assert await gate.enter(KEY, target(0))
+    gate.told(KEY, 200, None, sent=now - 1.0)
+    assert gate.told(KEY, 429, None, sent=now - 2.0, fresh=True) is Told.RATE
+
+
+async def test_pages_whose_backend_fails_slowly_do_not_hold_their_host(tmp_path: Path) -> None:
+    # Found by a review (varnish, "503 Backend fetch failed" with
+    # Retry-After: 5 for pages slower than its first_byte_timeout of 2 s):
+    # 2 such pages among 100 good ones doubled the host's pace to 60 s, and
+    # were not charged while nothing else was asked ("the host refused
+    # every request meanwhile"): 271 s. Here 1.2 s and Retry-After: 1.
+    asked: dict[bytes, int] = {}
+
+    async def cache(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            path = (await read_request(reader)).split(b" ")[1]
+            asked[path] = asked.get(path, 0) + 1
+            if path.startswith(b"/broken"):
+                await asyncio.sleep(1.2)
+                writer.write(
+                    b"HTTP/1.1 503 Backend fetch failed\r\nRetry-After: 1\r\n"
+                    b"Content-Length: 0\r\n\r\n"
+                )
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    paths = (
+        ["/broken0"]
+        + [f"/{i}" for i in range(40)]
+        + ["/broken1"]
+        + [f"/{i}" for i in range(40, 80)]
+    )
+    async with raw_server(cache) as port:
+        async with asyncio.timeout(50):
+            rows = await pooled_run(port, paths, tmp_path, per_host=4)
+    broken = [rows["broken0"], rows["broken1"]]
+    assert all(r["state"] == "up" for k, r in rows.items() if not k.startswith("broken")), rows
+    # Down in its three attempts (HEAD, then GETs), each its own retry's
+    # Retry-After apart, and said why.
+    assert [(r["state"], r["attempts"]) for r in broken] == [("down", 3)] * 2, broken
+    assert all(
+        any("this page's failure, not the host's pace" in w for w in r["warnings"])  # type: ignore[attr-defined]
+        for r in broken
+    ), broken
+    assert asked[b"/broken0"] == asked[b"/broken1"] == 3

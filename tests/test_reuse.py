@@ -495,10 +495,14 @@ async def test_a_slow_https_page_keeps_the_other_connections_in_use(
 class PerClientLimit:
     """A server that resets a client's connections past `limit` open at once,
     as haproxy's `tcp-request connection reject if { sc0_conn_cur gt N }`
-    does (or iptables' connlimit): what it does not reset it keeps alive."""
+    does (or iptables' connlimit): what it does not reset it keeps alive.
+    `refuse`: answers them so instead, and closes them (haproxy's
+    `http-request deny deny_status 429 if { sc0_conn_cur gt N }`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, refuse: bytes = b"", delay: float = 0.0) -> None:
         self.limit = limit
+        self.refuse = refuse
+        self.delay = delay
         self.open = 0
         self.reset = 0
 
@@ -507,10 +511,19 @@ class PerClientLimit:
         try:
             if self.open > self.limit:
                 self.reset += 1
+                if self.refuse:
+                    await read_request(reader)
+                    writer.write(self.refuse)
+                    await writer.drain()
+                    return
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return  # (raw_server aborts it: a reset, with SO_LINGER 0)
-            await KeepAliveServer(ok())(reader, writer)
+            while True:
+                await read_request(reader)
+                await asyncio.sleep(self.delay)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
         finally:
             self.open -= 1
 
@@ -538,6 +551,36 @@ async def test_a_host_that_limits_a_clients_connections(tmp_path: Path) -> None:
     ]
     said = [w for r in rows for w in r.warnings if "open to the host" in w]
     assert said and all(w.startswith("a new connection was reset while") for w in said), said
+
+
+@pytest.mark.parametrize("status", [b"429 Too Many Requests", b"503 Service Unavailable"])
+async def test_a_host_that_refuses_a_clients_extra_connections_with_a_status(
+    tmp_path: Path, status: bytes
+) -> None:
+    # Found by a review (haproxy, `deny_status 429` past 4 connections from
+    # one client, 300 pages of 50 ms at the default --per-host 6): 45 to 49
+    # healthy pages down (429), 80 s, each 429 read as the host's rate. A
+    # refusal that is the first answer on a new connection, with no
+    # Retry-After, while other checks to the host are under way, is its
+    # limit of connections: its cap comes down to those, not charged.
+    refusal = b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status
+    server = PerClientLimit(limit=2, refuse=refusal, delay=0.05)
+    async with raw_server(server) as port:
+        lst = tmp_path / "l.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60)))
+        sink = RecordingSink()
+        opts = PoolOptions(concurrency=10, per_host=5, backoff_base=0.05)
+        pool = Pool(check_options(), opts, sink)
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = list(sink.rows.values())
+    assert server.reset > 0  # (the limit was met)
+    states = [r.state for r in rows]
+    assert "down" not in states and states.count("up") >= 55, [
+        (r.url, r.state, r.warnings) for r in rows if r.state != "up"
+    ]
+    said = [w for r in rows for w in r.warnings if "open to the host" in w]
+    start = f"a new connection was answered {status[:3].decode()} while"
+    assert said and all(w.startswith(start) for w in said), said
 
 
 async def test_a_hung_plain_http_page_costs_its_host_one_connection(tmp_path: Path) -> None:
