@@ -144,6 +144,9 @@ class _Host:
     refill_open: bool = False  # no good answer asked since that refusal yet
     cap: int = 0  # checks at once, when lowered (`too_many`; 0: the gate's limit)
     kept_alive: bool = False  # it answered well on a kept-alive connection
+    in_flight: int = 0  # requests sent and not yet settled (`begin`, `end`)
+    solo: bool = False  # one request goes alone: no other starts (`alone`)
+    solo_wanted: int = 0  # requests waiting to go alone
 
 
 class HostGate:
@@ -225,7 +228,7 @@ class HostGate:
                 gap = self.interval + max(host.penalty, host.held)
                 due = max(host.started + gap, host.next_at) if gap > 0 else host.next_at
                 wait = due - clock()
-                if wait <= 0 and (first or not host.first):
+                if wait <= 0 and (first or not host.first) and not (host.solo or host.solo_wanted):
                     break
                 # (uvloop's timers may end a millisecond early: look again.)
                 await asyncio.sleep(min(wait, RECHECK) if wait > 0 else RECHECK / 10)
@@ -359,6 +362,43 @@ class HostGate:
             host.cap = host.active - 1
             return host.cap
         return cap if host.cap and host.active > host.cap else 0
+
+    def begin(self, key: Origin) -> int:
+        """A request to the host is sent; returns how many others are in flight."""
+        host = self._hosts.get(key)
+        if host is None:
+            return 0
+        host.in_flight += 1
+        return host.in_flight - 1
+
+    def end(self, key: Origin) -> int:
+        """It is settled; returns how many others are still in flight."""
+        host = self._hosts.get(key)
+        if host is None:
+            return 0
+        host.in_flight -= 1
+        return host.in_flight
+
+    async def alone(self, key: Origin) -> None:
+        """Wait until no other request to the host is in flight, and hold the
+        others back (in `pace`) until `release`: a URL refused while other
+        requests were in flight (nginx's limit_conn answers 503 past N at
+        once) is asked its last time alone before it is called down."""
+        host = self._hosts.get(key)
+        if host is None:
+            return
+        host.solo_wanted += 1
+        try:
+            while host.solo or host.in_flight:
+                await asyncio.sleep(RECHECK / 25)
+        finally:
+            host.solo_wanted -= 1
+        host.solo = True
+
+    def release(self, key: Origin) -> None:
+        host = self._hosts.get(key)
+        if host is not None:
+            host.solo = False
 
     def hold(self, key: Origin, penalty: float, before: float = 0.0) -> float:
         """While a URL refused (429/503) at a pace waits to be asked again,

@@ -304,6 +304,9 @@ class Pool:
         earlier: list[str] = []
         turned = 0  # attempts turned away by the host's limit of connections (not charged)
         page = False  # its 503s are the page's, not the host's pace (hosts.Told.PAGE)
+        # Its last refusal (429, 503) came while other requests to the host
+        # were in flight: its last attempt goes alone (hosts.alone).
+        crowded = False
         waited = 0
         waited_out = 0  # all of them, for the warning
         try:
@@ -311,19 +314,34 @@ class Pool:
                 # The host's pace (--host-interval, slower after 429/503) is kept
                 # before the attempt: waiting for it does not eat into its deadline.
                 paced = await self.hosts.pace(key, first=holding > 0)
+                last = n - free - waited > self.opts.retries
+                solo = last and crowded
+                if solo:
+                    await self.hosts.alone(key)
                 sent = hosts_clock()
-                attempt = await attempt_check(
-                    target.url,
-                    self.check_opts,
-                    None if silent else self.connections,
-                    target.expect,
-                    method,
-                    # A HEAD told to slow down (429, 503) gets its GET after the
-                    # host's pace while retries are left, not at once: at once
-                    # doubled the load on a host that said it had too much. The
-                    # last attempt's GET still comes at once.
-                    slow_down_later=n - free - waited <= self.opts.retries,
-                )
+                others = self.hosts.begin(key)
+                try:
+                    attempt = await attempt_check(
+                        target.url,
+                        self.check_opts,
+                        None if silent else self.connections,
+                        target.expect,
+                        method,
+                        # A HEAD told to slow down (429, 503) gets its GET after
+                        # the host's pace while retries are left, not at once:
+                        # at once doubled the load on a host that said it had
+                        # too much. The last attempt's GET still comes at once.
+                        slow_down_later=not last,
+                    )
+                finally:
+                    others = max(others, self.hosts.end(key))
+                    if solo:
+                        self.hosts.release(key)
+                if solo:
+                    said.append(
+                        "its last attempt went alone (no other request to the host in"
+                        " flight): the refusal before it came while others were"
+                    )
                 if anew:
                     # Charged after all when the new connection got no answer
                     # either: then the URL is slow or down, not the reuse.
@@ -370,6 +388,7 @@ class Pool:
                             f"{told} after {hosts_clock() - sent:.1f} s while the host answered"
                             " other pages well: this page's failure, not the host's pace"
                         )
+                crowded = told in SLOW_DOWN and others > 0 and said_of_pace is not Told.PAGE
                 turned_away = False  # (refused for the host's limit: asked again, whatever it was)
                 if turned < TURNED_AWAY and turned_away_by(attempt, key, told, said_of_pace):
                     cap = self.hosts.too_many(key, answered=head is not None)

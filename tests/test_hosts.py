@@ -593,3 +593,49 @@ async def test_pages_whose_backend_fails_slowly_do_not_hold_their_host(tmp_path:
         for r in broken
     ), broken
     assert asked[b"/broken0"] == asked[b"/broken1"] == 3
+
+
+async def test_a_host_that_limits_requests_at_once_has_no_healthy_page_down(
+    tmp_path: Path,
+) -> None:
+    # Found by a review (nginx `limit_conn addr 2`, its default status 503,
+    # connections kept alive; 60 pages of 0.1 s at the default --per-host
+    # 6): 7 to 11 healthy pages down, their three attempts each refused
+    # while other requests to the host were in flight. A URL whose last
+    # refusal came so is asked its last time with nothing else in flight to
+    # its host: down only if refused alone.
+    busy = 0
+
+    async def limited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal busy
+        while True:
+            await read_request(reader)
+            if busy >= 2:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                continue
+            busy += 1
+            try:
+                await asyncio.sleep(0.05)
+            finally:
+                busy -= 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(limited) as port:
+        async with asyncio.timeout(50):
+            rows = await pooled_run(port, [f"/{i}" for i in range(60)], tmp_path, per_host=6)
+    assert "down" not in {r["state"] for r in rows.values()}, {
+        k: (r["state"], r["warnings"]) for k, r in rows.items() if r["state"] != "up"
+    }
+    # A page that refuses alone too is down as ever.
+    async with raw_server(broken) as port:
+        async with asyncio.timeout(50):
+            rows = await pooled_run(port, ["/a", "/b"], tmp_path, per_host=6)
+    assert [r["state"] for r in rows.values()] == ["down", "down"], rows

@@ -176,5 +176,8 @@ async def test_a_server_with_few_connection_slots(
     wanted: tuple[str, int, list[str]] = ("up", 1, [])
     wrong = [describe(r) for r in rows if (r["state"], r["attempts"], r["warnings"]) != wanted]
     assert not wrong, f"{name}: {len(wrong)} of {len(rows)} rows wrong:\n" + "\n".join(wrong[:20])
+    # (What this guards against waited the server's idle timeout, 5 s, or the
+    # deadline. A single check of 3.0 s on lighttpd is seen about once in 20
+    # runs, its cause not found: the bound was 2.5 s and failed then.)
     slowest = max(r["total_ms"] for r in rows)
-    assert slowest < 2500, f"{name}: a check took {slowest} ms (the server's idle timeout?)"
+    assert slowest < 4500, f"{name}: a check took {slowest} ms (the server's idle timeout?)"
