@@ -533,24 +533,30 @@ async def test_a_host_that_limits_a_clients_connections(tmp_path: Path) -> None:
     # 6 healthy pages of 300 down, 2 degraded, at the default --per-host 6.
     # A new connection reset or refused while other checks to the host are
     # under way brings its cap down to those, and is not charged.
-    server = PerClientLimit(limit=2)
+    # (Those turned away before the host's first answer are charged: it had
+    # shown no limit yet. Degraded then, never down.)
+    await none_down_behind(PerClientLimit(limit=2), tmp_path, retries=1, said="reset")
+
+
+async def none_down_behind(server: PerClientLimit, tmp_path: Path, retries: int, said: str) -> None:
+    """60 pages behind `server`: none down, 55 up at least, and each that
+    was turned away says how (`a new connection was {said} while ...`)."""
     async with raw_server(server) as port:
         lst = tmp_path / "l.txt"
         lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60)))
         sink = RecordingSink()
-        opts = PoolOptions(concurrency=10, per_host=5, retries=1, backoff_base=0.05)
+        opts = PoolOptions(concurrency=10, per_host=5, retries=retries, backoff_base=0.05)
         pool = Pool(check_options(), opts, sink)
         await pool.run(read_targets([str(lst)]), asyncio.Event())
     rows = list(sink.rows.values())
     assert server.reset > 0  # (the limit was met)
-    # (Those turned away before the host's first answer are charged: it had
-    # shown no limit yet. Degraded then, never down.)
     states = [r.state for r in rows]
     assert "down" not in states and states.count("up") >= 55, [
         (r.url, r.state, r.warnings) for r in rows if r.state != "up"
     ]
-    said = [w for r in rows for w in r.warnings if "open to the host" in w]
-    assert said and all(w.startswith("a new connection was reset while") for w in said), said
+    told = [w for r in rows for w in r.warnings if "open to the host" in w]
+    start = f"a new connection was {said} while"
+    assert told and all(w.startswith(start) for w in told), told
 
 
 @pytest.mark.parametrize("status", [b"429 Too Many Requests", b"503 Service Unavailable"])
@@ -565,22 +571,7 @@ async def test_a_host_that_refuses_a_clients_extra_connections_with_a_status(
     # limit of connections: its cap comes down to those, not charged.
     refusal = b"HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" % status
     server = PerClientLimit(limit=2, refuse=refusal, delay=0.05)
-    async with raw_server(server) as port:
-        lst = tmp_path / "l.txt"
-        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60)))
-        sink = RecordingSink()
-        opts = PoolOptions(concurrency=10, per_host=5, backoff_base=0.05)
-        pool = Pool(check_options(), opts, sink)
-        await pool.run(read_targets([str(lst)]), asyncio.Event())
-    rows = list(sink.rows.values())
-    assert server.reset > 0  # (the limit was met)
-    states = [r.state for r in rows]
-    assert "down" not in states and states.count("up") >= 55, [
-        (r.url, r.state, r.warnings) for r in rows if r.state != "up"
-    ]
-    said = [w for r in rows for w in r.warnings if "open to the host" in w]
-    start = f"a new connection was answered {status[:3].decode()} while"
-    assert said and all(w.startswith(start) for w in said), said
+    await none_down_behind(server, tmp_path, retries=2, said=f"answered {status[:3].decode()}")
 
 
 async def test_a_hung_plain_http_page_costs_its_host_one_connection(tmp_path: Path) -> None:
