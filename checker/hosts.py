@@ -101,6 +101,14 @@ WINDOW = 60.0
 # 271 s. (A limit refuses at once; a request sent at about the same time
 # may be let through before it, and its refusal is not the page's.)
 SLOW_REFUSAL = 1.0
+# The share of a host's requests of late that timed out, each settled one
+# weighing TIMEOUTS_WEIGHT: from OVERLOADED on, with its answers taking
+# SLOW_ANSWERS of the deadline or more, the host takes on more than it
+# serves, and a URL that timed out while others were in flight is asked
+# its last time alone (`alone`).
+TIMEOUTS_WEIGHT = 0.2
+OVERLOADED = 0.5
+SLOW_ANSWERS = 0.25  # (and its answers took this share of the deadline)
 
 
 class Told(enum.Enum):
@@ -147,6 +155,8 @@ class _Host:
     in_flight: int = 0  # requests sent and not yet settled (`begin`, `end`)
     solo: bool = False  # one request goes alone: no other starts (`alone`)
     solo_wanted: int = 0  # requests waiting to go alone
+    timeouts: float = 0.0  # the share of its requests of late that timed out (`end`)
+    took: float = 0.0  # and what those it answered took, a share of the deadline
 
 
 class HostGate:
@@ -371,13 +381,28 @@ class HostGate:
         host.in_flight += 1
         return host.in_flight - 1
 
-    def end(self, key: Origin) -> int:
-        """It is settled; returns how many others are still in flight."""
+    def end(self, key: Origin, timed_out: bool = False, took: float = 0.0) -> int:
+        """It is settled (`timed_out`: with no answer in time; else answered
+        in `took`, a share of the deadline); returns how many others are
+        still in flight."""
         host = self._hosts.get(key)
         if host is None:
             return 0
         host.in_flight -= 1
+        host.timeouts = host.timeouts * (1 - TIMEOUTS_WEIGHT) + TIMEOUTS_WEIGHT * timed_out
+        if not timed_out:
+            host.took = host.took * (1 - TIMEOUTS_WEIGHT) + TIMEOUTS_WEIGHT * took
         return host.in_flight
+
+    def overloaded(self, key: Origin) -> bool:
+        """Whether most of the host's requests of late timed out, and those it
+        answered took a good share of the deadline: a server taking on more
+        than it serves. (Not pages that hang on a host that answers the others
+        at once: at the end of a list only they are left, all timing out, and
+        asked alone each held its host a deadline: 2,000 pages with 20 hung,
+        42 s, not 17.)"""
+        host = self._hosts.get(key)
+        return host is not None and host.timeouts >= OVERLOADED and host.took >= SLOW_ANSWERS
 
     async def alone(self, key: Origin) -> None:
         """Wait until no other request to the host is in flight, and hold the

@@ -306,7 +306,9 @@ class Pool:
         page = False  # its 503s are the page's, not the host's pace (hosts.Told.PAGE)
         # Its last refusal (429, 503) came while other requests to the host
         # were in flight: its last attempt goes alone (hosts.alone).
-        crowded = False
+        # (Or it timed out so while most of the host's requests did: a server
+        # with two workers and a 3 s page, --per-host 10, 30 pages: 24 down.)
+        crowded = ""
         waited = 0
         waited_out = 0  # all of them, for the warning
         try:
@@ -333,14 +335,19 @@ class Pool:
                         # too much. The last attempt's GET still comes at once.
                         slow_down_later=not last,
                     )
+                except BaseException:
+                    self.hosts.end(key)
+                    raise
                 finally:
-                    others = max(others, self.hosts.end(key))
                     if solo:
                         self.hosts.release(key)
+                timed_out = isinstance(attempt.error, CheckTimeout)
+                took = (hosts_clock() - sent) / self.check_opts.timeout
+                others = max(others, self.hosts.end(key, timed_out, took))
                 if solo:
                     said.append(
                         "its last attempt went alone (no other request to the host in"
-                        " flight): the refusal before it came while others were"
+                        f" flight): the {crowded} before it came while others were"
                     )
                 if anew:
                     # Charged after all when the new connection got no answer
@@ -388,7 +395,12 @@ class Pool:
                             f"{told} after {hosts_clock() - sent:.1f} s while the host answered"
                             " other pages well: this page's failure, not the host's pace"
                         )
-                crowded = told in SLOW_DOWN and others > 0 and said_of_pace is not Told.PAGE
+                crowded = ""
+                if others > 0:
+                    if told in SLOW_DOWN and said_of_pace is not Told.PAGE:
+                        crowded = "refusal"
+                    elif timed_out and self.hosts.overloaded(key):
+                        crowded = "timeout"
                 turned_away = False  # (refused for the host's limit: asked again, whatever it was)
                 if turned < TURNED_AWAY and turned_away_by(attempt, key, told, said_of_pace):
                     cap = self.hosts.too_many(key, answered=head is not None)

@@ -639,3 +639,68 @@ async def test_a_host_that_limits_requests_at_once_has_no_healthy_page_down(
         async with asyncio.timeout(50):
             rows = await pooled_run(port, ["/a", "/b"], tmp_path, per_host=6)
     assert [r["state"] for r in rows.values()] == ["down", "down"], rows
+
+
+async def test_a_server_taking_on_more_than_it_serves_has_few_healthy_pages_down(
+    tmp_path: Path,
+) -> None:
+    # Found by a review (Apache prefork, 2 workers, a 3 s CGI page, 30 pages
+    # at --per-host 10): 24 to 30 healthy pages down, timeouts. The server
+    # serves what it took even after checker gave up on it, so each retry
+    # waited behind the abandoned requests. A URL that timed out while
+    # others were in flight, on a host most of whose requests time out and
+    # whose answers are slow, is asked its last time alone. Here 2 workers,
+    # 0.5 s a page, 16 pages 8 at a time, a deadline of 1.6 s.
+    workers = asyncio.Semaphore(2)
+
+    async def prefork(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            async with workers:
+                await asyncio.sleep(0.5)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with raw_server(prefork) as port:
+        lst = tmp_path / "urls.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(16)))
+        sink = RecordingSink()
+        opts = PoolOptions(concurrency=8, per_host=8, retries=2, backoff_base=0.05)
+        async with asyncio.timeout(50):
+            await Pool(check_options(timeout=1.6), opts, sink).run(
+                read_targets([str(lst)]), asyncio.Event()
+            )
+    rows = list(sink.rows.values())
+    down = [(r.url, r.error, r.warnings) for r in rows if r.state == "down"]
+    assert len(down) <= 2, down
+    alone = [r for r in rows if any("went alone" in w for w in r.warnings)]
+    assert alone, [(r.url, r.state, r.warnings) for r in rows]
+
+
+async def test_pages_that_hang_on_a_host_that_answers_the_rest_do_not_go_alone(
+    tmp_path: Path,
+) -> None:
+    # The rule above must not take hung pages for an overloaded host: at the
+    # end of a list only they are left, all timing out, and each asked alone
+    # held its host a whole deadline (2,000 pages with 20 hung: 42 s, not 17).
+    async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            await asyncio.sleep(30 if b" /hang" in request else 0.01)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    paths = [f"/hang{i}" if i % 20 == 0 else f"/{i}" for i in range(100)]
+    async with raw_server(pages) as port:
+        lst = tmp_path / "urls.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
+        sink = RecordingSink()
+        opts = PoolOptions(concurrency=8, per_host=8, retries=2, backoff_base=0.05)
+        async with asyncio.timeout(50):
+            await Pool(check_options(timeout=0.8), opts, sink).run(
+                read_targets([str(lst)]), asyncio.Event()
+            )
+    rows = list(sink.rows.values())
+    assert [r.state for r in rows if "/hang" in r.url] == ["down"] * 5
+    assert all(r.state == "up" for r in rows if "/hang" not in r.url)
+    assert not [r.url for r in rows if any("went alone" in w for w in r.warnings)]
