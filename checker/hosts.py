@@ -36,7 +36,9 @@ answers its first request 429 or 503 asking no time, while other checks to
 it are under way limits the connections a client may hold (haproxy's
 sc_conn_cur, with a reject or a deny_status; iptables' connlimit): its cap
 comes down to the checks it was serving (`too_many`), for the rest of the
-run, and the attempt is not charged.
+run, and the attempt is not charged. A URL refused while other requests to
+its host were in flight, or timed out so on a host that is `overloaded`, is
+asked its last time alone (`alone`, `release`; in flight: `begin`, `end`).
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -408,7 +410,8 @@ class HostGate:
         """Wait until no other request to the host is in flight, and hold the
         others back (in `pace`) until `release`: a URL refused while other
         requests were in flight (nginx's limit_conn answers 503 past N at
-        once) is asked its last time alone before it is called down."""
+        once), or timed out so on a host that is `overloaded`, is asked its
+        last time alone before it is called down."""
         host = self._hosts.get(key)
         if host is None:
             return

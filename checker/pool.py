@@ -317,7 +317,7 @@ class Pool:
                 # before the attempt: waiting for it does not eat into its deadline.
                 paced = await self.hosts.pace(key, first=holding > 0)
                 last = n - free - waited > self.opts.retries
-                solo = last and crowded
+                solo = last and bool(crowded)
                 if solo:
                     await self.hosts.alone(key)
                 sent = hosts_clock()

@@ -79,6 +79,20 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
+def slow_pages(slow: bytes, slow_s: float, fast_s: float) -> Handler:
+    """A kept-alive server answering 200 after `fast_s`, or after `slow_s`
+    for a request whose head holds `slow` (b" /hang ": a page that hangs)."""
+
+    async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            await asyncio.sleep(slow_s if slow in request else fast_s)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    return pages
+
+
 class RecordingSink:
     """A pool sink that keeps results in memory and refuses a row twice."""
 

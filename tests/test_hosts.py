@@ -19,7 +19,7 @@ from checker.hosts import HostGate, Told
 from checker.pool import Pool, PoolOptions
 from checker.targets import Target, read_targets
 from checker.url import parse_url
-from tests.helpers import RecordingSink, check_options, raw_server, read_request
+from tests.helpers import RecordingSink, check_options, raw_server, read_request, slow_pages
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
@@ -683,15 +683,8 @@ async def test_pages_that_hang_on_a_host_that_answers_the_rest_do_not_go_alone(
     # The rule above must not take hung pages for an overloaded host: at the
     # end of a list only they are left, all timing out, and each asked alone
     # held its host a whole deadline (2,000 pages with 20 hung: 42 s, not 17).
-    async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            request = await read_request(reader)
-            await asyncio.sleep(30 if b" /hang" in request else 0.01)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-
     paths = [f"/hang{i}" if i % 20 == 0 else f"/{i}" for i in range(100)]
-    async with raw_server(pages) as port:
+    async with raw_server(slow_pages(b" /hang", 30, 0.01)) as port:
         lst = tmp_path / "urls.txt"
         lst.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
         sink = RecordingSink()

@@ -24,6 +24,7 @@ from tests.helpers import (
     ok,
     raw_server,
     read_request,
+    slow_pages,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -470,14 +471,7 @@ async def test_a_slow_https_page_keeps_the_other_connections_in_use(
     # The rule above must not cost a slow page's host its reuse: a finished
     # TLS handshake says the server took the connection, so a slow HTTPS
     # page is no new connection waiting for a place.
-    async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            request = await read_request(reader)
-            await asyncio.sleep(2.0 if b" /slow " in request else 0.05)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-
-    async with raw_server(pages, server_tls) as port:
+    async with raw_server(slow_pages(b" /slow ", 2.0, 0.05), server_tls) as port:
         lst = tmp_path / "l.txt"
         urls = [f"https://127.0.0.1:{port}/slow"] + [
             f"https://127.0.0.1:{port}/{i}" for i in range(30)
@@ -581,15 +575,12 @@ async def test_a_hung_plain_http_page_costs_its_host_one_connection(tmp_path: Pa
     # 1,616 connections for 2,000 pages (20 before), and on a long list the
     # ports ran out (healthy pages `unreachable`). One close for each.
     connections = 0
+    hanging = slow_pages(b" /hang ", 30, 0.05)
 
     async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            request = await read_request(reader)
-            await asyncio.sleep(30 if b" /hang " in request else 0.05)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
+        await hanging(reader, writer)
 
     async with raw_server(pages) as port:
         lst = tmp_path / "l.txt"
