@@ -31,14 +31,15 @@ has the pool wait for it, up to WINDOW, rather than charge the URLs
 answered well a request sent after it is the page's, and keeps no pace
 (`Told.PAGE`).
 
-A host that answered well and then refuses or resets a new connection, or
-answers its first request 429 or 503 asking no time, while other checks to
-it are under way limits the connections a client may hold (haproxy's
-sc_conn_cur, with a reject or a deny_status; iptables' connlimit): its cap
-comes down to the checks it was serving (`too_many`), for the rest of the
-run, and the attempt is not charged. A URL refused while other requests to
-its host were in flight, or timed out so on a host that is `overloaded`, is
-asked its last time alone (`alone`, `release`; in flight: `begin`, `end`).
+A host that refuses or resets a new connection, or answers its first
+request 429 or 503 asking no time, while other requests to it are in flight
+limits the connections a client may hold (haproxy's sc_conn_cur, with a
+reject or a deny_status; iptables' connlimit; nghttpx): its cap comes down
+(`too_many`), for the rest of the run, the attempt is not charged, and the
+check asks again only within the cap (`within_cap`). A URL refused while
+other requests to its host were in flight, or timed out so on a host that
+is `overloaded`, is asked its last time alone (`alone`, `release`; in
+flight: `begin`, `end`).
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -113,6 +114,20 @@ OVERLOADED = 0.5
 SLOW_ANSWERS = 0.25  # (and its answers took this share of the deadline)
 
 
+# The answers on kept-alive connections whose times `too_many` reads.
+SERVED = 64
+
+
+def _most_at_once(spans: deque[tuple[float, float]]) -> int:
+    """The most of these (start, end) spans that overlap at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    most = now = 0
+    for _, step in edges:  # (an end before a start at the same time)
+        now += step
+        most = max(most, now)
+    return most
+
+
 class Told(enum.Enum):
     """What an answer says of the host's pace (`HostGate.told`)."""
 
@@ -153,8 +168,16 @@ class _Host:
     refused_heard: float = float("-inf")  # and came back
     refill_open: bool = False  # no good answer asked since that refusal yet
     cap: int = 0  # checks at once, when lowered (`too_many`; 0: the gate's limit)
+    # Checks turned away by its limit of connections, waiting for a place
+    # within the cap to ask again (`within_cap`).
+    turned: deque[asyncio.Future[None]] = field(default_factory=deque)
+    # When its last answers on kept-alive connections were sent and heard:
+    # the most of them at once is what it served (`too_many`'s floor).
+    served: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=SERVED))
+    resets_all: bool = False  # it reset a connection alone, never answering well
     kept_alive: bool = False  # it answered well on a kept-alive connection
     in_flight: int = 0  # requests sent and not yet settled (`begin`, `end`)
+    begun: int = 0  # and all those sent
     solo: bool = False  # one request goes alone: no other starts (`alone`)
     solo_wanted: int = 0  # requests waiting to go alone
     timeouts: float = 0.0  # the share of its requests of late that timed out (`end`)
@@ -208,6 +231,14 @@ class HostGate:
             # (Lowered meanwhile: this place goes; the others take the backlog.)
             host.active -= 1
             return None
+        if host.turned:
+            # (A check turned away by its limit waits for it: it goes first.)
+            held = host.active
+            host.active -= 1
+            self._admit(host)
+            if host.active == held:
+                return None  # (handed over)
+            host.active += 1  # (none waits still: the backlog, as ever)
         if host.backlog:
             self._parked -= 1
             return host.backlog.popleft()
@@ -337,6 +368,8 @@ class HostGate:
             host.refill_open = False
         host.good_sent = sent if host.good_sent is None else max(host.good_sent, sent)
         host.kept_alive |= reused
+        if reused:
+            host.served.append((sent, clock()))
         host.accepted = max(host.accepted, paced)
         if host.floor:
             host.floor = host.floor * FLOOR_DECAY if host.floor > 0.01 else 0.0
@@ -345,48 +378,113 @@ class HostGate:
             host.penalty = max(halved, host.floor)
         return Told.ANSWER
 
-    def too_many(self, key: Origin, answered: bool = False) -> int:
+    def too_many(
+        self, key: Origin, others: int, answered: bool = False, reset: bool = False
+    ) -> int:
         """A new connection to the host was refused or reset before an answer
         (`answered`: its first answer refused it, asking no time;
-        pool.turned_away_by): if the host answered well before and other
-        checks to it are under way, it limits a client's connections: its
-        cap comes down to those others. Returns the cap, or 0 when it
-        neither came down nor is still above it (the checks under way keep
-        their places until they leave: one turned away meanwhile is the
-        limit's too; the pool bounds how often, or a host refusing
-        everything would have them ask for ever). An answered one only on a
-        host that keeps connections alive: one that closes every connection
-        answers each request on a new one, and a backend failing at random
-        there would take the cap down to 1 (10% of 300 pages 503: 72 s, not
-        30, measured with refusals on kept-alive connections counted)."""
+        pool.turned_away_by) while `others` requests to it were in flight:
+        the host limits a client's connections. Returns its cap (the check
+        asks again within it, not charged: the pool bounds how often), or
+        0: charged.
+
+        A refused or reset one steps the cap down one (from the checks
+        under way, if fewer), for each: nghttpx resets 16 of a burst of 20
+        at its limit of 4, and the cap had come down to 19 only, each
+        turned away in turn. Not below the most requests it answered at
+        once on kept-alive connections of late: a limit counts a connection
+        checker closed a little longer, and one turned away then says
+        nothing new. Before the host's first good answer, only a reset
+        counts (nghttpx, from the first burst; a refused one is a closed
+        port), until one comes with no other request in flight: that host
+        resets everything, and its cap comes back.
+
+        An answered one brings the cap down to the checks under way, less
+        itself: haproxy's deny_status counts every connection, idle ones
+        too, when a request comes, and refuses a whole burst that comes at
+        once (6 new connections at a limit of 4: all 429); stepping down
+        for each took the cap to 1. Only with as many others in flight as
+        it answered at once on kept-alive connections of late, or more (a
+        limit refuses past it; a backend failing at random fails a request
+        on the new connection that replaced one it was refused on as well,
+        and took the cap to 1: 300 pages, 58 s, not 20). And only on a host
+        that has answered well on a kept-alive connection: one that closes
+        every connection answers
+        each request on a new one, and a backend failing at random there
+        would take the cap down to 1 (10% of 300 pages 503: 72 s, not 30,
+        measured with refusals on kept-alive connections counted); and a
+        429 or 503 before any good answer may be a backend failing every
+        other request, which must not be up."""
         host = self._hosts.get(key)
-        if (
-            host is None
-            or host.good_sent is None
-            or host.active < 2
-            or (answered and not host.kept_alive)
-        ):
-            # (One that never answered well resets or refuses everything: a
-            # broken server, a closed port; its checks keep their pace.)
+        if host is None:
             return 0
-        cap = host.cap or self.limit
-        if host.active - 1 < cap:
-            host.cap = host.active - 1
-            return host.cap
-        return cap if host.cap and host.active > host.cap else 0
+        if answered:
+            if not host.kept_alive or host.active < 2 or others < _most_at_once(host.served):
+                return 0
+            cap = host.cap or self.limit
+            if host.active - 1 < cap:
+                host.cap = host.active - 1
+                return host.cap
+            return cap if host.cap and host.active > host.cap else 0
+        if host.good_sent is None:
+            if host.resets_all or not reset:
+                return 0
+            if not others:
+                host.resets_all, host.cap = True, 0
+                self._admit(host)
+                return 0
+        if host.active < 2:
+            return 0
+        floor = max(1, _most_at_once(host.served))
+        host.cap = max(floor, min(host.cap or self.limit, host.active) - 1)
+        return host.cap
+
+    async def within_cap(self, key: Origin) -> None:
+        """A check turned away by the host's limit of connections (`too_many`)
+        asks again only within its cap: while the host has more checks than
+        that, it gives its place up and waits for one (those turned away
+        asked again at once, holding their places, and each used up its
+        turns before the cap came down to the limit: nghttpx, healthy pages
+        down)."""
+        host = self._hosts.get(key)
+        if host is None or not host.cap or host.active <= host.cap:
+            return
+        host.active -= 1
+        waiting = asyncio.get_running_loop().create_future()
+        host.turned.append(waiting)
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            if waiting.cancelled() or not waiting.done():
+                host.turned.remove(waiting)
+                host.active += 1  # (its place back, for the worker to leave)
+            raise
+
+    def _admit(self, host: _Host) -> None:
+        """Hand places within the cap to the checks waiting in `within_cap`."""
+        while host.turned and host.active < (host.cap or self.limit):
+            waiting = host.turned.popleft()
+            if not waiting.done():
+                host.active += 1
+                waiting.set_result(None)
 
     def begin(self, key: Origin) -> int:
-        """A request to the host is sent; returns how many others are in flight."""
+        """A request to the host is sent; returns its mark, for `end`."""
         host = self._hosts.get(key)
         if host is None:
             return 0
         host.in_flight += 1
-        return host.in_flight - 1
+        host.begun += 1
+        # (Those in flight now, less those begun so far: `end` adds those
+        # begun by then.)
+        return host.in_flight - host.begun
 
-    def end(self, key: Origin, timed_out: bool = False, took: float = 0.0) -> int:
+    def end(self, key: Origin, mark: int = 0, timed_out: bool = False, took: float = 0.0) -> int:
         """It is settled (`timed_out`: with no answer in time; else answered
-        in `took`, a share of the deadline); returns how many others are
-        still in flight."""
+        in `took`, a share of the deadline); returns how many other requests
+        to the host were in flight while it was (from `begin`'s `mark`): a
+        burst turned away at once by a limit is settled one by one, and the
+        last of them would count none."""
         host = self._hosts.get(key)
         if host is None:
             return 0
@@ -394,7 +492,7 @@ class HostGate:
         host.timeouts = host.timeouts * (1 - TIMEOUTS_WEIGHT) + TIMEOUTS_WEIGHT * timed_out
         if not timed_out:
             host.took = host.took * (1 - TIMEOUTS_WEIGHT) + TIMEOUTS_WEIGHT * took
-        return host.in_flight
+        return mark + host.begun - 1
 
     def overloaded(self, key: Origin) -> bool:
         """Whether most of the host's requests of late timed out, and those it
@@ -480,7 +578,7 @@ class HostGate:
             host.backlog.clear()
 
     def _forget(self, key: Origin, host: _Host) -> None:
-        if host.active or host.backlog or host.waiters:
+        if host.active or host.backlog or host.waiters or host.turned:
             return
         self._calls += 1
         now = clock()
@@ -497,6 +595,7 @@ class HostGate:
             not host.active
             and not host.backlog
             and not host.waiters
+            and not host.turned
             and host.next_at <= now
             and host.started + self.interval <= now
         )

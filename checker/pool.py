@@ -21,7 +21,7 @@ from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
 from checker.expect import DOWN
-from checker.hosts import HOLD, SLOW_DOWN, HostGate, Told
+from checker.hosts import HOLD, SLOW_DOWN, SLOW_REFUSAL, HostGate, Told
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import (
@@ -104,14 +104,15 @@ TURNED_AWAY = 3
 
 
 def turned_away_by(
-    attempt: Attempt, key: tuple[str, str, int], told: int | None, said: Told
+    attempt: Attempt, key: tuple[str, str, int], told: int | None, slow: bool
 ) -> bool:
     """Whether the attempt met what a host that limits a client's connections
     does to one too many (hosts.too_many): a new connection refused or reset
     before any answer, or its first answer a 429 or 503 that asks no time
-    and is not the page's (haproxy's `deny_status 429 if { sc0_conn_cur gt
-    4 }`: a review found 45 of 300 healthy pages down, each 429 read as the
-    host's rate). A Retry-After speaks of time: the host's rate, as ever.
+    and was not `slow` (the page's: a limit refuses at once; haproxy's
+    `deny_status 429 if { sc0_conn_cur gt 4 }`: a review found 45 of 300
+    healthy pages down, each 429 read as the host's rate). A Retry-After
+    speaks of time: the host's rate, as ever.
     (Not a refusal on a kept-alive connection: a backend failing at random
     does that at any number of connections.)"""
     if attempt.trace.reused:
@@ -121,7 +122,7 @@ def turned_away_by(
         return isinstance(attempt.error, TOO_MANY)
     return (
         told in SLOW_DOWN
-        and said is not Told.PAGE
+        and not slow
         and attempt.final_url.origin == key
         and head.get("retry-after") is None
     )
@@ -321,7 +322,7 @@ class Pool:
                 if solo:
                     await self.hosts.alone(key)
                 sent = hosts_clock()
-                others = self.hosts.begin(key)
+                mark = self.hosts.begin(key)
                 try:
                     attempt = await attempt_check(
                         target.url,
@@ -336,14 +337,14 @@ class Pool:
                         slow_down_later=not last,
                     )
                 except BaseException:
-                    self.hosts.end(key)
+                    self.hosts.end(key, mark)
                     raise
                 finally:
                     if solo:
                         self.hosts.release(key)
                 timed_out = isinstance(attempt.error, CheckTimeout)
                 took = (hosts_clock() - sent) / self.check_opts.timeout
-                others = max(others, self.hosts.end(key, timed_out, took))
+                others = self.hosts.end(key, mark, timed_out, took)  # (while in flight)
                 if solo:
                     said.append(
                         "its last attempt went alone (no other request to the host in"
@@ -351,9 +352,16 @@ class Pool:
                     )
                 if anew:
                     # Charged after all when the new connection got no answer
-                    # either: then the URL is slow or down, not the reuse.
-                    anew, free = False, free + int(attempt.head is not None)
-                    said.append(self._answered_anew(silent_at, attempt, silent or ""))
+                    # either: then the URL is slow or down, not the reuse. And
+                    # when its host answered on kept-alive connections before:
+                    # its reuse works, and the silence was the page's (caddy,
+                    # a page whose HEAD never answers: up, and the host's
+                    # reuse stopped, where on a new connection it was degraded).
+                    assert self.connections is not None  # (a silence is on reuse only)
+                    reuse_works = self.connections.reuse_works(silent_at)
+                    excused = attempt.head is not None and not reuse_works
+                    anew, free = False, free + int(excused)
+                    said.append(self._answered_anew(silent_at, attempt, silent or "", reuse_works))
                 head = attempt.head
                 # (A status the row expects is its answer, no slow-down: a
                 # maintenance page's 503.)
@@ -376,8 +384,31 @@ class Pool:
                             f"{excusable} earlier attempt{'s' if excusable > 1 else ''} refused"
                             " by the host's rate (429/503) not counted: answered at its pace"
                         )
+                turned_away = False  # (refused for the host's limit: asked again, whatever it was)
+                slow = page or hosts_clock() - sent >= SLOW_REFUSAL  # (a limit refuses at once)
+                if turned < TURNED_AWAY and turned_away_by(attempt, key, told, slow):
+                    reset = isinstance(attempt.error, ConnectionReset)
+                    cap = self.hosts.too_many(key, others, answered=head is not None, reset=reset)
+                    if cap:
+                        turned += 1
+                        turned_away = True
+                        # Not charged: asked again within the cap. The idle
+                        # connections go (the host counts them too).
+                        free += 1
+                        if self.connections is not None:
+                            self.connections.drop_idle(key)
+                        error = attempt.error
+                        how = f"answered {told}" if error is None else error.category
+                        said.append(
+                            f"a new connection was {how} while {others}"
+                            f" other{'s were' if others > 1 else ' was'} open to the host:"
+                            f" at most {cap} at once to it from now on"
+                        )
                 said_of_pace = Told.ANSWER
-                if head is not None:
+                if head is not None and not turned_away:
+                    # (Not one turned away by its limit of connections: that
+                    # is no rate, and a pace would space out the checks that
+                    # its cap still lets go at once.)
                     asked = parse_retry_after(head.get("retry-after"))
                     said_of_pace = self.hosts.told(
                         key,
@@ -396,29 +427,11 @@ class Pool:
                             " other pages well: this page's failure, not the host's pace"
                         )
                 crowded = ""
-                if others > 0:
+                if others > 0 and not turned_away:
                     if told in SLOW_DOWN and said_of_pace is not Told.PAGE:
                         crowded = "refusal"
                     elif timed_out and self.hosts.overloaded(key):
                         crowded = "timeout"
-                turned_away = False  # (refused for the host's limit: asked again, whatever it was)
-                if turned < TURNED_AWAY and turned_away_by(attempt, key, told, said_of_pace):
-                    cap = self.hosts.too_many(key, answered=head is not None)
-                    if cap:
-                        turned += 1
-                        turned_away = True
-                        # Not charged: asked again within the cap. The idle
-                        # connections go (the host counts them too).
-                        free += 1
-                        if self.connections is not None:
-                            self.connections.drop_idle(key)
-                        error = attempt.error
-                        how = f"answered {told}" if error is None else error.category
-                        said.append(
-                            f"a new connection was {how} while {cap}"
-                            f" other{'s were' if cap > 1 else ' was'} open to the host:"
-                            f" at most {cap} at once to it from now on"
-                        )
                 if turned_away:
                     pass  # (neither the URL's refusal nor an answer: its count goes on)
                 elif told in SLOW_DOWN:
@@ -491,19 +504,28 @@ class Pool:
                     return make_result(target, attempt, n, free)
                 earlier.append(f"attempt {n} failed: {_failure(attempt)}")
                 await asyncio.sleep(retry_delay(n, attempt, self.opts))
+                if turned_away:
+                    await self.hosts.within_cap(key)
                 n += 1
         finally:
             if holding:  # (settled: down, up, or the run stopped)
                 self.hosts.hold(key, 0.0, holding)
 
-    def _answered_anew(self, origin: tuple[str, str, int], attempt: Attempt, silent: str) -> str:
+    def _answered_anew(
+        self, origin: tuple[str, str, int], attempt: Attempt, silent: str, reuse_works: bool
+    ) -> str:
         """The warning of the attempt made on a new connection after a kept-
         alive one went silent; when it was answered, the host's connections
-        are not reused for the rest of the run."""
+        are not reused for the rest of the run, unless `reuse_works`."""
         how = f"{silent} on a kept-alive connection got no answer in time"
         again = "a GET" if silent == "HEAD" else "the request"
         if attempt.head is None:
             return f"{how}; {again} on a new connection got none either"
+        if reuse_works:
+            return (
+                f"{how}; {again} on a new connection was answered: the host answered"
+                " on kept-alive connections before, so the silence was the page's"
+            )
         assert self.connections is not None
         if self.connections.stop_reusing(origin):
             return (

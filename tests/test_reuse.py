@@ -263,6 +263,36 @@ async def test_a_host_that_goes_silent_on_a_kept_alive_connection(
     assert all(r.attempts == 1 and not r.warnings and not r.reused for r in rows[2:]), rows[2:]
 
 
+async def test_a_page_whose_head_hangs_on_a_host_that_keeps_connections_alive(
+    tmp_path: Path,
+) -> None:
+    # Found by a review (caddy, one page whose HEAD never answers, GET fine):
+    # asked on a kept-alive connection, the page was up and the host's
+    # connections were no longer reused, where the same page asked on a new
+    # connection was degraded. A host that answered on kept-alive connections
+    # before keeps its reuse: the silence was the page's, and is charged.
+    async with raw_server(slow_pages(b"HEAD /hang ", 30, 0.0)) as port:
+        sink = RecordingSink()
+        pool = Pool(
+            check_options(timeout=1.0), PoolOptions(concurrency=1, per_host=1, retries=1), sink
+        )
+        lst = tmp_path / "l.txt"
+        paths = ["0", "1", "hang", "2", "3"]
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{p}\n" for p in paths))
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = [sink.rows[i] for i in range(5)]
+    hang = rows[2]
+    assert (hang.state, hang.reasons, hang.attempts) == (
+        "degraded",
+        ("up only on attempt 2",),
+        2,
+    ), hang
+    said = " ".join(hang.warnings)
+    assert "no longer reused" not in said and "the page's" in said, hang.warnings
+    # (The page's GET had a connection of its own: the next page opens one.)
+    assert [r.state for r in rows[3:]] == ["up", "up"] and rows[4].reused
+
+
 @pytest.mark.parametrize("retries", [0, 1])
 async def test_a_host_that_goes_silent_altogether_is_down(retries: int, tmp_path: Path) -> None:
     # The other side: once the new connection gets no answer either, the URL
@@ -532,15 +562,37 @@ async def test_a_host_that_limits_a_clients_connections(tmp_path: Path) -> None:
     await none_down_behind(PerClientLimit(limit=2), tmp_path, retries=1, said="reset")
 
 
-async def none_down_behind(server: PerClientLimit, tmp_path: Path, retries: int, said: str) -> None:
+async def test_a_host_that_resets_connections_past_its_limit_from_the_first_burst(
+    tmp_path: Path,
+) -> None:
+    # Found by a review (nghttpx, worker-frontend-connections=4, 600 pages,
+    # --per-host 20 --method GET --retries 0): 3 to 18 healthy pages down,
+    # `reset`. The resets of the first burst came before the host had
+    # answered anything and were charged, and the cap came down one below
+    # the checks under way (19, then 18 ...) while those turned away asked
+    # again at once, holding their places: each used up its turns before
+    # the cap reached the limit. Now the first burst's resets count, the cap
+    # steps down one for each, and one turned away asks again only within it.
+    server = PerClientLimit(limit=2, delay=0.02)
+    await none_down_behind(server, tmp_path, retries=0, said="reset", per_host=10, method="GET")
+
+
+async def none_down_behind(
+    server: PerClientLimit,
+    tmp_path: Path,
+    retries: int,
+    said: str,
+    per_host: int = 5,
+    method: str = "HEAD",
+) -> None:
     """60 pages behind `server`: none down, 55 up at least, and each that
     was turned away says how (`a new connection was {said} while ...`)."""
     async with raw_server(server) as port:
         lst = tmp_path / "l.txt"
         lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(60)))
         sink = RecordingSink()
-        opts = PoolOptions(concurrency=10, per_host=5, retries=retries, backoff_base=0.05)
-        pool = Pool(check_options(), opts, sink)
+        opts = PoolOptions(concurrency=10, per_host=per_host, retries=retries, backoff_base=0.05)
+        pool = Pool(check_options(method=method), opts, sink)
         await pool.run(read_targets([str(lst)]), asyncio.Event())
     rows = list(sink.rows.values())
     assert server.reset > 0  # (the limit was met)

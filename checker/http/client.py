@@ -381,9 +381,16 @@ def _headers(config: ClientConfig, keep: bool) -> tuple[tuple[str, str], ...]:
     return base if keep else (*base, ("Connection", "close"))
 
 
+# A connection a request was refused on is not kept: a limit of a client's
+# connections counts the idle ones too (haproxy's deny_status 429 past 4: a
+# first burst of 6, refused whole and kept idle, held its host over the
+# limit, and every request was refused for 7 s, until they timed out idle).
+REFUSED = frozenset({429, 503})
+
+
 def _persistent(head: wire.ResponseHead) -> bool:
     connection = head.get("connection")
-    if head.status == 101 or wire.has_token(connection, "close"):
+    if head.status == 101 or head.status in REFUSED or wire.has_token(connection, "close"):
         return False
     return head.version == "1.1" or wire.has_token(connection, "keep-alive")
 

@@ -54,6 +54,8 @@ CLOSE_TIMEOUT = 1.0
 # handshakes at once, 0.3 s here); a slow page on a server with room only
 # costs idle connections their reuse.
 STUCK = 1.0
+# The hosts whose kept-alive connections answered that a pool remembers.
+REUSE_WORKS = 4096
 
 
 @dataclass(eq=False, slots=True)
@@ -122,6 +124,9 @@ class ConnectionPool:
         self._lru: OrderedDict[Connection, None] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._not_reused: set[Origin] = set()  # hosts whose keep-alive proved broken
+        # Hosts that answered a request on a kept-alive connection (`reuse_works`;
+        # the latest REUSE_WORKS of them: memory follows no list's length).
+        self._reuse_works: dict[Origin, None] = {}
         # Requests on new connections not answered yet, by origin: when each
         # began (its connect), oldest first (`waiting`, `answered`).
         self._fresh: dict[Origin, dict[Waiting, float]] = {}
@@ -154,6 +159,12 @@ class ConnectionPool:
         self.drop_idle(origin)
         return True
 
+    def reuse_works(self, origin: Origin) -> bool:
+        """Whether `origin` answered a request on a kept-alive connection in
+        this run (of late): one of its requests that goes unanswered on one
+        is the page's, not the reuse's."""
+        return origin in self._reuse_works
+
     def waiting(self, origin: Origin) -> Waiting:
         """A request to `origin` is to go on a new connection: from its
         connect until `answered`, idle connections to `origin` do not stay
@@ -173,6 +184,10 @@ class ConnectionPool:
         is spent, or its host's connections are not reused, or a new
         connection to its host has waited STUCK for its answer and had none
         closed for it yet)."""
+        if conn.requests == 2 and conn.origin not in self._reuse_works:
+            self._reuse_works[conn.origin] = None  # (its second request was answered)
+            if len(self._reuse_works) > REUSE_WORKS:
+                del self._reuse_works[next(iter(self._reuse_works))]
         if (
             conn.requests >= self.max_requests
             or self.max_idle <= 0
