@@ -30,6 +30,7 @@ from checker.http.errors import (
     ConnectionReset,
     Interrupted,
     InvalidURL,
+    NoResponse,
 )
 from checker.results import Result
 from checker.targets import Duplicate, Target
@@ -97,9 +98,11 @@ def silent_on_reuse(attempt: Attempt) -> bool:
     return isinstance(attempt.error, CheckTimeout) and attempt.trace.reused
 
 
-# A new connection refused or reset before any answer (hosts.too_many), not
-# charged to the URL this many times at most.
-TOO_MANY = (ConnectionRefused, ConnectionReset)
+# A new connection refused, reset or closed before any answer (hosts.too_many),
+# not charged to the URL this many times at most. (Closed: squid's
+# client_ip_max_connections 4, 1,000 pages at --per-host 20 --retries 0: 68
+# to 377 down; node's maxConnections.)
+TOO_MANY = (ConnectionRefused, ConnectionReset, NoResponse)
 TURNED_AWAY = 3
 
 
@@ -108,7 +111,7 @@ def turned_away_by(
 ) -> bool:
     """Whether the attempt met what a host that limits a client's connections
     does to one too many (hosts.too_many): a new connection refused or reset
-    before any answer, or its first answer a 429 or 503 that asks no time
+    (or closed) before any answer, or its first answer a 429 or 503 that asks no time
     and was not `slow` (the page's: a limit refuses at once; haproxy's
     `deny_status 429 if { sc0_conn_cur gt 4 }`: a review found 45 of 300
     healthy pages down, each 429 read as the host's rate). A Retry-After
@@ -387,7 +390,8 @@ class Pool:
                 turned_away = False  # (refused for the host's limit: asked again, whatever it was)
                 slow = page or hosts_clock() - sent >= SLOW_REFUSAL  # (a limit refuses at once)
                 if turned < TURNED_AWAY and turned_away_by(attempt, key, told, slow):
-                    reset = isinstance(attempt.error, ConnectionReset)
+                    # (A close before any answer is a reset that said less.)
+                    reset = isinstance(attempt.error, (ConnectionReset, NoResponse))
                     cap = self.hosts.too_many(key, others, answered=head is not None, reset=reset)
                     if cap:
                         turned += 1
@@ -398,11 +402,19 @@ class Pool:
                         if self.connections is not None:
                             self.connections.drop_idle(key)
                         error = attempt.error
-                        how = f"answered {told}" if error is None else error.category
+                        how = (
+                            f"answered {told}"
+                            if error is None
+                            else "closed unanswered"
+                            if isinstance(error, NoResponse)
+                            else error.category
+                        )
+                        # (`others`: those sent while it was in flight, so
+                        # more at times than the cap: "in flight meanwhile".)
                         said.append(
-                            f"a new connection was {how} while {others}"
-                            f" other{'s were' if others > 1 else ' was'} open to the host:"
-                            f" at most {cap} at once to it from now on"
+                            f"a new connection was {how} with {others} other"
+                            f" request{'s' if others > 1 else ''} to the host in flight"
+                            f" meanwhile: at most {cap} at once to it from now on"
                         )
                 said_of_pace = Told.ANSWER
                 if head is not None and not turned_away:

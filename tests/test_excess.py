@@ -52,12 +52,17 @@ class BodyAfterHead:
             elif path.startswith(b"/missing"):
                 status = b"404 Not Found"
             body = b"body of " + path + b"\n"
+            if path.startswith(b"/fake"):
+                body = FAKE  # (a page whose body reads as a response: cheroot's review)
             writer.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n" % (status, len(body)))
             if self.gap:
                 await writer.drain()
                 await asyncio.sleep(self.gap)
             writer.write(body)
             await writer.drain()
+
+
+FAKE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
 
 def mixed_paths(n: int) -> list[str]:
@@ -103,6 +108,28 @@ async def test_a_body_after_head_never_becomes_the_next_answer(gap: float, tmp_p
             assert (row["head_status"], row["status"], row["method"]) == (405, 200, "GET")
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.002, 0.02], ids=["same-write", "2ms-later", "20ms-later"])
+async def test_a_body_after_head_that_reads_as_a_response_ends_the_hosts_reuse(
+    gap: float, tmp_path: Path
+) -> None:
+    # Found by a review: cheroot writes a HEAD response's body after its head,
+    # and a page whose body was an HTTP response head made 26 to 59 of 300
+    # pages that answer 404 `up` with 200: each went on a kept-alive
+    # connection whose HEAD body came after it was taken. Once the host's
+    # first bytes nobody asked for are seen, its connections are not reused:
+    # only what was under way then can still be misread (here 50 rows were,
+    # now at most one; a time out of use after each HEAD would catch that
+    # one too, at the cost of new connections at each host's start:
+    # connections.py).
+    server = BodyAfterHead(gap=gap)
+    paths = [p for i in range(150) for p in (f"/fake?n={i}", f"/missing?n={i}")]
+    async with raw_server(server) as port:
+        rows = await run_pool(port, paths, tmp_path)
+    assert len(wrong_rows(rows)) <= 1, wrong_rows(rows)
+    late = [r for r in rows if not r["reused"]]
+    assert len(late) >= len(rows) - 8  # (not reused once it was seen)
+
+
 async def test_the_check_that_finds_excess_bytes_says_so(tmp_path: Path) -> None:
     server = BodyAfterHead()
     async with raw_server(server) as port:
@@ -115,7 +142,10 @@ async def test_the_check_that_finds_excess_bytes_says_so(tmp_path: Path) -> None
         finally:
             await pool.close()
     assert first.ok and second.ok and not second.trace.reused
-    assert first.warnings == ["server sent 12 bytes after the response to HEAD"]
+    assert first.warnings == [
+        "server sent 12 bytes after the response to HEAD:"
+        " its connections are no longer reused in this run"
+    ]
     assert server.connections == 2
 
 
@@ -154,9 +184,46 @@ async def test_bytes_that_arrive_while_idle_make_the_connection_unusable() -> No
             assert len(pool) == 1
             await asyncio.sleep(0.2)
             assert pool.take(url.origin) is None  # readable while idle: dropped
+            # And the host sent bytes nobody asked for: its connections are
+            # not kept again (another's could get them after it is taken).
+            third = await attempt_check(url, check_options(), pool)
+            assert third.ok and len(pool) == 0
         finally:
             await pool.close()
     assert first.ok
+
+
+async def test_a_408_as_an_idle_connection_closes_costs_only_that_connection() -> None:
+    # Some servers say 408 Request Timeout as they close a kept-alive
+    # connection that stayed idle: bytes, then the close. That one goes; the
+    # host's connections are still reused.
+    async def says_408(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        try:
+            async with asyncio.timeout(0.05):
+                await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
+            writer.close()  # (a FIN after it, as a server closes)
+            await writer.wait_closed()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(says_408) as port:
+        url = parse_url(f"http://127.0.0.1:{port}/")
+        pool = ConnectionPool(max_idle=4)
+        try:
+            first = await attempt_check(url, check_options(), pool)
+            await asyncio.sleep(0.2)
+            assert pool.take(url.origin) is None  # closed (with its 408): dropped
+            second = await attempt_check(url, check_options(), pool)
+            assert second.ok and len(pool) == 1  # (kept: reuse goes on)
+        finally:
+            await pool.close()
+    assert first.ok and not second.trace.reused
 
 
 async def test_an_unreadable_answer_on_a_reused_connection_is_checked_again_fresh() -> None:
@@ -183,7 +250,9 @@ async def test_an_unreadable_answer_on_a_reused_connection_is_checked_again_fres
     assert server.connections == 2
     (warning,) = second.warnings
     assert warning.startswith("a kept-alive connection gave an answer that could not be read")
-    assert warning.endswith("checked again on a new connection")
+    assert warning.endswith(
+        "checked again on a new connection: its connections are no longer reused in this run"
+    )
 
 
 async def test_garbage_that_a_fresh_connection_repeats_is_the_urls_error() -> None:

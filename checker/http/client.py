@@ -42,6 +42,7 @@ from checker.http.errors import (
     ConnectionReset,
     DNSError,
     IncompleteResponse,
+    NoResponse,
     ProtocolError,
     ProxyError,
     TLSError,
@@ -244,9 +245,16 @@ async def request_head(
                 # way nothing is charged to this URL until a fresh connection
                 # says the same (README, "Connections").
                 if trace.ttfb_ms is not None:
+                    # (Bytes came: nobody asked for them. Its host's other
+                    # connections may hold the same: they are not reused.)
+                    no_more = (
+                        ": its connections are no longer reused in this run"
+                        if pool.unasked(url.origin)
+                        else ""
+                    )
                     trace.warnings.append(
                         f"a kept-alive connection gave an answer that could not be read "
-                        f"({exc}); checked again on a new connection"
+                        f"({exc}); checked again on a new connection{no_more}"
                     )
                 trace.restart()
     waiting = pool.waiting(url.origin) if pool is not None else None
@@ -365,8 +373,12 @@ async def _exchange(
     if extra_bytes:
         # More than the response's framing allows: a body after a HEAD
         # response, a second response nobody asked for. The next request on
-        # this connection would read it as its answer, so the connection goes.
-        trace.warnings.append(f"server sent {extra_bytes} bytes after the response to {method}")
+        # this connection would read it as its answer, so the connection goes,
+        # and the host's others with it: theirs may come after they are taken.
+        said = f"server sent {extra_bytes} bytes after the response to {method}"
+        if pool is not None and pool.unasked(conn.origin):
+            said += ": its connections are no longer reused in this run"
+        trace.warnings.append(said)
         reusable = False
     if reusable and pool is not None:
         pool.put(conn)
@@ -764,7 +776,7 @@ async def read_head(reader: asyncio.StreamReader, trace: Trace, sent: float) -> 
         if not line:
             if interim:
                 raise IncompleteResponse("connection closed after an interim (1xx) response")
-            raise IncompleteResponse("server closed the connection without sending a response")
+            raise NoResponse("server closed the connection without sending a response")
         if not line.endswith(b"\n"):
             raise IncompleteResponse("connection closed in the middle of the status line")
         line = wire.strip_eol(line)

@@ -17,6 +17,19 @@ TCP and TLS handshake per URL. The rules that keep it safe live here and in
   (`client` checks after each response, with a warning for the check);
 - one whose peer has closed it, or on which bytes arrived while it was idle,
   is dropped when taken (as httpcore asks whether an idle socket is readable);
+- a host that sent bytes nobody asked for (past a response's framing, on an
+  idle connection but a 408 as it closes, or an answer on a kept-alive
+  connection that could not be read) has its connections no longer reused
+  in the run (`unasked`): a late body after a HEAD response, arriving after
+  its connection was taken, was read as the next URL's answer (cheroot,
+  whose bodies came after the head; a page whose body was a response head
+  made 404 pages `up`). A host's first late body can still land in an
+  answer before any is seen: then, as a rule, it cannot be read, and the
+  request goes again on a new connection; only a body that reads as a
+  response head would pass. (Holding each connection out of use for a
+  moment after a HEAD, until its host had shown it sends none, caught that
+  too, and cost up to --per-host new connections, TLS handshakes, at each
+  host's start: not kept.)
 - a request whose answer on a reused connection is cut off or cannot be
   parsed is sent again on a fresh connection before anything is charged to
   the URL (`client.request_head`);
@@ -108,6 +121,12 @@ def unread(reader: asyncio.StreamReader) -> bytes | bytearray:
     return getattr(reader, "_buffer", b"")
 
 
+def _goodbye(data: bytes | bytearray) -> bool:
+    """A 408 Request Timeout: what a server may send as it closes a
+    connection that stayed idle (RFC 9110 15.5.9), not a stray answer."""
+    return data[:7] == b"HTTP/1." and data[8:13] == b" 408 "
+
+
 def buffered(reader: asyncio.StreamReader) -> int:
     """Bytes received on `reader` and not yet read."""
     return len(unread(reader))
@@ -144,9 +163,20 @@ class ConnectionPool:
                 if not stack:
                     del self._idle[origin]
                 return conn
+            if buffered(conn.reader) and not _goodbye(unread(conn.reader)):
+                # (Bytes nobody asked for: the host's others may get theirs
+                # after they are taken. Its idle ones go with this one.)
+                self._close_later(conn)
+                self.unasked(origin)
+                return None
             self._close_later(conn)
         self._idle.pop(origin, None)
         return None
+
+    def unasked(self, origin: Origin) -> bool:
+        """`origin` sent bytes nobody asked for: its connections are not
+        reused for the rest of the run. True when this stopped them."""
+        return self.stop_reusing(origin)
 
     def stop_reusing(self, origin: Origin) -> bool:
         """No more reuse of connections to `origin` in this run (a request on

@@ -63,6 +63,12 @@ class IncompleteResponse(ProtocolError):
     transient = True
 
 
+class NoResponse(IncompleteResponse):
+    """The connection ended before any byte of a response: also what a host
+    that limits a client's connections does to one too many (squid's
+    client_ip_max_connections, node's maxConnections: `pool.turned_away_by`)."""
+
+
 class ProxyError(CheckError):
     """The proxy, not the site: it refused, dropped us, or would not tunnel."""
 
