@@ -110,9 +110,9 @@ def turned_away_by(
     attempt: Attempt, key: tuple[str, str, int], told: int | None, slow: bool
 ) -> bool:
     """Whether the attempt met what a host that limits a client's connections
-    does to one too many (hosts.too_many): a new connection refused or reset
-    (or closed) before any answer, or its first answer a 429 or 503 that asks no time
-    and was not `slow` (the page's: a limit refuses at once; haproxy's
+    does to one too many (hosts.too_many): a new connection refused, reset
+    or closed before any answer, or its first answer a 429 or 503 that asks
+    no time and was not `slow` (the page's: a limit refuses at once; haproxy's
     `deny_status 429 if { sc0_conn_cur gt 4 }`: a review found 45 of 300
     healthy pages down, each 429 read as the host's rate). A Retry-After
     speaks of time: the host's rate, as ever.

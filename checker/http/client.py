@@ -28,6 +28,7 @@ from checker.http.body import BodySink
 from checker.http.connections import (
     Connection,
     ConnectionPool,
+    Origin,
     Waiting,
     buffered,
     close_stream,
@@ -247,11 +248,7 @@ async def request_head(
                 if trace.ttfb_ms is not None:
                     # (Bytes came: nobody asked for them. Its host's other
                     # connections may hold the same: they are not reused.)
-                    no_more = (
-                        ": its connections are no longer reused in this run"
-                        if pool.unasked(url.origin)
-                        else ""
-                    )
+                    no_more = _no_more_reuse(pool, url.origin)
                     trace.warnings.append(
                         f"a kept-alive connection gave an answer that could not be read "
                         f"({exc}); checked again on a new connection{no_more}"
@@ -375,16 +372,24 @@ async def _exchange(
         # response, a second response nobody asked for. The next request on
         # this connection would read it as its answer, so the connection goes,
         # and the host's others with it: theirs may come after they are taken.
-        said = f"server sent {extra_bytes} bytes after the response to {method}"
-        if pool is not None and pool.unasked(conn.origin):
-            said += ": its connections are no longer reused in this run"
-        trace.warnings.append(said)
+        no_more = _no_more_reuse(pool, conn.origin) if pool is not None else ""
+        trace.warnings.append(
+            f"server sent {extra_bytes} bytes after the response to {method}{no_more}"
+        )
         reusable = False
     if reusable and pool is not None:
         pool.put(conn)
     else:
         await close_stream(conn.writer)
     return head
+
+
+def _no_more_reuse(pool: ConnectionPool, origin: Origin) -> str:
+    """`origin` sent bytes nobody asked for: its connections are not reused
+    again in the run; what its check's warning adds when this stopped them."""
+    if pool.stop_reusing(origin):
+        return ": its connections are no longer reused in this run"
+    return ""
 
 
 def _headers(config: ClientConfig, keep: bool) -> tuple[tuple[str, str], ...]:

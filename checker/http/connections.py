@@ -20,7 +20,7 @@ TCP and TLS handshake per URL. The rules that keep it safe live here and in
 - a host that sent bytes nobody asked for (past a response's framing, on an
   idle connection but a 408 as it closes, or an answer on a kept-alive
   connection that could not be read) has its connections no longer reused
-  in the run (`unasked`): a late body after a HEAD response, arriving after
+  in the run (`stop_reusing`): a late body after a HEAD response, arriving after
   its connection was taken, was read as the next URL's answer (cheroot,
   whose bodies came after the head; a page whose body was a response head
   made 404 pages `up`). A host's first late body can still land in an
@@ -163,24 +163,19 @@ class ConnectionPool:
                 if not stack:
                     del self._idle[origin]
                 return conn
+            self._close_later(conn)
             if buffered(conn.reader) and not _goodbye(unread(conn.reader)):
                 # (Bytes nobody asked for: the host's others may get theirs
                 # after they are taken. Its idle ones go with this one.)
-                self._close_later(conn)
-                self.unasked(origin)
+                self.stop_reusing(origin)
                 return None
-            self._close_later(conn)
         self._idle.pop(origin, None)
         return None
 
-    def unasked(self, origin: Origin) -> bool:
-        """`origin` sent bytes nobody asked for: its connections are not
-        reused for the rest of the run. True when this stopped them."""
-        return self.stop_reusing(origin)
-
     def stop_reusing(self, origin: Origin) -> bool:
         """No more reuse of connections to `origin` in this run (a request on
-        one went unanswered where a new connection was answered): its idle
+        one went unanswered where a new connection was answered; it sent
+        bytes nobody asked for): its idle
         ones are closed, its next requests say Connection: close. False when
         it was so already."""
         if origin in self._not_reused:
