@@ -379,14 +379,27 @@ class HostGate:
         return Told.ANSWER
 
     def too_many(
-        self, key: Origin, others: int, answered: bool = False, reset: bool = False
+        self,
+        key: Origin,
+        others: int,
+        answered: bool = False,
+        reset: bool = False,
+        unmade: float | None = None,
     ) -> int:
         """A new connection to the host was refused or reset before an answer
-        (`answered`: its first answer refused it, asking no time;
+        (`answered`: its first answer refused it, asking no time; `unmade`:
+        it was not made in time, and this is when it was begun;
         pool.turned_away_by) while `others` requests to it were in flight:
         the host limits a client's connections. Returns its cap (the check
         asks again within it, not charged: the pool bounds how often), or
         0: charged.
+
+        One not made in time counts only when the host answered well a
+        request sent after it was begun: it was serving others meanwhile
+        (haproxy's maxconn leaves the handshakes of the connections past it
+        unanswered, and answers on the ones it took). A host that stopped
+        answering altogether is not limiting: its checks are charged, or
+        each would wait out TURNED_AWAY more connect deadlines.
 
         A refused or reset one steps the cap down one (from the checks
         under way, if fewer), for each: nghttpx resets 16 of a burst of 20
@@ -426,6 +439,8 @@ class HostGate:
                 host.cap = host.active - 1
                 return host.cap
             return cap if host.cap and host.active > host.cap else 0
+        if unmade is not None and (host.good_sent is None or host.good_sent <= unmade):
+            return 0
         if host.good_sent is None:
             if host.resets_all or not reset:
                 return 0

@@ -28,6 +28,7 @@ from checker.http.errors import (
     CheckTimeout,
     ConnectionRefused,
     ConnectionReset,
+    ConnectTimeout,
     Interrupted,
     InvalidURL,
     NoResponse,
@@ -98,11 +99,12 @@ def silent_on_reuse(attempt: Attempt) -> bool:
     return isinstance(attempt.error, CheckTimeout) and attempt.trace.reused
 
 
-# A new connection refused, reset or closed before any answer (hosts.too_many),
-# not charged to the URL this many times at most. (Closed: squid's
-# client_ip_max_connections 4, 1,000 pages at --per-host 20 --retries 0: 68
-# to 377 down; node's maxConnections.)
-TOO_MANY = (ConnectionRefused, ConnectionReset, NoResponse)
+# A new connection refused, reset, closed before any answer or not made in
+# time (hosts.too_many), not charged to the URL this many times at most.
+# (Closed: squid's client_ip_max_connections 4, 1,000 pages at --per-host 20
+# --retries 0: 68 to 377 down; node's maxConnections. Not made: haproxy's
+# maxconn 4 on TLS leaves the others' handshakes unanswered, 3 to 18 down.)
+TOO_MANY = (ConnectionRefused, ConnectionReset, NoResponse, ConnectTimeout)
 TURNED_AWAY = 3
 
 
@@ -110,12 +112,12 @@ def turned_away_by(
     attempt: Attempt, key: tuple[str, str, int], told: int | None, slow: bool
 ) -> bool:
     """Whether the attempt met what a host that limits a client's connections
-    does to one too many (hosts.too_many): a new connection refused, reset
-    or closed before any answer, or its first answer a 429 or 503 that asks
-    no time and was not `slow` (the page's: a limit refuses at once; haproxy's
-    `deny_status 429 if { sc0_conn_cur gt 4 }`: a review found 45 of 300
-    healthy pages down, each 429 read as the host's rate). A Retry-After
-    speaks of time: the host's rate, as ever.
+    does to one too many (hosts.too_many): a new connection refused, reset,
+    closed before any answer or not made in time, or its first answer a 429
+    or 503 that asks no time and was not `slow` (the page's: a limit refuses
+    at once; haproxy's `deny_status 429 if { sc0_conn_cur gt 4 }`: a review
+    found 45 of 300 healthy pages down, each 429 read as the host's rate).
+    A Retry-After speaks of time: the host's rate, as ever.
     (Not a refusal on a kept-alive connection: a backend failing at random
     does that at any number of connections.)"""
     if attempt.trace.reused:
@@ -392,7 +394,10 @@ class Pool:
                 if turned < TURNED_AWAY and turned_away_by(attempt, key, told, slow):
                     # (A close before any answer is a reset that said less.)
                     reset = isinstance(attempt.error, (ConnectionReset, NoResponse))
-                    cap = self.hosts.too_many(key, others, answered=head is not None, reset=reset)
+                    unmade = sent if isinstance(attempt.error, ConnectTimeout) else None
+                    cap = self.hosts.too_many(
+                        key, others, answered=head is not None, reset=reset, unmade=unmade
+                    )
                     if cap:
                         turned += 1
                         turned_away = True
@@ -407,6 +412,8 @@ class Pool:
                             if error is None
                             else "closed unanswered"
                             if isinstance(error, NoResponse)
+                            else f"not made in time ({error})"
+                            if isinstance(error, ConnectTimeout)
                             else error.category
                         )
                         # (`others`: those sent while it was in flight, so

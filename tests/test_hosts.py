@@ -741,6 +741,24 @@ async def test_the_cap_stays_at_what_the_host_served_at_once() -> None:
     assert gate.too_many(KEY, 5, reset=True) == 4
 
 
+async def test_a_connection_not_made_counts_only_while_the_host_answers_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # haproxy's maxconn leaves the handshakes past it unanswered and answers
+    # on the connections it took: a limit. A host that stopped answering
+    # altogether is no limit: charged (each turn-away is a connect deadline).
+    now = [100.0]
+    gate = await gate_on_a_clock(now, monkeypatch)
+    for i in range(1, 4):  # (gate_on_a_clock's took the first place)
+        assert await gate.enter(KEY, target(i))
+    assert gate.too_many(KEY, 3, unmade=100.0) == 0  # nothing answered yet
+    assert gate.told(KEY, 200, None, sent=99.0) is Told.ANSWER
+    assert gate.too_many(KEY, 3, unmade=100.0) == 0  # answered before it only
+    assert gate.told(KEY, 200, None, sent=101.0) is Told.ANSWER  # while it waited
+    assert gate.too_many(KEY, 3, unmade=100.0) == 3
+    assert gate.too_many(KEY, 3, unmade=101.0) == 0  # none sent after this one
+
+
 async def test_a_burst_refused_whole_brings_the_cap_to_the_checks_under_way() -> None:
     # haproxy's deny_status counts every connection when a request comes and
     # refuses a burst that comes at once whole: 6 new connections at a limit

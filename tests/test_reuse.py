@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -674,3 +676,97 @@ async def test_a_hung_plain_http_page_costs_its_host_one_connection(tmp_path: Pa
     ]
     # 5 at first, the hung page's HEAD and its GET, and one closed for each.
     assert connections <= 10, connections
+
+
+class FewAccepted:
+    """A server that takes `slots` connections at once and leaves the others
+    in the kernel's accept queue until one of those closes, as haproxy's
+    `maxconn` does: the TLS handshake of a connection waiting there is not
+    answered (and past the queue, `backlog`, the SYN is dropped). A
+    kept-alive connection holds its slot until it has been idle `idle_s`."""
+
+    def __init__(self, slots: int, idle_s: float, ssl_ctx: ssl.SSLContext) -> None:
+        self.slots = asyncio.Semaphore(slots)
+        self.idle_s = idle_s
+        self.ssl_ctx = ssl_ctx
+        self.waited = 0  # connections accepted after waiting for a slot
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def running(self, backlog: int) -> AsyncIterator[int]:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(backlog)
+        listener.setblocking(False)
+        accepting = asyncio.create_task(self._accept(listener))
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            accepting.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(accepting, *self._tasks, return_exceptions=True)
+            listener.close()
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.slots.locked():
+                self.waited += 1
+            await self.slots.acquire()
+            conn, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        transport: asyncio.WriteTransport | None = None
+        try:
+            reader = asyncio.StreamReader()
+            protocol = asyncio.StreamReaderProtocol(reader)
+            made, _ = await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.ssl_ctx)
+            assert isinstance(made, asyncio.WriteTransport)
+            transport = made
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            while True:
+                async with asyncio.timeout(self.idle_s):
+                    await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(0.01)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            if transport is not None:
+                transport.abort()
+            else:
+                conn.close()
+            self.slots.release()
+
+
+async def test_a_tls_host_that_leaves_connections_past_its_limit_unaccepted(
+    tmp_path: Path, ca_file: str, server_tls: ssl.SSLContext
+) -> None:
+    # Found by a review (haproxy, `maxconn 4` and `backlog 4` on a TLS
+    # frontend, --per-host 20): 3 to 18 healthy pages down, "TLS handshake
+    # timed out". The host took 4 connections, which checker kept alive,
+    # and the others waited unaccepted until their handshakes timed out,
+    # three times over. A new connection not made in time while the host
+    # answers others is its limit of connections, as a reset one is.
+    server = FewAccepted(slots=2, idle_s=5.0, ssl_ctx=server_tls)
+    async with server.running(backlog=2) as port:
+        lst = tmp_path / "l.txt"
+        lst.write_text("".join(f"https://127.0.0.1:{port}/{i}\n" for i in range(60)))
+        sink = RecordingSink()
+        opts = PoolOptions(concurrency=10, per_host=10, retries=0, backoff_base=0.05)
+        pool = Pool(check_options(ca_file, connect=0.5), opts, sink)
+        await pool.run(read_targets([str(lst)]), asyncio.Event())
+    rows = list(sink.rows.values())
+    assert len(rows) == 60 and server.waited > 0  # (the limit was met)
+    states = [r.state for r in rows]
+    assert "down" not in states and states.count("up") >= 55, [
+        (r.url, r.state, r.error_detail, r.warnings) for r in rows if r.state != "up"
+    ]
+    told = [w for r in rows for w in r.warnings if "to the host in flight meanwhile" in w]
+    assert told and all(w.startswith("a new connection was not made in time") for w in told), told

@@ -41,6 +41,7 @@ from checker.http.errors import (
     CheckTimeout,
     ConnectionRefused,
     ConnectionReset,
+    ConnectTimeout,
     DNSError,
     IncompleteResponse,
     NoResponse,
@@ -531,7 +532,7 @@ async def _connect(
             raise
         what = "TLS handshake" if trace.connect_ms is not None else "connect"
         tried = ", ".join(a for _f, a in addresses[:4]) + (", ..." if len(addresses) > 4 else "")
-        raise CheckTimeout(
+        raise ConnectTimeout(
             f"{what} timed out after {config.connect_timeout:g}s ({tried})"
         ) from None
 

@@ -42,6 +42,13 @@ class CheckTimeout(CheckError, TimeoutError):
     transient = True
 
 
+class ConnectTimeout(CheckTimeout):
+    """A new connection not made (TCP connect, TLS handshake) within
+    `--connect-timeout`: also what a host that takes so many of a client's
+    connections at once does to the others, left in its accept queue
+    (haproxy's maxconn: `pool.turned_away_by`)."""
+
+
 class ConnectionReset(CheckError):
     category = "reset"
     transient = True
