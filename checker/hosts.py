@@ -112,6 +112,8 @@ SLOW_REFUSAL = 1.0
 TIMEOUTS_WEIGHT = 0.2
 OVERLOADED = 0.5
 SLOW_ANSWERS = 0.25  # (and its answers took this share of the deadline)
+QUICK_ANSWERS = 0.5  # answers under this share of the deadline raise an overloaded host's cap
+GIVEN_UP_KEPT = 64  # requests timed out a host may still work on, counted at most
 
 
 # The answers on kept-alive connections whose times `too_many` reads.
@@ -182,6 +184,19 @@ class _Host:
     solo_wanted: int = 0  # requests waiting to go alone
     timeouts: float = 0.0  # the share of its requests of late that timed out (`end`)
     took: float = 0.0  # and what those it answered took, a share of the deadline
+    # Checks at once while it is `overloaded` (0: no such cap), and its
+    # quick answers in a row since it last came down or rose (`end`).
+    load_cap: int = 0
+    quick: int = 0
+    lowered_at: float = 0.0  # (when it last came down)
+    # The times between its answers while it had others to work on (what a
+    # request costs it), when it last answered, and when the requests given
+    # up on (timed out) since were sent (`end`): a server works on those too,
+    # and one asked alone after them waited behind them (`alone`).
+    gaps: float = 0.0  # (their sum, and how many: answers come in bunches)
+    gaps_n: int = 0
+    answered_at: float = 0.0
+    given_up: deque[float] | None = None
 
 
 class HostGate:
@@ -202,7 +217,7 @@ class HostGate:
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host()
-        if host.active < (host.cap or self.limit):
+        if host.active < self._limit(host):
             host.active += 1
             return True
         if self._parked < self.max_parked:
@@ -227,7 +242,7 @@ class HostGate:
         """The next URL of the host's backlog for the caller to check (keeping
         its place), or None once it has let go (or handed its place over)."""
         host = self._hosts[key]
-        if host.cap and host.active > host.cap:
+        if host.active > self._limit(host):
             # (Lowered meanwhile: this place goes; the others take the backlog.)
             host.active -= 1
             return None
@@ -462,7 +477,7 @@ class HostGate:
         turns before the cap came down to the limit: nghttpx, healthy pages
         down)."""
         host = self._hosts.get(key)
-        if host is None or not host.cap or host.active <= host.cap:
+        if host is None or host.active <= self._limit(host):
             return
         host.active -= 1
         waiting = asyncio.get_running_loop().create_future()
@@ -477,7 +492,7 @@ class HostGate:
 
     def _admit(self, host: _Host) -> None:
         """Hand places within the cap to the checks waiting in `within_cap`."""
-        while host.turned and host.active < (host.cap or self.limit):
+        while host.turned and host.active < self._limit(host):
             waiting = host.turned.popleft()
             if not waiting.done():
                 host.active += 1
@@ -494,20 +509,73 @@ class HostGate:
         # begun by then.)
         return host.in_flight - host.begun
 
-    def end(self, key: Origin, mark: int = 0, timed_out: bool = False, took: float = 0.0) -> int:
+    def end(
+        self,
+        key: Origin,
+        mark: int = 0,
+        timed_out: bool = False,
+        took: float = 0.0,
+        sent: float | None = None,
+    ) -> int:
         """It is settled (`timed_out`: with no answer in time; else answered
-        in `took`, a share of the deadline); returns how many other requests
-        to the host were in flight while it was (from `begin`'s `mark`): a
-        burst turned away at once by a limit is settled one by one, and the
-        last of them would count none."""
+        in `took`, a share of the deadline, or failed); returns how many other
+        requests to the host were in flight while it was (from `begin`'s
+        `mark`): a burst turned away at once by a limit is settled one by one,
+        and the last of them would count none. `sent`: when it was sent, if
+        timed out or answered with a status line."""
         host = self._hosts.get(key)
         if host is None:
             return 0
         host.in_flight -= 1
         host.timeouts = host.timeouts * (1 - TIMEOUTS_WEIGHT) + TIMEOUTS_WEIGHT * timed_out
+        others = mark + host.begun - 1
         if not timed_out:
             host.took = host.took * (1 - TIMEOUTS_WEIGHT) + TIMEOUTS_WEIGHT * took
-        return mark + host.begun - 1
+        if sent is not None:
+            self._owed(host, timed_out, others, sent)
+        if timed_out and others and self._overloaded(host):
+            # Taking on more than it serves: half as many at once, and not
+            # again for a request sent before that (a burst given up on is
+            # one sign). A server with one thread and 3 s pages took 6 at
+            # once past a 10 s deadline and worked, after it, on the requests
+            # given up on: 2 of 30 healthy pages down, 12 degraded.
+            if sent is None or sent >= host.lowered_at:
+                host.load_cap = max(1, min(host.load_cap or self.limit, host.active) // 2)
+                host.lowered_at = clock()
+            host.quick = 0
+        elif host.load_cap and not timed_out:
+            # Answers in under half the deadline, four for each check the
+            # cap lets go at once, in a row: one more.
+            host.quick = host.quick + 1 if took < QUICK_ANSWERS else 0
+            if host.quick >= 4 * host.load_cap:
+                host.load_cap = (host.load_cap + 1) % self.limit  # (0: at the limit)
+                host.quick = 0
+                self._admit(host)
+        return others
+
+    @staticmethod
+    def _owed(host: _Host, timed_out: bool, others: int, sent: float) -> None:
+        """Keep `given_up`, `gaps` and `answered_at` (see `_Host`)."""
+        if timed_out:
+            if host.given_up is None:
+                host.given_up = deque(maxlen=GIVEN_UP_KEPT)
+            host.given_up.append(sent)
+            return
+        now = clock()
+        if others and host.answered_at:
+            host.gaps += now - host.answered_at
+            host.gaps_n += 1
+        host.answered_at = now
+        if host.given_up:
+            # (Those sent before this one are done with, first come first
+            # served; a server that is not so is waited for a little less.)
+            while host.given_up and host.given_up[0] <= sent:
+                host.given_up.popleft()
+
+    def _limit(self, host: _Host) -> int:
+        """The checks at once the host takes now: the gate's limit, or lower
+        for a limit of connections (`too_many`) or a load (`end`)."""
+        return min(host.cap or self.limit, host.load_cap or self.limit)
 
     def overloaded(self, key: Origin) -> bool:
         """Whether most of the host's requests of late timed out, and those it
@@ -517,19 +585,32 @@ class HostGate:
         asked alone each held its host a deadline: 2,000 pages with 20 hung,
         42 s, not 17.)"""
         host = self._hosts.get(key)
-        return host is not None and host.timeouts >= OVERLOADED and host.took >= SLOW_ANSWERS
+        return host is not None and self._overloaded(host)
 
-    async def alone(self, key: Origin) -> None:
+    @staticmethod
+    def _overloaded(host: _Host) -> bool:
+        return host.timeouts >= OVERLOADED and host.took >= SLOW_ANSWERS
+
+    async def alone(self, key: Origin, drain: float = 0.0) -> None:
         """Wait until no other request to the host is in flight, and hold the
         others back (in `pace`) until `release`: a URL refused while other
         requests were in flight (nginx's limit_conn answers 503 past N at
         once), or timed out so on a host that is `overloaded`, is asked its
-        last time alone before it is called down."""
+        last time alone before it is called down. Up to `drain` seconds more
+        for the host to be done with the requests given up on (`_owed`):
+        one worker, 0.25 s a page, the lone request came behind four given
+        up on, past a deadline of 1 s."""
         host = self._hosts.get(key)
         if host is None:
             return
         host.solo_wanted += 1
         try:
+            while host.solo or host.in_flight:
+                await asyncio.sleep(RECHECK / 25)
+            owed = len(host.given_up or ()) * host.gaps / max(1, host.gaps_n)
+            done = min(host.answered_at + owed, clock() + drain)
+            while clock() < done and not host.solo:
+                await asyncio.sleep(min(RECHECK, done - clock()))
             while host.solo or host.in_flight:
                 await asyncio.sleep(RECHECK / 25)
         finally:

@@ -325,7 +325,10 @@ class Pool:
                 last = n - free - waited > self.opts.retries
                 solo = last and bool(crowded)
                 if solo:
-                    await self.hosts.alone(key)
+                    # (After a timeout, the host may still work on what was
+                    # given up on: up to one deadline more for that.)
+                    drain = self.check_opts.timeout if crowded == "timeout" else 0.0
+                    await self.hosts.alone(key, drain)
                 sent = hosts_clock()
                 mark = self.hosts.begin(key)
                 try:
@@ -349,7 +352,8 @@ class Pool:
                         self.hosts.release(key)
                 timed_out = isinstance(attempt.error, CheckTimeout)
                 took = (hosts_clock() - sent) / self.check_opts.timeout
-                others = self.hosts.end(key, mark, timed_out, took)  # (while in flight)
+                heard = timed_out or attempt.head is not None
+                others = self.hosts.end(key, mark, timed_out, took, sent if heard else None)
                 if solo:
                     said.append(
                         "its last attempt went alone (no other request to the host in"

@@ -17,9 +17,17 @@ import uvloop
 from checker import hosts
 from checker.hosts import HostGate, Told
 from checker.pool import Pool, PoolOptions
+from checker.results import Result
 from checker.targets import Target, read_targets
 from checker.url import parse_url
-from tests.helpers import RecordingSink, check_options, raw_server, read_request, slow_pages
+from tests.helpers import (
+    Handler,
+    RecordingSink,
+    check_options,
+    raw_server,
+    read_request,
+    slow_pages,
+)
 from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
@@ -641,6 +649,39 @@ async def test_a_host_that_limits_requests_at_once_has_no_healthy_page_down(
     assert [r["state"] for r in rows.values()] == ["down", "down"], rows
 
 
+def workers_server(workers: int, page_s: float) -> Handler:
+    """A kept-alive server with `workers` workers, `page_s` a page, that
+    works on every request it took, those its client gave up on too."""
+    busy = asyncio.Semaphore(workers)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            async with busy:
+                await asyncio.sleep(page_s)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    return handler
+
+
+async def crowded_run(
+    server: Handler, pages: int, at_once: int, timeout: float, tmp_path: Path
+) -> list[Result]:
+    """`pages` pages of `server`, `at_once` at a time, 2 retries."""
+    async with raw_server(server) as port:
+        lst = tmp_path / "urls.txt"
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(pages)))
+        sink = RecordingSink()
+        opts = PoolOptions(concurrency=at_once, per_host=at_once, retries=2, backoff_base=0.05)
+        async with asyncio.timeout(55):
+            await Pool(check_options(timeout=timeout), opts, sink).run(
+                read_targets([str(lst)]), asyncio.Event()
+            )
+    assert len(sink.rows) == pages
+    return list(sink.rows.values())
+
+
 async def test_a_server_taking_on_more_than_it_serves_has_few_healthy_pages_down(
     tmp_path: Path,
 ) -> None:
@@ -651,30 +692,23 @@ async def test_a_server_taking_on_more_than_it_serves_has_few_healthy_pages_down
     # others were in flight, on a host most of whose requests time out and
     # whose answers are slow, is asked its last time alone. Here 2 workers,
     # 0.5 s a page, 16 pages 8 at a time, a deadline of 1.6 s.
-    workers = asyncio.Semaphore(2)
-
-    async def prefork(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            await read_request(reader)
-            async with workers:
-                await asyncio.sleep(0.5)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-
-    async with raw_server(prefork) as port:
-        lst = tmp_path / "urls.txt"
-        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(16)))
-        sink = RecordingSink()
-        opts = PoolOptions(concurrency=8, per_host=8, retries=2, backoff_base=0.05)
-        async with asyncio.timeout(50):
-            await Pool(check_options(timeout=1.6), opts, sink).run(
-                read_targets([str(lst)]), asyncio.Event()
-            )
-    rows = list(sink.rows.values())
+    rows = await crowded_run(workers_server(2, 0.5), 16, 8, 1.6, tmp_path)
     down = [(r.url, r.error, r.warnings) for r in rows if r.state == "down"]
     assert len(down) <= 2, down
     alone = [r for r in rows if any("went alone" in w for w in r.warnings)]
     assert alone, [(r.url, r.state, r.warnings) for r in rows]
+
+
+async def test_a_server_with_one_worker_has_no_healthy_page_down(tmp_path: Path) -> None:
+    # Found by a review (granian, one blocking thread, 3 s pages, 30 pages
+    # at the defaults): 2 to 3 healthy pages down, 11 to 12 degraded, 169 s.
+    # The last lone attempt still came behind the requests given up on: it
+    # now waits for the host to be done with them, and an overloaded host
+    # takes one check at once fewer for each timeout among others. Here one
+    # worker, 0.25 s a page, 30 pages 6 at a time, a deadline of 1 s.
+    rows = await crowded_run(workers_server(1, 0.25), 30, 6, 1.0, tmp_path)
+    down = [(r.url, r.error, r.warnings) for r in rows if r.state == "down"]
+    assert not down, down
 
 
 async def test_pages_that_hang_on_a_host_that_answers_the_rest_do_not_go_alone(
@@ -772,6 +806,58 @@ async def test_a_burst_refused_whole_brings_the_cap_to_the_checks_under_way() ->
     assert caps == [5] * 6  # (not charged while the checks are above it)
     assert gate.leave(KEY) is None  # one place goes
     assert gate.too_many(KEY, 4, answered=True) == 4
+
+
+async def test_an_overloaded_host_takes_half_as_many_at_once_then_more_as_it_keeps_up() -> None:
+    gate = await gate_with(6, 6)
+    sent = hosts.clock()
+    marks = [gate.begin(KEY) for _ in range(7)]
+    for mark in marks[:2]:  # answered slowly: most of the deadline
+        gate.end(KEY, mark, took=0.9)
+    for mark in marks[2:5]:  # timed out, not yet most of its requests
+        gate.end(KEY, mark, timed_out=True, sent=sent)
+    assert gate.leave(KEY) is not None  # (none fewer yet: the place stays)
+    gate.end(KEY, marks[5], timed_out=True, sent=sent)
+    assert gate.overloaded(KEY)
+    # 6 at once, now 3: three places go, the rest stay.
+    assert [gate.leave(KEY) for _ in range(3)] == [None, None, None]
+    assert gate.leave(KEY) is not None
+    # Given up on in the same burst: the same sign, no lower.
+    gate.end(KEY, marks[6], timed_out=True, sent=sent)
+    assert gate.leave(KEY) is not None
+    for _ in range(4 * 3 - 1):  # answers in under half the deadline, 4 a place
+        gate.end(KEY, gate.begin(KEY), took=0.45)
+    assert not await gate.enter(KEY, target(50))  # still 3
+    gate.end(KEY, gate.begin(KEY), took=0.45)
+    assert await gate.enter(KEY, target(51))  # 4
+
+
+async def test_a_lone_request_waits_for_what_the_host_still_owes_those_given_up_on() -> None:
+    # (A server works on requests timed out too: the lone one came behind.)
+    gate = HostGate(limit=4)
+    for i in range(3):
+        assert await gate.enter(KEY, target(i))
+    sent = hosts.clock()
+    marks = [gate.begin(KEY) for _ in range(3)]
+    gate.end(KEY, marks[0], took=0.1, sent=sent)
+    await asyncio.sleep(0.3)  # its answers 0.3 s apart
+    gate.end(KEY, marks[1], took=0.4, sent=sent)
+    gate.end(KEY, marks[2], timed_out=True, sent=sent + 0.01)  # after both
+    start = hosts.clock()
+    await gate.alone(KEY, drain=5.0)
+    assert hosts.clock() - start >= 0.25  # one request's work owed
+    gate.release(KEY)
+    start = hosts.clock()
+    await gate.alone(KEY)  # (no drain: a refusal's lone request)
+    assert hosts.clock() - start < 0.25
+    gate.release(KEY)
+    # An answer to a request sent after it: the host is done with it.
+    mark = gate.begin(KEY)
+    gate.end(KEY, mark, took=0.1, sent=sent + 0.02)
+    start = hosts.clock()
+    await gate.alone(KEY, drain=5.0)
+    assert hosts.clock() - start < 0.25
+    gate.release(KEY)
 
 
 async def test_a_check_turned_away_asks_again_only_within_the_cap() -> None:
