@@ -197,6 +197,10 @@ class _Host:
     gaps_n: int = 0
     answered_at: float = 0.0
     given_up: deque[float] | None = None
+    # When the last request it answered in under SLOW_ANSWERS was sent: one
+    # that timed out before it was answered, sent before that, is not behind
+    # a load (`overtaken`).
+    quick_sent: float = 0.0
 
 
 class HostGate:
@@ -516,13 +520,15 @@ class HostGate:
         timed_out: bool = False,
         took: float = 0.0,
         sent: float | None = None,
+        served: bool = False,
     ) -> int:
         """It is settled (`timed_out`: with no answer in time; else answered
         in `took`, a share of the deadline, or failed); returns how many other
         requests to the host were in flight while it was (from `begin`'s
         `mark`): a burst turned away at once by a limit is settled one by one,
         and the last of them would count none. `sent`: when it was sent, if
-        timed out or answered with a status line."""
+        timed out or answered with a status line; `served`: answered, and
+        not told to slow down (429, 503)."""
         host = self._hosts.get(key)
         if host is None:
             return 0
@@ -533,7 +539,10 @@ class HostGate:
             host.took = host.took * (1 - TIMEOUTS_WEIGHT) + TIMEOUTS_WEIGHT * took
         if sent is not None:
             self._owed(host, timed_out, others, sent)
-        if timed_out and others and self._overloaded(host):
+            if served and took < SLOW_ANSWERS:
+                host.quick_sent = max(host.quick_sent, sent)
+        overtaken = sent is not None and sent < host.quick_sent
+        if timed_out and others and not overtaken and self._overloaded(host):
             # Taking on more than it serves: half as many at once, and not
             # again for a request sent before that (a burst given up on is
             # one sign). A server with one thread and 3 s pages took 6 at
@@ -586,6 +595,14 @@ class HostGate:
         42 s, not 17.)"""
         host = self._hosts.get(key)
         return host is not None and self._overloaded(host)
+
+    def overtaken(self, key: Origin, sent: float) -> bool:
+        """Whether the host answered quickly a request sent after `sent`
+        (one that timed out then waited on its own page, not behind a load:
+        node, 300 quick pages, 10 of 7 s and 5 that hang, --per-host 20:
+        the hung ones asked alone took 71 s, not 31)."""
+        host = self._hosts.get(key)
+        return host is not None and sent < host.quick_sent
 
     @staticmethod
     def _overloaded(host: _Host) -> bool:

@@ -315,6 +315,9 @@ class Pool:
         # (Or it timed out so while most of the host's requests did: a server
         # with two workers and a 3 s page, --per-host 10, 30 pages: 24 down.)
         crowded = ""
+        # One of its attempts timed out while the host answered quickly one
+        # sent after it (hosts.overtaken): its page hangs, it goes alone never.
+        hangs = False
         waited = 0
         waited_out = 0  # all of them, for the warning
         try:
@@ -351,9 +354,12 @@ class Pool:
                     if solo:
                         self.hosts.release(key)
                 timed_out = isinstance(attempt.error, CheckTimeout)
+                hangs = hangs or (timed_out and self.hosts.overtaken(key, sent))
                 took = (hosts_clock() - sent) / self.check_opts.timeout
-                heard = timed_out or attempt.head is not None
-                others = self.hosts.end(key, mark, timed_out, took, sent if heard else None)
+                head = attempt.head
+                heard = timed_out or head is not None
+                served = head is not None and head.status not in SLOW_DOWN
+                others = self.hosts.end(key, mark, timed_out, took, sent if heard else None, served)
                 if solo:
                     said.append(
                         "its last attempt went alone (no other request to the host in"
@@ -371,7 +377,6 @@ class Pool:
                     excused = attempt.head is not None and not reuse_works
                     anew, free = False, free + int(excused)
                     said.append(self._answered_anew(silent_at, attempt, silent or "", reuse_works))
-                head = attempt.head
                 # (A status the row expects is its answer, no slow-down: a
                 # maintenance page's 503.)
                 told = head.status if head and head.status not in attempt.expect.statuses else None
@@ -453,7 +458,7 @@ class Pool:
                 if others > 0 and not turned_away:
                     if told in SLOW_DOWN and said_of_pace is not Told.PAGE:
                         crowded = "refusal"
-                    elif timed_out and self.hosts.overloaded(key):
+                    elif timed_out and self.hosts.overloaded(key) and not hangs:
                         crowded = "timeout"
                 if turned_away:
                     pass  # (neither the URL's refusal nor an answer: its count goes on)

@@ -79,14 +79,18 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n\r\n")
 
 
-def slow_pages(slow: bytes, slow_s: float, fast_s: float) -> Handler:
+def slow_pages(
+    slow: bytes, slow_s: float, fast_s: float, also: tuple[bytes, float] = (b"", 0.0)
+) -> Handler:
     """A kept-alive server answering 200 after `fast_s`, or after `slow_s`
-    for a request whose head holds `slow` (b" /hang ": a page that hangs)."""
+    for a request whose head holds `slow` (b" /hang ": a page that hangs),
+    or after `also`'s time for one whose head holds its bytes."""
 
     async def pages(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             request = await read_request(reader)
-            await asyncio.sleep(slow_s if slow in request else fast_s)
+            other = also[0] and also[0] in request
+            await asyncio.sleep(slow_s if slow in request else also[1] if other else fast_s)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
 
