@@ -541,8 +541,7 @@ class HostGate:
             self._owed(host, timed_out, others, sent)
             if served and took < SLOW_ANSWERS:
                 host.quick_sent = max(host.quick_sent, sent)
-        overtaken = sent is not None and sent < host.quick_sent
-        if timed_out and others and not overtaken and self._overloaded(host):
+        if timed_out and others and not self._overtaken(host, sent) and self._overloaded(host):
             # Taking on more than it serves: half as many at once, and not
             # again for a request sent before that (a burst given up on is
             # one sign). A server with one thread and 3 s pages took 6 at
@@ -602,7 +601,11 @@ class HostGate:
         node, 300 quick pages, 10 of 7 s and 5 that hang, --per-host 20:
         the hung ones asked alone took 71 s, not 31)."""
         host = self._hosts.get(key)
-        return host is not None and sent < host.quick_sent
+        return host is not None and self._overtaken(host, sent)
+
+    @staticmethod
+    def _overtaken(host: _Host, sent: float | None) -> bool:
+        return sent is not None and sent < host.quick_sent
 
     @staticmethod
     def _overloaded(host: _Host) -> bool:

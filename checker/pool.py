@@ -316,7 +316,7 @@ class Pool:
         # with two workers and a 3 s page, --per-host 10, 30 pages: 24 down.)
         crowded = ""
         # One of its attempts timed out while the host answered quickly one
-        # sent after it (hosts.overtaken): its page hangs, it goes alone never.
+        # sent after it (hosts.overtaken): its page hangs, it never goes alone.
         hangs = False
         waited = 0
         waited_out = 0  # all of them, for the warning

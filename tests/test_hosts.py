@@ -704,7 +704,7 @@ async def test_a_server_with_one_worker_has_no_healthy_page_down(tmp_path: Path)
     # at the defaults): 2 to 3 healthy pages down, 11 to 12 degraded, 169 s.
     # The last lone attempt still came behind the requests given up on: it
     # now waits for the host to be done with them, and an overloaded host
-    # takes one check at once fewer for each timeout among others. Here one
+    # takes half as many checks at once after a timeout among others. Here one
     # worker, 0.25 s a page, 30 pages 6 at a time, a deadline of 1 s.
     rows = await crowded_run(workers_server(1, 0.25), 30, 6, 1.0, tmp_path)
     down = [(r.url, r.error, r.warnings) for r in rows if r.state == "down"]
@@ -725,7 +725,6 @@ async def test_pages_that_hang_on_a_host_that_answers_the_rest_do_not_go_alone(
         f"/hang{i}" if i % 20 == 0 else f"/slow{i}" if slow and i % 10 == 5 else f"/{i}"
         for i in range(100)
     ]
-
     async with raw_server(slow_pages(b" /hang", 30, 0.01, (b" /slow", 0.55))) as port:
         lst = tmp_path / "urls.txt"
         lst.write_text("".join(f"http://127.0.0.1:{port}{p}\n" for p in paths))
