@@ -39,7 +39,11 @@ reject or a deny_status; iptables' connlimit; nghttpx): its cap comes down
 check asks again only within the cap (`within_cap`). A URL refused while
 other requests to its host were in flight, or timed out so on a host that
 is `overloaded`, is asked its last time alone (`alone`, `release`; in
-flight: `begin`, `end`).
+flight: `begin`, `end`). A timeout behind a request given up on that the
+host has not answered, nor any sent after it, is the host's queue, not the
+URL's page (`behind`): such a URL asks again once the host answers again
+(a probe asks a page it answered quickly), and the URL it waited behind
+asks again once the host is done with it (`after_stall`).
 
 Entries live while a host has checks, a backlog, or a pace to keep, so a list
 of a million distinct hosts leaves no million entries behind.
@@ -51,10 +55,11 @@ import asyncio
 import enum
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from checker.targets import Target
+from checker.url import URL
 
 # The clock of the pace: "at least S seconds between starts" on a clock that
 # counts finer than uvloop's (whole milliseconds, read once an iteration).
@@ -201,6 +206,18 @@ class _Host:
     # that timed out before it was answered, sent before that, is not behind
     # a load (`overtaken`).
     quick_sent: float = 0.0
+    # And on a new connection: one on a new connection is overtaken only by
+    # such (a server at its limit of connections leaves a new one unaccepted
+    # and answers on those it holds: h2o's max-connections).
+    quick_sent_new: float = 0.0
+    # Checks waiting to ask again after a timeout behind a request given up
+    # on, and when the last of them went as the host's probe (`after_stall`).
+    behind_waiting: int = 0
+    probe_at: float = float("-inf")
+    # A page it answered well in under SLOW_ANSWERS, of late: what a probe
+    # asks (`after_stall`).
+    quick_url: URL | None = None
+    probed_quickly: float = float("-inf")  # when the last probe answered so was sent
 
 
 class HostGate:
@@ -521,6 +538,8 @@ class HostGate:
         took: float = 0.0,
         sent: float | None = None,
         served: bool = False,
+        reused: bool = True,
+        url: URL | None = None,
     ) -> int:
         """It is settled (`timed_out`: with no answer in time; else answered
         in `took`, a share of the deadline, or failed); returns how many other
@@ -541,7 +560,16 @@ class HostGate:
             self._owed(host, timed_out, others, sent)
             if served and took < SLOW_ANSWERS:
                 host.quick_sent = max(host.quick_sent, sent)
-        if timed_out and others and not self._overtaken(host, sent) and self._overloaded(host):
+                if url is not None:
+                    host.quick_url = url
+                if not reused:
+                    host.quick_sent_new = max(host.quick_sent_new, sent)
+        if (
+            timed_out
+            and others
+            and not self._overtaken(host, sent, reused)
+            and self._overloaded(host)
+        ):
             # Taking on more than it serves: half as many at once, and not
             # again for a request sent before that (a burst given up on is
             # one sign). A server with one thread and 3 s pages took 6 at
@@ -585,6 +613,88 @@ class HostGate:
         for a limit of connections (`too_many`) or a load (`end`)."""
         return min(host.cap or self.limit, host.load_cap or self.limit)
 
+    def behind(self, key: Origin, sent: float, own: list[float], window: float) -> bool:
+        """Whether a request sent at `sent` that timed out waited behind one
+        sent before it, not its URL's own (`own`: when those that timed out
+        were sent), that was given up on and that the host has answered
+        nothing sent after since: a server that works its requests in turn
+        (one thread, or every worker held) was busy with that one, and this
+        timeout says nothing of its own page. Only on a host that answered
+        well before, and for `window` seconds after its last answer (a host
+        that stopped answering altogether is down, and its URLs are charged
+        as ever)."""
+        host = self._hosts.get(key)
+        if host is None or host.good_sent is None or not host.given_up:
+            return False
+        now = clock()
+        if now - host.answered_at >= window:
+            return False
+        first = min(host.given_up)
+        return first < sent and first not in own
+
+    async def after_stall(
+        self,
+        key: Origin,
+        since: float,
+        own: float | None,
+        window: float,
+        probe: Callable[[URL], Awaitable[bool | None]] | None = None,
+    ) -> None:
+        """Before a URL asks again after a timeout at `since`: a URL whose
+        timeout was `behind` another's waits until the host answers again.
+        While nothing is in flight to it, one of those waiting has `probe`
+        ask a page it answered well and quickly (`quick_url`), one probe at a
+        time: a server that works in turn answers it once it is done with
+        what it owes, while one whose pages that hang do so each on its own
+        answers it at once (`probed_quickly`: the pool charges the timeout
+        after all; pages that hang together at the end of a list each
+        waited behind another's for the whole window). When `probe` sends
+        none (None), the URL goes as the probe itself. A URL whose own
+        request sent at `own` was given up on waits until the host answered
+        a request sent after it (is done with it: asked again at once, its
+        page held a one-thread server 30 s more, and every page behind it
+        timed out) and none waits so any more (they go first), or until
+        none waits and nothing is in flight. Each for `window` seconds at
+        most; the pool then sends the latter alone (`alone`), unless it was
+        overtaken meanwhile."""
+        host = self._hosts.get(key)
+        if host is None:
+            return
+        end = since + window
+        if own is None:
+            host.behind_waiting += 1
+        try:
+            while clock() < end:
+                if own is None:
+                    if host.answered_at > since:
+                        return
+                    idle = not host.in_flight
+                else:
+                    if not host.behind_waiting and (not host.given_up or own not in host.given_up):
+                        return
+                    idle = not host.in_flight and not host.behind_waiting
+                if idle and clock() - host.probe_at >= RECHECK:
+                    host.probe_at = clock()
+                    if own is not None or probe is None or host.quick_url is None:
+                        return
+                    sent = clock()
+                    quick = await probe(host.quick_url)
+                    if quick is None:
+                        return
+                    if quick:
+                        host.probed_quickly = sent
+                    continue
+                await asyncio.sleep(RECHECK / 5)
+        finally:
+            if own is None:
+                host.behind_waiting -= 1
+
+    def probed_quickly(self, key: Origin, sent: float) -> bool:
+        """Whether a probe sent after `sent` was answered in under
+        SLOW_ANSWERS on a kept-alive connection (`after_stall`)."""
+        host = self._hosts.get(key)
+        return host is not None and host.probed_quickly > sent
+
     def overloaded(self, key: Origin) -> bool:
         """Whether most of the host's requests of late timed out, and those it
         answered took a good share of the deadline: a server taking on more
@@ -595,17 +705,17 @@ class HostGate:
         host = self._hosts.get(key)
         return host is not None and self._overloaded(host)
 
-    def overtaken(self, key: Origin, sent: float) -> bool:
+    def overtaken(self, key: Origin, sent: float, reused: bool = True) -> bool:
         """Whether the host answered quickly a request sent after `sent`
         (one that timed out then waited on its own page, not behind a load:
         node, 300 quick pages, 10 of 7 s and 5 that hang, --per-host 20:
         the hung ones asked alone took 71 s, not 31)."""
         host = self._hosts.get(key)
-        return host is not None and self._overtaken(host, sent)
+        return host is not None and self._overtaken(host, sent, reused)
 
     @staticmethod
-    def _overtaken(host: _Host, sent: float | None) -> bool:
-        return sent is not None and sent < host.quick_sent
+    def _overtaken(host: _Host, sent: float | None, reused: bool) -> bool:
+        return sent is not None and sent < (host.quick_sent if reused else host.quick_sent_new)
 
     @staticmethod
     def _overloaded(host: _Host) -> bool:

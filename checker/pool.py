@@ -21,7 +21,7 @@ from typing import Protocol
 
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
 from checker.expect import DOWN
-from checker.hosts import HOLD, SLOW_DOWN, SLOW_REFUSAL, HostGate, Told
+from checker.hosts import HOLD, SLOW_ANSWERS, SLOW_DOWN, SLOW_REFUSAL, HostGate, Told
 from checker.hosts import clock as hosts_clock
 from checker.http.connections import ConnectionPool
 from checker.http.errors import (
@@ -35,7 +35,7 @@ from checker.http.errors import (
 )
 from checker.results import Result
 from checker.targets import Duplicate, Target
-from checker.url import TLS_SCHEMES
+from checker.url import TLS_SCHEMES, URL
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 INTERNAL_ERROR = "internal_error"
@@ -106,6 +106,11 @@ def silent_on_reuse(attempt: Attempt) -> bool:
 # maxconn 4 on TLS leaves the others' handshakes unanswered, 3 to 18 down.)
 TOO_MANY = (ConnectionRefused, ConnectionReset, NoResponse, ConnectTimeout)
 TURNED_AWAY = 3
+# A timeout behind a request the host still worked on (hosts.behind) is not
+# charged, this many times at most for a URL, and only while the host's
+# last answer is less than BEHIND_WINDOW deadlines old.
+BEHIND = 3
+BEHIND_WINDOW = 6.0
 
 
 def turned_away_by(
@@ -320,13 +325,35 @@ class Pool:
         hangs = False
         waited = 0
         waited_out = 0  # all of them, for the warning
+        # Its timeouts behind a request the host was still working on
+        # (hosts.behind): not charged, up to BEHIND.
+        behind_n = 0
+        own: list[float] = []  # when its attempts that timed out were sent
+        stalled: float | None = None  # a timeout behind another's: when it came
+        given: float | None = None  # its own request given up on, others behind it
+        timed_out_at = (0.0, True)  # (when its last attempt was sent, and whether reused)
         try:
             while True:
+                if stalled is not None or given is not None:
+                    window = BEHIND_WINDOW * self.check_opts.timeout
+                    await self.hosts.after_stall(
+                        key, stalled or hosts_clock(), given, window, self._probe
+                    )
+                    # (A probe sent after its request on a kept-alive connection
+                    # was answered at once: its page hangs on its own, and
+                    # that timeout is charged. Not one on a new connection: a
+                    # host at its limit of connections leaves those waiting.)
+                    sent_at, on_reuse = timed_out_at
+                    if on_reuse and self.hosts.probed_quickly(key, sent_at):
+                        hangs = True
+                        if stalled is not None:
+                            behind_n, free = behind_n - 1, free - 1
                 # The host's pace (--host-interval, slower after 429/503) is kept
                 # before the attempt: waiting for it does not eat into its deadline.
                 paced = await self.hosts.pace(key, first=holding > 0)
                 last = n - free - waited > self.opts.retries
-                solo = last and bool(crowded)
+                # (After its own request held others behind it: alone.)
+                solo = (last and bool(crowded)) or (given is not None and not hangs)
                 if solo:
                     # (After a timeout, the host may still work on what was
                     # given up on: up to one deadline more for that.)
@@ -354,13 +381,32 @@ class Pool:
                     if solo:
                         self.hosts.release(key)
                 timed_out = isinstance(attempt.error, CheckTimeout)
-                hangs = hangs or (timed_out and self.hosts.overtaken(key, sent))
+                reused = attempt.trace.reused
+                hangs = hangs or (timed_out and self.hosts.overtaken(key, sent, reused))
+                behind = (
+                    timed_out
+                    and not hangs
+                    and behind_n < BEHIND
+                    and self.hosts.behind(key, sent, own, BEHIND_WINDOW * self.check_opts.timeout)
+                )
+                if timed_out:
+                    own.append(sent)
+                stalled = hosts_clock() if behind else None
+                timed_out_at = (sent, reused)
+                given = sent if timed_out and not behind and not hangs else None
                 took = (hosts_clock() - sent) / self.check_opts.timeout
                 head = attempt.head
                 heard = timed_out or head is not None
                 served = head is not None and head.status not in SLOW_DOWN
-                others = self.hosts.end(key, mark, timed_out, took, sent if heard else None, served)
-                if solo:
+                # (Its final URL, when on the same host, is a page to probe it
+                # with: hosts.after_stall.)
+                final = attempt.final_url if attempt.final_url.origin == key else None
+                others = self.hosts.end(
+                    key, mark, timed_out, took, sent if heard else None, served, reused, final
+                )
+                if behind:
+                    behind_n, free = behind_n + 1, free + 1
+                if solo and crowded:
                     said.append(
                         "its last attempt went alone (no other request to the host in"
                         f" flight): the {crowded} before it came while others were"
@@ -491,7 +537,7 @@ class Pool:
                 if attempt.get_later and head is not None and not turned_away:
                     method, head_refused = "GET", head.status
                     said.append(f"HEAD answered {head.status}; a GET decided after the host's pace")
-                if silent is None and silent_on_reuse(attempt):
+                if silent is None and not behind and silent_on_reuse(attempt):
                     # The host took the request on a kept-alive connection and
                     # went silent (servers without real keep-alive answer a
                     # connection's first request only, and neither close it nor
@@ -519,6 +565,12 @@ class Pool:
                         continue
                 again = turned_away or should_retry(attempt)
                 if n - free - waited > self.opts.retries or not again:
+                    if behind_n:
+                        said.append(
+                            f"{behind_n} attempt{'s' if behind_n > 1 else ''} not counted: timed"
+                            " out behind a request the host had not answered (one given up on,"
+                            " sent before it), nor any sent after that"
+                        )
                     if waited_out:
                         said.append(
                             f"{waited_out} attempt{'s' if waited_out > 1 else ''} not counted:"
@@ -531,13 +583,43 @@ class Pool:
                         attempt.head_status = head_refused
                     return make_result(target, attempt, n, free)
                 earlier.append(f"attempt {n} failed: {_failure(attempt)}")
-                await asyncio.sleep(retry_delay(n, attempt, self.opts))
+                if stalled is None:  # (after one behind another's: hosts.after_stall)
+                    await asyncio.sleep(retry_delay(n, attempt, self.opts))
                 if turned_away:
                     await self.hosts.within_cap(key)
                 n += 1
         finally:
             if holding:  # (settled: down, up, or the run stopped)
                 self.hosts.hold(key, 0.0, holding)
+
+    async def _probe(self, url: URL) -> bool | None:
+        """A HEAD for a page its host answered well and quickly, on a kept-
+        alive connection, while URLs wait to ask again behind a request it
+        was given up on (hosts.after_stall); not a row. Whether it was
+        answered well in under hosts.SLOW_ANSWERS of the deadline on one;
+        None: none sent (no connection to it is idle). (Not on a new connection: a host at its
+        limit of connections leaves new ones unaccepted while it answers on
+        those it holds, and then one answered at once only had a place
+        freed for it.)"""
+        key = url.origin
+        if self.connections is None or not self.connections.has_idle(key):
+            return None
+        mark = self.hosts.begin(key)
+        sent = hosts_clock()
+        try:
+            attempt = await attempt_check(url, self.check_opts, self.connections, None, "HEAD")
+        except BaseException:
+            self.hosts.end(key, mark)
+            raise
+        timed_out = isinstance(attempt.error, CheckTimeout)
+        head = attempt.head
+        took = (hosts_clock() - sent) / self.check_opts.timeout
+        heard = timed_out or head is not None
+        reused = attempt.trace.reused
+        # (One that found its connection closed went on a new one: no sign.)
+        served = head is not None and head.status not in SLOW_DOWN and reused
+        self.hosts.end(key, mark, timed_out, took, sent if heard else None, served, reused)
+        return served and took < SLOW_ANSWERS
 
     def _answered_anew(
         self, origin: tuple[str, str, int], attempt: Attempt, silent: str, reuse_works: bool

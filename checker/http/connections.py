@@ -309,6 +309,11 @@ class ConnectionPool:
         if self._lru:
             self._reaper = asyncio.get_running_loop().call_later(self.idle_timeout / 2, self._reap)
 
+    def has_idle(self, origin: Origin) -> bool:
+        """Whether a connection to `origin` is idle (it may still turn out
+        closed when taken)."""
+        return origin in self._idle
+
     def drop_idle(self, origin: Origin) -> None:
         """Close the idle connections to `origin`."""
         for conn in self._idle.pop(origin, []):
