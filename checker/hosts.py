@@ -689,6 +689,14 @@ class HostGate:
             if own is None:
                 host.behind_waiting -= 1
 
+    def answering(self, key: Origin, window: float) -> bool:
+        """Whether the host answered well once, and anything in the last
+        `window` seconds (`behind` may excuse a timeout)."""
+        host = self._hosts.get(key)
+        return (
+            host is not None and host.good_sent is not None and clock() - host.answered_at < window
+        )
+
     def probed_quickly(self, key: Origin, sent: float) -> bool:
         """Whether a probe sent after `sent` was answered in under
         SLOW_ANSWERS on a kept-alive connection (`after_stall`)."""

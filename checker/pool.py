@@ -393,7 +393,11 @@ class Pool:
                     own.append(sent)
                 stalled = hosts_clock() if behind else None
                 timed_out_at = (sent, reused)
-                given = sent if timed_out and not behind and not hangs else None
+                window = BEHIND_WINDOW * self.check_opts.timeout
+                # (Only on a host that answers of late: on one that stopped,
+                # nothing waits behind it, and each going alone held it.)
+                stays = timed_out and not behind and not hangs
+                given = sent if stays and self.hosts.answering(key, window) else None
                 took = (hosts_clock() - sent) / self.check_opts.timeout
                 head = attempt.head
                 heard = timed_out or head is not None
