@@ -624,10 +624,7 @@ class HostGate:
         that stopped answering altogether is down, and its URLs are charged
         as ever)."""
         host = self._hosts.get(key)
-        if host is None or host.good_sent is None or not host.given_up:
-            return False
-        now = clock()
-        if now - host.answered_at >= window:
+        if host is None or not host.given_up or not self._answering(host, window):
             return False
         first = min(host.given_up)
         return first < sent and first not in own
@@ -674,10 +671,9 @@ class HostGate:
                         return
                     idle = not host.in_flight and not host.behind_waiting
                 if idle and clock() - host.probe_at >= RECHECK:
-                    host.probe_at = clock()
+                    host.probe_at = sent = clock()
                     if own is not None or probe is None or host.quick_url is None:
                         return
-                    sent = clock()
                     quick = await probe(host.quick_url)
                     if quick is None:
                         return
@@ -693,9 +689,11 @@ class HostGate:
         """Whether the host answered well once, and anything in the last
         `window` seconds (`behind` may excuse a timeout)."""
         host = self._hosts.get(key)
-        return (
-            host is not None and host.good_sent is not None and clock() - host.answered_at < window
-        )
+        return host is not None and self._answering(host, window)
+
+    @staticmethod
+    def _answering(host: _Host, window: float) -> bool:
+        return host.good_sent is not None and clock() - host.answered_at < window
 
     def probed_quickly(self, key: Origin, sent: float) -> bool:
         """Whether a probe sent after `sent` was answered in under

@@ -332,10 +332,10 @@ class Pool:
         stalled: float | None = None  # a timeout behind another's: when it came
         given: float | None = None  # its own request given up on, others behind it
         timed_out_at = (0.0, True)  # (when its last attempt was sent, and whether reused)
+        window = BEHIND_WINDOW * self.check_opts.timeout  # (hosts.behind's)
         try:
             while True:
                 if stalled is not None or given is not None:
-                    window = BEHIND_WINDOW * self.check_opts.timeout
                     await self.hosts.after_stall(
                         key, stalled or hosts_clock(), given, window, self._probe
                     )
@@ -387,27 +387,21 @@ class Pool:
                     timed_out
                     and not hangs
                     and behind_n < BEHIND
-                    and self.hosts.behind(key, sent, own, BEHIND_WINDOW * self.check_opts.timeout)
+                    and self.hosts.behind(key, sent, own, window)
                 )
                 if timed_out:
                     own.append(sent)
                 stalled = hosts_clock() if behind else None
                 timed_out_at = (sent, reused)
-                window = BEHIND_WINDOW * self.check_opts.timeout
                 # (Only on a host that answers of late: on one that stopped,
                 # nothing waits behind it, and each going alone held it.)
                 stays = timed_out and not behind and not hangs
                 given = sent if stays and self.hosts.answering(key, window) else None
-                took = (hosts_clock() - sent) / self.check_opts.timeout
-                head = attempt.head
-                heard = timed_out or head is not None
-                served = head is not None and head.status not in SLOW_DOWN
                 # (Its final URL, when on the same host, is a page to probe it
                 # with: hosts.after_stall.)
                 final = attempt.final_url if attempt.final_url.origin == key else None
-                others = self.hosts.end(
-                    key, mark, timed_out, took, sent if heard else None, served, reused, final
-                )
+                others, _ = self._end(key, mark, attempt, sent, final)
+                head = attempt.head
                 if behind:
                     behind_n, free = behind_n + 1, free + 1
                 if solo and crowded:
@@ -596,15 +590,40 @@ class Pool:
             if holding:  # (settled: down, up, or the run stopped)
                 self.hosts.hold(key, 0.0, holding)
 
+    def _end(
+        self,
+        key: tuple[str, str, int],
+        mark: int,
+        attempt: Attempt,
+        sent: float,
+        url: URL | None = None,
+        new_counts: bool = True,
+    ) -> tuple[int, bool]:
+        """hosts.end for an attempt sent at `sent` (hosts.begin's `mark`):
+        the others in flight meanwhile, and whether it was answered well in
+        under hosts.SLOW_ANSWERS of the deadline. `new_counts`: an answer on
+        a new connection says the host serves (not for a probe, below)."""
+        timed_out = isinstance(attempt.error, CheckTimeout)
+        head = attempt.head
+        took = (hosts_clock() - sent) / self.check_opts.timeout
+        heard = timed_out or head is not None
+        reused = attempt.trace.reused
+        served = head is not None and head.status not in SLOW_DOWN and (new_counts or reused)
+        others = self.hosts.end(
+            key, mark, timed_out, took, sent if heard else None, served, reused, url
+        )
+        return others, served and took < SLOW_ANSWERS
+
     async def _probe(self, url: URL) -> bool | None:
         """A HEAD for a page its host answered well and quickly, on a kept-
         alive connection, while URLs wait to ask again behind a request it
         was given up on (hosts.after_stall); not a row. Whether it was
         answered well in under hosts.SLOW_ANSWERS of the deadline on one;
-        None: none sent (no connection to it is idle). (Not on a new connection: a host at its
-        limit of connections leaves new ones unaccepted while it answers on
-        those it holds, and then one answered at once only had a place
-        freed for it.)"""
+        None: none sent (no connection to it is idle). Not on a new
+        connection: a host at its limit of connections leaves new ones
+        unaccepted while it answers on those it holds, and then one
+        answered at once only had a place freed for it (nor is one that
+        found its idle connection closed and went on a new one a sign)."""
         key = url.origin
         if self.connections is None or not self.connections.has_idle(key):
             return None
@@ -615,15 +634,7 @@ class Pool:
         except BaseException:
             self.hosts.end(key, mark)
             raise
-        timed_out = isinstance(attempt.error, CheckTimeout)
-        head = attempt.head
-        took = (hosts_clock() - sent) / self.check_opts.timeout
-        heard = timed_out or head is not None
-        reused = attempt.trace.reused
-        # (One that found its connection closed went on a new one: no sign.)
-        served = head is not None and head.status not in SLOW_DOWN and reused
-        self.hosts.end(key, mark, timed_out, took, sent if heard else None, served, reused)
-        return served and took < SLOW_ANSWERS
+        return self._end(key, mark, attempt, sent, new_counts=False)[1]
 
     def _answered_anew(
         self, origin: tuple[str, str, int], attempt: Attempt, silent: str, reuse_works: bool
