@@ -37,6 +37,8 @@ def main() -> None:
     with open(args.raw, encoding="utf-8") as f:
         for line in f:
             stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not count.isdigit():  # a process's command line that spans lines
+                continue
             n = int(count)
             total += n
             frames = [frame_key(x) for x in stack.split(";")]

@@ -109,17 +109,24 @@ class Stats:
         if error:
             self.by_class[error] += 1
         elif status is not None:
-            self.by_class[f"{status // 100}xx"] += 1
+            name = _CLASS.get(status)
+            if name is None:
+                name = _CLASS[status] = f"{status // 100}xx"
+            self.by_class[name] += 1
         if total_ms is not None and error is None:
-            item = (total_ms, -seq, url)
-            if len(self._slowest) < SLOWEST:
-                heapq.heappush(self._slowest, item)
-            else:
-                heapq.heappushpop(self._slowest, item)
+            slowest = self._slowest
+            if len(slowest) < SLOWEST:
+                heapq.heappush(slowest, (total_ms, -seq, url))
+            elif total_ms >= slowest[0][0]:  # (a faster one would go straight out)
+                heapq.heappushpop(slowest, (total_ms, -seq, url))
 
     @property
     def slowest(self) -> list[tuple[float, str]]:
         return [(ms, url) for ms, _, url in sorted(self._slowest, reverse=True)]
+
+
+# "2xx" for each status met: made once, not for every result.
+_CLASS: dict[int, str] = {}
 
 
 def decided(error: str | None, status: int | None, reasons: Sequence[str]) -> str:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Services checked by a connection (and TLS, and a protocol's greeting): no
@@ -55,6 +55,28 @@ class URL:
     host: str  # lowercase ASCII; IPv6 without brackets
     port: int
     target: str  # origin-form request-target: path and query, always starts with "/"
+    # Made once, in __post_init__: a check reads each of them several times
+    # (the pool's key, the request line, the result row), and as properties
+    # they were 3 to 6 us a check (benchmarks/PROFILE.md, thirteenth session).
+    # The Host field: host, plus the port when it is not the scheme's default.
+    host_header: str = field(init=False, repr=False, compare=False)
+    # What a connection (and the per-host cap) is keyed on.
+    origin: tuple[str, str, int] = field(init=False, repr=False, compare=False)
+    # Whether the target and Host hold nothing that would split a request
+    # line (wire.request_line refuses to send a URL without it).
+    line_safe: bool = field(init=False, repr=False, compare=False)
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port != DEFAULT_PORTS.get(self.scheme):
+            host = f"{host}:{self.port}"
+        put = object.__setattr__  # (frozen: the dataclass's own way round it)
+        put(self, "host_header", host)
+        put(self, "origin", (self.scheme, self.host, self.port))
+        put(self, "_text", f"{self.scheme}://{host}{self.target}")
+        safe = all(p.isascii() and not _UNSAFE.search(p) for p in (host, self.target))
+        put(self, "line_safe", safe)
 
     @property
     def is_ipv6(self) -> bool:
@@ -65,24 +87,12 @@ class URL:
         return f"[{self.host}]" if self.is_ipv6 else self.host
 
     @property
-    def host_header(self) -> str:
-        """The Host field: host, plus the port when it is not the scheme's default."""
-        if self.port == DEFAULT_PORTS.get(self.scheme):
-            return self.host_for_uri
-        return f"{self.host_for_uri}:{self.port}"
-
-    @property
     def is_service(self) -> bool:
         """tcp:// or tls://: checked by a connection, not a request."""
         return self.scheme in SERVICE_SCHEMES
 
-    @property
-    def origin(self) -> tuple[str, str, int]:
-        """What a connection (and the per-host cap) is keyed on."""
-        return (self.scheme, self.host, self.port)
-
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.host_header}{self.target}"
+        return self._text
 
 
 # RFC 3986 appendix B, the one regex that splits any URI reference.

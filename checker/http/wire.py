@@ -80,12 +80,13 @@ def request_line(method: str, url: URL, absolute: bool = False) -> bytes:
     if method not in _METHODS and not _TOKEN.fullmatch(method.encode("ascii", "replace")):
         raise ValueError(f"bad method {method!r}")
     # Absolute form (RFC 9112 3.2.2) for a request to a proxy.
-    target = f"{url.scheme}://{url.host_header}{url.target}" if absolute else url.target
-    host = url.host_header
-    for part in (target, host):
-        if not part.isascii() or _UNSAFE_IN_LINE.search(part):
-            raise ValueError(f"unsafe characters in {part!r}")
-    return f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode()
+    # (The URL looked at its parts once, when it was made: URL.line_safe.)
+    if not url.line_safe:
+        for part in (url.target, url.host_header):
+            if not part.isascii() or _UNSAFE_IN_LINE.search(part):
+                raise ValueError(f"unsafe characters in {part!r}")
+    target = str(url) if absolute else url.target
+    return f"{method} {target} HTTP/1.1\r\nHost: {url.host_header}\r\n".encode()
 
 
 _METHODS = frozenset({"HEAD", "GET", "POST"})  # tokens, known good
