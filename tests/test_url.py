@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from checker.url import URL, URLError, dedup_key, parse_url, resolve_location
+from checker.url import URL, URLError, _parse_line, dedup_key, parse_url, resolve_location
 
 # --- parse_url: what comes out -------------------------------------------------
 
@@ -433,3 +435,56 @@ def test_resolve_location_refuses(location: str, message: str) -> None:
     with pytest.raises(URLError) as info:
         resolve_location(BASE, location)
     assert message in str(info.value)
+
+
+_PLAIN_HOSTS = st.sampled_from(
+    [
+        "example.com",
+        "a.b-c.example",
+        "127.0.0.1",
+        "10.1.2.3",
+        "xn--strae-oqa.de",
+        "a..b",
+        "-a.com",
+        "localhost",
+        "999.1.1.1",
+        "0x7f.1",
+        "a",
+        "a.",
+        ".a",
+    ]
+)
+_PLAIN_PORTS = st.sampled_from(
+    ["", ":", ":80", ":443", ":8080", ":0", ":65535", ":65536", ":99999"]
+)
+_PLAIN_PATHS = st.one_of(
+    st.just(""),
+    st.text(alphabet="abc/.?=&%:@!$'()*+,;~_-", max_size=12).map(lambda p: "/" + p),
+)
+
+
+@given(st.sampled_from(["http", "https"]), _PLAIN_HOSTS, _PLAIN_PORTS, _PLAIN_PATHS)
+@example("http", "example.com", "", "/a/./b")
+@example("http", "example.com", ":8080", "/a/../../b?x=/./")
+@example("https", "example.com", "", "/.well-known/x")
+@example("https", "example.com", "", "/a/.")
+@settings(max_examples=400, database=None)
+def test_the_fast_path_of_a_plain_line_gives_what_the_full_parse_gives(
+    scheme: str, host: str, port: str, path: str
+) -> None:
+    text = f"{scheme}://{host}{port}{path}"
+    try:
+        full = _parse_line(text)
+    except URLError as exc:
+        with pytest.raises(URLError) as fast_error:
+            parse_url(text)
+        assert str(fast_error.value) == str(exc)
+        return
+    fast = parse_url(text)
+    assert fast == full
+    assert (str(fast), fast.host_header, fast.origin, fast.line_safe) == (
+        str(full),
+        full.host_header,
+        full.origin,
+        full.line_safe,
+    )
