@@ -54,8 +54,11 @@ class ResponseHead:
 
     def get(self, name: str) -> str | None:
         """The field's value; repeated fields are combined with ", " (RFC 9110 5.3)."""
-        values = [v for n, v in self.headers if n == name]
-        return ", ".join(values) if values else None
+        found = None  # (a loop, not a list made each time: read 3 times a check)
+        for n, v in self.headers:
+            if n == name:
+                found = v if found is None else f"{found}, {v}"
+        return found
 
     def get_all(self, name: str) -> list[str]:
         return [v for n, v in self.headers if n == name]
