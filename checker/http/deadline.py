@@ -143,8 +143,16 @@ _SWEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sweeper] = (
 )
 
 
+# The last loop asked about and its sweeper: a run has one loop, and a
+# WeakKeyDictionary lookup makes a weak reference each time (one a check).
+_last: list[tuple[asyncio.AbstractEventLoop, _Sweeper]] = []
+
+
 def _sweeper_of(loop: asyncio.AbstractEventLoop) -> _Sweeper:
+    if _last and _last[0][0] is loop:
+        return _last[0][1]
     sweeper = _SWEEPERS.get(loop)
     if sweeper is None:
         sweeper = _SWEEPERS[loop] = _Sweeper(loop)
+    _last[:] = [(loop, sweeper)]
     return sweeper

@@ -173,12 +173,16 @@ class Journal:
         self._append(line)
 
     def _place(self, seq: int, position: int) -> None:
-        if seq >= len(self._offsets):
-            grow = seq + 1 - len(self._offsets)
-            self._offsets.extend(array("q", [-1]) * grow)
-        if self._offsets[seq] != -1:
-            raise RuntimeError(f"result {seq} recorded twice")
-        self._offsets[seq] = position
+        offsets = self._offsets
+        known = len(offsets)
+        if seq == known:  # (the usual: the row after the last one placed)
+            offsets.append(position)
+        else:
+            if seq > known:
+                offsets.extend(array("q", [-1]) * (seq + 1 - known))
+            if offsets[seq] != -1:
+                raise RuntimeError(f"result {seq} recorded twice")
+            offsets[seq] = position
         self.rows += 1
 
     def add_duplicate(self, dup: Duplicate) -> None:
