@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import html
+import re
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -114,13 +115,21 @@ CHANGE_LABELS = {
 }
 
 
+# What html.escape changes: most cells hold none of it, and a search in C is
+# a tenth of its five replaces (10 cells a row of the page).
+_ESCAPED = re.compile("[&<>\"']")
+
+
 def esc(value: Any) -> str:
     """Text from a list or a server, safe in text and in quoted attributes."""
     if value is None:
         return ""
     if type(value) is int:  # a status, a line number: nothing to escape
         return str(value)
-    return html.escape(str(value), quote=True)
+    text = str(value)
+    if _ESCAPED.search(text) is None:
+        return text
+    return html.escape(text, quote=True)
 
 
 def esc_url(value: Any) -> str:
