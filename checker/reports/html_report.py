@@ -173,17 +173,22 @@ class Aggregates:
         if error:
             self.by_class[str(error)] += 1
         elif isinstance(status, int):
-            self.by_class[f"{status // 100}xx"] += 1
+            name = _CLASS.get(status)
+            if name is None:
+                name = _CLASS[status] = f"{status // 100}xx"
+            self.by_class[name] += 1
         else:
             self.by_class["unknown"] += 1
         if status is not None and _is_number(ms):
             self.latency[bisect_right(LATENCY_EDGES, ms)] += 1
-            if error is None:
+            slowest = self.slowest
+            if error is None and (len(slowest) < SLOWEST or ms >= slowest[0][0]):
+                # (A faster one than the heap's fastest would go straight out.)
                 item = (float(ms), -seq, str(row.get("url", "")), status)
-                if len(self.slowest) < SLOWEST:
-                    heapq.heappush(self.slowest, item)
+                if len(slowest) < SLOWEST:
+                    heapq.heappush(slowest, item)
                 else:
-                    heapq.heappushpop(self.slowest, item)
+                    heapq.heappushpop(slowest, item)
         days = row.get("cert_days_left")
         if isinstance(days, int) and not isinstance(days, bool):
             cert = (-days, -seq, str(row.get("url", "")), row.get("cert_not_after"))
@@ -191,6 +196,10 @@ class Aggregates:
                 heapq.heappush(self.certs, cert)
             else:
                 heapq.heappushpop(self.certs, cert)
+
+
+# "2xx" for each status met: made once, not for every row.
+_CLASS: dict[int, str] = {}
 
 
 class Page:
