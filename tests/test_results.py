@@ -6,6 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,3 +186,29 @@ def test_make_result_puts_each_value_under_its_own_field() -> None:
         None,
         None,
     )
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(_JSON_VALUES, st.sampled_from(["", " ", "\n", "\ufeff"]), st.booleans())
+@settings(max_examples=300, database=None)
+def test_decode_row_is_json_loads(value: Any, around: str, ascii_only: bool) -> None:
+    """The reporter's decode_row gives what json.loads gives, or fails as it
+    does: rows whole, with whitespace or a BOM around them, and cut short."""
+    from checker.reports.output import decode_row
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    for raw in ((around + text).encode(), (text + around).encode(), text[:-1].encode()):
+        try:
+            expected = json.loads(raw)
+        except ValueError as exc:
+            with pytest.raises(type(exc)):
+                decode_row(raw)
+            continue
+        # (Compared as JSON: a NaN is not equal to itself.)
+        assert json.dumps(decode_row(raw)) == json.dumps(expected)

@@ -16,7 +16,7 @@ import pytest
 from checker.pool import PoolOptions
 from checker.results import iso
 from checker.store.db import HistoryDB, percentile
-from checker.store.feed import open_history
+from checker.store.feed import as_row, open_history
 from checker.store.model import Policy, Row
 from checker.store.query import find
 from tests.helpers import SwitchableSite, raw_server
@@ -347,3 +347,38 @@ async def test_a_database_that_fails_after_it_opened_costs_no_report(
             assert db.count("runs") == 4  # the reports' 2, and the 2 runs since
         finally:
             db.close()
+
+
+def test_as_row_puts_each_value_under_its_own_field() -> None:
+    """feed.as_row builds the history's Row by position: each value of a
+    report row, distinct, lands under its own name."""
+    row = as_row(
+        {
+            "url": "http://example.com/",
+            "ok": True,
+            "status": 203,
+            "error": "e",
+            "total_ms": 12.5,
+            "checked_at": "2026-12-02T00:00:00.000Z",
+            "state": "degraded",
+            "line": 7,
+            "error_detail": None,
+            "reasons": ["r1", "r2"],
+            "final_url": "http://example.com/final",
+            "cert_days_left": 40,
+        }
+    )
+    assert row == Row(
+        url="http://example.com/",
+        ok=True,
+        status=203,
+        error="e",
+        total_ms=12.5,
+        checked_at="2026-12-02T00:00:00.000Z",
+        degraded=True,
+        line=7,
+        detail="r1; r2",
+        final_url="http://example.com/final",
+        cert_days=40,
+    )
+    assert as_row({"url": "u", "error": "invalid_url"}) is None

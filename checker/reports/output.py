@@ -28,6 +28,26 @@ from checker.store.model import Batch, Change
 from checker.summary import Stats
 
 FORMATS = ("csv", "json", "html", "prom")
+
+_RAW_DECODE = json.JSONDecoder().raw_decode
+
+
+def decode_row(raw: bytes) -> Any:
+    """`json.loads(raw)`, for a row: the C scanner called at once. json.loads
+    on bytes first guesses their encoding and goes through two layers of
+    Python (a fifth of what a reporter spends on a row, with the scanner).
+    A row with anything unusual (a BOM, whitespace around it, bytes that are
+    not UTF-8, not JSON) goes to json.loads, which decides or says why not."""
+    try:
+        text = raw.decode("utf-8")
+        row, end = _RAW_DECODE(text)
+        if end == len(text):
+            return row
+    except ValueError:
+        pass
+    return json.loads(raw)
+
+
 DEFAULT_FORMATS = ("csv", "json", "html")
 BATCH = 1024  # rows between writes
 STORE_ROWS = 4096  # rows a transaction of the history database, when no page waits for it
@@ -161,7 +181,7 @@ class ReportWriter:
         if self.json_rows is not None:
             self.json_rows.append(raw)
         if self.decode:
-            row = json.loads(raw)
+            row = decode_row(raw)
             if self.csv_out is not None:
                 self.csv_out.row(row)
             if self.page is not None:
