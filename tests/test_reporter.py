@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from checker.demo.fleet import Fleet, Route
 from checker.reports import html_report, reporter
 from checker.reports import journal as reporter_journal
-from checker.reports.atomic import Spool
+from checker.reports.atomic import FILE_MODE, Spool, assemble_atomic, kept_ranges
 from checker.reports.journal import Journal
 from checker.reports.output import write_reports
 from checker.reports.reporter import End, Outcome, Start
@@ -79,27 +79,88 @@ def same_rows(oks: list[bool], cap: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=300), st.lists(st.integers(min_value=0, max_value=300), max_size=12))
-def test_a_spool_is_read_back_without_the_ranges_asked(data: bytes, cuts: list[int]) -> None:
+@given(
+    st.binary(max_size=300),
+    st.lists(st.integers(min_value=0, max_value=300), max_size=12),
+    st.binary(max_size=20),
+    st.binary(max_size=20),
+)
+def test_a_report_is_assembled_from_a_spool_without_the_ranges_asked(
+    data: bytes, cuts: list[int], head: bytes, tail: bytes
+) -> None:
     points = sorted(set(min(c, len(data)) for c in cuts))
     skip = [(points[i], points[i + 1]) for i in range(0, len(points) - 1, 2)]
+    expected = bytearray(data)
+    for start, end in reversed(skip):
+        del expected[start:end]
+    want = head + bytes(expected) + tail
 
-    async def read(size: int) -> bytes:
-        spool = await Spool.create(os.path.join(folder, "x.csv"))
+    async def through_a_spool(folder: str) -> None:
+        spool = await Spool.create(os.path.join(folder, "x.json"))
         try:
-            await spool.write(data)
-            return b"".join([p async for p in spool.pieces(size=size, skip=skip)])
+            # (Written in two pieces: the spool counts what it was given.)
+            await spool.write(data[:7])
+            await spool.write(data[7:])
+            await spool.assemble(os.path.join(folder, "x.json"), head, tail, skip)
         finally:
             await spool.discard()
 
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
-        expected = bytearray(data)
-        for start, end in reversed(skip):
-            del expected[start:end]
-        for size in (1, 7, 1 << 20):
-            assert asyncio.run(read(size)) == bytes(expected)
+        asyncio.run(through_a_spool(folder))
+        assert Path(folder, "x.json").read_bytes() == want
+        source = os.path.join(folder, "source")
+        Path(source).write_bytes(data)
+        ranges = kept_ranges(len(data), skip)
+        for kernel in (True, False):  # the kernel's copy, and reading and writing
+            out = os.path.join(folder, f"out-{kernel}")
+            assemble_atomic(out, head, source, ranges, tail, kernel=kernel)
+            assert Path(out).read_bytes() == want
+            assert oct(os.stat(out).st_mode & 0o777) == oct(FILE_MODE)
+        assert sorted(os.listdir(folder)) == ["out-False", "out-True", "source", "x.json"]
+
+
+def test_a_report_is_assembled_where_the_kernel_cannot_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (An older kernel, or two file systems it cannot copy between.)
+    import errno
+
+    calls: list[int] = []
+
+    def refuse(*args: object) -> int:
+        calls.append(1)
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    source = tmp_path / "source"
+    source.write_bytes(b"0123456789" * 300_000)  # (more than one piece of 1 MiB)
+    out = tmp_path / "report.json"
+    assemble_atomic(str(out), b"[", str(source), [(0, 5), (10, 3_000_000)], b"]")
+    assert out.read_bytes() == b"[01234" + (b"0123456789" * 300_000)[10:] + b"]"
+    assert calls == [1]  # asked once, then read and write
+
+
+def test_a_failed_assembly_leaves_no_file_and_names_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    with pytest.raises(OSError) as failed:
+        assemble_atomic(str(out), b"[", str(tmp_path / "gone"), [(0, 5)], b"]")
+    assert failed.value.filename == str(tmp_path / "gone")
+    assert os.listdir(tmp_path) == []  # (its temporary file is gone too)
+    # A source shorter than its ranges: an error, not a short report.
+    (tmp_path / "short").write_bytes(b"abc")
+    with pytest.raises(OSError, match="ended at byte 3 of 5"):
+        assemble_atomic(str(out), b"[", str(tmp_path / "short"), [(0, 5)], b"]")
+    assert os.listdir(tmp_path) == ["short"]
+
+
+def test_kept_ranges() -> None:
+    assert kept_ranges(10, []) == [(0, 10)]
+    assert kept_ranges(10, [(0, 3), (5, 6)]) == [(3, 5), (6, 10)]
+    assert kept_ranges(10, [(2, 10)]) == [(0, 2)]
+    assert kept_ranges(0, []) == []
+    assert kept_ranges(4, [(3, 9)]) == [(0, 3)]
 
 
 # --- the same reports, byte for byte ------------------------------------------

@@ -6,11 +6,13 @@ new one, never half of one.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
@@ -31,22 +33,15 @@ def _new_file_mode() -> int:
 FILE_MODE = _new_file_mode()
 
 
-async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]) -> None:
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[tuple[int, str]]:
+    """A temporary file beside `path` (its descriptor, its name) for the
+    caller to fill and put in place; removed when that fails, and an OSError
+    that names no file then names `path`."""
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    os.close(fd)
     try:
-        async with aiofiles.open(tmp, "wb") as f:
-            if isinstance(chunks, AsyncIterator):
-                async for chunk in chunks:
-                    await f.write(chunk)
-            else:
-                for chunk in chunks:
-                    await f.write(chunk)
-            await f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        yield fd, tmp
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -59,16 +54,120 @@ async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]
         raise
 
 
+async def write_atomic(path: str, chunks: AsyncIterator[bytes] | Iterable[bytes]) -> None:
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)
+        async with aiofiles.open(tmp, "wb") as f:
+            if isinstance(chunks, AsyncIterator):
+                async for chunk in chunks:
+                    await f.write(chunk)
+            else:
+                for chunk in chunks:
+                    await f.write(chunk)
+            await f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+
+
+# Errors of copy_file_range that mean "not here" (an older kernel, a file
+# system or a pair of them it cannot copy between): the copy goes on by
+# reading and writing.
+_NO_KERNEL_COPY = frozenset(
+    (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
+)
+
+
+def _copy_range(src: int, dst: int, start: int, end: int, kernel: bool) -> bool:
+    """Bytes [start, end) of `src` appended at `dst`'s position; whether the
+    kernel can still be asked to copy (False once it said it cannot)."""
+    position = start
+    while position < end:
+        if kernel:
+            try:
+                done = os.copy_file_range(src, dst, end - position, position)
+            except OSError as exc:
+                if exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                kernel = False
+                continue
+        else:
+            piece = os.pread(src, min(end - position, 1 << 20), position)
+            done = len(piece)
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(dst, view) :]
+        if done == 0:
+            raise OSError(errno.EIO, f"the temporary file ended at byte {position} of {end}")
+        position += done
+    return kernel
+
+
+def assemble_atomic(
+    path: str,
+    head: bytes,
+    source: str,
+    ranges: Sequence[tuple[int, int]],
+    tail: bytes,
+    kernel: bool = True,
+) -> None:
+    """`path`, atomically: `head`, then the byte ranges of the file `source`,
+    then `tail`. Blocking: it runs in a thread (`Spool.assemble`).
+
+    The ranges are copied by the kernel (copy_file_range), not read into
+    Python and written back in pieces: a JSON report of 10,000 rows is 7 MB
+    that the reporter used to move in 14 round trips through aiofiles' thread
+    after the last check (`kernel` False: read and write, as where the kernel
+    cannot copy)."""
+    with _replacing(path) as (fd, tmp):
+        try:
+            src = os.open(source, os.O_RDONLY)
+            try:
+                _write_all(fd, head)
+                for start, end in ranges:
+                    kernel = _copy_range(src, fd, start, end, kernel)
+                _write_all(fd, tail)
+            finally:
+                os.close(src)
+            os.fsync(fd)
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def kept_ranges(size: int, skip: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The byte ranges of [0, size) left once the ranges `skip` (sorted,
+    apart) are taken out."""
+    kept = []
+    position = 0
+    for start, end in skip:
+        start, end = min(start, size), min(end, size)
+        if start > position:
+            kept.append((position, start))
+        position = max(position, end)
+    if position < size:
+        kept.append((position, size))
+    return kept
+
+
 class Spool:
     """A temporary file beside the reports, written while rows are read.
 
     Either it becomes a report as it is (`publish`), or a report is assembled
-    from it (`pieces`) and it is thrown away (`discard`).
+    from it (`assemble`) and it is thrown away (`discard`).
     """
 
     def __init__(self, path: str, file: AsyncBufferedIOBase) -> None:
         self.path = path
         self._file = file
+        self.size = 0  # bytes written
 
     @classmethod
     async def create(cls, beside: str) -> Spool:
@@ -81,31 +180,24 @@ class Spool:
         if data:
             try:
                 await self._file.write(data)
+                self.size += len(data)
             except OSError as exc:  # name the file (a full disk says only ENOSPC)
                 raise OSError(exc.errno, exc.strerror, self.path) from None
 
-    async def pieces(
-        self, size: int = 1 << 20, skip: Sequence[tuple[int, int]] = ()
-    ) -> AsyncIterator[bytes]:
-        """What was written, in pieces of at most `size` bytes, without the
-        byte ranges [start, end) of `skip` (sorted, apart)."""
+    async def assemble(
+        self, path: str, head: bytes, tail: bytes, skip: Sequence[tuple[int, int]] = ()
+    ) -> None:
+        """`path`, atomically: `head`, what was written but the ranges
+        `skip` (sorted, apart), `tail` (`assemble_atomic`, in a thread)."""
         await self._file.flush()
-        async with aiofiles.open(self.path, "rb") as f:
-            position = 0
-            for start, end in (*skip, (-1, -1)):
-                while start < 0 or position < start:
-                    want = size if start < 0 else min(size, start - position)
-                    piece = await f.read(want)
-                    if not piece:
-                        return
-                    position += len(piece)
-                    yield piece
-                await f.seek(end)
-                position = end
+        ranges = kept_ranges(self.size, skip)
+        await asyncio.to_thread(assemble_atomic, path, head, self.path, ranges, tail)
 
     async def publish(self, path: str) -> None:
         await self._file.flush()
-        os.fsync(self._file.fileno())
+        # (The wait for the disk off the event loop: several reports are
+        # published at once, each in its thread.)
+        await asyncio.to_thread(os.fsync, self._file.fileno())
         await self._file.close()
         os.chmod(self.path, FILE_MODE)
         os.replace(self.path, path)
