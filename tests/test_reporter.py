@@ -790,3 +790,53 @@ async def test_checker_reporter_takes_on_off_auto_and_refuses_the_rest(tmp_path:
             assert reporter.setting() in ("on", "off", "auto")
         finally:
             del os.environ["CHECKER_REPORTER"]
+
+
+class _ShortWrites:
+    """An unbuffered file that takes at most `most` bytes a write (what a
+    signal or a nearly full disk can do); `most` 0: it takes none."""
+
+    def __init__(self, real: Any, most: int) -> None:
+        self.real = real
+        self.most = most
+        self.writes = 0
+
+    async def write(self, data: memoryview) -> int:
+        self.writes += 1
+        if self.most == 0:
+            return 0
+        written: int = await self.real.write(data[: self.most])
+        return written
+
+    async def close(self) -> None:
+        await self.real.close()
+
+
+async def test_the_journal_writes_a_batch_whole_through_short_writes(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.journal.jsonl")
+    told: list[int] = []
+    async with Journal(path, {"started_at": "x"}) as journal:
+        short = _ShortWrites(journal._file, 100)
+        journal._file = short  # type: ignore[assignment]
+        journal.followed_by(told.append)
+        for seq in range(3):
+            journal.add(seq, Result(f"http://a.test/{seq}", "list.txt", seq + 1, True, status=200))
+        await journal.flush()
+        assert short.writes > 3  # (each row's line is longer than 100 bytes)
+    written = await asyncio.to_thread(Path(path).read_bytes)
+    assert [json.loads(line)["seq"] for line in written.splitlines()[1:]] == [0, 1, 2]
+    assert told[-1] == len(written)
+
+
+async def test_a_journal_that_takes_no_bytes_is_an_error_not_a_loop(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.journal.jsonl")
+    journal = Journal(path, {"started_at": "x"})
+    await journal.__aenter__()
+    real = journal._file
+    journal._file = _ShortWrites(real, 0)  # type: ignore[assignment]
+    journal.add(0, Result("http://a.test/", "list.txt", 1, True, status=200))
+    with pytest.raises(OSError, match="took no bytes") as failed:
+        await journal.flush()
+    assert failed.value.filename == path
+    journal._file = real
+    await journal.close()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -35,7 +36,7 @@ from types import TracebackType
 from typing import Any
 
 import aiofiles
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
+from aiofiles.threadpool.binary import AsyncFileIO
 
 from checker.results import Result
 from checker.targets import Duplicate
@@ -71,7 +72,7 @@ class Journal:
         self._position = 0
         self._buffer: list[bytes] = []
         self._duplicates: dict[int, list[str]] = {}
-        self._file: AsyncBufferedIOBase | None = None
+        self._file: AsyncFileIO | None = None
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._closing = False
@@ -87,7 +88,12 @@ class Journal:
             _lock(self._fd, self.path)
             self._append(header_line(self.header))
         # aiofiles takes the descriptor over (and closes it, dropping the lock).
-        self._file = await aiofiles.open(self._fd, "ab")
+        # Unbuffered: a batch is one trip to aiofiles' thread, not two (a write
+        # and a flush). While the checks keep the event loop busy, a trip's
+        # answer waits for the loop's next turn (35 ms a trip at 10,000 HEADs
+        # on one host, 200 at once): with two, a reporter got the rows in
+        # frames of 400 every 70 ms, and the last frame was the run's wait.
+        self._file = await aiofiles.open(self._fd, "ab", buffering=0)
         self._fd = None
         self._flusher = asyncio.create_task(self._flush_loop())
         return self
@@ -231,8 +237,12 @@ class Journal:
             batch, self._buffer = self._buffer, []
             end = self._position
             try:
-                await self._file.write(b"".join(batch))
-                await self._file.flush()
+                data = memoryview(b"".join(batch))
+                while data:  # (a short write only on a full disk or a signal)
+                    written = await self._file.write(data)
+                    if not written:  # (never from a regular file: no endless loop)
+                        raise OSError(errno.EIO, "the journal took no bytes")
+                    data = data[written:]
             except OSError as exc:  # name the file (a full disk says only ENOSPC)
                 raise OSError(exc.errno, exc.strerror, self.path) from None
             if self.on_flush is not None:
