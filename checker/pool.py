@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import random
 import sys
 import time
@@ -166,6 +165,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isascii() and value.isdigit():
         return float(value)
+    import email.utils  # (a date here is rare: not at every run's start, http.cookies)
+
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -15,7 +15,6 @@ for its own hops only (never another URL's check, never the next run):
 
 from __future__ import annotations
 
-import email.utils
 import time
 
 from checker.url import URL
@@ -74,6 +73,10 @@ def _printable(text: str) -> bool:
 
 
 def _past(date: str, now: float) -> bool:
+    # (Imported here: email.utils, with calendar and the rest, was 8 ms of
+    # a run's start-up on a slow machine, for an Expires few redirects carry.)
+    import email.utils
+
     try:
         moment = email.utils.parsedate_to_datetime(date)
     except (TypeError, ValueError, IndexError):
