@@ -142,6 +142,17 @@ def test_a_report_is_assembled_where_the_kernel_cannot_copy(
     assert calls == [1]  # asked once, then read and write
 
 
+def test_a_report_is_assembled_where_there_is_no_copy_file_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "copy_file_range")  # (not Linux)
+    source = tmp_path / "source"
+    source.write_bytes(b"abcdef")
+    out = tmp_path / "report.json"
+    assemble_atomic(str(out), b"[", str(source), [(1, 4)], b"]")
+    assert out.read_bytes() == b"[bcd]"
+
+
 def test_a_failed_assembly_leaves_no_file_and_names_the_report(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     with pytest.raises(OSError) as failed:

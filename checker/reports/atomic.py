@@ -119,6 +119,7 @@ def assemble_atomic(
     that the reporter used to move in 14 round trips through aiofiles' thread
     after the last check (`kernel` False: read and write, as where the kernel
     cannot copy)."""
+    kernel = kernel and hasattr(os, "copy_file_range")  # (Linux only)
     with _replacing(path) as (fd, tmp):
         try:
             src = os.open(source, os.O_RDONLY)
