@@ -23,12 +23,12 @@ from typing import Any
 
 from checker.reports import csv_report, json_report, prom_report
 from checker.reports.atomic import Spool, publish_latest, write_atomic
+from checker.reports.formats import DEFAULT_FORMATS as DEFAULT_FORMATS
+from checker.reports.formats import FORMATS as FORMATS
 from checker.reports.journal import Journal
 from checker.store.feed import Feed
 from checker.store.model import Batch, Change
 from checker.summary import Stats
-
-FORMATS = ("csv", "json", "html", "prom")
 
 _RAW_DECODE = json.JSONDecoder().raw_decode
 
@@ -49,7 +49,6 @@ def decode_row(raw: bytes) -> Any:
     return json.loads(raw)
 
 
-DEFAULT_FORMATS = ("csv", "json", "html")
 BATCH = 1024  # rows between writes
 STORE_ROWS = 4096  # rows a transaction of the history database, when no page waits for it
 

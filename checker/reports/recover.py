@@ -14,7 +14,6 @@ import contextlib
 import glob
 import json
 import os
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,8 +24,14 @@ from checker.check import failed_result
 from checker.http.errors import Interrupted, InvalidURL
 from checker.reports import prom_report
 from checker.reports.atomic import write_atomic
-from checker.reports.journal import Journal, JournalBusy, held, run_of
-from checker.reports.output import FORMATS, write_reports
+from checker.reports.journal import Journal, JournalBusy, run_of
+
+# (Every run's start needs these, and not the rest of this module: see there.)
+from checker.reports.leftovers import JOURNAL_SUFFIX as JOURNAL_SUFFIX
+from checker.reports.leftovers import journals
+from checker.reports.leftovers import remove_spools as remove_spools
+from checker.reports.leftovers import remove_stale_spools as remove_stale_spools
+from checker.reports.output import write_reports
 from checker.results import NOT_A_CHECK
 from checker.store.feed import commit, let_go, recorded_run, start_feed
 from checker.store.index import append_run, index_entry, lists_key, read_runs, report_rows
@@ -35,12 +40,7 @@ from checker.store.prune import stamp_order
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, Shard, Target, read_targets
 
-JOURNAL_SUFFIX = ".journal.jsonl"
 KILLED = "not checked: the run was killed first"
-# A report on its way into place: `.status-<stamp>.<fmt>.XXXXXXXX`, the
-# temporary file beside it that a Spool or write_atomic writes (atomic.py).
-_SPOOL = re.compile(r"\.(status-[^.]+)\.(?:" + "|".join(FORMATS) + r")\.[^.]+")
-_LATEST_LINK = re.compile(r"\.latest\.(?:" + "|".join(FORMATS) + r")\.(\d+)\.tmp")
 
 
 # The end of the note for a run the history had already (publish).
@@ -262,7 +262,7 @@ def policy_of(run: dict[str, Any]) -> Policy:
 async def recover_leftovers(out_dir: str, formats: Sequence[str]) -> list[str]:
     """Turn the journals of dead runs in `out_dir` into reports; say what was done."""
     notes = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), "status-*" + JOURNAL_SUFFIX))):
+    for path in journals(out_dir):
         try:
             done = await recover(path, formats)
         except RecoverError as exc:
@@ -302,60 +302,6 @@ def journal_headers(out_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
             continue
         if head is not None:
             yield path, head
-
-
-def remove_spools(journal: str) -> None:
-    """The half-written reports a killed run left (`.status-<stamp>.csv.XXXX`:
-    a reporter writes them while the run goes, see reporter.py)."""
-    stem = os.path.basename(journal).removesuffix(JOURNAL_SUFFIX)
-    folder = os.path.dirname(journal) or "."
-    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(stem)}.*")):
-        with contextlib.suppress(OSError):
-            os.unlink(leftover)
-
-
-def remove_stale_spools(out_dir: str) -> None:
-    """Every hidden half-written report in `out_dir` whose run is over: left
-    by a run, a --processes run's merge or a `checker merge` killed as it
-    wrote them, whatever became of its journal since (recovered, merged
-    again from its shards, set aside, or never there). Unlike
-    `remove_spools`, which follows a journal being recovered, this is how
-    the spools of a journal that is gone are found at all.
-
-    The caller holds the folder's lock, so no run of this folder is
-    writing. As recovery does (Journal.reopen), the spools of a run that
-    still holds its journal are left alone all the same."""
-    try:
-        names = os.listdir(out_dir)
-    except OSError:
-        return
-    going: dict[str, bool] = {}  # stamp -> its run still holds its journal
-    for name in names:
-        found = _SPOOL.fullmatch(name)
-        if found is None:
-            link = _LATEST_LINK.fullmatch(name)
-            if link is not None and not _alive(int(link.group(1))):
-                # A latest.<fmt> on its way in (atomic.publish_latest, named
-                # by its process), left by a kill between link and rename.
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(out_dir, name))
-            continue
-        stem = found.group(1)
-        if stem not in going:
-            going[stem] = held(os.path.join(out_dir, stem + JOURNAL_SUFFIX))
-        if not going[stem]:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(out_dir, name))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # (someone else's: alive)
-        return True
-    return True
 
 
 def _fill(journal: Journal, item: Target | Duplicate) -> None:

@@ -38,6 +38,7 @@ from checker.store.model import (
     Trend,
     Uptime,
 )
+from checker.store.policy import HISTORY_DAYS as HISTORY_DAYS  # (defined apart, for a run)
 from checker.store.state import step
 
 NAME = "history.sqlite3"
@@ -45,7 +46,6 @@ SCHEMA_VERSION = 2  # 2: url_state, incidents, daily counted per run
 RECENT = 20  # results in the page's strip and sparkline
 HELD = 10_000  # changes kept per alert channel until it has delivered them
 HOURS_KEPT = 26  # hourly counts kept (a day, and the hour or two either side)
-HISTORY_DAYS = 14  # raw results kept this long; then one row per URL per day
 DAILY_DAYS = 366  # the daily roll-up kept this long
 ROLL_UP_ROWS = 100_000  # raw rows rolled up by one run at most (about a second)
 

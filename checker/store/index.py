@@ -17,7 +17,7 @@ from typing import Any
 
 import aiofiles
 
-from checker.store.model import RunEntry
+from checker.store.run_entry import RunEntry
 from checker.url import URLError, dedup_key, parse_url
 
 RUN_INDEX = "runs.jsonl"
