@@ -28,7 +28,6 @@ from checker.http.errors import (
 )
 from checker.http.resolver import check_deadline
 from checker.http.wire import ResponseHead, parse_content_length
-from checker.protocols.replies import ReplyRefused
 from checker.results import NOT_A_CHECK, Hop, Result, now_iso
 from checker.targets import Target
 from checker.url import TLS_SCHEMES, URL, URLError, is_clean, location_of, resolve_location
@@ -217,9 +216,13 @@ async def _probe(url: URL, opts: CheckOptions, expect: Expect, start: float) -> 
         await _within(deadline, _service(url, opts, expect, out))
     except CheckError as exc:
         out.error = exc
-        if isinstance(exc, ReplyRefused):  # the server said no: its words stay
-            out.reply_code = exc.code
-            out.banner = exc.banner
+        if url.scheme in SESSIONS:
+            # (Only a session says no in words: its replies are imported with it.)
+            from checker.protocols.replies import ReplyRefused
+
+            if isinstance(exc, ReplyRefused):  # the server said no: its words stay
+                out.reply_code = exc.code
+                out.banner = exc.banner
     except TimeoutError:
         if url.scheme in SESSIONS:
             what = f"no complete {url.scheme.removesuffix('s').upper()} session"

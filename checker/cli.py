@@ -35,8 +35,7 @@ from checker.lists import ListInputs
 from checker.lock import LOCK_NAME, LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
 from checker.pool import PoolOptions
-from checker.reports.output import DEFAULT_FORMATS, FORMATS
-from checker.reports.recover import RecoverError, recover, rerender
+from checker.reports.formats import DEFAULT_FORMATS, FORMATS
 from checker.results import INVALID, NOT_CHECKED
 from checker.run import (
     RunConfig,
@@ -47,10 +46,8 @@ from checker.run import (
     run_check,
     validate_lists,
 )
-from checker.store import query as store_query
-from checker.store.db import HISTORY_DAYS
-from checker.store.db import NAME as HISTORY_NAME
 from checker.store.index import read_runs, url_history
+from checker.store.policy import HISTORY_DAYS
 from checker.summary import decided, format_summary
 from checker.targets import LIST_FORMATS, ListError, Shard
 
@@ -854,6 +851,10 @@ def merge_reports(args: argparse.Namespace) -> int:
 
 
 def report_file(path: str, formats: list[str] | None, quiet: bool) -> int:
+    # (The recovery and the report writers: a check imports them only for a
+    # killed run's journal, or to write its reports itself.)
+    from checker.reports.recover import RecoverError, recover, rerender
+
     if path.endswith(".json"):
         try:
             written, down = loops.run(rerender(path, formats or ["html", "csv"]), choose("auto"))
@@ -897,6 +898,10 @@ def show_history(out_dir: str, url: str | None, last: int) -> int:
                 f"{entry.changes:>7} {entry.duration_s or 0:>8.1f}{flag}"
             )
         return EXIT_UP
+    # (The history's database: not on a check's start-up path.)
+    from checker.store import query as store_query
+    from checker.store.db import NAME as HISTORY_NAME
+
     if store_query.has_history(out_dir):
         import sqlite3  # (not on a check's start-up path)
 
@@ -937,6 +942,8 @@ def _verdict(ok: bool, error: str | None, status: int | None, reasons: Sequence[
 
 def _show_url_history(out_dir: str, url: str, last: int) -> int:
     """One URL from the history database: uptime, down since, its last results."""
+    from checker.store import query as store_query
+
     found = store_query.url_history(out_dir, url, last)
     if not found:
         raise RunError(f"{url}: not in the history of {out_dir}")

@@ -26,31 +26,30 @@ from checker.http.client import ClientConfig
 from checker.lock import LOCK_NAME
 from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
+from checker.reports.formats import FORMATS
 from checker.reports.journal import Journal
-from checker.reports.output import FORMATS
-from checker.reports.recover import (
-    JOURNAL_SUFFIX,
-    publish,
-    recover_leftovers,
-    remove_spools,
-    remove_stale_spools,
-)
+from checker.reports.leftovers import JOURNAL_SUFFIX, journals, remove_spools, remove_stale_spools
 from checker.reports.reporter import End, Reporter, Start, wanted
 from checker.results import Result, iso
-from checker.store.db import HISTORY_DAYS, HistoryDB
 from checker.store.index import (
     RUN_INDEX,
     append_run,
     index_entry,
     lists_key,
 )
-from checker.store.model import Change, Policy
+from checker.store.policy import HISTORY_DAYS, Policy
 from checker.store.prune import prune
 from checker.summary import Stats
 from checker.targets import Duplicate, ListError, Shard, check_lists, list_notes, read_targets
 
-if TYPE_CHECKING:  # alerts are imported when a run has some to send (a megabyte less)
+# Imported where they are used: the alerts when a run has some to send (a
+# megabyte less); the report writers and the history's database when the
+# run writes its reports itself (a reporter does it in its own process) or
+# finds a killed run's journal.
+if TYPE_CHECKING:
     from checker.notify import SMTPConfig
+    from checker.store.db import HistoryDB
+    from checker.store.model import Change
 
 __all__ = [
     "FORMATS",
@@ -209,6 +208,10 @@ async def recover_all(out_dir: str, formats: Sequence[str]) -> list[str]:
         from checker.parallel.coordinator import merge_leftovers
 
         notes += await merge_leftovers(out_dir, formats)
+    if not journals(out_dir):
+        return notes  # (as a rule: then the recovery is not even imported)
+    from checker.reports.recover import recover_leftovers
+
     return notes + await recover_leftovers(out_dir, formats)
 
 
@@ -360,6 +363,8 @@ async def _run(
             await append_run(config.out_dir, index_entry(run_info, lists, written))
             journal.remove()
         else:
+            from checker.reports.recover import publish
+
             # After the checks, from the journal: as a killed run's are.
             published = await publish(
                 journal,
@@ -446,6 +451,7 @@ async def send_alerts(
     (at least once: one killed after a webhook's 200, before the outbox is
     told, sends them again)."""
     from checker.notify import notify
+    from checker.store.db import HistoryDB
 
     db: HistoryDB | None
     try:

@@ -7,11 +7,13 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from checker.expect import DEGRADED
 from checker.results import INVALID, NOT_CHECKED, Result
-from checker.store.model import Change
+
+if TYPE_CHECKING:  # (the history's records: not imported by every command)
+    from checker.store.model import Change
 
 SLOWEST = 5
 NAMED = 20  # down URLs (and invalid lines) named in the summary; the rest are counted

@@ -48,12 +48,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from subprocess import DEVNULL
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from checker.parallel import start_helper
-from checker.reports.journal import BlockReader, Journal, unwrap
-from checker.reports.output import ReportWriter
-from checker.store.model import Change, Policy
+
+# The run imports this module for its side (`Reporter`, `Start`, `End`);
+# the writers and the history are imported by the reporter's side, in its
+# own process (`_serve`).
+if TYPE_CHECKING:
+    from checker.reports.output import ReportWriter
+    from checker.store.model import Change
+    from checker.store.policy import Policy
 
 _FRAME = struct.Struct("!cI")  # kind, length of what follows
 # Lists smaller than this are written after the checks: measured on one host,
@@ -247,6 +252,9 @@ async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
     kind, payload = await frames.next()
     if kind != b"S":
         raise ValueError("no start")
+    from checker.reports.journal import BlockReader, Journal, unwrap
+    from checker.reports.output import ReportWriter
+
     start: Start = pickle.loads(payload)
     db = feed = None
     writer: ReportWriter | None = None
