@@ -94,9 +94,7 @@ def _copy_range(src: int, dst: int, start: int, end: int, kernel: bool) -> bool:
         else:
             piece = os.pread(src, min(end - position, 1 << 20), position)
             done = len(piece)
-            view = memoryview(piece)
-            while view:
-                view = view[os.write(dst, view) :]
+            _write_all(dst, piece)
         if done == 0:
             raise OSError(errno.EIO, f"the temporary file ended at byte {position} of {end}")
         position += done
