@@ -1,6 +1,7 @@
 """Two versions of checker on one list, A B A B: medians and the paired ratio.
 
-    python3 benchmarks/ab.py LIST [--base REV] [--head REV] [--pairs N] [-- CHECKER OPTIONS...]
+    python3 benchmarks/ab.py LIST [--base REV] [--head REV] [--pairs N] [--history]
+        [-- CHECKER OPTIONS...]
 
 A is the checker of git revision REV (default HEAD), checked out into a
 temporary worktree; B is the working tree (or --head's revision, likewise).
@@ -8,6 +9,9 @@ Both run with the project's venv
 (`.venv/bin/python -m checker check LIST ...`), from a neutral directory so
 that PYTHONPATH decides which checker is imported. The server is yours to
 start (e.g. the nginx of `run.py`, or `python3 -m http.server`), on loopback.
+With --history each side writes into a folder of its own that it keeps,
+as a run from cron does (the history's states and trends to work out):
+one run of each first, not timed, and each pair adds a run to both.
 For the step-by-step table in PROFILE.md: a change is kept when B/A is below
 1 by more than the spread of the runs.
 """
@@ -29,14 +33,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
 
-def run_once(src: Path, lst: str, extra: list[str], out: Path) -> tuple[float, float]:
+def run_once(
+    src: Path, lst: str, extra: list[str], out: Path, keep: bool = False
+) -> tuple[float, float]:
     """(wall s, CPU s of the child) for one run.
 
     Waited for with a blocking os.wait4, as run.py does: subprocess's wait
     with a timeout polls with sleeps of up to 50 ms, and that put steps of
     50 ms into every wall time measured here. A timer kills a run that hangs.
     """
-    shutil.rmtree(out, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     proc = subprocess.Popen(
         [str(PYTHON), "-m", "checker", "check", lst, "--out", str(out), "-q", *extra],
@@ -61,6 +68,7 @@ def main() -> int:
     parser.add_argument("--base", default="HEAD")
     parser.add_argument("--head", help="B is this revision rather than the working tree")
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--history", action="store_true", help="each side keeps its folder")
     args, rest = parser.parse_known_args()  # after "--": options for checker check
     rest = rest[1:] if rest[:1] == ["--"] else rest
     extra = rest or ["--concurrency", "200", "--per-host", "200", "--retries", "0"]
@@ -72,11 +80,19 @@ def main() -> int:
                 ["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(trees[who]), rev],
                 check=True,
             )
+    lst = str(Path(args.list).resolve())
+
+    def out(who: str) -> Path:
+        return work / (f"out-{who}" if args.history else "out")
+
     try:
+        if args.history:
+            for who, src in trees.items():
+                run_once(src, lst, extra, out(who), keep=True)
         runs: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
         for i in range(args.pairs):
             for who, src in trees.items():
-                wall, cpu = run_once(src, str(Path(args.list).resolve()), extra, work / "out")
+                wall, cpu = run_once(src, lst, extra, out(who), keep=args.history)
                 runs[who].append((wall, cpu))
                 print(f"pair {i + 1} {who}: {wall:.2f} s wall, {cpu:.2f} s CPU", file=sys.stderr)
         for who in "AB":

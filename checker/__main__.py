@@ -1,5 +1,5 @@
 """`python -m checker` is the `checker` command."""
 
-from checker.cli import entry
+from checker.boot import entry
 
 entry()

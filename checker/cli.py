@@ -562,7 +562,7 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
 def check_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     """The run's configuration from parsed arguments, plus notes for the user."""
     notes: list[str] = []
-    from checker.reports.reporter import setting as reporter_setting
+    from checker.reports.prestart import setting as reporter_setting
 
     try:
         reporter_setting()  # (refused before the report folder is touched)
@@ -735,6 +735,9 @@ def run_and_report(config: RunConfig, quiet: bool, args: argparse.Namespace) -> 
     """Run the check, print the summary, and turn the outcome into an exit code."""
     if config.processes > 1:
         from checker.parallel.coordinator import run_processes
+        from checker.reports.prestart import let_go
+
+        let_go()  # (its shards have their CPUs: a reporter started early is not used)
 
         work = run_processes(config, argparse.Namespace(**{**vars(args), "lists": config.lists}))
     else:

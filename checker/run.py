@@ -327,6 +327,10 @@ async def _run(
                     )
                     if reporter is not None:
                         journal.followed_by(reporter.flushed)
+                else:
+                    from checker.reports.prestart import let_go
+
+                    let_go()  # (one started as the command started: not wanted)
                 pool = Pool(config.check, config.pool, _Recorder(journal, stats, bar))
                 try:
                     targets = read_targets(

@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checker.demo.fleet import Fleet, Route
-from checker.reports import html_report, reporter
+from checker.reports import html_report, prestart, reporter
 from checker.reports import journal as reporter_journal
 from checker.reports.atomic import FILE_MODE, Spool, assemble_atomic, kept_ranges
 from checker.reports.journal import Journal
@@ -798,7 +798,7 @@ async def test_checker_reporter_takes_on_off_auto_and_refuses_the_rest(tmp_path:
     for value in ("0", "No", "OFF", "1", "yes", "Auto"):
         os.environ["CHECKER_REPORTER"] = value
         try:
-            assert reporter.setting() in ("on", "off", "auto")
+            assert prestart.setting() in ("on", "off", "auto")
         finally:
             del os.environ["CHECKER_REPORTER"]
 

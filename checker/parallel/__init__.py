@@ -11,6 +11,9 @@ import os
 import sys
 from typing import BinaryIO
 
+from checker.helper import helper_command
+from checker.helper import usable_cpus as usable_cpus  # (where the run and its tests look)
+
 SHARDS_DIR = ".shards"  # <out>/.shards/<report name>/<K>/: a --processes run's shards
 
 
@@ -24,15 +27,6 @@ def newest_report(folder: str) -> str | None:
     """The JSON report a shard wrote in its folder (the newest, if several)."""
     found = sorted(glob.glob(os.path.join(glob.escape(folder), "status-*.json")))
     return found[-1] if found else None
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, as taskset and
-    containers' cpusets set it), not all the machine has."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def close_inherited() -> None:
@@ -79,36 +73,13 @@ def die_with_parent(signum: int) -> None:
         libc.prctl(pr_set_pdeathsig, signum)
 
 
-# How a helper starts: `python -m module` as this checker would be, but with
-# no current folder on sys.path (-P): `-m` puts it first, and run from a
-# folder holding one named `checker` (a clone's parent, /srv for
-# /srv/checker) that folder was imported instead of checker, and every shard
-# died. The folder this checker was imported from is added after the others,
-# for a checker run from its source without being installed.
-_BOOT = (
-    "import runpy, sys\n"
-    "root, module = sys.argv[1], sys.argv[2]\n"
-    "del sys.argv[1:3]\n"
-    "if root not in sys.path:\n"
-    "    sys.path.append(root)\n"
-    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
-)
-# (The folder that holds the checker package: checker/parallel/__init__.py.)
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 async def start_helper(module: str, stderr: int | None) -> asyncio.subprocess.Process:
-    """`python -m module` (see `_BOOT`), this interpreter and this checker,
+    """`python -m module` (`helper_command`), this interpreter and this checker,
     talked to over its stdin and stdout, in a session of its own: not in the
     terminal's process group, so that Ctrl-C is the run's to handle and to
     pass on."""
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-P",
-        "-c",
-        _BOOT,
-        _ROOT,
-        module,
+        *helper_command(module),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=stderr,

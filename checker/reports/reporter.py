@@ -43,14 +43,14 @@ import pickle
 import signal
 import sqlite3
 import struct
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from subprocess import DEVNULL
 from typing import IO, TYPE_CHECKING, Any
 
-from checker.parallel import start_helper
+from checker.reports.prestart import LIST_BYTES, setting, spawn, take
 
 # The run imports this module for its side (`Reporter`, `Start`, `End`);
 # the writers and the history are imported by the reporter's side, in its
@@ -61,10 +61,6 @@ if TYPE_CHECKING:
     from checker.store.policy import Policy
 
 _FRAME = struct.Struct("!cI")  # kind, length of what follows
-# Lists smaller than this are written after the checks: measured on one host,
-# 1,000 URLs (29 KB) took 0.20 s with a reporter and 0.19 without, 1,500
-# (44 KB) 0.245 and 0.252, 2,000 (59 KB) 0.27 and 0.29.
-LIST_BYTES = 40 * 1024
 ANSWER_TIMEOUT = 3600.0  # seconds the run waits for the reporter's outcome, at most
 # Rows between the reporter's writes (and its batches of the history
 # database): what is left of the rows' work after the checks end is the
@@ -111,23 +107,6 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-_SETTINGS = {
-    **dict.fromkeys(("on", "1", "true", "yes"), "on"),
-    **dict.fromkeys(("off", "0", "false", "no"), "off"),
-    **dict.fromkeys(("auto", ""), "auto"),
-}
-
-
-def setting() -> str:
-    """CHECKER_REPORTER as "on", "off" or "auto" (unset); ValueError for
-    anything else, which the run refuses before it starts."""
-    raw = os.environ.get("CHECKER_REPORTER", "auto")
-    value = _SETTINGS.get(raw.strip().lower())
-    if value is None:
-        raise ValueError(f"CHECKER_REPORTER={raw!r}: use on, off or auto")
-    return value
-
-
 def wanted(lists: Sequence[str], shard: object | None) -> bool:
     """Whether a run writes its reports with a reporter: it may use a second
     CPU, its lists are large enough for the head start to matter, and it is
@@ -138,7 +117,7 @@ def wanted(lists: Sequence[str], shard: object | None) -> bool:
         return False
     if chosen == "on":
         return True
-    from checker.parallel import usable_cpus
+    from checker.helper import usable_cpus
 
     if usable_cpus() < 2:
         return False
@@ -153,47 +132,72 @@ def wanted(lists: Sequence[str], shard: object | None) -> bool:
 
 
 class Reporter:
-    """The run's handle on its reporter process."""
+    """The run's handle on its reporter process (started as the command
+    started, `prestart`, or now)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        stdin: asyncio.WriteTransport,
+        stdout: asyncio.StreamReader,
+        stdout_pipe: asyncio.ReadTransport,
+    ) -> None:
         self._proc = proc
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stdout_pipe = stdout_pipe
         self._answered = False
 
     @classmethod
     async def start(cls, start: Start) -> Reporter | None:
-        """The reporter, started; None when it cannot be (the run then writes
-        its reports itself)."""
+        """The reporter, told to start; None when it cannot be (the run then
+        writes its reports itself)."""
+        proc = take()
         try:
-            # Its own errors come back in its outcome (a developer sees its
-            # stderr with CHECKER_REPORTER_DEBUG=1). A stopped run tells it
-            # to give up.
-            debug = os.environ.get("CHECKER_REPORTER_DEBUG")
-            proc = await start_helper("checker.reports.reporter", None if debug else DEVNULL)
+            if proc is None:
+                proc = spawn()
+            reporter = await cls._adopt(proc)
         except OSError:
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.to_thread(proc.wait)
             return None
-        reporter = cls(proc)
         reporter._send(b"S", pickle.dumps(start))
         return reporter
+
+    @classmethod
+    async def _adopt(cls, proc: subprocess.Popen[bytes]) -> Reporter:
+        """Its pipes on the event loop: what is sent is buffered there, never
+        a blocking write into a full pipe (a reporter behind by many frames)."""
+        assert proc.stdin is not None and proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, proc.stdin)
+        stdout = asyncio.StreamReader()
+        pipe, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stdout), proc.stdout
+        )
+        return cls(proc, stdin, stdout, pipe)
 
     def flushed(self, position: int) -> None:
         """The journal's file runs to `position` now (the journal's on_flush)."""
         self._send(b"P", b"%d" % position)
 
     def _send(self, kind: bytes, payload: bytes) -> None:
-        stdin = self._proc.stdin
-        if stdin is None or stdin.is_closing() or self._proc.returncode is not None:
-            return  # it is gone: its outcome will say so
-        stdin.write(_FRAME.pack(kind, len(payload)) + payload)
+        if self._stdin.is_closing():
+            return  # it is gone (the pipe broke) or let go: its outcome will say so
+        self._stdin.write(_FRAME.pack(kind, len(payload)) + payload)
+
+    async def _wait(self) -> int:
+        return await asyncio.to_thread(self._proc.wait)
 
     async def finish(self, end: End) -> Outcome:
         """Tell it the run ended; its outcome (after its reports are in
         place, unless the run was stopped)."""
         self._send(b"E", pickle.dumps(end))
-        proc = self._proc
-        assert proc.stdout is not None
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT):
-                data = await proc.stdout.read()
+                data = await self._stdout.read()
         except TimeoutError:
             await self.close()
             return Outcome(False, "the report process did not answer")
@@ -201,24 +205,24 @@ class Reporter:
         try:
             outcome = pickle.loads(data)
         except Exception:  # nothing, or half an answer: it died
-            await proc.wait()
-            return Outcome(False, f"the report process ended with code {proc.returncode}")
+            code = await self._wait()
+            return Outcome(False, f"the report process ended with code {code}")
         if not isinstance(outcome, Outcome):
             return Outcome(False, "the report process answered something else")
         if not outcome.ok:
-            await proc.wait()  # its transaction is rolled back once it is gone
+            await self._wait()  # its transaction is rolled back once it is gone
         return outcome
 
     async def close(self) -> None:
         """Wait for it to finish its roll-up and exit; stop it first if the run
         never asked for its outcome (the run failed)."""
         proc = self._proc
-        if not self._answered and proc.returncode is None:
+        if not self._answered and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()  # its transaction dies with it
-        if proc.stdin is not None:
-            proc.stdin.close()
-        await proc.wait()
+        self._stdin.close()
+        await self._wait()
+        self._stdout_pipe.close()
 
 
 # --- the reporter's side -----------------------------------------------------
@@ -249,11 +253,15 @@ def _duplicates(lists: tuple[str, ...], list_format: str) -> tuple[dict[int, lis
 
 
 async def _serve(frames: _Frames, answer: IO[bytes]) -> None:
+    # Imported while the run starts (`prestart`), before its Start comes.
+    import checker.store.feed  # noqa: F401  (a run with a history: most)
+    from checker.reports.journal import BlockReader, Journal, unwrap
+    from checker.reports.output import ReportWriter
+    from checker.targets import read_targets  # noqa: F401  (`_duplicates`)
+
     kind, payload = await frames.next()
     if kind != b"S":
         raise ValueError("no start")
-    from checker.reports.journal import BlockReader, Journal, unwrap
-    from checker.reports.output import ReportWriter
 
     start: Start = pickle.loads(payload)
     db = feed = None
