@@ -7,7 +7,12 @@ import sys
 
 
 def entry() -> None:
+    from checker.limits import open_standard_descriptors
     from checker.reports.prestart import prestart
+
+    # (A closed stdout left so would be given to the reporter's pipe, and
+    # the run's output written into the reporter's stdin.)
+    open_standard_descriptors()
 
     prestart(sys.argv[1:])
     from checker.cli import entry as run_command

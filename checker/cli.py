@@ -30,7 +30,7 @@ from checker.http.body import MAX_BODY
 from checker.http.client import ClientConfig, LazyContext
 from checker.http.proxy import ProxyConfigError, ProxySettings
 from checker.http.resolver import SystemResolver, resolver_threads
-from checker.limits import exit_now, fit_open_files, return_large_blocks
+from checker.limits import exit_now, fit_open_files, open_standard_descriptors, return_large_blocks
 from checker.lists import ListInputs
 from checker.lock import LOCK_NAME, LockBusy, run_lock
 from checker.loops import LOOPS, LoopError, choose
@@ -1128,14 +1128,7 @@ def _standard_descriptors() -> None:
     number, and what is written to stderr lands in it (with both closed,
     the event loop aborted the process; with stderr closed, the progress bar
     ended the run)."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
+    open_standard_descriptors()
     # Python left their streams None: the progress bar and the messages
     # write to them, so they get the descriptors back.
     if sys.stdin is None:

@@ -66,6 +66,21 @@ def return_large_blocks() -> bool:
         return False
 
 
+def open_standard_descriptors() -> None:
+    """Point a closed stdin, stdout or stderr (`>&- 2>&-`) at /dev/null, as
+    daemons do: left closed, the next file, pipe or socket opened takes its
+    number, and what is written to stdout or stderr lands in it. First thing
+    in the command, before the reporter's pipes are made (`boot`)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def exit_now(code: int) -> NoReturn:
     """End the process once its work is done and its files are closed,
     without the interpreter's teardown: all it would still do is free what a

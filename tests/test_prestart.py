@@ -5,6 +5,8 @@ started for nothing that goes away."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from checker.demo.fleet import Fleet, Route
 from checker.lock import run_lock
 from checker.reports import prestart
 from checker.reports.formats import FORMATS
@@ -188,3 +191,40 @@ async def test_a_run_that_ends_before_its_checks_leaves_no_reporter_behind(
     while (left := _tagged(tag)) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert left == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_closed_standard_streams_are_not_given_to_the_reporters_pipes(
+    tmp_path: Path,
+) -> None:
+    """From cron the standard streams may be closed (`<&- >&- 2>&-`): they are
+    pointed at /dev/null before the reporter's pipes are made, or the run's
+    stdout would have been the pipe to its reporter's stdin."""
+    async with Fleet({"/slow": Route(delay=3)}) as fleet:
+        (tmp_path / "urls.txt").write_text(fleet.url("/slow") + "\n")
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            f"exec {sys.executable} -m checker check urls.txt --retries 0 <&- >&- 2>&-",
+            cwd=tmp_path,
+            env={**os.environ, "CHECKER_REPORTER": "on"},
+        )
+        try:
+            seen: dict[int, str] = {}
+            async with asyncio.timeout(30):
+                while len(seen) < 3 and proc.returncode is None:
+                    for fd in (0, 1, 2):
+                        with contextlib.suppress(OSError):  # (it ended meanwhile)
+                            seen[fd] = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                    await asyncio.sleep(0.02)
+                    # (bash's own descriptors until it execs: read again)
+                    if len(seen) == 3 and not (tmp_path / "reports").exists():
+                        seen.clear()
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert seen == {0: os.devnull, 1: os.devnull, 2: os.devnull}
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert [row["state"] for row in rows] == ["up"]
