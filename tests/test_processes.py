@@ -327,7 +327,10 @@ async def test_fewer_at_once_than_processes_lowers_the_processes(tmp_path: Path)
 
 
 async def test_an_early_ctrl_c_says_nothing_of_its_shards_starting(tmp_path: Path) -> None:
-    async with hosts(SlowSite(0.3), 6) as origins:
+    # Pages of 3 s: the Ctrl-C must come while the run goes on. (With 0.3 s,
+    # a run under load, the suite in four processes, once ended whole before
+    # its Ctrl-C came, exit 0: the test's premise, not the run, was wrong.)
+    async with hosts(SlowSite(3.0), 6) as origins:
         lines = [f"{o}/{j}" for o in origins for j in range(10)]
         (tmp_path / "urls.txt").write_text("\n".join(lines) + "\n")
         for delay in (0.0, 0.2, 0.45):

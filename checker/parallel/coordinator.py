@@ -75,17 +75,10 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
     t0 = time.perf_counter()
     base = report_base(config.out_dir, started)
     work = os.path.join(config.out_dir, SHARDS_DIR, os.path.basename(base))
-    os.makedirs(work)
-    # For a later run to merge these shards if this one is killed (leftovers).
-    parent = Parent(iso(started), config.options, list(config.lists), n)
-    await asyncio.to_thread(parent.write, work)
 
     caught: list[int] = []
     procs: list[asyncio.subprocess.Process] = []
     loop = asyncio.get_running_loop()
-
-    bar = make_bar(entries, config.progress, sys.stderr)
-    follow = _Follow(bar, n)
 
     def on_signal(signum: int) -> None:
         # The shards are in process groups of their own: Ctrl-C reaches this
@@ -100,9 +93,18 @@ async def run_processes(config: RunConfig, args: argparse.Namespace) -> RunOutco
                     # (it has checked nothing; its lines are "not checked").
                     proc.send_signal(signum if k in follow.ready else signal.SIGKILL)
 
+    # Before the shards' folder is made: a Ctrl-C from here on is the run's
+    # (its folder removed at the end), not a KeyboardInterrupt that left
+    # the folder for the next run to merge (seen under load, 2 in 20).
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
+        os.makedirs(work)
+        # For a later run to merge these shards if this one is killed (leftovers).
+        parent = Parent(iso(started), config.options, list(config.lists), n)
+        await asyncio.to_thread(parent.write, work)
+        bar = make_bar(entries, config.progress, sys.stderr)
+        follow = _Follow(bar, n)
         try:
             async with asyncio.TaskGroup() as group:
                 for k in range(1, n + 1):
