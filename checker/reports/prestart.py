@@ -22,7 +22,7 @@ import contextlib
 import os
 import stat
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from checker.helper import spawn_helper, usable_cpus
 
@@ -56,6 +56,24 @@ def _names(arg: str, *options: str) -> bool:
     return len(name) > 3 and any(option.startswith(name) for option in options)
 
 
+def by_size(chosen: str, paths: Iterable[str]) -> bool:
+    """The rule a run with a reporter follows (`reporter.wanted` and `likely`,
+    once a shard is ruled out), for the CHECKER_REPORTER `setting` `chosen`:
+    "on" always, "off" never, "auto" with a second CPU and LIST_BYTES of
+    files among `paths` (what is not a file counts nothing)."""
+    if chosen != "auto":
+        return chosen == "on"
+    if usable_cpus() < 2:
+        return False
+    size = 0
+    for path in paths:
+        with contextlib.suppress(OSError, ValueError):
+            found = os.stat(path)
+            if stat.S_ISREG(found.st_mode):
+                size += found.st_size
+    return size >= LIST_BYTES
+
+
 def likely(argv: Sequence[str]) -> bool:
     """Whether `checker ARGV` looks like a run that will want a reporter
     (`reporter.wanted`), told from its arguments alone."""
@@ -65,23 +83,11 @@ def likely(argv: Sequence[str]) -> bool:
         chosen = setting()
     except ValueError:
         return False
-    if chosen == "off" or any(_names(arg, "--shard", "--processes") for arg in argv[1:]):
+    if any(_names(arg, "--shard", "--processes") for arg in argv[1:]):
         return False
-    if chosen == "on":
-        return True
-    if usable_cpus() < 2:
-        return False
-    size = 0
-    for arg in argv[1:]:
-        if arg.startswith("-"):
-            continue
-        # (An option's value is counted too if it is a file: a --config or
-        # a --ca-file is a few KB.)
-        with contextlib.suppress(OSError, ValueError):
-            found = os.stat(arg)
-            if stat.S_ISREG(found.st_mode):
-                size += found.st_size
-    return size >= LIST_BYTES
+    # (An option's value is counted too if it is a file: a --config or a
+    # --ca-file is a few KB.)
+    return by_size(chosen, (arg for arg in argv[1:] if not arg.startswith("-")))
 
 
 _early: subprocess.Popen[bytes] | None = None

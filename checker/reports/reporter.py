@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
-from checker.reports.prestart import LIST_BYTES, setting, spawn, take
+from checker.reports.prestart import by_size, setting, spawn, take
 
 # The run imports this module for its side (`Reporter`, `Start`, `End`);
 # the writers and the history are imported by the reporter's side, in its
@@ -113,22 +113,7 @@ def wanted(lists: Sequence[str], shard: object | None) -> bool:
     not a shard (whose parent's processes have the CPUs already).
     CHECKER_REPORTER=on or off overrides the size and the CPUs."""
     chosen = setting()
-    if chosen == "off" or shard is not None:
-        return False
-    if chosen == "on":
-        return True
-    from checker.helper import usable_cpus
-
-    if usable_cpus() < 2:
-        return False
-    size = 0
-    for path in lists:
-        with contextlib.suppress(OSError):
-            size += os.path.getsize(path)
-    return size >= LIST_BYTES
-
-
-# --- the run's side ----------------------------------------------------------
+    return shard is None and by_size(chosen, lists)
 
 
 class Reporter:
