@@ -570,9 +570,14 @@ async def test_a_run_whose_reporter_is_killed_writes_its_reports_itself(tmp_path
         proc = await start_run(tmp_path)
         try:
             async with asyncio.timeout(30):
-                while not (reporters := children_of(proc.pid)):
+                # It has begun once its spools are there (the slow URL holds
+                # the run). Not a time after it appeared: it is started as
+                # the command starts, and one killed before the run takes it
+                # is replaced without a word (found by CI under load).
+                while not list((tmp_path / "reports").glob(".status-*")):
                     await asyncio.sleep(0.05)
-                await asyncio.sleep(0.5)  # it has begun (the slow URL holds the run)
+                reporters = children_of(proc.pid)
+                assert reporters
                 for pid in reporters:
                     os.kill(pid, signal.SIGKILL)
                 _, err = await proc.communicate()
