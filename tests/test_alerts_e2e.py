@@ -16,7 +16,7 @@ import pytest
 
 from checker.demo.fleet import Fleet, Route
 from tests.helpers import SwitchableSite, raw_server, read_request
-from tests.test_cli import checker
+from tests.test_cli import checker, journal_rows
 from tests.test_notify import StartSMTP, WebhookSink, smtp_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(60)
@@ -151,7 +151,13 @@ async def test_a_stopped_run_sends_no_alert_and_the_next_sends_it_once(tmp_path:
         code, _, err = await checker(*args, *alert, cwd=tmp_path)
         assert code == 0, err
         site.status = b"503 Service Unavailable"
-        code, _, err = await checker(*args, *alert, cwd=tmp_path, stop_after=0.9, sig=15)
+        code, _, err = await checker(
+            *args,
+            *alert,
+            cwd=tmp_path,
+            stop_when=lambda: journal_rows(tmp_path / "reports") >= 1,
+            sig=15,
+        )
         assert code == 143, err
         stopped = json.loads((tmp_path / "reports" / "latest.json").read_text())
         assert [c["kind"] for c in stopped["changes"]] == ["down"]  # said in its report

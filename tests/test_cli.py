@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,13 @@ async def checker(
     *args: str,
     cwd: Path,
     stop_after: float | None = None,
+    stop_when: Callable[[], bool] | None = None,
     sig: int = signal.SIGINT,
     env: dict[str, str] | None = None,
 ) -> tuple[int, str, str]:
     """Run `python -m checker ARGS`; optionally send `sig` after `stop_after`
-    seconds; `env`: variables added to this process's environment."""
+    seconds, or once `stop_when()` (polled) is true; `env`: variables added to
+    this process's environment."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -48,6 +51,16 @@ async def checker(
         if stop_after is not None:
             await asyncio.sleep(stop_after)
             proc.send_signal(sig)
+        elif stop_when is not None:
+            # Not after a fixed time: on a loaded machine (CI with four test
+            # processes and a reporter per run) a run 0.9 s old had not yet
+            # set its signal handlers, and died of the signal (-15, not 143).
+            # Wait for what the process has done (a journal with rows is a run
+            # that has its handlers).
+            async with asyncio.timeout(30):
+                while not stop_when():
+                    await asyncio.sleep(0.02)
+            proc.send_signal(sig)
         async with asyncio.timeout(45):
             out, err = await proc.communicate()
     finally:
@@ -56,6 +69,15 @@ async def checker(
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def journal_rows(folder: Path) -> int:
+    """The results in the journals of `folder` (a running run's, on disk)."""
+    rows = 0
+    for journal in folder.glob("*.journal.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            rows += journal.read_bytes().count(b'\n{"seq":')
+    return rows
 
 
 def one_error_line(err: str) -> str:
@@ -156,7 +178,7 @@ async def test_signal_stops_the_run_and_still_writes_every_row(
             "--concurrency",
             "5",
             cwd=tmp_path,
-            stop_after=2.0,
+            stop_when=lambda: journal_rows(tmp_path / "reports") >= 1,
             sig=sig,
         )
     assert got == code, err

@@ -16,7 +16,7 @@ from checker.demo.fleet import Fleet, Route
 from checker.lock import run_lock
 from checker.store.prune import prune
 from tests.helpers import SwitchableSite, raw_server
-from tests.test_cli import checker
+from tests.test_cli import checker, journal_rows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -297,7 +297,9 @@ async def test_a_stopped_run_is_neither_down_nor_a_baseline(tmp_path: Path) -> N
         args = ("check", "urls.txt", "--concurrency", "4", "--per-host", "4", "--format", "json")
         code, out, err = await checker(*args, cwd=tmp_path)
         assert code == 0, err
-        code, out, err = await checker(*args, cwd=tmp_path, stop_after=0.9, sig=15)
+        code, out, err = await checker(
+            *args, cwd=tmp_path, stop_when=lambda: journal_rows(tmp_path / "reports") >= 1, sig=15
+        )
         assert code == 143, err
         stopped = json.loads((tmp_path / "reports" / "latest.json").read_text())
         assert stopped["run"]["interrupted"] is True
