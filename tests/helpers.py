@@ -202,6 +202,16 @@ async def ended(
     return proc.returncode, (out or b"").decode(), (err or b"").decode()
 
 
+def journal_rows(folder: Path) -> list[int]:
+    """The results in each journal under `folder` (its shards' too), as the
+    running processes have written them so far."""
+    rows = []
+    for journal in folder.rglob("*.journal.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            rows.append(journal.read_bytes().count(b'\n{"seq":'))
+    return rows
+
+
 async def journal_with(folder: Path, ok_rows: int = 1, timeout: float = 20) -> Path:
     """The journal of the run going on in `folder`, once it holds `ok_rows`
     results that are up (polled: the run is another process)."""

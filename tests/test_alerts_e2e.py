@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from checker.demo.fleet import Fleet, Route
-from tests.helpers import SwitchableSite, raw_server, read_request
-from tests.test_cli import checker, journal_rows
+from tests.helpers import SwitchableSite, journal_rows, raw_server, read_request
+from tests.test_cli import checker
 from tests.test_notify import StartSMTP, WebhookSink, smtp_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,7 +155,7 @@ async def test_a_stopped_run_sends_no_alert_and_the_next_sends_it_once(tmp_path:
             *args,
             *alert,
             cwd=tmp_path,
-            stop_when=lambda: journal_rows(tmp_path / "reports") >= 1,
+            stop_when=lambda: sum(journal_rows(tmp_path / "reports")) >= 1,
             sig=15,
         )
         assert code == 143, err

@@ -22,6 +22,7 @@ import pytest
 from checker.cli import parse_args
 from checker.demo.fleet import Fleet, Route
 from checker.run import RunError, ensure_out_dir
+from tests.helpers import journal_rows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,15 +70,6 @@ async def checker(
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-def journal_rows(folder: Path) -> int:
-    """The results in the journals of `folder` (a running run's, on disk)."""
-    rows = 0
-    for journal in folder.glob("*.journal.jsonl"):
-        with contextlib.suppress(FileNotFoundError):
-            rows += journal.read_bytes().count(b'\n{"seq":')
-    return rows
 
 
 def one_error_line(err: str) -> str:
@@ -178,7 +170,7 @@ async def test_signal_stops_the_run_and_still_writes_every_row(
             "--concurrency",
             "5",
             cwd=tmp_path,
-            stop_when=lambda: journal_rows(tmp_path / "reports") >= 1,
+            stop_when=lambda: sum(journal_rows(tmp_path / "reports")) >= 1,
             sig=sig,
         )
     assert got == code, err

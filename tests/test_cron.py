@@ -15,8 +15,8 @@ import pytest
 from checker.demo.fleet import Fleet, Route
 from checker.lock import run_lock
 from checker.store.prune import prune
-from tests.helpers import SwitchableSite, raw_server
-from tests.test_cli import checker, journal_rows
+from tests.helpers import SwitchableSite, journal_rows, raw_server
+from tests.test_cli import checker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -298,7 +298,10 @@ async def test_a_stopped_run_is_neither_down_nor_a_baseline(tmp_path: Path) -> N
         code, out, err = await checker(*args, cwd=tmp_path)
         assert code == 0, err
         code, out, err = await checker(
-            *args, cwd=tmp_path, stop_when=lambda: journal_rows(tmp_path / "reports") >= 1, sig=15
+            *args,
+            cwd=tmp_path,
+            stop_when=lambda: sum(journal_rows(tmp_path / "reports")) >= 1,
+            sig=15,
         )
         assert code == 143, err
         stopped = json.loads((tmp_path / "reports" / "latest.json").read_text())

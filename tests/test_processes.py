@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from checker.parallel import usable_cpus
-from tests.helpers import SwitchableSite, ended, read_request
+from tests.helpers import SwitchableSite, ended, journal_rows, read_request
 from tests.test_cli import checker, one_error_line
 from tests.test_notify import WebhookSink
 
@@ -80,13 +80,19 @@ async def start(tmp_path: Path, *args: str, **how: Any) -> asyncio.subprocess.Pr
 
 async def act_then_wait(
     proc: asyncio.subprocess.Process,
-    after: float,
+    after: float | Callable[[], bool],
     act: Callable[[asyncio.subprocess.Process], None],
 ) -> tuple[bytes, bytes]:
-    """`act` (a signal to send) `after` seconds, then the run's output once
-    it has ended (killed, with its group, if it does not end in time)."""
+    """`act` (a signal to send) `after` seconds, or once `after()` (polled)
+    is true; then the run's output once it has ended (killed, with its
+    group, if it does not end in time)."""
     try:
-        await asyncio.sleep(after)
+        if callable(after):
+            async with asyncio.timeout(30):
+                while not after():
+                    await asyncio.sleep(0.02)
+        else:
+            await asyncio.sleep(after)
         act(proc)
         async with asyncio.timeout(40):
             return await proc.communicate()
@@ -96,6 +102,12 @@ async def act_then_wait(
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.kill()
             await proc.wait()
+
+
+def both_have_rows(tmp_path: Path) -> bool:
+    """Both shards of a `--processes 2` run have results in their journals
+    (after a fixed 2 s, a loaded machine could still be starting them)."""
+    return sum(1 for rows in journal_rows(tmp_path / "reports") if rows) >= 2
 
 
 def ctrl_c(proc: asyncio.subprocess.Process) -> None:
@@ -165,7 +177,7 @@ async def test_ctrl_c_stops_every_shard_and_keeps_every_row(tmp_path: Path) -> N
         # Its own process group, as a terminal's foreground job: Ctrl-C is a
         # SIGINT to the whole group, the parent and the shards alike.
         proc = await start(tmp_path, "--processes", "2", "--per-host", "1", start_new_session=True)
-        out, err = await act_then_wait(proc, 2.0, ctrl_c)
+        out, err = await act_then_wait(proc, lambda: both_have_rows(tmp_path), ctrl_c)
     assert proc.returncode == 130, err
     assert "Traceback" not in err.decode()
     got = rows(tmp_path / "reports")
@@ -189,7 +201,7 @@ async def test_a_killed_shard_is_recovered_from_its_journal(tmp_path: Path) -> N
             assert len(shards) == 2
             os.kill(shards[0], signal.SIGKILL)
 
-        _, err = await act_then_wait(proc, 2.0, kill_a_shard)
+        _, err = await act_then_wait(proc, lambda: both_have_rows(tmp_path), kill_a_shard)
     text = err.decode()
     assert proc.returncode == 1, text  # not all checked: no all-clear
     assert "stopped before its report: recovered" in text and "Traceback" not in text
