@@ -15,6 +15,11 @@ def entry() -> None:
     open_standard_descriptors()
 
     prestart(sys.argv[1:])
-    from checker.cli import entry as run_command
+    try:
+        from checker.cli import entry as run_command
 
-    run_command()
+        run_command()
+    finally:
+        from checker.reports.prestart import reap
+
+        reap()

@@ -22,6 +22,7 @@ import contextlib
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 
 from checker.helper import spawn_helper, usable_cpus
@@ -128,9 +129,29 @@ def let_go() -> None:
         _close(proc)
 
 
-# Let go, not waited for: it exits as soon as it reads its stdin's end, and
-# the process object is kept (collected while the process lives, it warns).
+# Let go, waited for only at the command's end (`reap`): it exits as soon as
+# it reads its stdin's end, and the process object is kept till then
+# (collected while the process lives, it warns).
 _let_go: list[subprocess.Popen[bytes]] = []
+
+
+def reap(within: float = 2.0) -> None:
+    """At the command's end: the reporter started early and never taken
+    (the run ended before, at an argument error or another run's lock) is
+    let go, and each one let go is waited for, killed if it is still there
+    after `within` seconds. (It exits at its stdin's end, so the wait is
+    its start-up's rest at most; left running, its process object warned
+    as it was collected, `python -X dev`, and an argument error left a
+    process behind for a moment.)"""
+    let_go()
+    deadline = time.monotonic() + within
+    for proc in _let_go:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _let_go.clear()
 
 
 def _close(proc: subprocess.Popen[bytes]) -> None:
