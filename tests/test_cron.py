@@ -192,6 +192,26 @@ async def test_prometheus_textfile(tmp_path: Path) -> None:
     assert samples == sorted(samples, key=families.index)
 
 
+async def test_prometheus_has_each_check_of_a_csv_list_once(tmp_path: Path) -> None:
+    # A CSV list checks one URL twice, with other expectations: each check is
+    # a series of its own (named by the list), the file has no series twice.
+    async with Fleet({"/ok": Route()}) as fleet:
+        ok = fleet.url("/ok")
+        (tmp_path / "l.csv").write_text(
+            f"name,url,expect_status\nhome,{ok},200\nmoved,{ok},301\nplain,{fleet.url('/')},\n"
+        )
+        code, _, err = await checker(
+            "check", "l.csv", "--format", "prom", "-q", "--retries", "0", cwd=tmp_path
+        )
+    assert code == 1, err
+    text = (tmp_path / "reports" / "latest.prom").read_text()
+    series = _series(text)
+    assert len(series) == len(set(series)), text
+    assert f'checker_up{{url="{ok}",name="home"}} 1\n' in text
+    assert f'checker_up{{url="{ok}",name="moved"}} 0\n' in text
+    assert f'checker_http_status{{url="{ok}",name="moved"}} 200\n' in text
+
+
 # --- cron's bare environment ------------------------------------------------------
 
 
@@ -366,6 +386,46 @@ def test_prometheus_leaves_unchecked_rows_out() -> None:
     assert "checker_run_not_checked 1\n" in text
     assert "checker_run_timestamp_seconds 1796025600.0\n" in text
     assert 'checker_phase_seconds{url="https://a.example/",phase="total"} 0.0123\n' in text
+
+
+def _series(text: str) -> list[str]:
+    """The samples' metric and labels (what makes a series), in order."""
+    return [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+
+
+@pytest.mark.parametrize(
+    ("names", "sources", "labels"),
+    [
+        (("home", "login"), ("l.csv", "l.csv"), ('name="home"', 'name="login"')),
+        ((None, "login"), ("l.csv", "l.csv"), ('line="2"', 'line="5"')),
+        (("same", "same"), ("l.csv", "l.csv"), ('line="2"', 'line="5"')),
+        ((None, None), ("a.csv", "b.csv"), ('line="a.csv:2"', 'line="b.csv:5"')),
+    ],
+)
+def test_prometheus_tells_apart_the_checks_of_one_url(
+    names: tuple[str | None, str | None], sources: tuple[str, str], labels: tuple[str, str]
+) -> None:
+    # The same URL with other expectations is two checks: one series each,
+    # or node_exporter refuses the file (a series twice). A URL checked once
+    # keeps its one label.
+    from checker.reports.prom_report import render
+
+    url = "https://a.example/"
+    rows: list[dict[str, object]] = [
+        {"url": url, "line": 2, "source": sources[0], "name": names[0], "ok": True},
+        {"url": "https://b.example/", "line": 3, "source": sources[0], "name": "b", "ok": True},
+        {"url": url, "line": 5, "source": sources[1], "name": names[1], "ok": False},
+    ]
+    for row in rows:
+        row.update(status=200 if row["ok"] else 500, error=None, total_ms=5.0)
+    run = {"total": 3, "up": 2, "down": 1, "finished_at": "2026-11-30T08:00:00Z"}
+    text = b"".join(render(run, lambda: iter(rows))).decode()
+    series = _series(text)
+    assert len(series) == len(set(series)), text
+    assert f'checker_up{{url="{url}",{labels[0]}}} 1\n' in text
+    assert f'checker_up{{url="{url}",{labels[1]}}} 0\n' in text
+    assert f'checker_phase_seconds{{url="{url}",{labels[1]},phase="total"}} 0.005\n' in text
+    assert 'checker_up{url="https://b.example/"} 1\n' in text
 
 
 def test_prometheus_says_which_urls_are_degraded() -> None:

@@ -5,9 +5,13 @@ folder): it is replaced atomically, as the collector requires. Samples of one
 metric family stand together, so the rows are read once per family.
 
 One series per URL, labelled by the URL alone: a line number would start a
-new series whenever the list is edited. Rows that are not a checked URL (an
-invalid line, a row a stopped run never finished) have no per-URL samples:
-absent, not 0, so that a stopped run does not read as sites going down.
+new series whenever the list is edited. A URL that rows with other
+expectations check more than once (a CSV list) gets a label more on each of
+its series, or they would be the same series twice, and node_exporter refuses
+the whole file for that (`_apart`): `name`, when its rows have names and no
+two the same, else `line`. Rows that are not a checked URL (an invalid line,
+a row a stopped run never finished) have no per-URL samples: absent, not 0,
+so that a stopped run does not read as sites going down.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+from checker.fingerprints import FingerprintMap
 from checker.results import NOT_A_CHECK
 
 PHASES = ("dns", "connect", "tls", "ttfb", "total")
@@ -26,8 +31,48 @@ def _label(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _labels(row: dict[str, Any], **more: str) -> str:
-    pairs = {"url": row["url"], **more}
+Apart = dict[tuple[object, object], dict[str, str]]  # (source, line) -> labels more
+
+
+def _apart(rows: Callable[[], Iterator[dict[str, Any]]]) -> Apart:
+    """The labels more for the rows of a URL checked more than once, by the
+    row's (source, line); empty when every URL is checked once (the usual).
+
+    A pass more over the rows (there is one a family already) keeping a
+    URL's fingerprint (about 15 bytes a URL, not a set of a million URLs'
+    text), and one more keeping the rows of the few URLs seen again."""
+    seen = FingerprintMap(1024, typecode="B")
+    again: set[str] = set()
+    for r in rows():
+        if seen.setdefault(r["url"], 1) is not None:
+            again.add(r["url"])  # (or a fingerprint's collision: counted below)
+    del seen
+    if not again:
+        return {}
+    groups: dict[str, list[tuple[object, object, object]]] = {}
+    for r in rows():
+        if r["url"] in again:
+            groups.setdefault(r["url"], []).append((r.get("source"), r.get("line"), r.get("name")))
+    apart: Apart = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        names = [name for _, _, name in group]
+        named = all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+        lists = len({source for source, _, _ in group}) > 1
+        for source, line, name in group:
+            if named:
+                apart[(source, line)] = {"name": str(name)}
+            else:
+                apart[(source, line)] = {"line": f"{source}:{line}" if lists else str(line)}
+    return apart
+
+
+def _labels(row: dict[str, Any], apart: Apart, **more: str) -> str:
+    pairs = {"url": row["url"]}
+    if apart and (extra := apart.get((row.get("source"), row.get("line")))):
+        pairs.update(extra)
+    pairs.update(more)
     return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in pairs.items()) + "}"
 
 
@@ -57,6 +102,7 @@ def _epoch(iso: object) -> float | None:
 
 def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) -> Iterator[bytes]:
     rows = _checked(rows)
+    apart = _apart(rows)
 
     def family(name: str, kind: str, help_: str, samples: Iterator[str]) -> Iterator[bytes]:
         yield f"# HELP {name} {help_}\n# TYPE {name} {kind}\n".encode()
@@ -70,34 +116,36 @@ def render(run: dict[str, Any], rows: Callable[[], Iterator[dict[str, Any]]]) ->
 
     def up() -> Iterator[str]:
         for r in rows():
-            yield f"checker_up{_labels(r)} {1 if r['ok'] else 0}\n"
+            yield f"checker_up{_labels(r, apart)} {1 if r['ok'] else 0}\n"
 
     def degraded() -> Iterator[str]:
         for r in rows():
             if r.get("state") in ("up", "degraded"):
-                yield f"checker_degraded{_labels(r)} {1 if r['state'] == 'degraded' else 0}\n"
+                value = 1 if r["state"] == "degraded" else 0
+                yield f"checker_degraded{_labels(r, apart)} {value}\n"
 
     def status() -> Iterator[str]:
         for r in rows():
             if r["status"] is not None:
-                yield f"checker_http_status{_labels(r)} {r['status']}\n"
+                yield f"checker_http_status{_labels(r, apart)} {r['status']}\n"
 
     def error() -> Iterator[str]:
         for r in rows():
             if r["error"]:
-                yield f"checker_error{_labels(r, category=r['error'])} 1\n"
+                yield f"checker_error{_labels(r, apart, category=r['error'])} 1\n"
 
     def phases() -> Iterator[str]:
         for r in rows():
             for phase in PHASES:
                 ms = r.get(f"{phase}_ms")
                 if ms is not None:
-                    yield f"checker_phase_seconds{_labels(r, phase=phase)} {_num(ms / 1000)}\n"
+                    labels = _labels(r, apart, phase=phase)
+                    yield f"checker_phase_seconds{labels} {_num(ms / 1000)}\n"
 
     def cert() -> Iterator[str]:
         for r in rows():
             if r.get("cert_days_left") is not None:
-                yield f"checker_cert_days_left{_labels(r)} {r['cert_days_left']}\n"
+                yield f"checker_cert_days_left{_labels(r, apart)} {r['cert_days_left']}\n"
 
     yield from family("checker_up", "gauge", "1 if the URL was up at the last run, else 0.", up())
     yield from family(
