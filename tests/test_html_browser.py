@@ -386,7 +386,9 @@ def trends_page(path: Path) -> None:
     table = []
     for seq, row in enumerate(rows):
         ok = bool(row.get("ok"))
-        recent = tuple((i % 7 != 3 or ok, 20.0 + (i * 37 % 90)) for i in range(20))
+        recent = " ".join(
+            f"{int(i % 7 != 3 or ok)}:{20.0 + (i * 37 % 90)!r}" for i in range(20)
+        )  # (as the history keeps them: model.Trend)
         trend = Trend(
             (99.31, 99.8, 99.95) if ok else (41.5, 88.0, 97.12),
             recent,

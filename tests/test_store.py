@@ -15,9 +15,9 @@ import pytest
 
 from checker.pool import PoolOptions
 from checker.results import iso
-from checker.store.db import HistoryDB, percentile
+from checker.store.db import RECENT, HistoryDB, _pushed, percentile
 from checker.store.feed import as_row, open_history
-from checker.store.model import Policy, Row
+from checker.store.model import Policy, Row, results_of
 from checker.store.query import find
 from tests.helpers import SwitchableSite, raw_server
 
@@ -276,6 +276,66 @@ def test_a_database_from_before_states_is_seeded_from_its_last_complete_run(
     assert sorted((c.url, c.kind) for c in found.changes) == [(a, "down"), (b, "up")]
     assert db.seed_states() == 0  # only ever into an empty table
     db.close()
+
+
+def test_the_pages_last_results_are_kept_with_the_states(tmp_path: Path) -> None:
+    """Each URL's last RECENT results (the page's strip) are kept with its
+    state, not read back from the results every run; they are what the
+    results say: the complete runs' (this one's last), oldest first. A
+    database without them (made before them, or its states written by an
+    older checker) has them from its results, and then keeps them."""
+    path = str(tmp_path / "h.sqlite3")
+    db = HistoryDB(path)
+    a, b = "https://a.example/", "https://b.example/"
+    seen: dict[str, list[tuple[bool, float | None]]] = {a: [], b: []}
+
+    def one_run(i: int, complete: bool = True) -> dict[str, Any]:
+        when = NOW - timedelta(hours=60 - i)
+        rows = [row(a, i % 3 != 0, float(i)), row(b, i % 5 == 0, None if i % 2 else 2.5)]
+        run_id = db.add_run(iso(when), "[]", complete, {"total": 2}, iso(when), None)
+        rows = [replace(r, checked_at=iso(when)) for r in rows]
+        found = db.add_results(run_id, rows, Policy(), when, save_states=complete, trends=True)
+        if complete:
+            for r in rows:
+                seen[r.url].append((r.ok, r.total_ms))
+        return {url: results_of(trend.recent) for url, trend in found.trends.items()}
+
+    def expected() -> dict[str, Any]:
+        return {url: tuple(results[-RECENT:]) for url, results in seen.items()}
+
+    for i in range(RECENT + 5):
+        shown = one_run(i, complete=i % 7 != 6)
+        if i % 7 == 6:  # a stopped run: the complete runs' results, not its own
+            assert shown == expected()
+        else:
+            assert shown == expected(), i
+    assert len(expected()[a]) == RECENT
+    # Written without them: an older checker's states, or a database made before.
+    db._db.execute("UPDATE url_state SET recent = NULL WHERE url_id = 1")
+    assert one_run(40) == expected()
+    db.close()
+    old = sqlite3.connect(path)
+    old.execute("ALTER TABLE url_state DROP COLUMN recent")
+    old.commit()
+    old.close()
+    db = HistoryDB(path)
+    assert db.states([1, 2]) and db._recent_column is None  # (read without it)
+    assert one_run(41) == expected()
+    assert one_run(42) == expected()
+    kept = db._db.execute("SELECT recent FROM url_state ORDER BY url_id").fetchall()
+    assert [len(text.split(" ")) for (text,) in kept] == [RECENT, RECENT]
+    db.close()
+
+
+def test_the_kept_last_results_round_trip() -> None:
+    text = None
+    results: list[tuple[bool, float | None]] = []
+    for i in range(RECENT + 3):
+        result = (i % 2 == 0, None if i % 3 == 0 else i * 1.25 + 0.001)
+        results.append(result)
+        text = _pushed(text, *result)
+        assert results_of(text) == tuple(results[-RECENT:])
+    assert results_of(None) == results_of("") == ()
 
 
 def test_a_url_down_from_its_first_check_has_an_incident(tmp_path: Path) -> None:

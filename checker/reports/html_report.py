@@ -736,22 +736,23 @@ def _trend_cells(trend: Trend | None) -> str:
 _BARS = [f"M{i * 4} 12h3v4h-3z" for i in range(64)]
 
 
-def _history_svg(recent: Sequence[tuple[bool, float | None]]) -> str:
+def _history_svg(recent: str) -> str:
+    """`recent`: a Trend's (its text read here, in the one walk over it)."""
     if not recent:
         return ""
-    recent = recent[-len(_BARS) :]
+    results = recent.split(" ")[-len(_BARS) :]
     # One walk over the results (this runs for every row of a page with history).
     ups: list[str] = []
     downs: list[str] = []
     times: list[tuple[int, float]] = []
-    for i, (ok, ms) in enumerate(recent):
-        if ok:
+    for i, item in enumerate(results):
+        if item[0] == "1":
             ups.append(_BARS[i])
-            if ms is not None:
-                times.append((i, ms))
+            if len(item) > 2:
+                times.append((i, float(item[2:])))
         else:
             downs.append(_BARS[i])
-    label = f"last {len(recent)}: {len(ups)} up, {len(downs)} down"
+    label = f"last {len(results)}: {len(ups)} up, {len(downs)} down"
     line = ""
     if times:
         low = min([ms for _, ms in times])
@@ -762,7 +763,7 @@ def _history_svg(recent: Sequence[tuple[bool, float | None]]) -> str:
         line = f'<polyline points="{points}"/>'
         label += f"; {_ms(low)} to {_ms(high)} ms"
     return (
-        f'<svg class="hist" viewBox="0 0 {len(recent) * 4} 16" role="img" aria-label="{label}">'
+        f'<svg class="hist" viewBox="0 0 {len(results) * 4} 16" role="img" aria-label="{label}">'
         + (f'<path class="su" d="{"".join(ups)}"/>' if ups else "")
         + (f'<path class="sd" d="{"".join(downs)}"/>' if downs else "")
         + line

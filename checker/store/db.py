@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS url_state (
     pending_since TEXT,
     reminded_at TEXT,
     degraded INTEGER NOT NULL DEFAULT 0,  -- up, but degraded (expect.verdict)
-    run_id INTEGER NOT NULL            -- the last run that stepped it
+    run_id INTEGER NOT NULL,           -- the last run that stepped it
+    recent TEXT                        -- its last RECENT results (`_pushed`); NULL: not kept
 );
 """
 _STATE_COLUMNS = (
@@ -145,6 +146,7 @@ class HistoryDB:
         # channel: written once, by `commit`.
         self._queued: dict[str, list[Change]] = {}
         self._queued_at: datetime | None = None
+        self._recent_column: bool | None = None  # (`_has_recent`, once known)
         # One connection, used by one thread at a time (the run awaits each
         # call before the next), from whichever worker thread asyncio picks.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -240,6 +242,7 @@ class HistoryDB:
     def rollback(self) -> None:
         self._in_run = False
         self._queued, self._queued_at = {}, None
+        self._recent_column = None  # (added in the transaction rolled back?)
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
@@ -291,8 +294,19 @@ class HistoryDB:
             now = now or datetime.now(UTC)
             if trends is None:
                 trends = self.previous_complete(run_id) is not None
-            changes, states = self._step_states(
-                run_id, rows, ids, policy, now, save_states, baseline=trends
+            if save_states:
+                self._add_recent()
+            recent: dict[int, str | None] = {}
+            states = self.states(ids.values(), recent)
+            if trends:
+                # Kept by the runs that stepped them; from the results for
+                # the URLs whose states were written without (an older
+                # checker's, an import's) or that have none yet.
+                unknown = [url_id for url_id in ids.values() if recent.get(url_id) is None]
+                if unknown:
+                    recent.update(self._recent_from_results(unknown, run_id))
+            changes, states, pushed = self._step_states(
+                run_id, rows, ids, policy, now, save_states, trends, states, recent
             )
             if save_states:
                 self._queue(alert, changes[: max(0, room)], now)
@@ -300,7 +314,12 @@ class HistoryDB:
                 # The first run here: one result is no trend, and there are
                 # no incidents yet.
                 return Batch(changes, {}, [])
-            return Batch(changes, self._trends(rows, ids, states, now), self._incidents(ids, now))
+            # The page's strip: a complete run's result last (it is one of
+            # the last complete runs); a stopped one's not.
+            shown = pushed if save_states else recent
+            return Batch(
+                changes, self._trends(rows, ids, states, now, shown), self._incidents(ids, now)
+            )
 
     def _step_states(
         self,
@@ -310,9 +329,14 @@ class HistoryDB:
         policy: Policy,
         now: datetime,
         save: bool,
-        baseline: bool = True,
-    ) -> tuple[list[Change], dict[int, State]]:
-        states = self.states(ids.values())
+        baseline: bool,
+        before: dict[int, State],
+        recent: dict[int, str | None],
+    ) -> tuple[list[Change], dict[int, State], dict[int, str | None]]:
+        """`before`: the URLs' states, `recent`: their last results as kept;
+        returned stepped (in copies), with this batch's results."""
+        states = dict(before)
+        pushed = dict(recent)
         changes: list[Change] = []
         updates = []
         new_down: list[tuple[int, Row]] = []  # down when first seen: an incident already
@@ -323,6 +347,7 @@ class HistoryDB:
             if prev is None and state.state == DOWN:
                 new_down.append((url_id, row))
             states[url_id] = state  # the same URL twice in a batch steps twice
+            pushed[url_id] = kept = _pushed(pushed.get(url_id), row.ok, row.total_ms)
             changes += found
             updates.append(
                 (
@@ -338,12 +363,13 @@ class HistoryDB:
                     state.reminded_at,
                     int(state.degraded),
                     run_id,
+                    kept,
                 )
             )
         if save:
             self._db.executemany(
-                f"INSERT OR REPLACE INTO url_state (url_id, {_STATE_COLUMNS}, run_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO url_state (url_id, {_STATE_COLUMNS}, run_id, recent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 updates,
             )
             started = self._run_started(run_id)
@@ -375,18 +401,22 @@ class HistoryDB:
                     if row.checked_at
                 ),
             )
-        return changes, states
+        return changes, states, pushed
 
     def _trends(
-        self, rows: Sequence[Row], ids: dict[str, int], states: dict[int, State], now: datetime
+        self,
+        rows: Sequence[Row],
+        ids: dict[str, int],
+        states: dict[int, State],
+        now: datetime,
+        recent: dict[int, str | None],
     ) -> dict[str, Trend]:
         """Uptime over 24 h (the hourly counts: the hour a day ago whole), 7
         and 30 days (the daily counts: the last 7 or 30 UTC days, today
-        included), and the last RECENT results among the folder's complete
-        runs."""
+        included), and the URL's last RECENT results of complete runs
+        (`recent`)."""
         wanted = sorted(set(ids.values()))
         marks = ",".join("?" * len(wanted))
-        last = self._last_complete_runs(RECENT)
         counts: dict[int, list[int]] = {}
         # The last 24 hours by the hour (the hour a day ago whole).
         day_ago = (now - timedelta(hours=24)).strftime("%Y-%m-%dT%H")
@@ -408,16 +438,6 @@ class HistoryDB:
             by_day[30][url_id] = (checks, up)
             if week_checks:
                 by_day[7][url_id] = (week_checks, week_up)
-        recent: dict[int, list[tuple[bool, float | None]]] = {}
-        if last:
-            lo, skip = last
-            for url_id, ok, ms in self._db.execute(
-                f"SELECT url_id, ok, total_ms FROM results WHERE url_id IN ({marks})"
-                f" AND run_id >= ? AND run_id NOT IN ({','.join('?' * len(skip))})"
-                " ORDER BY url_id, run_id",
-                (*wanted, lo, *skip),
-            ):
-                recent.setdefault(url_id, []).append((bool(ok), ms))
         out = {}
         for row in rows:
             url_id = ids[row.url]
@@ -431,10 +451,30 @@ class HistoryDB:
                     _percent(by_day[7].get(url_id)),
                     _percent(by_day[30].get(url_id)),
                 ),
-                tuple(recent.get(url_id, ())),
+                recent.get(url_id) or "",
                 since or (row.checked_at if not row.ok else None),
             )
         return out
+
+    def _recent_from_results(self, url_ids: Sequence[int], run_id: int) -> dict[int, str]:
+        """The URLs' results in the last RECENT complete runs but `run_id`
+        (this run's go after them), oldest first, as `recent` keeps them:
+        for the URLs whose states have none kept."""
+        last = self._last_complete_runs(RECENT)
+        if not last:
+            return {}
+        lo, skip = last
+        found: dict[int, str] = {}
+        for i in range(0, len(url_ids), 500):
+            chunk = url_ids[i : i + 500]
+            for url_id, ok, ms in self._db.execute(
+                f"SELECT url_id, ok, total_ms FROM results WHERE url_id IN"
+                f" ({','.join('?' * len(chunk))}) AND run_id >= ? AND run_id != ?"
+                f" AND run_id NOT IN ({','.join('?' * len(skip))}) ORDER BY url_id, run_id",
+                (*chunk, lo, run_id, *skip),
+            ):
+                found[url_id] = _pushed(found.get(url_id), bool(ok), ms)
+        return found
 
     def _last_complete_runs(self, n: int) -> tuple[int, list[int]] | None:
         ids = [
@@ -483,21 +523,45 @@ class HistoryDB:
         row = self._db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
         return str(row[0]) if row else iso(datetime.now(UTC))
 
-    def states(self, url_ids: Iterable[int]) -> dict[int, State]:
+    def states(
+        self, url_ids: Iterable[int], recent: dict[int, str | None] | None = None
+    ) -> dict[int, State]:
+        """The URLs' states; with `recent`, their kept last results too (a
+        URL with a state and none kept: None)."""
         wanted = list(url_ids)
         out: dict[int, State] = {}
+        with_recent = recent is not None and self._has_recent()
+        columns = f"{_STATE_COLUMNS}, recent" if with_recent else _STATE_COLUMNS
         for i in range(0, len(wanted), 500):
             chunk = wanted[i : i + 500]
             for url_id, *values in self._db.execute(
-                f"SELECT url_id, {_STATE_COLUMNS} FROM url_state"
+                f"SELECT url_id, {columns} FROM url_state"
                 f" WHERE url_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ):
+                if recent is not None:
+                    recent[url_id] = values.pop() if with_recent else None
                 # The stored 0/1 made a bool. (Not dataclasses.replace: a
                 # second record, and the slowest way to make one, per URL.)
                 values[-1] = bool(values[-1])
                 out[url_id] = State(*values)
         return out
+
+    def _has_recent(self) -> bool:
+        """Whether url_state has its `recent` column: a database made before
+        it has not, until a run adds it (in its own transaction: a reader,
+        `checker history`, must not wait for a run's lock to add a column).
+        No schema version for it: an older checker still uses the database,
+        and its states written without it are NULL, read from the results."""
+        if self._recent_column is None:
+            columns = [r[1] for r in self._db.execute("PRAGMA table_info(url_state)")]
+            self._recent_column = "recent" in columns
+        return self._recent_column
+
+    def _add_recent(self) -> None:
+        if not self._has_recent():
+            self._db.execute("ALTER TABLE url_state ADD COLUMN recent TEXT")
+            self._recent_column = True
 
     def _upgrade_from_1(self) -> None:
         """A database of schema 1: daily rows were only written by the
@@ -822,6 +886,22 @@ class HistoryDB:
     def count(self, table: str) -> int:
         assert table in ("runs", "urls", "results", "daily")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def _pushed(recent: str | None, ok: bool, ms: float | None) -> str:
+    """A URL's last results as url_state keeps them, with one more, the
+    oldest dropped past RECENT: "1:12.5 0 1:9.75", up (1) or down (0),
+    then its time in ms if it had one (model.Trend). (Kept with the state, the page's
+    strip is one column read a URL, not RECENT rows of results made into
+    Python objects: 27 us of the history's 37 a row, in a folder of 70 runs.)"""
+    item = ("1" if ok else "0") if ms is None else f"{'1' if ok else '0'}:{ms!r}"
+    if not recent:
+        return item
+    if recent.count(" ") + 1 >= RECENT:
+        recent = recent[recent.index(" ") + 1 :] if RECENT > 1 else ""
+        if not recent:
+            return item
+    return f"{recent} {item}"
 
 
 def _percent(counts: Sequence[int] | None) -> float | None:
