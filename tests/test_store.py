@@ -327,6 +327,42 @@ def test_the_pages_last_results_are_kept_with_the_states(tmp_path: Path) -> None
     db.close()
 
 
+def test_a_database_of_schema_2_has_its_results_keyed_by_run(tmp_path: Path) -> None:
+    """Up to schema 2 the results were keyed by (url, run), and each run
+    wrote into every page of the table; the upgrade keys them by (run, url)
+    and keeps every one."""
+    path = str(tmp_path / "h.sqlite3")
+    db = HistoryDB(path)
+    a, b = "https://a.example/", "https://b.example/"
+    for hours, ok in [(5, True), (4, False), (3, True)]:
+        add_run(db, NOW - timedelta(hours=hours), [row(a, ok, hours * 1.5), row(b, True)])
+    db.close()
+    old = sqlite3.connect(path, isolation_level=None)  # as schema 2 had it
+    old.executescript(
+        "BEGIN; CREATE TABLE r2 (url_id INTEGER NOT NULL, run_id INTEGER NOT NULL,"
+        " checked_at TEXT, ok INTEGER NOT NULL, status INTEGER, error TEXT, total_ms REAL,"
+        " PRIMARY KEY (url_id, run_id)) WITHOUT ROWID;"
+        " INSERT INTO r2 SELECT * FROM results; DROP TABLE results;"
+        " ALTER TABLE r2 RENAME TO results;"
+        " CREATE INDEX results_run ON results (run_id); PRAGMA user_version=2; COMMIT;"
+    )
+    before = old.execute("SELECT * FROM results ORDER BY url_id, run_id").fetchall()
+    old.close()
+    db = HistoryDB(path)
+    table = db._db.execute("SELECT sql FROM sqlite_master WHERE name = 'results'").fetchone()
+    assert "PRIMARY KEY (run_id, url_id)" in table[0]
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results'"
+    assert db._db.execute(indexes).fetchall() == []  # (results_run went: the key has it)
+    after = db._db.execute("SELECT * FROM results ORDER BY url_id, run_id").fetchall()
+    assert after == before and len(after) == 6
+    assert db._db.execute("PRAGMA user_version").fetchone()[0] == 3
+    ((url_id, _),) = db.url_ids([a])
+    assert [r.ok for _, _, r in db.recent(url_id, 2)] == [True, False]  # newest first
+    assert db.uptime(url_id, NOW - timedelta(days=1)) == db.uptime(url_id, NOW - timedelta(days=2))
+    assert db.uptime(url_id, NOW - timedelta(days=1)).checks == 3
+    db.close()
+
+
 def test_the_kept_last_results_round_trip() -> None:
     text = None
     results: list[tuple[bool, float | None]] = []
