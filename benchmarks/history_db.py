@@ -7,7 +7,8 @@ trends, the bounded roll-up, and `checker history URL`'s queries.
     python3 benchmarks/history_db.py --write benchmarks/RESULTS-history.md
 
 (The quick one takes a second; `--history-days 1` gives its roll-up a day to
-do. The full one takes about 2.5 minutes and 2.7 GiB of disk.)
+do. The full one takes 2.5 to 6 minutes, as this machine goes, and 2.3 GiB of
+disk.)
 
 The fill: a fresh database in a temporary folder (`--keep DIR`: in DIR, left
 there for a look), as `--days` of cron runs (every URL each run, every
