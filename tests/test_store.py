@@ -17,7 +17,7 @@ from checker.pool import PoolOptions
 from checker.results import iso
 from checker.store.db import RECENT, HistoryDB, _pushed, percentile
 from checker.store.feed import as_row, open_history
-from checker.store.model import Policy, Row, results_of
+from checker.store.model import Policy, Row
 from checker.store.query import find
 from tests.helpers import SwitchableSite, raw_server
 
@@ -34,6 +34,15 @@ def add_run(db: HistoryDB, when: datetime, rows: list[Row], complete: bool = Tru
 
 def row(url: str, ok: bool, ms: float | None = 10.0) -> Row:
     return Row(url, ok, 200 if ok else 503, None, ms, None)
+
+
+def results_of(recent: str | None) -> tuple[tuple[bool, float | None], ...]:
+    """The (up, ms) of a Trend's `recent` (model.Trend), oldest first."""
+    if not recent:
+        return ()
+    return tuple(
+        (item[0] == "1", float(item[2:]) if len(item) > 2 else None) for item in recent.split(" ")
+    )
 
 
 def test_uptime_down_since_and_recent(tmp_path: Path) -> None:

@@ -311,7 +311,7 @@ class HistoryDB:
                 unknown = [url_id for url_id in ids.values() if recent.get(url_id) is None]
                 if unknown:
                     recent.update(self._recent_from_results(unknown, run_id))
-            changes, states, pushed = self._step_states(
+            changes, pushed = self._step_states(
                 run_id, rows, ids, policy, now, save_states, trends, states, recent
             )
             if save_states:
@@ -336,12 +336,12 @@ class HistoryDB:
         now: datetime,
         save: bool,
         baseline: bool,
-        before: dict[int, State],
+        states: dict[int, State],
         recent: dict[int, str | None],
-    ) -> tuple[list[Change], dict[int, State], dict[int, str | None]]:
-        """`before`: the URLs' states, `recent`: their last results as kept;
-        returned stepped (in copies), with this batch's results."""
-        states = dict(before)
+    ) -> tuple[list[Change], dict[int, str | None]]:
+        """`states`: the URLs' states, stepped here; `recent`: their last
+        results as kept, left as they are (a stopped run's page shows them):
+        returned with this batch's results pushed, in a copy."""
         pushed = dict(recent)
         changes: list[Change] = []
         updates = []
@@ -407,7 +407,7 @@ class HistoryDB:
                     if row.checked_at
                 ),
             )
-        return changes, states, pushed
+        return changes, pushed
 
     def _trends(
         self,
@@ -546,8 +546,9 @@ class HistoryDB:
 
     def _has_recent(self) -> bool:
         """Whether url_state has its `recent` column: a database made before
-        it has not, until a run adds it (in its own transaction: a reader,
-        `checker history`, must not wait for a run's lock to add a column).
+        it has not, until a run that writes its states adds it (`_add_recent`;
+        a reader, `checker history`, never does: it must not wait for a run's
+        lock to add a column).
         No schema version for it: an older checker still uses the database,
         and its states written without it are NULL, read from the results."""
         if self._recent_column is None:
@@ -564,13 +565,10 @@ class HistoryDB:
         """A database of schema 1 or 2: its results keyed by (url, run), made
         keyed by (run, url), once: a copy of the table (3 to 5 s a million
         results here), and as much again in the WAL until its checkpoint."""
+        made = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS results (") :]
+        made = made[: made.index(";")]  # (the table as a new database has it)
         with self._transaction():
-            self._db.execute(
-                "CREATE TABLE results_by_run (url_id INTEGER NOT NULL,"
-                " run_id INTEGER NOT NULL, checked_at TEXT, ok INTEGER NOT NULL,"
-                " status INTEGER, error TEXT, total_ms REAL,"
-                " PRIMARY KEY (run_id, url_id)) WITHOUT ROWID"
-            )
+            self._db.execute(made.replace("EXISTS results (", "EXISTS results_by_run ("))
             # Sorted, not read in order through the results_run index (the
             # unary +): that was a lookup in the old table a row. 43 million
             # results: 605 s -> 219 s; 5 million: 23.8 s -> 14.0 s.
@@ -909,13 +907,9 @@ def _pushed(recent: str | None, ok: bool, ms: float | None) -> str:
     strip is one column read a URL, not RECENT rows of results made into
     Python objects: 27 us of the history's 37 a row, in a folder of 70 runs.)"""
     item = ("1" if ok else "0") if ms is None else f"{'1' if ok else '0'}:{ms!r}"
-    if not recent:
-        return item
-    if recent.count(" ") + 1 >= RECENT:
-        recent = recent[recent.index(" ") + 1 :] if RECENT > 1 else ""
-        if not recent:
-            return item
-    return f"{recent} {item}"
+    if recent and recent.count(" ") + 1 >= RECENT:
+        recent = recent.partition(" ")[2]  # (the oldest out)
+    return f"{recent} {item}" if recent else item
 
 
 def _percent(counts: Sequence[int] | None) -> float | None:

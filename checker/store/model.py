@@ -123,9 +123,9 @@ class Trend:
     uptime: tuple[float | None, float | None, float | None]  # percent: 24 h, 7 d, 30 d
     # Its last results, oldest first, as the history keeps them (db._pushed):
     # "1:12.5 0 1:9.75", up (1) or down (0), then ":" and the time in ms if
-    # it had one; `results_of` reads it. Text, not records: 20 tuples a URL
-    # were 12 us a row of the history's thread, for a page that reads each
-    # result once (html_report._history_svg).
+    # it had one. Text, not records: 20 tuples a URL were 12 us a row of the
+    # history's thread, for a page that reads each result once
+    # (html_report._history_svg).
     recent: str
     down_since: str | None  # when its current run of downs began, if it is down
 
@@ -158,12 +158,3 @@ class RecordedRun:
     complete: bool
     totals: dict[str, int]  # total, up, down, not_checked, invalid
     finished_at: str | None
-
-
-def results_of(recent: str | None) -> tuple[tuple[bool, float | None], ...]:
-    """The (up, ms) of a Trend's `recent`, oldest first."""
-    if not recent:
-        return ()
-    return tuple(
-        (item[0] == "1", float(item[2:]) if len(item) > 2 else None) for item in recent.split(" ")
-    )
