@@ -202,6 +202,13 @@ async def ended(
     return proc.returncode, (out or b"").decode(), (err or b"").decode()
 
 
+async def until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Once `condition()` (polled every 20 ms) is true; TimeoutError after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
 def journal_rows(folder: Path) -> list[int]:
     """The results in each journal under `folder` (its shards' too), as the
     running processes have written them so far."""

@@ -22,7 +22,7 @@ import pytest
 from checker.cli import parse_args
 from checker.demo.fleet import Fleet, Route
 from checker.run import RunError, ensure_out_dir
-from tests.helpers import journal_rows
+from tests.helpers import journal_rows, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,9 +58,7 @@ async def checker(
             # set its signal handlers, and died of the signal (-15, not 143).
             # Wait for what the process has done (a journal with rows is a run
             # that has its handlers).
-            async with asyncio.timeout(30):
-                while not stop_when():
-                    await asyncio.sleep(0.02)
+            await until(stop_when)
             proc.send_signal(sig)
         async with asyncio.timeout(45):
             out, err = await proc.communicate()

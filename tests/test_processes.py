@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from checker.parallel import usable_cpus
-from tests.helpers import SwitchableSite, ended, journal_rows, read_request
+from tests.helpers import SwitchableSite, ended, journal_rows, read_request, until
 from tests.test_cli import checker, one_error_line
 from tests.test_notify import WebhookSink
 
@@ -88,9 +88,7 @@ async def act_then_wait(
     group, if it does not end in time)."""
     try:
         if callable(after):
-            async with asyncio.timeout(30):
-                while not after():
-                    await asyncio.sleep(0.02)
+            await until(after)
         else:
             await asyncio.sleep(after)
         act(proc)
