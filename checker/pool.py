@@ -1,8 +1,11 @@
-"""The task pool: a fixed set of workers over a bounded queue, per-host caps,
-retries with backoff, and a clean stop that still accounts for every line.
+"""The task pool: a fixed set of workers that take the list's lines as they
+go, per-host caps, retries with backoff, and a clean stop that still accounts
+for every line.
 
-Memory follows the concurrency, not the list: the feeder reads the list lazily
-and blocks when the queue (twice the concurrency) is full.
+Memory follows the concurrency, not the list: the list is read lazily, a line
+at a time, by the worker that is free for it. (Not through a feeder task and a
+queue: each check woke the feeder once to read one line and put it, a task's
+step, a future and two queue calls a check on the hot path.)
 """
 
 from __future__ import annotations
@@ -193,7 +196,6 @@ class Pool:
         # At most one idle connection per worker: more could never be in use at once.
         self.connections = ConnectionPool(max_idle=opts.concurrency) if opts.reuse else None
         self._in_flight: dict[int, Target] = {}
-        self._pending: Target | None = None  # held by the feeder while the queue is full
 
     async def run(self, items: Iterator[Target | Duplicate], stop: asyncio.Event) -> bool:
         """Check every item; return True when `stop` cut the run short.
@@ -203,8 +205,7 @@ class Pool:
         fails, every worker is stopped and the error is raised: the feeder and
         the workers live and die together in one task group.
         """
-        queue: asyncio.Queue[Target | None] = asyncio.Queue(self.opts.concurrency * 2)
-        everything = asyncio.create_task(self._all(items, queue))
+        everything = asyncio.create_task(self._all(items))
         stopper = asyncio.create_task(stop.wait())
         try:
             try:
@@ -218,45 +219,38 @@ class Pool:
                     with contextlib.suppress(asyncio.CancelledError):
                         await everything
             if not everything.cancelled():
-                everything.result()  # a failed list (or a bug in the feeder) is raised here
+                everything.result()  # a failed list (or a bug in a worker) is raised here
                 return False
-            await self._account_for_the_rest(items, queue)
+            await self._account_for_the_rest(items)
             return True
         finally:
             if self.connections is not None:
                 await self.connections.close()
 
-    async def _all(
-        self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None]
-    ) -> None:
-        n = self.opts.concurrency
+    async def _all(self, items: Iterator[Target | Duplicate]) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(n):
-                    group.create_task(self._worker(queue))
-                group.create_task(self._feed(items, queue, n))
+                for _ in range(self.opts.concurrency):
+                    group.create_task(self._worker(items))
         except BaseExceptionGroup as failed:
             # Workers turn every check's exception into a row, so what gets
-            # here is the feeder's: one error, raised as itself.
+            # here is the list's (read by each worker): one error, raised as
+            # itself.
             raise failed.exceptions[0] from None
 
-    async def _feed(
-        self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None], n: int
-    ) -> None:
-        for count, item in enumerate(items):
-            target = self._to_check(item)
-            if target is not None:
-                self._pending = target
-                await queue.put(target)
-                self._pending = None
-            if count % 512 == 511:
-                await asyncio.sleep(0)  # a list of invalid lines must not starve the loop
-        for _ in range(n):
-            await queue.put(None)
-
-    async def _worker(self, queue: asyncio.Queue[Target | None]) -> None:
+    async def _worker(self, items: Iterator[Target | Duplicate]) -> None:
+        """Check the list's next URL while there is one. The workers share
+        `items`: each takes the next line when it is free (a generator is
+        never entered twice at once: nothing awaits inside it)."""
         hosts = self.hosts
-        while (target := await queue.get()) is not None:
+        settled = 0
+        for item in items:
+            target = self._to_check(item)
+            if target is None:
+                settled += 1
+                if settled % 512 == 0:
+                    await asyncio.sleep(0)  # a list of invalid lines must not starve the loop
+                continue
             assert target.url is not None
             key = target.url.origin
             # A host that has its share of checks going takes this URL into its
@@ -660,10 +654,9 @@ class Pool:
             )
         return f"{how}; {again} on a new connection was answered"
 
-    async def _account_for_the_rest(
-        self, items: Iterator[Target | Duplicate], queue: asyncio.Queue[Target | None]
-    ) -> None:
-        """After a stop: a row for what was in flight, queued, or not yet read.
+    async def _account_for_the_rest(self, items: Iterator[Target | Duplicate]) -> None:
+        """After a stop: a row for what was in flight, waiting for its host,
+        or not yet read.
 
         The rows are handed to the sink as they are made and the sink is let
         to write them out as it goes, so that stopping a long list early costs
@@ -673,12 +666,7 @@ class Pool:
         for target in self._in_flight.values():
             self.sink.add(target.seq, failed_result(target, Interrupted.category, stopped))
         self._in_flight.clear()
-        left: list[Target] = [self._pending] if self._pending is not None else []
-        left += self.hosts.parked()  # waiting in a host's backlog
-        while not queue.empty():
-            queued = queue.get_nowait()
-            if queued is not None:
-                left.append(queued)
+        left = self.hosts.parked()  # waiting in a host's backlog
         not_started = "not checked: the run was stopped first"
         for target in left:
             self.sink.add(target.seq, failed_result(target, Interrupted.category, not_started))
