@@ -101,6 +101,14 @@ NOT_A_RATE = 20.0
 # pool.Pool._check: a URL's three attempts fell in one 30 s window, and a
 # healthy page was down), and its 503s are not taken for it being down.
 WINDOW = 60.0
+# A host that answered nothing well for GIVE_UP seconds (since its last good
+# answer, or its first request), though it says it limits a rate (429, a
+# Retry-After): no limit by the minute refuses for two of its windows, and
+# waiting that out took hours (a client blocked with 429, a limit by the
+# hour: its pace doubled to the cap, 60 s, and 20 URLs had not all been
+# asked after 15 minutes). Its refusals are then its answer: charged to the
+# URLs (`Told.REFUSING`), and no pace for them.
+GIVE_UP = 2 * WINDOW
 # A 503 that came SLOW_REFUSAL seconds or more after its request while the
 # host answered well a request sent after it is the page's (varnish's
 # "Backend fetch failed" for a backend slower than its first_byte_timeout,
@@ -143,6 +151,7 @@ class Told(enum.Enum):
     RATE = "the host's rate (429, Retry-After): not the URL's"
     CAME_DOWN = "refused at a faster pace than it had answered well at: its rate"
     NOT_PACE = "refused after a quiet no limit it has shown explains: the URL's"
+    REFUSING = "a rate's refusal, though nothing was answered well for GIVE_UP: the URL's"
     PAGE = "a slow 503 while the host answered others well: the page's, no pace"
 
 
@@ -346,9 +355,11 @@ class HostGate:
         at any pace: its 503s are the URL's (URL: degraded when answered on
         a retry, as ever), and once it refuses after a quiet that its limit,
         if it were one, would have taken (NOT_PACE), it is not slowed
-        further for them. A 503 that took SLOW_REFUSAL or more while the
-        host answered well a request sent after it is the page's (PAGE): no
-        pace for it, nor for the page's 503s after it (`page`)."""
+        further for them. Nor is a host that said 429 (or Retry-After) to
+        everything for GIVE_UP (REFUSING): its refusals are the URLs'. A
+        503 that took SLOW_REFUSAL or more while the host answered well a
+        request sent after it is the page's (PAGE): no pace for it, nor for
+        the page's 503s after it (`page`)."""
         host = self._hosts.get(key)
         if host is None:
             return Told.ANSWER
@@ -367,9 +378,16 @@ class HostGate:
                 return Told.PAGE
             # (Only refusals: until a good answer, every answer is one.)
             host.first_sent = min(host.first_sent, sent)
-            if status != 429 and retry_after is None:
-                # (Since its last good answer, or its first request.)
-                since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
+            # (Since its last good answer, or its first request.)
+            since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
+            said_rate = status == 429 or retry_after is not None
+            if said_rate and since >= GIVE_UP:
+                # Not waited out any longer: no pace, and what was due after
+                # the last refusal's pace is due now.
+                host.penalty = host.floor
+                host.next_at = min(host.next_at, now + host.floor)
+                return Told.REFUSING
+            if not said_rate:
                 if since >= (NOT_A_RATE if host.good_sent is None else WINDOW):
                     host.penalty = host.floor  # down, not limiting: no pace for it
                     return Told.NOT_PACE

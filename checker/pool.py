@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Protocol
 
+import checker.hosts
 from checker.check import Attempt, CheckOptions, attempt_check, failed_result, make_result
 from checker.expect import DOWN
 from checker.hosts import HOLD, SLOW_ANSWERS, SLOW_DOWN, SLOW_REFUSAL, HostGate, Told
@@ -310,6 +311,7 @@ class Pool:
         earlier: list[str] = []
         turned = 0  # attempts turned away by the host's limit of connections (not charged)
         page = False  # its 503s are the page's, not the host's pace (hosts.Told.PAGE)
+        gave_up = False  # the host refused everything too long to wait (hosts.Told.REFUSING)
         # Its last refusal (429, 503) came while other requests to the host
         # were in flight: its last attempt goes alone (hosts.alone).
         # (Or it timed out so while most of the host's requests did: a server
@@ -487,6 +489,13 @@ class Pool:
                         page,
                         attempt.trace.reused,
                     )
+                    if said_of_pace is Told.REFUSING and not gave_up:
+                        gave_up = True
+                        said.append(
+                            "the host answered nothing well for"
+                            f" {checker.hosts.GIVE_UP:g} s, only refusals (429/503):"
+                            " they are its answer, not waited out any longer"
+                        )
                     if said_of_pace is Told.PAGE and not page:
                         page = True
                         said.append(
@@ -505,7 +514,7 @@ class Pool:
                     rate = said_of_pace in (Told.RATE, Told.CAME_DOWN)
                     waiting = (
                         slowed > 0
-                        and said_of_pace not in (Told.NOT_PACE, Told.PAGE)
+                        and said_of_pace not in (Told.NOT_PACE, Told.PAGE, Told.REFUSING)
                         and self.hosts.refusing_all(key, first_heard)
                     )
                     if not slowed:

@@ -446,6 +446,84 @@ async def test_a_host_that_refuses_everything_for_long_is_not_paced_for_hours(
     assert all(r["attempts"] == 3 for r in rows.values()), rows
 
 
+@pytest.mark.parametrize("retry_after", [None, b"7"])
+async def test_a_host_that_says_429_to_everything_is_not_waited_out_for_hours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retry_after: bytes | None
+) -> None:
+    # A client blocked with 429, or a limit by the hour: the 429 says "a
+    # rate", so the pace doubled to the cap (60 s) and kept it, and 20 URLs
+    # had not all been asked after 15 minutes (a run from cron holds the
+    # folder's lock all that time). After GIVE_UP (here 1 s) of nothing
+    # answered well, its 429s are its answer: each URL down with its 429,
+    # three attempts, and the rows say why. (Its Retry-After still spaces a
+    # URL's own retries, up to PoolOptions.retry_after_cap: 0.1 s here.)
+    monkeypatch.setattr(hosts, "FIRST_PENALTY", 0.1)
+    monkeypatch.setattr(hosts, "GIVE_UP", 1.0)
+    seen: list[bytes] = []
+    extra = b"Retry-After: " + retry_after + b"\r\n" if retry_after else b""
+
+    async def blocked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append((await read_request(reader)).split(b" ")[1])
+            writer.write(b"HTTP/1.1 429 Too Many Requests\r\n%sContent-Length: 0\r\n\r\n" % extra)
+            await writer.drain()
+
+    lst = tmp_path / "urls.txt"
+    sink = RecordingSink()
+    opts = PoolOptions(concurrency=8, per_host=4, retries=2, backoff_base=0.05, retry_after_cap=0.1)
+    async with raw_server(blocked) as port:
+        lst.write_text("".join(f"http://127.0.0.1:{port}/{i}\n" for i in range(20)))
+        # (Before: the pace reached the cap, 60 s, by the 10th request.)
+        async with asyncio.timeout(30):
+            await Pool(check_options(timeout=5.0), opts, sink).run(
+                read_targets([str(lst)]), asyncio.Event()
+            )
+    rows = [row.to_dict() for row in sink.rows.values()]
+    assert len(rows) == 20 and len(set(seen)) == 20
+    assert {(r["state"], r["status"], r["attempts"]) for r in rows} == {("down", 429, 3)}, rows
+    gave_up = [r for r in rows if "answered nothing well for 1 s" in str(r["warnings"])]
+    assert len(gave_up) >= 10, rows
+
+
+async def test_a_rate_said_for_long_with_nothing_answered_well_is_no_longer_paced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    gate = await gate_on_a_clock(now, monkeypatch)
+    # Never answered well: 1, 2, 4 ... 60 s.
+    sent, penalty = refused_at_each_pace(gate, now, 429, hosts.GIVE_UP, Told.RATE)
+    assert penalty == 60.0  # (the cap)
+    assert gate.told(KEY, 429, None, sent=sent, paced=penalty) is Told.REFUSING
+    assert gate.penalty(KEY) == 0.0
+    assert await gate.pace(KEY) == 0.0  # due at once, not at the last 60 s pace
+    # Answered well: a limit by the minute is waited out again ...
+    good = now[0] = sent + 1
+    assert gate.told(KEY, 200, None, sent=good) is Told.ANSWER
+    now[0] = good + hosts.WINDOW
+    assert gate.told(KEY, 429, 30.0, sent=now[0], fresh=True) is Told.RATE
+    assert gate.penalty(KEY) == 30.0
+    # ... for GIVE_UP after its last good answer, a Retry-After as a 429.
+    now[0] = good + hosts.GIVE_UP
+    assert gate.told(KEY, 503, 30.0, sent=now[0], fresh=True) is Told.REFUSING
+    assert gate.penalty(KEY) == 0.0
+
+
+def refused_at_each_pace(
+    gate: HostGate, now: list[float], status: int, seconds: float, told: Told
+) -> tuple[float, float]:
+    """The host (on `gate_on_a_clock`, from 100.0) refuses with `status`
+    each request, each sent at the pace the last refusal set, for `seconds`;
+    each refusal is `told`, and doubles the pace (from 1 s, up to the cap).
+    Returns when the next one goes, and the pace."""
+    sent, penalty = 100.0, 0.0
+    while sent - 100.0 < seconds:
+        assert gate.told(KEY, status, None, sent=sent, paced=penalty) is told
+        assert gate.penalty(KEY) == min(60.0, max(1.0, 2 * penalty))
+        penalty = gate.penalty(KEY)
+        sent = now[0] = sent + penalty
+    return sent, penalty
+
+
 async def gate_on_a_clock(now: list[float], monkeypatch: pytest.MonkeyPatch) -> HostGate:
     """A gate with one host, on a clock that reads `now[0]`."""
     monkeypatch.setattr(hosts, "clock", lambda: now[0])
@@ -486,12 +564,8 @@ async def test_a_host_that_answered_nothing_well_for_long_gets_its_pace_back(
 ) -> None:
     now = [100.0]
     gate = await gate_on_a_clock(now, monkeypatch)
-    sent, penalty = 100.0, 0.0
-    while sent - 100.0 < hosts.NOT_A_RATE:  # refused at each pace: 1, 2, 4, 8, 16 s
-        assert gate.told(KEY, 503, None, sent=sent, paced=penalty) is Told.URL
-        assert gate.penalty(KEY) == max(1.0, 2 * penalty)
-        penalty = gate.penalty(KEY)
-        sent = now[0] = sent + penalty
+    # Refused at each pace: 1, 2, 4, 8, 16 s.
+    sent, penalty = refused_at_each_pace(gate, now, 503, hosts.NOT_A_RATE, Told.URL)
     # (Never answered well: no limit's window to wait out.)
     assert not gate.refusing_all(KEY, 101.0)
     assert gate.told(KEY, 503, None, sent=sent, paced=penalty) is Told.NOT_PACE
