@@ -90,6 +90,18 @@ CREATE TABLE IF NOT EXISTS daily (
     p50_ms REAL, p95_ms REAL,
     PRIMARY KEY (url_id, day)
 ) WITHOUT ROWID;
+-- Each URL's counts of its newest day, while runs still add to it: one row
+-- per URL, so that a run's counts touch as many pages as its URLs' rows fill,
+-- not a page per URL (a URL's `daily` rows lie together, its newest at their
+-- end: after a year, each run dirtied 10,000 pages, 50 MB of WAL). Moved to
+-- `daily` by the first run of another day (`_close_days`). Made by the first
+-- run that writes (no schema version: an older checker adds to `daily` as
+-- before, and the two add up).
+CREATE TABLE IF NOT EXISTS daily_open (
+    url_id INTEGER PRIMARY KEY,
+    day TEXT NOT NULL,                 -- YYYY-MM-DD, UTC
+    checks INTEGER NOT NULL, up INTEGER NOT NULL, down INTEGER NOT NULL
+) WITHOUT ROWID;
 -- The same per URL per UTC hour, for the last HOURS_KEPT hours: the page's
 -- 24-hour uptime without reading a day of raw results per URL.
 CREATE TABLE IF NOT EXISTS hourly (
@@ -135,6 +147,9 @@ CREATE TABLE IF NOT EXISTS url_state (
     recent TEXT                        -- its last RECENT results (`_pushed`); NULL: not kept
 );
 """
+# (Made by the first run that writes, in a database of schema 3 made before it.)
+_OPEN_DAYS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS daily_open") :]
+_OPEN_DAYS = _OPEN_DAYS[: _OPEN_DAYS.index(";")]
 _STATE_COLUMNS = (
     "state, since, status, error, final_url, cert_days, pending, pending_since, reminded_at,"
     " degraded"
@@ -151,6 +166,7 @@ class HistoryDB:
         self._queued: dict[str, list[Change]] = {}
         self._queued_at: datetime | None = None
         self._recent_column: bool | None = None  # (`_has_recent`, once known)
+        self._open_day: str | None = None  # the day `daily_open` holds alone (`_close_days`)
         # One connection, used by one thread at a time (the run awaits each
         # call before the next), from whichever worker thread asyncio picks.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -249,6 +265,7 @@ class HistoryDB:
         self._in_run = False
         self._queued, self._queued_at = {}, None
         self._recent_column = None  # (added in the transaction rolled back?)
+        self._open_day = None  # (and the days closed in it)
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
@@ -379,9 +396,10 @@ class HistoryDB:
                 updates,
             )
             started = self._run_started(run_id)
+            self._close_days(started[:10])
             self._db.executemany(
-                "INSERT INTO daily (url_id, day, checks, up, down) VALUES (?, ?, 1, ?, ?)"
-                " ON CONFLICT (url_id, day) DO UPDATE SET checks = checks + 1,"
+                "INSERT INTO daily_open (url_id, day, checks, up, down) VALUES (?, ?, 1, ?, ?)"
+                " ON CONFLICT (url_id) DO UPDATE SET checks = checks + 1,"
                 " up = up + excluded.up, down = down + excluded.down",
                 ((ids[r.url], started[:10], int(r.ok), int(not r.ok)) for r in rows),
             )
@@ -435,11 +453,11 @@ class HistoryDB:
         by_day: dict[int, dict[int, tuple[int, int]]] = {7: {}, 30: {}}
         week = (now - timedelta(days=6)).strftime("%Y-%m-%d")
         month = (now - timedelta(days=29)).strftime("%Y-%m-%d")
+        daily, args = self._daily(f"url_id IN ({marks}) AND day >= ?", (*wanted, month))
         for url_id, checks, up, week_checks, week_up in self._db.execute(
             "SELECT url_id, SUM(checks), SUM(up), SUM(CASE WHEN day >= ? THEN checks END),"
-            f" SUM(CASE WHEN day >= ? THEN up END) FROM daily WHERE url_id IN ({marks})"
-            " AND day >= ? GROUP BY url_id",
-            (week, week, *wanted, month),
+            f" SUM(CASE WHEN day >= ? THEN up END) FROM {daily} GROUP BY url_id",
+            (week, week, *args),
         ):
             by_day[30][url_id] = (checks, up)
             if week_checks:
@@ -561,6 +579,40 @@ class HistoryDB:
             self._db.execute("ALTER TABLE url_state ADD COLUMN recent TEXT")
             self._recent_column = True
 
+    def _close_days(self, day: str) -> None:
+        """Make `daily_open` hold `day`'s counts only: those of any other
+        day are added to `daily` (once per run: its first batch)."""
+        if self._open_day == day:
+            return
+        self._db.execute(_OPEN_DAYS)
+        self._db.execute(
+            "INSERT INTO daily (url_id, day, checks, up, down)"
+            " SELECT url_id, day, checks, up, down FROM daily_open WHERE day <> ?"
+            " ON CONFLICT (url_id, day) DO UPDATE SET checks = checks + excluded.checks,"
+            " up = up + excluded.up, down = down + excluded.down",
+            (day,),
+        )
+        self._db.execute("DELETE FROM daily_open WHERE day <> ?", (day,))
+        self._open_day = day
+
+    def _has_open(self) -> bool:
+        """Whether `daily_open` is there (a reader never makes it: a
+        database that no run of this checker wrote has none)."""
+        return bool(
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'daily_open'"
+            ).fetchone()
+        )
+
+    def _daily(self, where: str, args: Sequence[object]) -> tuple[str, Sequence[object]]:
+        """The daily counts (url_id, day, checks, up) that `where` (with
+        `args`) says, the open day's among them: a subquery, and its args."""
+        closed = f"SELECT url_id, day, checks, up FROM daily WHERE {where}"
+        if not self._has_open():
+            return f"({closed})", args
+        opened = f"SELECT url_id, day, checks, up FROM daily_open WHERE {where}"
+        return f"({closed} UNION ALL {opened})", (*args, *args)
+
     def _results_by_run(self) -> None:
         """A database of schema 1 or 2: its results keyed by (url, run), made
         keyed by (run, url), once: a copy of the table (3 to 5 s a million
@@ -605,6 +657,9 @@ class HistoryDB:
                 " ON CONFLICT (url_id, day) DO UPDATE SET checks = excluded.checks,"
                 " up = excluded.up, down = excluded.down"
             )
+            if self._has_open():  # (counted in `daily` now, whatever day)
+                self._db.execute("DELETE FROM daily_open")
+                self._open_day = None
             since = (datetime.now(UTC) - timedelta(hours=HOURS_KEPT)).strftime("%Y-%m-%dT%H")
             self._db.execute(
                 "INSERT INTO hourly (url_id, hour, checks, up)"
@@ -778,6 +833,9 @@ class HistoryDB:
         marks = ",".join("?" * len(run_ids))
         done = 0
         with self._transaction():
+            # (The day's counts in `daily`, for its times: a URL not checked
+            # since has them in `daily_open` still.)
+            self._close_days(now.strftime("%Y-%m-%d"))
             if urls:
                 hi = urls[-1]
                 # By the primary key: these URLs' rows of each of the day's
@@ -857,10 +915,9 @@ class HistoryDB:
         """Checks and ups of the complete runs of the last `days` UTC days,
         today included (the daily counts: a year of them)."""
         first = (now - timedelta(days=days - 1)).strftime("%Y-%m-%d")
+        daily, args = self._daily("url_id = ? AND day >= ?", (url_id, first))
         row = self._db.execute(
-            "SELECT COALESCE(SUM(checks), 0), COALESCE(SUM(up), 0) FROM daily"
-            " WHERE url_id = ? AND day >= ?",
-            (url_id, first),
+            f"SELECT COALESCE(SUM(checks), 0), COALESCE(SUM(up), 0) FROM {daily}", args
         ).fetchone()
         return Uptime(row[0], row[1])
 
@@ -896,7 +953,7 @@ class HistoryDB:
         return [dict(zip(cols, r, strict=True)) for r in reversed(rows)]
 
     def count(self, table: str) -> int:
-        assert table in ("runs", "urls", "results", "daily")
+        assert table in ("runs", "urls", "results", "daily", "daily_open")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
