@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from checker import __version__
 from checker.check import CheckOptions
-from checker.http.client import ClientConfig
+from checker.http.client import ClientConfig, LazyContext
 from checker.lock import LOCK_NAME
 from checker.parallel import SHARDS_DIR
 from checker.pool import Pool, PoolOptions
@@ -40,7 +40,16 @@ from checker.store.index import (
 from checker.store.policy import HISTORY_DAYS, Policy
 from checker.store.prune import prune
 from checker.summary import Stats
-from checker.targets import Duplicate, ListError, Shard, check_lists, list_notes, read_targets
+from checker.targets import (
+    Duplicate,
+    ListError,
+    Shard,
+    check_lists,
+    first_url,
+    list_notes,
+    read_targets,
+)
+from checker.url import TLS_SCHEMES
 
 # Imported where they are used: the alerts when a run has some to send (a
 # megabyte less); the report writers and the history's database when the
@@ -254,8 +263,13 @@ async def run_check(config: RunConfig) -> RunOutcome:
     try:
         entries = check_lists(config.lists, count=config.progress, wanted=config.list_format)
         list_warnings = list_notes(config.lists, config.list_format)
+        first = first_url(config.lists, config.list_format)
     except ListError as exc:
         raise RunError(str(exc)) from None
+    context = config.check.client.ssl_context
+    tls_first = first is not None and first.partition(":")[0].lower() in TLS_SCHEMES
+    if tls_first and isinstance(context, LazyContext):
+        context.start_early()  # (beside the run's start, not before its first checks)
     ensure_out_dir(config.out_dir)
 
     notes = list_warnings + await recover_all(config.out_dir, config.formats)

@@ -122,6 +122,20 @@ def check_lists(paths: Iterable[str], *, count: bool = True, wanted: str = "auto
     return total if count else 0
 
 
+def first_url(paths: Iterable[str], wanted: str = "auto") -> str | None:
+    """The text of the lists' first entry (read up to it only), or None."""
+    for path in paths:
+        header = list_format(path, wanted)
+        rows = _plain_rows(path) if header is None else _csv_rows(path, header)
+        try:
+            first = next(rows, None)
+        finally:
+            rows.close()  # (the file with it)
+        if first is not None:
+            return first[1]
+    return None
+
+
 def csv_header(line: str) -> list[str] | None:
     """The column names when `line` is a CSV list's header row, else None."""
     found = _header(line)
@@ -288,7 +302,7 @@ _PLAIN_KEY = PLAIN.key
 _TRAILING_COMMENT = re.compile(r"\s+#.*\Z", re.S)
 
 
-def _plain_rows(path: str, changed: list[str] | None = None) -> Iterator[_Row]:
+def _plain_rows(path: str, changed: list[str] | None = None) -> Generator[_Row, None, None]:
     for lineno, raw in enumerate(_open(path, changed), start=1):
         text = raw.strip()
         if text and not text.startswith("#"):
@@ -297,7 +311,9 @@ def _plain_rows(path: str, changed: list[str] | None = None) -> Iterator[_Row]:
             yield lineno, text, None, None
 
 
-def _csv_rows(path: str, header: list[str], changed: list[str] | None = None) -> Iterator[_Row]:
+def _csv_rows(
+    path: str, header: list[str], changed: list[str] | None = None
+) -> Generator[_Row, None, None]:
     read: list[str] = []  # the lines of the row being read
 
     def lines() -> Iterator[str]:

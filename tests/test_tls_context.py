@@ -96,6 +96,35 @@ def test_a_list_without_https_never_loads_the_systems_certificates(
         server.server_close()
 
 
+@pytest.mark.parametrize("first", ["https", "http"])
+def test_a_list_that_begins_with_https_has_its_context_made_as_the_run_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    """Made beside the run's start (its thread of its own), not by the first
+    handshake while the 200 others wait; a list that begins with http:// has
+    it made by its first https:// check, as ever. In this process (cli.main)."""
+    made_in: list[str] = []
+    real = ssl.SSLContext.load_default_certs
+
+    def record(self: ssl.SSLContext, *args: Any) -> None:
+        made_in.append(threading.current_thread().name)
+        real(self, *args)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_default_certs", record)
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as unused:  # (a port nothing listens on: refused at once)
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    other = "http" if first == "https" else "https"
+    lines = f"{first}://127.0.0.1:{port}/a\n{other}://127.0.0.1:{port}/b\n"
+    (tmp_path / "urls.txt").write_text(lines)
+    assert cli.main(["check", "urls.txt", "-q", "--retries", "0", "--timeout", "5"]) == 1
+    rows = json.loads((tmp_path / "reports" / "latest.json").read_text())["results"]
+    assert [row["error"] for row in rows] == ["refused"] * 2
+    assert len(made_in) == 1  # once, either way
+    assert (made_in[0] == "tls-context") == (first == "https"), made_in
+
+
 async def test_a_check_is_not_timed_waiting_for_the_context(
     ca_file: str, server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
