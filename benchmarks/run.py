@@ -100,6 +100,17 @@ def ensure_venv() -> str:
     return f"installed into {VENV.relative_to(ROOT)}: {' '.join(packages)}"
 
 
+def compile_checker() -> str:
+    """checker's modules compiled to bytecode, as an installed package's
+    are (pip compiles them); the editable install here is the source tree,
+    and with PYTHONDONTWRITEBYTECODE set (this machine sets it) each run
+    would compile anew every module without an up-to-date .pyc: a run of
+    one URL took 0.52-0.57 s with none, 0.34-0.40 s with all (5 pairs),
+    170 ms that aiohttp, installed with its .pyc, never pays."""
+    sh([str(VPY), "-m", "compileall", "-q", str(ROOT / "checker")], timeout=300)
+    return "checker's modules compiled (compileall), as an installed package's are"
+
+
 def _nginx_pids() -> set[int]:
     pids = set()
     for entry in Path("/proc").iterdir():
@@ -1013,7 +1024,7 @@ def main() -> int:
     command, started = begin("run.py")
     _cleanups.append(_kill_current_child)
 
-    setup = [ensure_venv(), ensure_nginx()]
+    setup = [ensure_venv(), compile_checker(), ensure_nginx()]
     source_at_start = checker_source_digest()
     sysctls = Sysctls()
     _cleanups.append(sysctls.restore)
