@@ -195,6 +195,7 @@ class _Host:
     in_flight: int = 0  # requests sent and not yet settled (`begin`, `end`)
     begun: int = 0  # and all those sent
     solo: bool = False  # one request goes alone: no other starts (`alone`)
+    refusing: bool = False  # it refused everything for GIVE_UP: no pace (`Told.REFUSING`)
     solo_wanted: int = 0  # requests waiting to go alone
     timeouts: float = 0.0  # the share of its requests of late that timed out (`end`)
     took: float = 0.0  # and what those it answered took, a share of the deadline
@@ -236,6 +237,7 @@ class HostGate:
         self.limit = limit
         self.interval = interval
         self.cap = cap
+        self.give_up = GIVE_UP  # (a test's shorter one: set before the gate is made)
         self.max_parked = max_parked
         self._parked = 0
         self._hosts: dict[Origin, _Host] = {}
@@ -381,11 +383,14 @@ class HostGate:
             # (Since its last good answer, or its first request.)
             since = sent - (host.first_sent if host.good_sent is None else host.good_sent)
             said_rate = status == 429 or retry_after is not None
-            if said_rate and since >= GIVE_UP:
+            if said_rate and since >= self.give_up:
                 # Not waited out any longer: no pace, and what was due after
-                # the last refusal's pace is due now.
+                # the last refusal's pace is due now. Kept so until it
+                # answers well, idle meanwhile or not (`_idle`): forgotten,
+                # its next URLs waited out another GIVE_UP.
                 host.penalty = host.floor
                 host.next_at = min(host.next_at, now + host.floor)
+                host.refusing = True
                 return Told.REFUSING
             if not said_rate:
                 if since >= (NOT_A_RATE if host.good_sent is None else WINDOW):
@@ -421,6 +426,7 @@ class HostGate:
             host.refill = min(host.refill, sent - host.refused_sent)
             host.refill_open = False
         host.good_sent = sent if host.good_sent is None else max(host.good_sent, sent)
+        host.refusing = False
         host.kept_alive |= reused
         if reused:
             host.served.append((sent, clock()))
@@ -848,6 +854,7 @@ class HostGate:
             and not host.turned
             and host.next_at <= now
             and host.started + self.interval <= now
+            and not host.refusing
         )
 
     def __len__(self) -> int:

@@ -496,6 +496,12 @@ async def test_a_rate_said_for_long_with_nothing_answered_well_is_no_longer_pace
     assert gate.told(KEY, 429, None, sent=sent, paced=penalty) is Told.REFUSING
     assert gate.penalty(KEY) == 0.0
     assert await gate.pace(KEY) == 0.0  # due at once, not at the last 60 s pace
+    # Kept so while idle: its next URL, later, is not waited out again from
+    # a 1 s pace (forgotten, it was: found by a review).
+    assert gate.leave(KEY) is None
+    now[0] = sent + 5
+    assert await gate.enter(KEY, target(1))
+    assert gate.told(KEY, 429, None, sent=now[0], paced=0.0) is Told.REFUSING
     # Answered well: a limit by the minute is waited out again ...
     good = now[0] = sent + 1
     assert gate.told(KEY, 200, None, sent=good) is Told.ANSWER

@@ -154,9 +154,47 @@ async def test_stop_marks_the_rest_interrupted(tmp_path: Path) -> None:
     assert sink.rows[51].error == "invalid_url"
 
 
+async def test_lines_settled_without_a_request_leave_the_loop_turning(tmp_path: Path) -> None:
+    # The workers read the list themselves. Each one counting its own lines
+    # let all of them go on in the same turn of the loop (512 each): behind
+    # 300,000 invalid lines the loop turned 13 times, a healthy site's answer
+    # waited 4.7 s, and with --timeout 2 it was down (found by a review).
+    # The lines settled in one turn are counted for all the workers at once.
+    async def fine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    turns = 0
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    invalid = 30_000
+    async with raw_server(fine) as port:
+        lst = tmp_path / "urls.txt"
+        lines = [f"http://127.0.0.1:{port}/"] + [f"bad line {i}" for i in range(invalid)]
+        lst.write_text("\n".join(lines) + "\n")
+        sink = RecordingSink()
+        pool = Pool(check_options(timeout=20), PoolOptions(concurrency=100, retries=0), sink)
+        ticking = asyncio.create_task(ticker())
+        try:
+            async with asyncio.timeout(60):
+                await pool.run(read_targets([str(lst)]), asyncio.Event())
+        finally:
+            ticking.cancel()
+    assert len(sink.rows) == invalid + 1 and sink.rows[0].ok
+    # At most TURN_LINES (512), and one a worker, in a turn: 30,000 lines
+    # take 49 turns at least. (Each worker's own 512: one turn did them all.)
+    assert turns >= invalid // (512 + 100), turns
+
+
 async def test_a_list_that_fails_mid_run_stops_every_worker() -> None:
-    # The feeder and the workers are one task group: when reading the lists
-    # fails, the error comes out of the pool and no task outlives it.
+    # The workers (which read the list) are one task group: when reading the
+    # lists fails, the error comes out of the pool and no task outlives it.
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # never answers; ends when the client hangs up
 

@@ -276,9 +276,13 @@ class HistoryDB:
         if self._in_run:
             yield
             return
-        with self._db:
-            self._db.execute("BEGIN")
-            yield
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                yield
+        except BaseException:
+            self._open_day = None  # (the days closed in it are open again)
+            raise
 
     def add_results(
         self,
