@@ -781,8 +781,11 @@ async def test_a_run_that_fails_leaves_no_half_written_reports(tmp_path: Path) -
         (tmp_path / "a.txt").write_text("\n".join(first) + "\n")
         (tmp_path / "b.txt").write_text(fleet.url("/ok?b") + "\n")
         proc = await start_run(tmp_path, "--concurrency", "4", lists=("a.txt", "b.txt"))
-        # Four at a time, 0.3 s each: the second list is read after about 2 s.
-        await asyncio.sleep(0.7)
+        # Four at a time, 0.3 s each: the second list is read about 2 s after
+        # the first results. (Not after a fixed 0.7 s: a run that had not
+        # reached its lists' first reading by then, on a busy CI machine,
+        # failed before it had a journal.)
+        await journal_with(tmp_path / "reports")
         assert children_of(proc.pid)  # its reporter is writing
         (tmp_path / "b.txt").unlink()
         async with asyncio.timeout(30):
