@@ -147,9 +147,17 @@ CREATE TABLE IF NOT EXISTS url_state (
     recent TEXT                        -- its last RECENT results (`_pushed`); NULL: not kept
 );
 """
+
+
+def _made(table: str) -> str:
+    """`_SCHEMA`'s statement that makes `table`, as a new database has it
+    (for a table an older database is given later)."""
+    made = _SCHEMA[_SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {table} (") :]
+    return made[: made.index(";")]
+
+
 # (Made by the first run that writes, in a database of schema 3 made before it.)
-_OPEN_DAYS = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS daily_open") :]
-_OPEN_DAYS = _OPEN_DAYS[: _OPEN_DAYS.index(";")]
+_OPEN_DAYS = _made("daily_open")
 _STATE_COLUMNS = (
     "state, since, status, error, final_url, cert_days, pending, pending_since, reminded_at,"
     " degraded"
@@ -621,10 +629,9 @@ class HistoryDB:
         """A database of schema 1 or 2: its results keyed by (url, run), made
         keyed by (run, url), once: a copy of the table (3 to 5 s a million
         results here), and as much again in the WAL until its checkpoint."""
-        made = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS results (") :]
-        made = made[: made.index(";")]  # (the table as a new database has it)
+        made = _made("results").replace("EXISTS results (", "EXISTS results_by_run (")
         with self._transaction():
-            self._db.execute(made.replace("EXISTS results (", "EXISTS results_by_run ("))
+            self._db.execute(made)
             # Sorted, not read in order through the results_run index (the
             # unary +): that was a lookup in the old table a row. 43 million
             # results: 605 s -> 219 s; 5 million: 23.8 s -> 14.0 s.
