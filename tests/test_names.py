@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import uvloop
 
 from checker.check import attempt_check
 from checker.http.errors import CheckError, DNSError
@@ -331,6 +332,80 @@ async def test_one_address_cancelled_leaves_no_socket() -> None:
         with pytest.raises(asyncio.CancelledError):
             await attempt
         assert open_fds() == before
+
+
+# --- one address in the client: the loop's own connect (client._open) ------
+
+OPEN_LOOPS = [asyncio.new_event_loop, uvloop.new_event_loop]
+
+
+@pytest.mark.parametrize("factory", OPEN_LOOPS)
+def test_one_address_in_the_client_connects_refuses_and_records(
+    factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    from checker.http.client import Trace, _open
+
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        trace = Trace()
+        _reader, writer = await _open(((socket.AF_INET, "127.0.0.1"),), port, trace, 0.0)
+        sock = writer.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert trace.ip == "127.0.0.1" and trace.connect_ms is not None
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(CheckError) as info:  # (its port closed now)
+            await _open(((socket.AF_INET, "127.0.0.1"),), port, Trace(), 0.0)
+        assert info.value.category == "refused"
+
+    loop = factory()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()
+
+
+@needs_ipv6
+@pytest.mark.parametrize("factory", OPEN_LOOPS)
+def test_one_address_in_the_client_cancelled_leaves_no_socket(
+    factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    import os
+
+    from checker.http.client import Trace, _open
+
+    def open_fds() -> int:
+        # Sockets only: uvloop keeps a /dev/null descriptor of its own from
+        # its first connection on (libuv's reserve for running out of them).
+        names = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # (listdir's own, gone)
+                names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(name.startswith("socket:") for name in names)
+
+    async def main() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with blackhole6(port):
+            before = open_fds()
+            attempt = asyncio.ensure_future(_open(((socket.AF_INET6, "::1"),), port, Trace(), 0.0))
+            await asyncio.sleep(0.2)  # connecting, and never answered
+            assert not attempt.done() and open_fds() > before
+            attempt.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await attempt
+            await asyncio.sleep(0.05)  # (the loop closes it in its next turn)
+            assert open_fds() == before
+
+    loop = factory()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 10))
+    finally:
+        loop.close()
 
 
 async def test_a_check_is_not_timed_waiting_for_a_resolver_thread() -> None:

@@ -17,7 +17,8 @@ trying its working IPv4 address. So, as RFC 8305 section 5 asks:
 
 Sockets are made here and connected with `loop.sock_connect`, so that no name
 lookup can hide in the connect (the addresses are literals already) and every
-loser is closed by us.
+loser is closed by us. (An address alone, with nothing to race, is connected
+by the loop itself: `client._open`.)
 """
 
 from __future__ import annotations
