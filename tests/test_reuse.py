@@ -804,3 +804,39 @@ async def test_pages_that_hang_on_a_host_that_takes_few_connections(tmp_path: Pa
     assert [r.state for r in rows if "/hang" in r.url] == ["down"] * 5
     down = [(r.url, r.warnings) for r in rows if r.state == "down" and "/hang" not in r.url]
     assert not down, down
+
+
+async def test_an_idle_plain_connection_pushed_out_is_closed_without_a_task() -> None:
+    # Past max_idle the oldest idle connection goes. A plain one with nothing
+    # left to send is closed by the loop in its next turn: no task waits on
+    # it (a task a close was 10-20 us of each check on distinct hosts), and
+    # its server still sees the close.
+    closed: list[asyncio.Event] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        mine = closed[-1]  # (this server's: the newest)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        if await reader.read() == b"":
+            mine.set()
+        writer.close()
+
+    servers = []
+    pool = ConnectionPool(max_idle=1)
+    try:
+        for _ in range(2):
+            server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            servers.append(server)
+            closed.append(asyncio.Event())
+            port = server.sockets[0].getsockname()[1]
+            att = await attempt_check(parse_url(f"http://127.0.0.1:{port}/"), check_options(), pool)
+            assert att.ok, att.error
+        assert len(pool) == 1 and not pool._closing
+        await asyncio.wait_for(closed[0].wait(), 5)
+        assert not closed[1].is_set()
+    finally:
+        await pool.close()
+        for server in servers:
+            server.close()
+            await server.wait_closed()
