@@ -244,8 +244,12 @@ async def request_head(
     reused when there is one, and the connection is handed back after the
     response when it may carry another (see `connections`).
     """
+    counted = False  # a TLS handshake counted by the pool (`begin_handshake`)
     if pool is not None:
         conn = pool.take(url.origin)
+        if conn is None and url.scheme in TLS_SCHEMES:
+            conn = await _handshake_turn(pool, url.origin)
+            counted = conn is None
         if conn is not None:
             try:
                 return await _exchange(
@@ -268,7 +272,16 @@ async def request_head(
                 trace.restart()
     waiting = pool.waiting(url.origin) if pool is not None else None
     try:
-        reader, writer = await _connect(url, config, trace)
+        try:
+            reader, writer = await _connect(url, config, trace)
+        except BaseException:
+            if counted and pool is not None:
+                counted = False
+                pool.handshake_done(url.origin, ok=False)
+            raise
+        if counted and pool is not None:
+            counted = False
+            pool.handshake_done(url.origin, ok=True)
         if waiting is not None and pool is not None and url.scheme in TLS_SCHEMES:
             # A server that finished a TLS handshake has taken the connection:
             # what it waits for now is the page, not a place in the server.
@@ -292,6 +305,30 @@ async def request_head(
     finally:
         if waiting is not None and pool is not None:
             pool.answered(waiting)
+
+
+async def _handshake_turn(pool: ConnectionPool, origin: Origin) -> Connection | None:
+    """A connection to `origin` put back while this waited for one, or None:
+    shake hands (counted by the pool: `handshake_done` after). The wait is
+    the run's, not the URL's: the check's deadline stands still meanwhile,
+    and it is left out of the check's time (as a resolver thread's is)."""
+    if pool.begin_handshake(origin):
+        return None
+    deadline = check_deadline.get()
+    when = deadline.when() if deadline is not None else None
+    since = deadline_clock()
+    if deadline is not None:
+        deadline.reschedule(None)
+    try:
+        conn = await pool.wait_turn(origin)
+        if conn is None:
+            pool.begin_handshake(origin, waited=True)
+        return conn
+    finally:
+        if deadline is not None and when is not None:
+            waited = deadline_clock() - since
+            deadline.reschedule(when + waited)
+            deadline.held += waited
 
 
 async def post(
