@@ -112,6 +112,25 @@ async def test_a_failed_handshake_sends_the_waiting_ones_at_once(
     assert took < 10
 
 
+async def test_a_connection_closed_after_its_request_sends_a_waiting_one(
+    tmp_path: Path, ca_file: str, server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that closes each connection after its answer puts none back:
+    # those waiting for one would wait out their patience, every request.
+    monkeypatch.setattr(connections, "PATIENCE", 20.0)
+
+    async def close_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+
+    async with raw_server(close_each, server_tls) as port:
+        urls = [f"https://127.0.0.1:{port}/{i}" for i in range(60)]
+        rows, took = await check_list(tmp_path, urls, 40, ca_file)
+    assert [r.state for r in rows] == ["up"] * 60
+    assert not any(r.reused for r in rows) and took < 10
+
+
 async def two_connections(
     body: Callable[[ConnectionPool, list[Connection]], Awaitable[None]],
 ) -> None:

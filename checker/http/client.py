@@ -411,6 +411,8 @@ async def _exchange(
             )
     except BaseException:
         # Errors, timeouts and cancellation: nothing more is owed to this peer.
+        if pool is not None:
+            pool.gone(conn.origin)
         await close_stream(conn.writer, abort=True)
         raise
     # Where the response ended is known after a HEAD or a body read to its end;
@@ -429,6 +431,8 @@ async def _exchange(
     if reusable and pool is not None:
         pool.put(conn)
     else:
+        if pool is not None:
+            pool.gone(conn.origin)
         await close_stream(conn.writer)
     return head
 

@@ -228,6 +228,7 @@ class ConnectionPool:
             or conn.origin in self._not_reused
         ):
             self._close_later(conn)
+            self.gone(conn.origin)
             return
         now = time.monotonic()
         if conn.origin in self._fresh:
@@ -235,6 +236,7 @@ class ConnectionPool:
             if token is not None:
                 token.spent_at = now
                 self._close_later(conn)  # its place in the server is the waiting one's
+                self.gone(conn.origin)
                 return
             if due is not None:
                 self._watch(conn.origin, due - now)
@@ -263,7 +265,9 @@ class ConnectionPool:
         host went from 1.24 to 1.00 s. A host whose pages are slow, or whose
         handshakes are, still gets its connections PATIENCE later; a request
         that waits has its deadline held (the wait is the run's, not the
-        URL's). New plain connections are not held back: they cost little,
+        URL's). A connection closed after its request rather than put back
+        (the server said close) sends the oldest one waiting to shake hands
+        at once. New plain connections are not held back: they cost little,
         and fewer of them slowed a run on one host."""
         under_way = self._handshaking.get(origin, 0)
         if not waited and (under_way >= HANDSHAKES or origin in self._turns):
@@ -303,6 +307,15 @@ class ConnectionPool:
         if not ok:
             for turn in self._turns.get(origin, ()):
                 _no_turn(turn)
+
+    def gone(self, origin: Origin) -> None:
+        """A connection to `origin` in use is closed, not put back (the
+        server said close, an error, spent): the oldest request waiting for
+        one shakes hands now rather than wait out its patience for it."""
+        for turn in self._turns.get(origin, ()):
+            if not turn.done():
+                turn.set_result(None)
+                return
 
     def _hand_over(self, conn: Connection) -> bool:
         """Give `conn` to the oldest request waiting for one to its origin."""
