@@ -574,7 +574,9 @@ async def _connect(
     context = await _tls_context(config) if url.scheme in TLS_SCHEMES else None
     start = time.perf_counter()
     try:
-        async with asyncio.timeout(config.connect_timeout):
+        # (A Deadline, not asyncio.timeout: no timer on the loop for each new
+        # connection, 6 us of one on a list of distinct hosts.)
+        with Deadline(config.connect_timeout):
             reader, writer = await _open(addresses, url.port, trace, start)
             if context is not None:
                 await _start_tls_or_close(reader, writer, url, context, trace)
