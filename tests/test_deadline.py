@@ -176,6 +176,44 @@ def test_an_inner_asyncio_timeout_keeps_its_own(factory: Factory) -> None:
     assert run(factory, main()) == ("inner", "deadline")
 
 
+@pytest.mark.parametrize("factory", LOOPS)
+def test_an_inner_deadline_due_with_its_outer_one_goes_first(factory: Factory) -> None:
+    # A connect timeout as long as its check's (--timeout 1: both 1 s): both
+    # pass in the same sweep, and the inner block must end in its own
+    # TimeoutError (a connect timeout), not the outer's (found by a review:
+    # the outer went first, and a host that leaves new connections
+    # unanswered while busy was taken for a page that hangs).
+    async def main() -> tuple[str, bool, bool]:
+        seen = "none"
+        with Deadline(0.1) as outer:
+            try:
+                with Deadline(0.1) as inner:
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                seen = "inner"
+            await asyncio.sleep(0)  # (the outer one, still open, has not ended the block)
+        return seen, inner.expired(), outer.expired()
+
+    assert run(factory, main()) == ("inner", True, False)
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_an_outer_deadline_still_passes_after_its_inner_one(factory: Factory) -> None:
+    async def main() -> str:
+        try:
+            with Deadline(0.1):
+                with contextlib.suppress(TimeoutError), Deadline(0.1):
+                    await asyncio.sleep(5)
+                await asyncio.sleep(5)  # (the outer one is due: it goes at the next sweep)
+        except TimeoutError:
+            return "outer"
+        return "none"
+
+    start = time.perf_counter()
+    assert run(factory, main()) == "outer"
+    assert time.perf_counter() - start < 0.1 + 3 * TICK + 0.2
+
+
 def test_outside_a_task_it_says_so() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -265,6 +265,25 @@ async def test_every_address_silent_is_a_connect_timeout_naming_them(run_list: A
     assert row["error_detail"] == "connect timed out after 3s (::1)"
 
 
+@needs_ipv6
+async def test_a_connect_timeout_as_long_as_the_check_is_still_a_connect_timeout() -> None:
+    # --timeout 1 makes the connect timeout 1 s too: both pass at once, and
+    # it must still say connect (found by a review: it said "no complete
+    # response within 1s", and a host that leaves new connections
+    # unanswered while busy was taken for a page that hangs).
+    from checker.http.errors import ConnectTimeout
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with blackhole6(port):
+        att = await attempt_check(
+            parse_url(f"http://[::1]:{port}/"), check_options(timeout=1.0, connect=1.0), None
+        )
+    assert isinstance(att.error, ConnectTimeout), att.error
+    assert str(att.error) == "connect timed out after 1s (::1)"
+
+
 async def test_waiting_for_a_resolver_thread_is_not_charged_to_the_check() -> None:
     # One resolver thread, held for 1.5 s by a name that never answers. A
     # healthy name queued behind it must not come out as `timeout` of its
