@@ -55,8 +55,10 @@ async def test_a_fast_host_is_served_by_a_few_handshakes(
     tmp_path: Path, ca_file: str, server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 60 workers on one host shook hands 60 times over: each handshake is
-    # about 1.5 ms of CPU on each side, and 16 connections carry the list.
+    # about 1.5 ms of CPU on each side, and 16 connections carry the list
+    # while this process is what the requests wait for (here: always).
     monkeypatch.setattr(connections, "PATIENCE", 10.0)  # (no wait runs out on a busy machine)
+    monkeypatch.setattr(connections, "BUSY", 0.0)
     server = Pages()
     async with raw_server(server, server_tls) as port:
         urls = [f"https://127.0.0.1:{port}/{i}" for i in range(240)]
@@ -74,6 +76,7 @@ async def test_the_wait_for_a_connection_is_not_the_pages_time(
     # 0.5 or 1.0 s for a connection. With the wait counted, those took 1.0
     # and 1.5 s of a 1.2 s deadline: a healthy page down.
     monkeypatch.setattr(connections, "PATIENCE", 10.0)
+    monkeypatch.setattr(connections, "BUSY", 0.0)  # (16 connections: the requests wait)
     server = Pages(delay=0.5)
     async with raw_server(server, server_tls) as port:
         urls = [f"https://127.0.0.1:{port}/{i}" for i in range(48)]
@@ -96,6 +99,54 @@ async def test_a_slow_host_gets_its_connections_after_the_patience(
     assert [r.state for r in rows] == ["up"] * 48
     assert server.connections == 48
     assert took < 2.5
+
+
+async def test_waits_longer_than_handshakes_grow_the_pool(
+    tmp_path: Path, ca_file: str, server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a review: pages of 30-100 ms kept 16-24 connections busy at
+    # --per-host 50, each freed one handed to a waiting request within the
+    # patience, and the run took 2-2.5 times as long. Once the waits take
+    # longer than handshakes (and this process is not what they wait for),
+    # new requests shake hands.
+    monkeypatch.setattr(connections, "PATIENCE", 10.0)
+    monkeypatch.setattr(connections, "BUSY", 2.0)  # (never busy: the server is slow)
+    server = Pages(delay=0.1)
+    async with raw_server(server, server_tls) as port:
+        urls = [f"https://127.0.0.1:{port}/{i}" for i in range(400)]
+        rows, _ = await check_list(tmp_path, urls, 40, ca_file)
+    assert [r.state for r in rows] == ["up"] * 400
+    assert server.connections >= 32, server.connections
+
+
+def test_the_load_says_busy_at_the_start_then_measures(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connections, "LOAD_WINDOW", 0.05)
+    load = connections._Load()
+    assert load.busy()  # (a run's start is)
+    time.sleep(0.06)  # idle
+    assert not load.busy()
+    end = time.monotonic() + 0.06
+    while time.monotonic() < end:  # a CPU's worth
+        pass
+    assert load.busy()
+
+
+async def test_handshakes_held_up_by_the_server_are_not_capped(
+    tmp_path: Path, ca_file: str, server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a review: with a server slow to shake hands (300 ms) and
+    # Connection: close, the cap made each request past the 16th wait out
+    # its patience, and the run took 6.1 s where it had taken 5.2. While
+    # the run is not busy, handshakes under way wait on the server and take
+    # no CPU from the checks: they are not capped (here at 2 of 20).
+    monkeypatch.setattr(connections, "PATIENCE", 10.0)
+    monkeypatch.setattr(connections, "BUSY", 2.0)  # (never busy)
+    monkeypatch.setattr(connections, "HANDSHAKES", 2)
+    async with raw_server(Pages(delay=0.3), server_tls) as port:
+        urls = [f"https://127.0.0.1:{port}/{i}" for i in range(20)]
+        rows, took = await check_list(tmp_path, urls, 20, ca_file)
+    assert [r.state for r in rows] == ["up"] * 20
+    assert took < 5  # (capped, the 18 others waited their 10 s)
 
 
 async def test_a_failed_handshake_sends_the_waiting_ones_at_once(
@@ -160,7 +211,11 @@ async def two_connections(
         await server.wait_closed()
 
 
-async def test_a_connection_handed_to_a_cancelled_request_goes_to_the_next() -> None:
+async def test_a_connection_handed_to_a_cancelled_request_goes_to_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connections, "BUSY", 0.0)  # (the requests wait for this process)
+
     async def body(pool: ConnectionPool, conns: list[Connection]) -> None:
         origin = conns[0].origin
         for _ in range(connections.HANDSHAKES):
@@ -188,6 +243,7 @@ async def test_a_wait_for_a_connection_ends_after_the_patience(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(connections, "PATIENCE", 0.1)
+    monkeypatch.setattr(connections, "BUSY", 0.0)
 
     async def body(pool: ConnectionPool, conns: list[Connection]) -> None:
         origin = conns[0].origin

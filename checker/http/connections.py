@@ -74,6 +74,42 @@ REUSE_WORKS = 4096
 # back (ConnectionPool.begin_handshake).
 HANDSHAKES = 16
 PATIENCE = 0.25
+TIMES_WEIGHT = 0.25  # of a new handshake's or wait's time in the recent ones
+
+
+# A process busy this share of a CPU or more, measured over LOAD_WINDOW
+# seconds at least, is what its requests wait for (`_Load`).
+BUSY = 0.8
+LOAD_WINDOW = 0.1
+
+
+class _Load:
+    """Whether this process used most of a CPU of late: its CPU time over the
+    wall time, looked at again once LOAD_WINDOW has passed (busy until then:
+    a run's start is)."""
+
+    __slots__ = ("_at", "_cpu", "_share")
+
+    def __init__(self) -> None:
+        self._at = time.monotonic()
+        self._cpu = time.process_time()
+        self._share = 1.0
+
+    def busy(self) -> bool:
+        now = time.monotonic()
+        if now - self._at >= LOAD_WINDOW:
+            cpu = time.process_time()
+            self._share = (cpu - self._cpu) / (now - self._at)
+            self._at, self._cpu = now, cpu
+        return self._share >= BUSY
+
+
+@dataclass(slots=True)
+class _Times:
+    """An origin's recent handshakes and waits for a connection, in seconds."""
+
+    handshake: float | None = None
+    wait: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -160,6 +196,10 @@ class ConnectionPool:
         # a connection put back instead, oldest first (`begin_handshake`).
         self._handshaking: dict[Origin, int] = {}
         self._turns: dict[Origin, dict[asyncio.Future[Connection | None], None]] = {}
+        # How long handshakes to an origin and waits for a connection put
+        # back took of late (the latest REUSE_WORKS origins).
+        self._times: dict[Origin, _Times] = {}
+        self._load = _Load()
 
     def take(self, origin: Origin) -> Connection | None:
         """An idle connection to `origin` that still looks alive, or None."""
@@ -255,25 +295,58 @@ class ConnectionPool:
     def begin_handshake(self, origin: Origin, waited: bool = False) -> bool:
         """Whether a new TLS connection to `origin` shakes hands now (counted
         until `handshake_done`), or first waits for a connection put back
-        (`wait_turn`): while HANDSHAKES to it are under way, or others wait
-        already (they are served first). `waited`: it waited PATIENCE for
-        one in vain, and shakes hands now whatever is under way.
+        (`wait_turn`): while HANDSHAKES to it are under way or others wait
+        already, if waiting pays (`_queue_pays`). `waited`: it waited
+        PATIENCE for one in vain, and shakes hands now whatever is under way.
 
         Why: 200 workers on one host each shook hands at once, 200 full
         handshakes (1.5 ms of CPU each here, as many for the server), where
         16 connections carried the whole list as fast: 2,000 URLs on one
-        host went from 1.24 to 1.00 s. A host whose pages are slow, or whose
-        handshakes are, still gets its connections PATIENCE later; a request
-        that waits has its deadline held (the wait is the run's, not the
-        URL's). A connection closed after its request rather than put back
-        (the server said close) sends the oldest one waiting to shake hands
-        at once. New plain connections are not held back: they cost little,
-        and fewer of them slowed a run on one host."""
+        host took 0.77 of the time. A request that waits has its deadline
+        held (the wait is the run's, not the URL's). A connection closed
+        after its request rather than put back (the server said close) sends
+        the oldest one waiting to shake hands at once. New plain connections
+        are not held back: they cost little, and fewer of them slowed a run
+        on one host."""
         under_way = self._handshaking.get(origin, 0)
-        if not waited and (under_way >= HANDSHAKES or origin in self._turns):
+        if (
+            not waited
+            and (under_way >= HANDSHAKES or origin in self._turns)
+            and self._queue_pays(origin, under_way)
+        ):
             return False
         self._handshaking[origin] = under_way + 1
         return True
+
+    def _queue_pays(self, origin: Origin, under_way: int) -> bool:
+        """Whether a new request to `origin` waits for a connection put back
+        rather than shake hands, HANDSHAKES being under way or others
+        waiting already: while this process is what the requests wait for
+        (a handshake's CPU would be the checks'), or while connections have
+        come back to those waiting sooner than new ones were made, of late.
+
+        Found by a review: pages of 30-100 ms kept 16-24 connections busy
+        where 50 were asked for, each freed one handed to a waiting request
+        within the patience, and the run took 2-2.5 times as long; and
+        handshakes slowed by the server held the others up to the patience."""
+        if self._load.busy():
+            return True
+        if under_way >= HANDSHAKES:
+            return False  # (they wait on the server, not on this CPU)
+        times = self._times.get(origin)
+        return times is None or times.handshake is None or times.wait <= times.handshake
+
+    def _timed(self, origin: Origin, handshake: float | None, wait: float | None) -> None:
+        """Fold a handshake's or a wait's seconds into `origin`'s recent ones."""
+        times = self._times.pop(origin, None) or _Times()
+        if handshake is not None:
+            old = times.handshake
+            times.handshake = handshake if old is None else old + TIMES_WEIGHT * (handshake - old)
+        if wait is not None:
+            times.wait += TIMES_WEIGHT * (wait - times.wait)
+        self._times[origin] = times  # (the newest last: the oldest go past REUSE_WORKS)
+        if len(self._times) > REUSE_WORKS:
+            del self._times[next(iter(self._times))]
 
     async def wait_turn(self, origin: Origin) -> Connection | None:
         """Wait for a connection to `origin` put back (returned, taken), at
@@ -283,8 +356,11 @@ class ConnectionPool:
         waiting = self._turns.setdefault(origin, {})
         waiting[turn] = None
         timer = loop.call_later(PATIENCE, _no_turn, turn)
+        since = time.monotonic()
         try:
-            return await turn
+            conn = await turn
+            self._timed(origin, None, time.monotonic() - since)
+            return conn
         except BaseException:
             if turn.done() and not turn.cancelled() and (given := turn.result()) is not None:
                 self.put(given)  # (handed over as it was cancelled: to the next)
@@ -295,10 +371,12 @@ class ConnectionPool:
             if not waiting and self._turns.get(origin) is waiting:
                 del self._turns[origin]
 
-    def handshake_done(self, origin: Origin, ok: bool) -> None:
-        """A handshake counted by `begin_handshake` ended (`ok`: it stands).
-        One that failed (refused, timed out) sends those waiting to shake
-        hands at once: no connection may come back to them."""
+    def handshake_done(self, origin: Origin, ok: bool, seconds: float = 0.0) -> None:
+        """A handshake counted by `begin_handshake` ended (`ok`: it stands,
+        made in `seconds`). One that failed (refused, timed out) sends those
+        waiting to shake hands at once: no connection may come back to them."""
+        if ok:
+            self._timed(origin, seconds, None)
         left = self._handshaking[origin] - 1
         if left:
             self._handshaking[origin] = left
