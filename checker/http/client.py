@@ -34,7 +34,7 @@ from checker.http.connections import (
     close_stream,
     unread,
 )
-from checker.http.deadline import Deadline
+from checker.http.deadline import Deadline, held_off
 from checker.http.deadline import clock as deadline_clock
 from checker.http.errors import (
     CheckError,
@@ -315,21 +315,11 @@ async def _handshake_turn(pool: ConnectionPool, origin: Origin) -> Connection | 
     and it is left out of the check's time (as a resolver thread's is)."""
     if pool.begin_handshake(origin):
         return None
-    deadline = check_deadline.get()
-    when = deadline.when() if deadline is not None else None
-    since = deadline_clock()
-    if deadline is not None:
-        deadline.reschedule(None)
-    try:
+    with held_off(check_deadline.get()):
         conn = await pool.wait_turn(origin)
-        if conn is None:
-            pool.begin_handshake(origin, waited=True)
-        return conn
-    finally:
-        if deadline is not None and when is not None:
-            waited = deadline_clock() - since
-            deadline.reschedule(when + waited)
-            deadline.held += waited
+    if conn is None:
+        pool.begin_handshake(origin, waited=True)
+    return conn
 
 
 async def post(

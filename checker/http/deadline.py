@@ -19,8 +19,10 @@ did asyncio.timeout's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
+from collections.abc import Iterator
 from types import TracebackType
 
 TICK = 0.05  # seconds between sweeps: how late a deadline may pass, at most
@@ -111,6 +113,24 @@ class Deadline:
         self._expired = True
         assert self._task is not None
         self._task.cancel()
+
+
+@contextlib.contextmanager
+def held_off(deadline: Deadline | None) -> Iterator[None]:
+    """`deadline` (a check's, if any) stands still during the block, a wait
+    that is the run's and not the check's; then it moves on by the time
+    waited, which counts as held (left out of the check's time: total_ms)."""
+    when = deadline.when() if deadline is not None else None
+    since = clock()
+    if deadline is not None:
+        deadline.reschedule(None)
+    try:
+        yield
+    finally:
+        if deadline is not None and when is not None:
+            waited = clock() - since
+            deadline.reschedule(when + waited)
+            deadline.held += waited
 
 
 class _Sweeper:

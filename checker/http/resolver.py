@@ -48,8 +48,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from checker.http.deadline import Deadline
-from checker.http.deadline import clock as deadline_clock
+from checker.http.deadline import Deadline, held_off
 from checker.http.errors import DNSError
 
 # (address family, address): what a connection attempt needs besides the port.
@@ -227,19 +226,9 @@ async def _uncharged(started: asyncio.Future[float], limit: float) -> float:
     time waited, and count it as held (not the check's time: total_ms)."""
     if started.done():
         return started.result()
-    deadline = check_deadline.get()
-    when = deadline.when() if deadline is not None else None
-    since = deadline_clock()
-    if deadline is not None:
-        deadline.reschedule(None)
-    try:
+    with held_off(check_deadline.get()):
         async with asyncio.timeout(limit):
             return await asyncio.shield(started)
-    finally:
-        if deadline is not None and when is not None:
-            waited = deadline_clock() - since
-            deadline.reschedule(when + waited)
-            deadline.held += waited
 
 
 class _Threads:
