@@ -87,19 +87,21 @@ LOAD_WINDOW = 0.1
 
 class _Load:
     """Whether this process used most of a CPU of late: its CPU time over the
-    wall time, looked at again once LOAD_WINDOW has passed (busy until then:
-    a run's start is)."""
+    wall time, looked at again once LOAD_WINDOW has passed since the first
+    question (busy until then: the burst that asks it first is)."""
 
     __slots__ = ("_at", "_cpu", "_share")
 
     def __init__(self) -> None:
-        self._at = time.monotonic()
-        self._cpu = time.process_time()
+        self._at: float | None = None  # (from the first question, not the pool's making)
+        self._cpu = 0.0
         self._share = 1.0
 
     def busy(self) -> bool:
         now = time.monotonic()
-        if now - self._at >= LOAD_WINDOW:
+        if self._at is None:
+            self._at, self._cpu = now, time.process_time()
+        elif now - self._at >= LOAD_WINDOW:
             cpu = time.process_time()
             self._share = (cpu - self._cpu) / (now - self._at)
             self._at, self._cpu = now, cpu
