@@ -277,11 +277,9 @@ async def request_head(
             reader, writer = await _connect(url, config, trace)
         except BaseException:
             if counted and pool is not None:
-                counted = False
                 pool.handshake_done(url.origin, ok=False)
             raise
         if counted and pool is not None:
-            counted = False
             pool.handshake_done(url.origin, ok=True, seconds=time.perf_counter() - began)
         if waiting is not None and pool is not None and url.scheme in TLS_SCHEMES:
             # A server that finished a TLS handshake has taken the connection:

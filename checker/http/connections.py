@@ -285,8 +285,8 @@ class ConnectionPool:
             if due is not None:
                 self._watch(conn.origin, due - now)
         conn.idle_since = now
-        if self._hand_over(conn):
-            return
+        if self._answer_turn(conn.origin, conn):
+            return  # (handed to the oldest request waiting for one)
         self._idle.setdefault(conn.origin, []).append(conn)
         self._lru[conn] = None
         if self._reaper is None:
@@ -394,14 +394,12 @@ class ConnectionPool:
         """A connection to `origin` in use is closed, not put back (the
         server said close, an error, spent): the oldest request waiting for
         one shakes hands now rather than wait out its patience for it."""
-        for turn in self._turns.get(origin, ()):
-            if not turn.done():
-                turn.set_result(None)
-                return
+        self._answer_turn(origin, None)
 
-    def _hand_over(self, conn: Connection) -> bool:
-        """Give `conn` to the oldest request waiting for one to its origin."""
-        for turn in self._turns.get(conn.origin, ()):
+    def _answer_turn(self, origin: Origin, conn: Connection | None) -> bool:
+        """End the oldest wait for a connection to `origin` with `conn` (None:
+        shake hands); whether any waited."""
+        for turn in self._turns.get(origin, ()):
             if not turn.done():
                 turn.set_result(conn)
                 return True

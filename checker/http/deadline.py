@@ -151,12 +151,13 @@ class _Sweeper:
 
     def _sweep(self) -> None:
         now = clock()
-        # One deadline a task a sweep, its innermost (the one opened last):
-        # a connect timeout as long as its check's ended with the check's
-        # TimeoutError when the outer one went first, and a host that leaves
-        # new connections unanswered while it is busy was no longer told
-        # apart from a page that hangs (healthy pages down; found by a
-        # review). An outer one still due goes at the next sweep.
+        # One deadline a task a sweep, its innermost (the one opened last),
+        # as nested asyncio.timeouts go: an inner block due with its outer
+        # one ends in its own TimeoutError. (While a connect timeout was a
+        # Deadline inside the check's, the outer went first and a connect
+        # that ran out the check's time was the check's timeout: healthy
+        # pages down, found by a review.) An outer one still due goes at
+        # the next sweep.
         due: dict[object, Deadline] = {}
         for deadline in self._open:
             if deadline._when is not None and deadline._when <= now:
