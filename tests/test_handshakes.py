@@ -119,19 +119,46 @@ async def test_waits_longer_than_handshakes_grow_the_pool(
     assert server.connections >= 32, server.connections
 
 
+class _Clocks:
+    """A wall clock and a CPU clock the test moves by hand: on a shared CI
+    machine a spin loop gets well under a CPU, so real clocks made this test
+    fail there."""
+
+    def __init__(self) -> None:
+        self.wall = 100.0
+        self.cpu = 5.0
+
+    def monotonic(self) -> float:
+        return self.wall
+
+    def process_time(self) -> float:
+        return self.cpu
+
+
 def test_the_load_says_busy_at_the_start_then_measures(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocks = _Clocks()
+    monkeypatch.setattr(connections, "time", clocks)
     monkeypatch.setattr(connections, "LOAD_WINDOW", 0.05)
+    monkeypatch.setattr(connections, "BUSY", 0.8)
     load = connections._Load()
     # (Made a while before it is first asked, as a pool waits for its TLS
     # context: that wait is not the burst's. Counted from the pool's making,
     # the cap held in 1 harness run of 3.)
-    time.sleep(0.06)
+    clocks.wall += 0.06
     assert load.busy()  # (the burst that asks first is)
-    time.sleep(0.06)  # idle
+    clocks.wall += 0.06  # idle
     assert not load.busy()
-    end = time.monotonic() + 0.06
-    while time.monotonic() < end:  # a CPU's worth
-        pass
+    clocks.wall += 0.03
+    clocks.cpu += 0.03  # a CPU's worth, but the window has not passed:
+    assert not load.busy()  # the last answer stands
+    clocks.wall += 0.03
+    clocks.cpu += 0.03
+    assert load.busy()  # a CPU's worth over the window
+    clocks.wall += 0.1
+    clocks.cpu += 0.07  # 70% of a CPU: under BUSY
+    assert not load.busy()
+    clocks.wall += 0.1
+    clocks.cpu += 0.09  # 90%: busy
     assert load.busy()
 
 
