@@ -34,7 +34,7 @@ class ListError(Exception):
     """A list file that cannot be used at all (a usage error, exit code 2)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: see checker.url.URL)
 class Target:
     seq: int  # position in the report: targets come out in input order
     source: str  # the list file, as given on the command line

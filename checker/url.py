@@ -49,7 +49,12 @@ class URLError(ValueError):
     """A URL that cannot be checked; the message says why, for `error_detail`."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes a URL once made: a frozen dataclass's
+# __init__ sets each field through object.__setattr__, and with Target and
+# ResponseHead (made for every check too) that was 25,000 instructions of a
+# check's 348,000 (valgrind, benchmarks/PROFILE.md, nineteenth session).
+# Hashed and compared by its fields, as a frozen one was.
+@dataclass(slots=True, unsafe_hash=True)
 class URL:
     scheme: str  # "http" or "https"
     host: str  # lowercase ASCII; IPv6 without brackets
@@ -71,13 +76,12 @@ class URL:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.port != DEFAULT_PORTS.get(self.scheme):
             host = f"{host}:{self.port}"
-        put = object.__setattr__  # (frozen: the dataclass's own way round it)
-        put(self, "host_header", host)
-        put(self, "origin", (self.scheme, self.host, self.port))
-        put(self, "_text", f"{self.scheme}://{host}{self.target}")
+        self.host_header = host
+        self.origin = (self.scheme, self.host, self.port)
+        self._text = f"{self.scheme}://{host}{self.target}"
         target = self.target
         safe = host.isascii() and target.isascii() and not _UNSAFE.search(host + target)
-        put(self, "line_safe", safe)
+        self.line_safe = safe
 
     @property
     def is_ipv6(self) -> bool:

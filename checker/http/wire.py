@@ -45,7 +45,7 @@ class StatusLine:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: see checker.url.URL)
 class ResponseHead:
     version: str
     status: int
