@@ -256,7 +256,7 @@ class Pool:
             # A host that has its share of checks going takes this URL into its
             # backlog, and this worker goes on with another URL.
             self._in_flight[target.seq] = target  # (while it waits for its host too)
-            if not await hosts.enter(key, target):
+            if not hosts.admit(key) and not await hosts.enter(key, target):
                 del self._in_flight[target.seq]  # the host's backlog has it now
                 await self._settled()
                 continue
@@ -365,7 +365,9 @@ class Pool:
                             behind_n, free = behind_n - 1, free - 1
                 # The host's pace (--host-interval, slower after 429/503) is kept
                 # before the attempt: waiting for it does not eat into its deadline.
-                paced = await self.hosts.pace(key, first=holding > 0)
+                paced = self.hosts.paced(key, first=holding > 0)
+                if paced is None:
+                    paced = await self.hosts.pace(key, first=holding > 0)
                 last = n - free - waited > self.opts.retries
                 # (After its own request held others behind it: alone.)
                 solo = (last and bool(crowded)) or (given is not None and not hangs)
@@ -458,7 +460,9 @@ class Pool:
                             " by the host's rate (429/503) not counted: answered at its pace"
                         )
                 turned_away = False  # (refused for the host's limit: asked again, whatever it was)
-                slow = page or hosts_clock() - sent >= SLOW_REFUSAL  # (a limit refuses at once)
+                # (A limit refuses at once. Timed for a refusal only: turned_away_by
+                # asks for nothing else.)
+                slow = told in SLOW_DOWN and (page or hosts_clock() - sent >= SLOW_REFUSAL)
                 if turned < TURNED_AWAY and turned_away_by(attempt, key, told, slow):
                     # (A close before any answer is a reset that said less.)
                     reset = isinstance(attempt.error, (ConnectionReset, NoResponse))
@@ -496,7 +500,10 @@ class Pool:
                     # (Not one turned away by its limit of connections: that
                     # is no rate, and a pace would space out the checks that
                     # its cap still lets go at once.)
-                    asked = parse_retry_after(head.get("retry-after"))
+                    # (A Retry-After counts with a refusal only: hosts.told.)
+                    asked = None
+                    if told in SLOW_DOWN:
+                        asked = parse_retry_after(head.get("retry-after"))
                     said_of_pace = self.hosts.told(
                         key,
                         told,

@@ -198,6 +198,29 @@ def test_an_inner_deadline_due_with_its_outer_one_goes_first(factory: Factory) -
 
 
 @pytest.mark.parametrize("factory", LOOPS)
+def test_a_late_loop_ends_an_inner_timeout_due_first_as_its_own(factory: Factory) -> None:
+    # The loop held up past both: a connect timeout due just after its
+    # check's deadline (as long, started later) and the sweep planned before
+    # either. The sweep runs first, and took the deadline as due (its clock
+    # had passed it), though the connect's timeout, exact, would have ended
+    # its block first on time: under load, the check's timeout where a
+    # connect timeout was meant (1 test run in some hundred).
+    async def main() -> tuple[str, bool, bool]:
+        seen = "none"
+        with Deadline(TICK * 1.2) as outer:
+            try:
+                async with asyncio.timeout(TICK * 1.3) as inner:  # (after the sweep's TICK)
+                    time.sleep(TICK * 4)  # noqa: ASYNC251  (the loop held up: all three overdue)
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                seen = "inner"
+            await asyncio.sleep(0)  # (the deadline, still open, has not ended the block)
+        return seen, inner.expired(), outer.expired()
+
+    assert run(factory, main()) == ("inner", True, False)
+
+
+@pytest.mark.parametrize("factory", LOOPS)
 def test_an_outer_deadline_still_passes_after_its_inner_one(factory: Factory) -> None:
     async def main() -> str:
         try:
