@@ -14,7 +14,7 @@ import pytest
 import uvloop
 
 from checker.http import deadline as module
-from checker.http.deadline import TICK, Deadline
+from checker.http.deadline import TICK, Deadline, Exact
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -139,6 +139,55 @@ def test_cancelled_from_elsewhere_as_it_passes_is_a_cancel(factory: Factory) -> 
 
 
 @pytest.mark.parametrize("factory", LOOPS)
+def test_an_exact_one_passes_when_due_and_keeps_the_same_rules(factory: Factory) -> None:
+    # The connect timeout's (client._connect): on a timer of its own, not
+    # at a sweep; a cancel from elsewhere stays a cancel; ended in time, its
+    # timer goes with it.
+    async def main() -> tuple[float, int, str, str, str]:
+        task = asyncio.current_task()
+        assert task is not None
+        start = time.perf_counter()
+        with pytest.raises(TimeoutError), Exact(0.2) as exact:
+            await asyncio.sleep(5)
+        assert exact.expired()
+        took = time.perf_counter() - start
+
+        async def cancelled_meanwhile() -> None:
+            with Exact(0.3):
+                await asyncio.sleep(5)
+
+        other = asyncio.create_task(cancelled_meanwhile())
+        await asyncio.sleep(0.05)
+        other.cancel()
+
+        async def cancelled_as_it_passes() -> None:
+            with Exact(0.0) as passing:
+                passing._expire()
+                this = asyncio.current_task()
+                assert this is not None
+                this.cancel()
+                await asyncio.sleep(5)
+
+        async def in_time() -> None:
+            with Exact(0.05):
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.15)  # (its timer, had it stayed, would cancel this)
+
+        return (
+            took,
+            task.cancelling(),
+            await ending(other),
+            await ending(asyncio.create_task(cancelled_as_it_passes())),
+            await ending(asyncio.create_task(in_time())),
+        )
+
+    took, cancelling, meanwhile, as_it_passes, ended = run(factory, main())
+    assert 0.199 <= took <= 0.2 + 0.1  # (not TICK late: no sweep)
+    assert cancelling == 0
+    assert (meanwhile, as_it_passes, ended) == ("cancelled", "cancelled", "finished")
+
+
+@pytest.mark.parametrize("factory", LOOPS)
 def test_a_deadline_held_off_and_moved_on(factory: Factory) -> None:
     async def main() -> float:
         start = time.perf_counter()
@@ -215,6 +264,24 @@ def test_a_late_loop_ends_an_inner_timeout_due_first_as_its_own(factory: Factory
             except TimeoutError:
                 seen = "inner"
             await asyncio.sleep(0)  # (the deadline, still open, has not ended the block)
+        return seen, inner.expired(), outer.expired()
+
+    assert run(factory, main()) == ("inner", True, False)
+
+
+@pytest.mark.parametrize("factory", LOOPS)
+def test_a_late_loop_ends_an_inner_exact_one_due_first_as_its_own(factory: Factory) -> None:
+    # The same with the connect timeout as client._connect makes it.
+    async def main() -> tuple[str, bool, bool]:
+        seen = "none"
+        with Deadline(TICK * 1.2) as outer:
+            try:
+                with Exact(TICK * 1.3) as inner:
+                    time.sleep(TICK * 4)  # noqa: ASYNC251  (the loop held up)
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                seen = "inner"
+            await asyncio.sleep(0)
         return seen, inner.expired(), outer.expired()
 
     assert run(factory, main()) == ("inner", True, False)

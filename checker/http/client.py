@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import socket
 import ssl
 import threading
@@ -34,7 +35,7 @@ from checker.http.connections import (
     close_stream,
     unread,
 )
-from checker.http.deadline import Deadline, held_off
+from checker.http.deadline import Deadline, Exact, held_off
 from checker.http.deadline import clock as deadline_clock
 from checker.http.errors import (
     CheckError,
@@ -563,14 +564,14 @@ async def _connect(
     context = await _tls_context(config) if url.scheme in TLS_SCHEMES else None
     start = time.perf_counter()
     try:
-        # (asyncio.timeout, exact, not a Deadline swept with the check's: a
-        # connect that runs out the check's time must end as a connect
-        # timeout, which tells a host that leaves new connections unanswered
-        # while busy apart from a page that hangs. With a Deadline, 1 to 2
+        # (Exact, on a timer of its own, not a Deadline swept with the
+        # check's: a connect that runs out the check's time must end as a
+        # connect timeout, which tells a host that leaves new connections
+        # unanswered while busy apart from a page that hangs. Swept, 1 to 2
         # healthy pages of 300 came out degraded or down behind a server
         # that serves 4 connections at once, at --timeout 1: found by a
         # review.)
-        async with asyncio.timeout(config.connect_timeout):
+        with Exact(config.connect_timeout):
             reader, writer = await _open(addresses, url.port, trace, start)
             if context is not None:
                 await _start_tls_or_close(reader, writer, url, context, trace)
@@ -702,7 +703,7 @@ async def _connect_via(
     context = await _tls_context(config) if url.scheme == "https" else None
     start = time.perf_counter()
     try:
-        async with asyncio.timeout(config.connect_timeout):
+        with Exact(config.connect_timeout):
             addresses = await _resolve(proxy.host, config, trace)
             reader, writer = await _open(addresses, proxy.port, trace, start)
             if context is None:
@@ -1042,9 +1043,14 @@ def _describe_verify_error(exc: ssl.SSLCertVerificationError) -> str:
     return f"{kind}: {getattr(exc, 'verify_message', None) or exc}"
 
 
+# Four dotted numbers of at most three ASCII digits (a pattern, not a split
+# and a generator: 1.6 us against 2.5, on every new connection to a literal).
+_DOTTED = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})", re.ASCII)
+
+
 def _is_ipv4(host: str) -> bool:
-    parts = host.split(".")
-    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+    found = _DOTTED.fullmatch(host)
+    return found is not None and max(map(int, found.groups())) <= 255
 
 
 def _ms(start: float) -> float:

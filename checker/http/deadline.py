@@ -103,16 +103,51 @@ class Deadline:
         assert self._sweeper is not None
         self._sweeper.close(self)
         if self._expired:
-            assert self._task is not None
-            # Its own cancel undone; a TimeoutError only if nobody else
-            # cancelled the task meanwhile (asyncio.Timeout.__aexit__).
-            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-                raise TimeoutError from exc
+            self._timed_out(exc_type, exc)
+
+    def _timed_out(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
+        assert self._task is not None
+        # Its own cancel undone; a TimeoutError only if nobody else
+        # cancelled the task meanwhile (asyncio.Timeout.__aexit__).
+        if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise TimeoutError from exc
 
     def _expire(self) -> None:
         self._expired = True
         assert self._task is not None
         self._task.cancel()
+
+
+class Exact(Deadline):
+    """`with Exact(seconds):` the same rules on a timer of its own: it
+    passes when it is due, not at a sweep. For the connect timeout, which
+    must end its block before the check's deadline due at the same time
+    (client._connect). A plain context manager: asyncio.timeout's async
+    one made two coroutines and a reschedule, 4-6 us of each new
+    connection (benchmarks/PROFILE.md, nineteenth session)."""
+
+    __slots__ = ("_handle",)
+
+    def __enter__(self) -> Exact:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a Deadline is for the block of a task")
+        loop = task.get_loop()
+        self._task = task
+        self._cancelling = task.cancelling()
+        # (The loop's clock, as asyncio.timeout's: its timers run by it.)
+        self._handle = loop.call_at(loop.time() + self._delay, self._expire)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._handle.cancel()
+        if self._expired:
+            self._timed_out(exc_type, exc)
 
 
 @contextlib.contextmanager
