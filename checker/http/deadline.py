@@ -6,7 +6,8 @@ off again: with its context manager, 3.5 us an attempt, 6% of a run's time on
 one host (benchmarks/PROFILE.md). Nearly every attempt ends long before its
 deadline. So the open deadlines of a loop are kept in one set, which one timer
 sweeps every TICK seconds while any is open: opening and closing a deadline
-is a set insertion and removal, and a deadline passes at most TICK late.
+is a set insertion and removal, and a deadline passes at most TICK late
+(on a loop held up, at most TICK after the loop catches up: `_Sweeper._sweep`).
 
 When one passes, what happens is what asyncio.timeout does: its task is
 cancelled, and the CancelledError that comes out of the block becomes
@@ -25,7 +26,7 @@ import weakref
 from collections.abc import Iterator
 from types import TracebackType
 
-TICK = 0.05  # seconds between sweeps: how late a deadline may pass, at most
+TICK = 0.05  # seconds between sweeps: how late a deadline may pass (on a loop on time)
 
 # The clock of deadlines: time.monotonic, not the loop's time(). uvloop's is
 # libuv's, in whole milliseconds and read once per loop iteration, so a
@@ -138,6 +139,12 @@ class Exact(Deadline):
         # (The loop's clock, as asyncio.timeout's: its timers run by it.)
         self._handle = loop.call_at(loop.time() + self._delay, self._expire)
         return self
+
+    def when(self) -> float | None:
+        raise NotImplementedError("an exact timeout is not held off")  # (None would say it is)
+
+    def reschedule(self, when: float | None) -> None:
+        raise NotImplementedError("an exact timeout is not held off")
 
     def __exit__(
         self,
