@@ -82,18 +82,23 @@ class Deadline:
         return self._expired
 
     def __enter__(self) -> Deadline:
+        loop = self._own_task()
+        self._when = clock() + self._delay
+        self._sweeper = _sweeper_of(loop)
+        self._sweeper.open(self)
+        return self
+
+    def _own_task(self) -> asyncio.AbstractEventLoop:
+        """Take the current task (and its cancels so far: `_timed_out`);
+        its loop."""
         # The loop through the task: each asyncio.get_running_loop() is a
         # getpid() system call, and current_task() makes one already.
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a Deadline is for the block of a task")
-        loop = task.get_loop()
-        self._when = clock() + self._delay
         self._task = task
         self._cancelling = task.cancelling()
-        self._sweeper = _sweeper_of(loop)
-        self._sweeper.open(self)
-        return self
+        return task.get_loop()
 
     def __exit__(
         self,
@@ -130,12 +135,7 @@ class Exact(Deadline):
     __slots__ = ("_handle",)
 
     def __enter__(self) -> Exact:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a Deadline is for the block of a task")
-        loop = task.get_loop()
-        self._task = task
-        self._cancelling = task.cancelling()
+        loop = self._own_task()
         # (The loop's clock, as asyncio.timeout's: its timers run by it.)
         self._handle = loop.call_at(loop.time() + self._delay, self._expire)
         return self
